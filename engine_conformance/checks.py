@@ -1,0 +1,60 @@
+"""Assertions the suites share, each explaining itself when it fails.
+
+    >>> ex = client.create_image({"fromImage": "Bad::Ref"})     # doctest: +SKIP
+    >>> assert_error_answer(ex)                                # doctest: +SKIP
+
+A failed assertion is a ``fail`` verdict; its message is the verdict's reason,
+so it says what was expected, what came, and on what grounds.
+"""
+
+from __future__ import annotations
+
+import json
+
+from . import spec
+from .target import Exchange
+
+
+def error_answer_problems(ex: Exchange) -> list[str]:
+    """What is wrong with a non-200 answer as an ``ErrorResponse`` (empty: nothing)."""
+    problems = []
+    ctype = ex.content_type.split(";")[0].strip()
+    if ctype != "application/json":
+        problems.append(f"Content-Type is {ctype or 'missing'!r}, not application/json")
+    try:
+        body = json.loads(ex.body)
+    except ValueError:
+        problems.append(f"body is not JSON: {ex.body[:120]!r}")
+        return problems
+    problems += [f"body: {p}" for p in spec.validate_error(body)]
+    return problems
+
+
+def assert_error_answer(ex: Exchange) -> None:
+    """A non-200 answer must be ``application/json`` with a string ``message``."""
+    problems = error_answer_problems(ex)
+    assert not problems, (
+        f"{ex.request_line} answered HTTP {ex.status} that is not an ErrorResponse: "
+        + "; ".join(problems)
+    )
+
+
+def assert_stream_success(ex: Exchange) -> None:
+    """A 200 stream with no framing errors and no error message."""
+    assert ex.status == 200, f"{ex.request_line} answered HTTP {ex.status}: {ex.body[:300]!r}"
+    assert not ex.framing_errors, f"stream framing errors: {ex.framing_errors[:3]}"
+    assert ex.stream_error is None, f"stream reports an error: {ex.stream_error!r}"
+
+
+def failed(ex: Exchange) -> bool:
+    """Whether a client can tell the request failed: an error status or an error message."""
+    return ex.status >= 400 or ex.stream_error is not None
+
+
+def imported_id(ex: Exchange) -> str | None:
+    """The image ID an import names in its last ``status`` message (``sha256:...``)."""
+    for message in reversed(ex.messages):
+        status = message.obj.get("status")
+        if isinstance(status, str) and status.startswith("sha256:"):
+            return status
+    return None

@@ -1,0 +1,266 @@
+"""Managed engines: Docker and Podman started in private temporary directories.
+
+    >>> with ManagedDocker() as docker:                        # doctest: +SKIP
+    ...     docker.target        # 'unix:///tmp/ec-docker-xxxx/docker.sock'
+    >>> with ManagedPodman(insecure_registries=["127.0.0.1:5000"]) as podman:  # doctest: +SKIP
+    ...     podman.target
+
+They never touch the host's own engines: every path (socket, data root, exec
+root, pid file, registries.conf) lives under one temporary directory that is
+removed on stop. ``ManagedDocker(tls=True)`` also listens on TCP with mutual
+TLS, using certificates made by trustme; ``cert_path`` is then a directory
+laid out like ``DOCKER_CERT_PATH``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+
+class EngineUnavailable(Exception):
+    """The engine's program is not installed or would not start."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free right now on ``host``."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class ManagedEngine:
+    """Common life cycle: make a private dir, start, wait for /_ping, stop, clean."""
+
+    program = ""
+    name = ""
+
+    def __init__(self) -> None:
+        self.dir: Path | None = None
+        self.process: subprocess.Popen | None = None
+        self.socket = ""
+
+    @classmethod
+    def available(cls) -> bool:
+        return shutil.which(cls.program) is not None
+
+    @property
+    def target(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def log_path(self) -> Path:
+        assert self.dir is not None
+        return self.dir / "engine.log"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def prepare(self) -> None:
+        """Write whatever the engine needs before it starts."""
+
+    def start(self) -> ManagedEngine:
+        if not self.available():
+            raise EngineUnavailable(f"{self.program} is not installed")
+        # Unix socket paths are limited to 108 bytes, so stay short and in /tmp.
+        self.dir = Path(tempfile.mkdtemp(prefix=f"ec-{self.name}-", dir="/tmp"))
+        self.socket = str(self.dir / f"{self.name}.sock")
+        self.prepare()
+        log = open(self.log_path, "wb")
+        try:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.environment(),
+                start_new_session=True,  # Ctrl-C at the terminal is ours to handle
+            )
+        finally:
+            log.close()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        transport = httpx.HTTPTransport(uds=self.socket)
+        with httpx.Client(transport=transport, base_url="http://engine", timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise EngineUnavailable(
+                        f"{self.program} exited with {self.process.returncode}: {self._log_tail()}"
+                    )
+                if os.path.exists(self.socket):
+                    try:
+                        if http.get("/_ping").status_code == 200:
+                            return
+                    except httpx.TransportError:
+                        pass
+                # Readiness has no event to wait on: the socket appears before it answers.
+                time.sleep(0.1)
+        raise EngineUnavailable(f"{self.program} did not answer /_ping in {START_TIMEOUT:.0f}s")
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1][-300:] if lines else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(STOP_TIMEOUT)
+        self.process = None
+        if self.dir is not None:
+            self._unmount_below(self.dir)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    @staticmethod
+    def _unmount_below(path: Path) -> None:
+        # A killed engine can leave overlay mounts behind; rmtree cannot cross them.
+        try:
+            mounts = Path("/proc/self/mounts").read_text().splitlines()
+        except OSError:
+            return
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(str(path))]
+        for point in sorted(points, key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+
+    def __enter__(self) -> ManagedEngine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class ManagedDocker(ManagedEngine):
+    """``dockerd`` from Debian's docker.io, private to one directory."""
+
+    program = "dockerd"
+    name = "docker"
+
+    def __init__(self, tls: bool = False) -> None:
+        super().__init__()
+        self.tls = tls
+        self.tcp_port: int | None = None
+        self.cert_path: str | None = None
+
+    @property
+    def tls_target(self) -> str:
+        assert self.tcp_port is not None, "started without tls=True"
+        return f"https://127.0.0.1:{self.tcp_port}"
+
+    def prepare(self) -> None:
+        if self.tls:
+            self._make_certificates()
+
+    def _make_certificates(self) -> None:
+        import trustme
+
+        assert self.dir is not None
+        ca = trustme.CA()
+        server = ca.issue_cert("127.0.0.1", "localhost")
+        client = ca.issue_cert("engine-conformance-client")
+        server_dir, client_dir = self.dir / "server-certs", self.dir / "client-certs"
+        server_dir.mkdir()
+        client_dir.mkdir()
+        for d in (server_dir, client_dir):
+            ca.cert_pem.write_to_path(str(d / "ca.pem"))
+        server.cert_chain_pems[0].write_to_path(str(server_dir / "cert.pem"))
+        server.private_key_pem.write_to_path(str(server_dir / "key.pem"))
+        client.cert_chain_pems[0].write_to_path(str(client_dir / "cert.pem"))
+        client.private_key_pem.write_to_path(str(client_dir / "key.pem"))
+        self.cert_path = str(client_dir)
+        self.tcp_port = free_port()
+
+    def command(self) -> list[str]:
+        assert self.dir is not None
+        cmd = [
+            "dockerd",
+            "--host", f"unix://{self.socket}",
+            "--data-root", str(self.dir / "root"),
+            "--exec-root", str(self.dir / "exec"),
+            "--pidfile", str(self.dir / "docker.pid"),
+            "--iptables=false",
+            "--bridge=none",
+        ]  # fmt: skip
+        if self.tls:
+            certs = self.dir / "server-certs"
+            cmd += [
+                "--host", f"tcp://127.0.0.1:{self.tcp_port}",
+                "--tlsverify",
+                "--tlscacert", str(certs / "ca.pem"),
+                "--tlscert", str(certs / "cert.pem"),
+                "--tlskey", str(certs / "key.pem"),
+            ]  # fmt: skip
+        return cmd
+
+
+class ManagedPodman(ManagedEngine):
+    """``podman system service`` from Debian's podman, private to one directory.
+
+    Podman reads registries.conf only at start, so the registries it must
+    reach over plain HTTP are given up front.
+    """
+
+    program = "podman"
+    name = "podman"
+
+    def __init__(self, insecure_registries: list[str] | tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.insecure_registries = list(insecure_registries)
+
+    def prepare(self) -> None:
+        assert self.dir is not None
+        entries = "".join(
+            f'\n[[registry]]\nlocation = "{r}"\ninsecure = true\n' for r in self.insecure_registries
+        )
+        (self.dir / "registries.conf").write_text(
+            'unqualified-search-registries = []\nshort-name-mode = "permissive"\n' + entries
+        )
+
+    def environment(self) -> dict[str, str]:
+        assert self.dir is not None
+        env = dict(os.environ)
+        env["CONTAINERS_REGISTRIES_CONF"] = str(self.dir / "registries.conf")
+        env["TMPDIR"] = str(self.dir)
+        return env
+
+    def command(self) -> list[str]:
+        assert self.dir is not None
+        return [
+            "podman",
+            "--root", str(self.dir / "root"),
+            "--runroot", str(self.dir / "run"),
+            "--tmpdir", str(self.dir / "tmp"),
+            "--events-backend", "file",
+            "--cgroup-manager", "cgroupfs",
+            "system", "service", "--time=0", f"unix://{self.socket}",
+        ]  # fmt: skip
+
+
+ENGINES: dict[str, type[ManagedEngine]] = {"docker": ManagedDocker, "podman": ManagedPodman}

@@ -1,0 +1,536 @@
+"""pytest integration: options, fixtures, verdicts and reports.
+
+Loaded by the project's root ``conftest.py``; ``pytest --target URL suites/``
+then judges a target. A suite check is an ordinary test marked with its
+requirement::
+
+    @pytest.mark.requirement("IMPORT-001")
+    def test_import_creates_image(client, images, archive):
+        ...
+
+Verdicts: an assertion that fails is ``fail``; anything else that goes wrong
+(the target hung, a fixture broke) is ``error``, kept apart from fail; a
+``pytest.skip`` or a version outside the requirement's range is ``skip``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets as _secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import __version__, expectations
+from .fileserver import FileServer
+from .report import scrub, write_junit, write_results
+from .requirements import VERDICTS, Catalogue, CatalogueError, Requirement
+from .target import Client, Target, TargetError, Timeouts, UsageError
+
+EXIT_TARGET = 3  # the target could not be reached (the CLI uses the same codes)
+EXIT_USAGE = 4
+
+
+@dataclass
+class Record:
+    """The verdict of one pytest item."""
+
+    nodeid: str
+    verdict: str
+    reason: str = ""
+    duration: float = 0.0
+    evidence: list[dict] = field(default_factory=list)
+    observations: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """Per-session state, kept on ``config.stash``."""
+
+    catalogue: Catalogue
+    prefix: str
+    report_dir: Path
+    client: Client | None = None
+    target_info: dict = field(default_factory=dict)
+    records: dict[str, list[Record]] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)
+    created: set[str] = field(default_factory=set)
+    expected: dict[str, str] | None = None
+    expectations_path: Path | None = None
+    started: float = field(default_factory=time.time)
+    complete: bool = True
+    mismatches: list[str] = field(default_factory=list)
+    results: dict | None = None
+    counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+
+RUN = pytest.StashKey[Run]()
+ITEM_START = pytest.StashKey[int]()
+ITEM_OBS = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("engine-conformance")
+    group.addoption("--target", help="engine: unix:///path, tcp://h:p, https://h:p "
+                    "(default: DOCKER_HOST, then /var/run/docker.sock)")
+    group.addoption("--api-version", help="pin the API version (default: negotiate, at most 1.44)")
+    group.addoption("--report-dir", default=None, help="where results.json and junit.xml go")
+    group.addoption("--expectations", default=None,
+                    help="expectation file to check verdicts against, or 'auto'")
+    group.addoption("--update-expectations", action="store_true",
+                    help="write this run's verdicts to the expectation file")
+    group.addoption("--run-prefix", default=None, help="name prefix for everything the run creates")
+    group.addoption("--request-timeout", type=float, default=60.0, help="seconds per request")
+    group.addoption("--stream-timeout", type=float, default=300.0,
+                    help="seconds for a whole progress stream")
+    group.addoption("--requirement", action="append", default=[], metavar="ID",
+                    help="judge only this requirement (repeatable)")
+    group.addoption("--serve-host", default="127.0.0.1",
+                    help="address the suite's own servers listen on (must be reachable "
+                         "from the engine)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        catalogue = Catalogue.load()
+    except CatalogueError as exc:
+        raise pytest.UsageError(f"requirement catalogue: {exc}") from None
+    prefix = config.getoption("run_prefix") or f"ectest-{_secrets.token_hex(4)}"
+    report_dir = Path(
+        config.getoption("report_dir")
+        or Path(config.rootpath) / "reports" / time.strftime("%Y%m%d-%H%M%S")
+    )
+    config.stash[RUN] = Run(catalogue=catalogue, prefix=prefix, report_dir=report_dir)
+
+
+def _run(config: pytest.Config) -> Run:
+    return config.stash[RUN]
+
+
+def _requirement_of(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("requirement")
+    return str(marker.args[0]) if marker and marker.args else None
+
+
+# -- collection: connect once, before anything runs ------------------------------
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    run = _run(config)
+    wanted = set(config.getoption("requirement"))
+    if wanted:
+        unknown = wanted - set(run.catalogue)
+        if unknown:
+            raise pytest.UsageError(f"unknown requirement {', '.join(sorted(unknown))}")
+        keep = [i for i in items if _requirement_of(i) in wanted]
+        drop = [i for i in items if i not in keep]
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+    suite_items = [i for i in items if _requirement_of(i)]
+    for item in suite_items:
+        rid = _requirement_of(item)
+        if rid not in run.catalogue:
+            raise pytest.UsageError(f"{item.nodeid}: requirement {rid} is not in the catalogue")
+    if not suite_items:
+        return
+    run.complete = {_requirement_of(i) for i in suite_items} >= set(run.catalogue)
+    _connect(config, run)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items and items[0].config.stash.get(RUN, None):
+        items[0].config.stash[RUN].complete = False
+
+
+def _connect(config: pytest.Config, run: Run) -> None:
+    try:
+        spec = config.getoption("target")
+        target = Target.parse(spec) if spec else Target.default()
+        if target is None:
+            pytest.exit("no target: give --target or set DOCKER_HOST "
+                        "(or use `engine-conformance run`, which can start one)", EXIT_USAGE)
+        client = Client(
+            target,
+            api_version=config.getoption("api_version") or os.environ.get("DOCKER_API_VERSION"),
+            timeouts=Timeouts(
+                read=config.getoption("request_timeout"),
+                stream=config.getoption("stream_timeout"),
+            ),
+        )
+        client.negotiate()
+        info = client.info()
+    except UsageError as exc:
+        pytest.exit(f"bad target: {exc}", EXIT_USAGE)
+    except TargetError as exc:
+        pytest.exit(str(exc), EXIT_TARGET)
+    run.client = client
+    run.target_info = describe_target(client, info)
+    expect = config.getoption("expectations")
+    if expect:
+        path = (expectations.path_for(run.target_info["engine_key"]) if expect == "auto"
+                else Path(expect))
+        run.expectations_path = path
+        if not config.getoption("update_expectations"):
+            if not path.is_file():
+                pytest.exit(f"no expectation file {path}", EXIT_USAGE)
+            run.expected = expectations.load(path)
+
+
+def describe_target(client: Client, info: dict) -> dict:
+    """Engine identity for reports and for picking an expectation file."""
+    v = client.version_info
+    components = [c.get("Name", "") for c in v.get("Components") or []]
+    product = "podman" if any("podman" in c.lower() for c in components) else "docker"
+    version = str(v.get("Version", "unknown"))
+    major_minor = ".".join(version.split("+")[0].split(".")[:2])
+    return {
+        "url": client.target.url,
+        "engine": product,
+        "version": version,
+        "engine_key": f"{product}-{major_minor}",
+        "api_version": client.api_version,
+        "max_api_version": v.get("ApiVersion"),
+        "min_api_version": v.get("MinAPIVersion"),
+        "os": v.get("Os") or info.get("OSType"),
+        "arch": v.get("Arch") or info.get("Architecture"),
+        "storage_driver": info.get("Driver"),
+        "operating_system": info.get("OperatingSystem"),
+    }
+
+
+# -- fixtures ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def run_state(request: pytest.FixtureRequest) -> Run:
+    return _run(request.config)
+
+
+@pytest.fixture(scope="session")
+def client(run_state: Run) -> Client:
+    """The negotiated client for the target under test."""
+    if run_state.client is None:
+        pytest.skip("no target connected (not a suite run)")
+    return run_state.client
+
+
+@pytest.fixture(scope="session")
+def api_version(client: Client) -> str:
+    return client.api_version
+
+
+@pytest.fixture(scope="session")
+def target_info(run_state: Run, client: Client) -> dict:
+    return run_state.target_info
+
+
+@pytest.fixture(scope="session")
+def file_server(request: pytest.FixtureRequest):
+    """A :class:`FileServer` for ``fromSrc=<URL>`` imports, on ``--serve-host``."""
+    with FileServer(request.config.getoption("serve_host")) as server:
+        yield server
+
+
+@pytest.fixture
+def observe(request: pytest.FixtureRequest) -> dict:
+    """A dict whose entries are shown as the check's observations in the report."""
+    return request.node.stash.setdefault(ITEM_OBS, {})
+
+
+@pytest.fixture
+def secret(run_state: Run):
+    """Register a string that must never appear in output or reports."""
+
+    def register(value: str) -> str:
+        run_state.secrets.add(value)
+        return value
+
+    return register
+
+
+class Images:
+    """Names for what a check creates, and their removal afterwards.
+
+    ``images.name("imp")`` gives ``<prefix>/imp-<n>``: under the run prefix, so
+    it can never collide with anything already on the target.
+    """
+
+    def __init__(self, client: Client, run: Run) -> None:
+        self.client, self.run = client, run
+        self.refs: list[str] = []
+
+    def name(self, label: str = "img") -> str:
+        ref = f"{self.run.prefix}/{label}-{next(self.run.counter)}"
+        self.refs.append(ref)
+        self.run.created.add(ref)
+        return ref
+
+    def track(self, ref: str) -> None:
+        """Remove ``ref`` (a name or an image ID the check caused) afterwards too."""
+        self.refs.append(ref)
+        self.run.created.add(ref)
+
+    def cleanup(self) -> None:
+        for ref in reversed(self.refs):
+            remove_created(self.client, ref, self.run.prefix)
+
+
+@pytest.fixture
+def images(client: Client, run_state: Run):
+    """Creates names under the run prefix and removes those images after the check."""
+    tracker = Images(client, run_state)
+    yield tracker
+    tracker.cleanup()
+
+
+def remove_created(client: Client, ref: str, prefix: str) -> None:
+    """Delete every image ``ref`` names; with its tags when it is one of ours."""
+    try:
+        if ref.startswith("sha256:"):
+            client.delete_image(ref, force=True)
+            return
+        image = client.inspect_image(ref)
+        while image is not None:
+            # A name may point to an image that also carries other names of
+            # ours; delete by ID only if every name it has is ours.
+            tags = image.get("RepoTags") or []
+            if tags and all(prefix in t for t in tags):
+                client.delete_image(image["Id"], force=True)
+            else:
+                client.delete_image(ref, force=False)
+                break
+            image = client.inspect_image(ref)
+    except TargetError:
+        pass
+
+
+def sweep(client: Client, run: Run) -> list[str]:
+    """Remove whatever is left under the run prefix; returns what it removed."""
+    removed = []
+    for ref in sorted(run.created):
+        remove_created(client, ref, run.prefix)
+    try:
+        for image in client.list_images():
+            tags = image.get("RepoTags") or []
+            ours = [t for t in tags if f"{run.prefix}/" in t]
+            if ours and len(ours) == len(tags):
+                client.delete_image(image["Id"], force=True)
+                removed.append(image["Id"])
+            else:
+                for tag in ours:
+                    client.delete_image(tag, force=False)
+                    removed.append(tag)
+    except TargetError:
+        pass
+    return removed
+
+
+# -- verdicts ---------------------------------------------------------------------
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    rid = _requirement_of(item)
+    if not rid:
+        return
+    run = _run(item.config)
+    if run.client is not None:
+        item.stash[ITEM_START] = len(run.client.exchanges)
+    req = run.catalogue[rid]
+    if run.client is not None and not req.applies_to(run.client.api_version):
+        pytest.skip(f"applies to API {req.versions}; the target speaks {run.client.api_version}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    rid = _requirement_of(item)
+    if not rid:
+        return report
+    run = _run(item.config)
+    req = run.catalogue[rid]
+    verdict, reason = _verdict(report, call)
+    if verdict is None:
+        return report
+    if report.when == "teardown" and verdict != "error":
+        return report
+    record = Record(item.nodeid, verdict, reason, report.duration)
+    if run.client is not None:
+        start = item.stash.get(ITEM_START, 0)
+        record.evidence = [ex.evidence() for ex in run.client.exchanges[start:]][-6:]
+    record.observations = dict(item.stash.get(ITEM_OBS, {}))
+    records = run.records.setdefault(rid, [])
+    # one record per item: a later phase (teardown error) replaces an earlier one
+    records[:] = [r for r in records if r.nodeid != item.nodeid] + [record]
+    _reshape(report, req, verdict, run)
+    return report
+
+
+def _verdict(report: pytest.TestReport, call: pytest.CallInfo) -> tuple[str | None, str]:
+    if report.when == "call":
+        if report.passed:
+            return "pass", ""
+        if report.skipped:
+            return "skip", _skip_reason(report)
+    elif report.when == "setup":
+        if report.skipped:
+            return "skip", _skip_reason(report)
+        if report.passed:
+            return None, ""
+    elif report.passed or report.skipped:
+        return None, ""
+    excinfo = call.excinfo
+    if excinfo is not None and excinfo.errisinstance((AssertionError, pytest.fail.Exception)):
+        if report.when == "call":
+            return "fail", _first_line(excinfo.exconly(), excinfo)
+    if excinfo is not None:
+        return "error", _first_line(excinfo.exconly(), excinfo)
+    return "error", "unknown harness error"
+
+
+def _first_line(text: str, excinfo: Any) -> str:
+    if excinfo.errisinstance(AssertionError) and excinfo.value.args:
+        text = str(excinfo.value.args[0])
+    for prefix in ("AssertionError: ", "Failed: "):
+        text = text.removeprefix(prefix)
+    return text.strip().split("\nassert ")[0][:2000]
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return str(report.longrepr or "")
+
+
+def _reshape(report: pytest.TestReport, req: Requirement, verdict: str, run: Run) -> None:
+    """Make pytest's own outcome agree with what the run is judged on.
+
+    With an expectation file, a verdict equal to the expected one is a pass
+    for pytest (the deviation is known); without one, INFO never fails.
+    """
+    if verdict not in ("fail", "error"):
+        return
+    if run.expected is not None:
+        if run.expected.get(req.id) == verdict:
+            report.outcome = "passed"
+            report.user_properties.append(("expected-deviation", verdict))
+        return
+    if verdict == "fail" and not req.gating:
+        report.outcome = "passed"
+        report.user_properties.append(("observation", "INFO check did not hold"))
+
+
+def aggregate(records: list[Record]) -> tuple[str, str]:
+    """A requirement's verdict from its items: fail > error > pass > skip."""
+    for verdict in ("fail", "error", "pass"):
+        hits = [r for r in records if r.verdict == verdict]
+        if hits:
+            return verdict, "; ".join(dict.fromkeys(r.reason for r in hits if r.reason))[:2000]
+    return "skip", "; ".join(dict.fromkeys(r.reason for r in records if r.reason))[:2000]
+
+
+# -- end of session ---------------------------------------------------------------
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    run = session.config.stash.get(RUN, None)
+    if run is None or run.client is None:
+        return
+    removed = sweep(run.client, run)
+    results = build_results(run, removed)
+    verdicts = {r["id"]: r["verdict"] for r in results["requirements"]}
+    reasons = {r["id"]: r["reason"] for r in results["requirements"]}
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    if session.config.getoption("update_expectations") and run.expectations_path:
+        if not interrupted:
+            expectations.write(run.expectations_path, run.target_info, verdicts, reasons)
+    elif run.expected is not None:
+        run.mismatches = expectations.compare(verdicts, run.expected, run.complete)
+        results["expectations"] = {
+            "file": str(run.expectations_path),
+            "mismatches": run.mismatches,
+        }
+        if run.mismatches and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    results = scrub(results, run.secrets)
+    run.results = results
+    write_results(run.report_dir / "results.json", results)
+    write_junit(run.report_dir / "junit.xml", results)
+    run.client.close()
+
+
+def build_results(run: Run, removed: list[str]) -> dict:
+    reqs = []
+    for rid, req in run.catalogue.items():
+        records = run.records.get(rid)
+        if not records:
+            continue
+        verdict, reason = aggregate(records)
+        reqs.append(
+            req.to_dict()
+            | {
+                "verdict": verdict,
+                "reason": reason,
+                "duration": sum(r.duration for r in records),
+                "evidence": [e for r in records for e in r.evidence][:8],
+                "observations": {k: v for r in records for k, v in r.observations.items()},
+                "cases": [
+                    {"nodeid": r.nodeid, "verdict": r.verdict, "reason": r.reason}
+                    for r in records
+                ],
+            }
+        )
+    summary = {v: sum(1 for r in reqs if r["verdict"] == v) for v in VERDICTS}
+    summary["gating_failures"] = sum(
+        1 for r in reqs if r["verdict"] == "fail" and r["level"] != "INFO"
+    )
+    return {
+        "tool": {"name": "engine-conformance", "version": __version__},
+        "run": {
+            "prefix": run.prefix,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started)),
+            "duration": round(time.time() - run.started, 3),
+            "complete": run.complete,
+            "python": sys.version.split()[0],
+            "cleanup_removed": removed,
+        },
+        "target": run.target_info,
+        "summary": summary,
+        "requirements": reqs,
+    }
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    run = config.stash.get(RUN, None)
+    if run is None or run.results is None:
+        return
+    tr = terminalreporter
+    res = run.results
+    t = res["target"]
+    tr.section("conformance verdicts")
+    tr.write_line(f"target: {t['engine']} {t['version']} at {t['url']} (API {t['api_version']})")
+    for r in res["requirements"]:
+        mark = r["verdict"].upper()
+        line = f"{mark:5} {r['id']:12} {r['level']:6} {r['title']}"
+        if r["verdict"] != "pass" and r["reason"]:
+            line += f"  -- {r['reason'].splitlines()[0][:160]}"
+        tr.write_line(line)
+    s = res["summary"]
+    tr.write_line(
+        f"requirements: {s['pass']} pass, {s['fail']} fail, {s['skip']} skip, {s['error']} error"
+    )
+    if run.mismatches:
+        tr.write_line(f"verdicts differ from {run.expectations_path}:", red=True)
+        for line in run.mismatches:
+            tr.write_line(f"  {line}", red=True)
+    elif run.expected is not None:
+        tr.write_line(f"verdicts match {run.expectations_path}")
+    tr.write_line(f"reports: {run.report_dir}")

@@ -1,0 +1,80 @@
+"""Run the suites in a child pytest and read back what they judged.
+
+    >>> outcome = run_suite("unix:///tmp/d/docker.sock", requirements=["ERRORS-001"],
+    ...                     report_dir=Path("/tmp/r"))          # doctest: +SKIP
+    >>> outcome.verdict("ERRORS-001")                          # doctest: +SKIP
+    'pass'
+
+Both the CLI and the harness's own tests go through here, so a suite run is
+started one way only.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SUITES = ROOT / "suites"
+
+
+@dataclass
+class Outcome:
+    returncode: int
+    results: dict | None
+    output: str
+
+    def verdict(self, requirement: str) -> str | None:
+        for r in (self.results or {}).get("requirements", []):
+            if r["id"] == requirement:
+                return r["verdict"]
+        return None
+
+    def requirement(self, requirement: str) -> dict:
+        for r in (self.results or {}).get("requirements", []):
+            if r["id"] == requirement:
+                return r
+        raise KeyError(f"{requirement} not in results; output:\n{self.output[-3000:]}")
+
+
+def pytest_command(
+    target: str,
+    report_dir: Path,
+    *,
+    requirements: Sequence[str] = (),
+    api_version: str | None = None,
+    expectations: str | None = None,
+    update_expectations: bool = False,
+    keyword: str | None = None,
+    prefix: str | None = None,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    cmd = [sys.executable, "-m", "pytest", str(SUITES), "--rootdir", str(ROOT),
+           "--target", target, "--report-dir", str(report_dir)]
+    for rid in requirements:
+        cmd += ["--requirement", rid]
+    if api_version:
+        cmd += ["--api-version", api_version]
+    if expectations:
+        cmd += ["--expectations", expectations]
+    if update_expectations:
+        cmd.append("--update-expectations")
+    if keyword:
+        cmd += ["-k", keyword]
+    if prefix:
+        cmd += ["--run-prefix", prefix]
+    return cmd + list(extra)
+
+
+def run_suite(target: str, report_dir: Path, *, timeout: float = 900, env: dict | None = None,
+              **options: object) -> Outcome:
+    """Run the suites against ``target`` quietly; options as in :func:`pytest_command`."""
+    cmd = pytest_command(target, report_dir, extra=["-q", "-p", "no:randomly"], **options)  # type: ignore[arg-type]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    results_path = Path(report_dir) / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else None
+    return Outcome(proc.returncode, results, proc.stdout + proc.stderr)

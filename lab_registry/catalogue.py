@@ -1,0 +1,345 @@
+"""What a registry serves: repositories, their tags, and the facts tests compare.
+
+    >>> from lab_registry.catalogue import standard
+    >>> cat = standard("ectest-1a2b3c")
+    >>> cat.repositories()[:2]
+    ['ectest-1a2b3c/arm-only', 'ectest-1a2b3c/multi']
+    >>> facts = cat.facts("single", "v1")          # short or full repository name
+    >>> facts.reference, facts.os, facts.architecture
+    ('ectest-1a2b3c/single:v1', 'linux', 'amd64')
+    >>> cat.facts("multi", "latest", platform="linux/arm/v7").variant
+    'v7'
+
+A ``Catalogue`` is thread-safe and may change while a registry serves it
+(``add``/``remove``). Blobs are linked per repository, like in the real
+distribution registry: a blob of another repository is BLOB_UNKNOWN here.
+
+The standard catalogue's content does not depend on the prefix, so its digests
+are the same in every run (the prefix only names repositories).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import threading
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab_registry.blobs import Blob, is_digest
+from lab_registry.images import (
+    Artifact,
+    Format,
+    Image,
+    Index,
+    Platform,
+    build_image,
+    build_index,
+    build_large_image,
+)
+
+# The distribution reference grammar for a repository path (lowercase only).
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
+
+#: The platforms of the standard multi-platform repositories.
+MULTI_PLATFORMS = ("linux/amd64", "linux/arm64/v8", "linux/arm/v7")
+#: The platform Docker picks when an index is served to a client that cannot take one.
+DEFAULT_PLATFORM = Platform("linux", "amd64")
+
+
+def valid_name(name: str) -> bool:
+    """True if ``name`` is a valid (lowercase) repository name; slashes allowed."""
+    return len(name) <= 255 and NAME_RE.match(name) is not None
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What an engine should report after pulling ``reference`` (for one platform).
+
+    ``repo_digest`` is what ``RepoDigests`` ends with: the index digest for a
+    multi-platform tag, otherwise the manifest digest. ``image_id`` is the
+    config digest, which Docker reports as ``Id``.
+    """
+
+    repository: str
+    tag: str
+    repo_digest: str
+    manifest_digest: str
+    manifest_media_type: str
+    config_digest: str
+    os: str
+    architecture: str
+    variant: str | None
+    config: Mapping[str, Any] = field(repr=False)
+    layer_digests: tuple[str, ...] = ()
+    diff_ids: tuple[str, ...] = ()
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    @property
+    def image_id(self) -> str:
+        return self.config_digest
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(self.os, self.architecture, self.variant)
+
+
+@dataclass
+class _Repository:
+    tags: dict[str, Artifact] = field(default_factory=dict)
+    manifests: dict[str, Blob] = field(default_factory=dict)
+    blobs: dict[str, Blob] = field(default_factory=dict)
+
+    def relink(self) -> None:
+        # Rebuilt from the tags on every change: catalogues are small, and it
+        # means a removed tag's blobs really stop being served.
+        self.manifests.clear()
+        self.blobs.clear()
+        for artifact in self.tags.values():
+            self.manifests[artifact.digest] = artifact.manifest
+            children = artifact.images if isinstance(artifact, Index) else ()
+            for child in children:
+                self.manifests[child.digest] = child.manifest
+            for blob in artifact.blobs:
+                self.blobs[blob.digest] = blob
+
+
+class Catalogue:
+    """Repositories and tags, with look-ups for served content and expected facts.
+
+    ``prefix`` lets look-ups take a short name (``"single"`` for
+    ``"<prefix>/single"``). Large images built with ``add_large`` keep their
+    layer in a private temporary directory removed by ``close()`` (or when the
+    catalogue is garbage-collected).
+    """
+
+    def __init__(self, prefix: str = "") -> None:
+        if prefix and not valid_name(prefix):
+            raise ValueError(f"invalid repository prefix {prefix!r} (lowercase, a-z0-9._-/)")
+        self.prefix = prefix
+        self._repos: dict[str, _Repository] = {}
+        self._lock = threading.RLock()
+        self._workdir: Path | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    # --- building -------------------------------------------------------------------
+
+    def name(self, short: str) -> str:
+        """The full repository name for ``short`` (``<prefix>/<short>``)."""
+        return f"{self.prefix}/{short}" if self.prefix else short
+
+    def add(self, repository: str, tag: str, artifact: Artifact) -> Artifact:
+        """Serve ``artifact`` as ``repository:tag`` (replacing what the tag had)."""
+        if not valid_name(repository):
+            raise ValueError(f"invalid repository name {repository!r}")
+        if not TAG_RE.match(tag):
+            raise ValueError(f"invalid tag {tag!r}")
+        with self._lock:
+            repo = self._repos.setdefault(repository, _Repository())
+            repo.tags[tag] = artifact
+            repo.relink()
+        return artifact
+
+    def remove(self, repository: str, tag: str | None = None) -> None:
+        """Stop serving one tag, or the whole repository when ``tag`` is None."""
+        repository = self._full(repository)
+        with self._lock:
+            if tag is None:
+                self._repos.pop(repository, None)
+                return
+            repo = self._repos.get(repository)
+            if repo is not None:
+                repo.tags.pop(tag, None)
+                repo.relink()
+                if not repo.tags:
+                    del self._repos[repository]
+
+    @property
+    def workdir(self) -> Path:
+        """A private temporary directory for big blobs (made on first use)."""
+        with self._lock:
+            if self._workdir is None:
+                self._workdir = Path(tempfile.mkdtemp(prefix="lab-registry-"))
+                self._finalizer = weakref.finalize(
+                    self, shutil.rmtree, str(self._workdir), ignore_errors=True
+                )
+            return self._workdir
+
+    def add_large(
+        self,
+        repository: str,
+        tag: str,
+        size: int,
+        *,
+        seed: int = 0,
+        fmt: Format = "docker",
+        compress: bool = False,
+    ) -> Image:
+        """Build a ``size``-byte-layer image into ``workdir`` and serve it."""
+        image = build_large_image(size, self.workdir, seed=seed, fmt=fmt, compress=compress)
+        self.add(repository, tag, image)
+        return image
+
+    def close(self) -> None:
+        """Remove the work directory (large layers). The catalogue stays usable for small images."""
+        with self._lock:
+            if self._finalizer is not None:
+                self._finalizer()
+            self._workdir = None
+            self._finalizer = None
+
+    def __enter__(self) -> Catalogue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- serving --------------------------------------------------------------------
+
+    def repositories(self) -> list[str]:
+        with self._lock:
+            return sorted(self._repos)
+
+    def has_repository(self, repository: str) -> bool:
+        with self._lock:
+            return repository in self._repos
+
+    def tags(self, repository: str) -> list[str] | None:
+        """Sorted tags, or None for an unknown repository."""
+        with self._lock:
+            repo = self._repos.get(repository)
+            return None if repo is None else sorted(repo.tags)
+
+    def manifest(self, repository: str, reference: str) -> Blob | None:
+        """The manifest served for a tag or digest (index children count), or None."""
+        with self._lock:
+            repo = self._repos.get(repository)
+            if repo is None:
+                return None
+            if is_digest(reference):
+                return repo.manifests.get(reference)
+            artifact = repo.tags.get(reference)
+            return None if artifact is None else artifact.manifest
+
+    def blob(self, repository: str, digest: str) -> Blob | None:
+        """A config or layer blob linked to ``repository``, or None."""
+        with self._lock:
+            repo = self._repos.get(repository)
+            return None if repo is None else repo.blobs.get(digest)
+
+    def artifacts(self) -> list[tuple[str, str, Artifact]]:
+        """Every (repository, tag, artifact), sorted: what a pusher copies."""
+        with self._lock:
+            return [
+                (name, tag, repo.tags[tag])
+                for name, repo in sorted(self._repos.items())
+                for tag in sorted(repo.tags)
+            ]
+
+    # --- look-ups for tests ----------------------------------------------------------
+
+    def _full(self, repository: str) -> str:
+        with self._lock:
+            if repository in self._repos or not self.prefix:
+                return repository
+            full = self.name(repository)
+            return full if full in self._repos else repository
+
+    def artifact(self, repository: str, tag: str) -> Artifact:
+        """What ``repository:tag`` serves; KeyError if nothing."""
+        full = self._full(repository)
+        with self._lock:
+            try:
+                return self._repos[full].tags[tag]
+            except KeyError:
+                raise KeyError(f"{full}:{tag} is not in the catalogue") from None
+
+    def image(
+        self, repository: str, tag: str, platform: str | Platform | None = None
+    ) -> Image:
+        """The single-platform image an engine pulls for ``platform`` (default linux/amd64)."""
+        artifact = self.artifact(repository, tag)
+        if isinstance(artifact, Index):
+            return artifact.for_platform(platform or DEFAULT_PLATFORM)
+        if platform is not None:
+            wanted, have = Platform.parse(platform), artifact.platform
+            # A variant is not compared: an engine asked for "linux/arm64" takes a v8 image.
+            if (wanted.os, wanted.architecture) != (have.os, have.architecture):
+                raise KeyError(f"{repository}:{tag} is {have}, not {wanted}")
+        return artifact
+
+    def manifest_digest(self, repository: str, tag: str) -> str:
+        """The digest ``repository:tag`` resolves to (an index digest for multi-platform)."""
+        return self.artifact(repository, tag).digest
+
+    def config_digest(
+        self, repository: str, tag: str, platform: str | Platform | None = None
+    ) -> str:
+        """The config digest (Docker's image ``Id``) of the image pulled for ``platform``."""
+        return self.image(repository, tag, platform).config_digest
+
+    def facts(
+        self, repository: str, tag: str, platform: str | Platform | None = None
+    ) -> ImageFacts:
+        """Everything an inspect of the pulled image should agree with."""
+        full = self._full(repository)
+        artifact = self.artifact(full, tag)
+        image = self.image(full, tag, platform)
+        cfg = image.config_json
+        return ImageFacts(
+            repository=full,
+            tag=tag,
+            repo_digest=artifact.digest,
+            manifest_digest=image.digest,
+            manifest_media_type=image.media_type,
+            config_digest=image.config_digest,
+            os=cfg["os"],
+            architecture=cfg["architecture"],
+            variant=cfg.get("variant"),
+            config=cfg["config"],
+            layer_digests=tuple(b.digest for b in image.layers),
+            diff_ids=image.diff_ids,
+        )
+
+
+def _small_image(short: str, tag: str, platform: str, fmt: Format) -> Image:
+    # Content names the short repository, tag and platform but never the
+    # prefix, so digests are identical across runs with different prefixes.
+    who = f"{short}:{tag} {platform}"
+    return build_image(
+        {"lab/image.txt": f"{who}\n", "lab/bin/hello.sh": f"#!/bin/sh\necho '{who}'\n"},
+        platform=platform,
+        fmt=fmt,
+        env={"LAB_IMAGE": short, "LAB_TAG": tag, "LAB_PLATFORM": platform},
+        cmd=["/lab/bin/hello.sh"],
+        labels={"org.opencontainers.image.title": short, "lab.tag": tag},
+    )
+
+
+def standard(prefix: str) -> Catalogue:
+    """The catalogue a conformance run needs, under ``<prefix>/``:
+
+    - ``single``: Docker schema 2, linux/amd64, tags ``v1``, ``v2``, ``latest`` (all different)
+    - ``oci``: OCI image manifest, linux/amd64, tag ``latest``
+    - ``multi``: Docker manifest list of linux/amd64, linux/arm64/v8, linux/arm/v7, tag ``latest``
+    - ``multi-oci``: the same platforms as an OCI image index, tag ``latest``
+    - ``arm-only``: Docker schema 2, linux/arm64/v8 only, tag ``latest``
+    """
+    cat = Catalogue(prefix)
+    for tag in ("v1", "v2", "latest"):
+        cat.add(cat.name("single"), tag, _small_image("single", tag, "linux/amd64", "docker"))
+    cat.add(cat.name("oci"), "latest", _small_image("oci", "latest", "linux/amd64", "oci"))
+    for short, fmt in (("multi", "docker"), ("multi-oci", "oci")):
+        children = [_small_image(short, "latest", p, fmt) for p in MULTI_PLATFORMS]
+        cat.add(cat.name(short), "latest", build_index(children, fmt))
+    cat.add(cat.name("arm-only"), "latest", _small_image("arm-only", "latest", "linux/arm64/v8", "docker"))
+    return cat
