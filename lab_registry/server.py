@@ -1,0 +1,674 @@
+"""The lab registry: the read side of the OCI distribution API, in a background thread.
+
+    >>> from lab_registry import LabRegistry, standard
+    >>> with LabRegistry(standard("ectest-1a2b3c")) as registry:      # doctest: +SKIP
+    ...     registry.address                       # '127.0.0.1:41234'
+    ...     registry.reference("single", "v1")     # '127.0.0.1:41234/ectest-1a2b3c/single:v1'
+    ...     mark = registry.journal.mark()
+    ...     with registry.fault(ErrorStatus(503), repository="ectest-1a2b3c/single"):
+    ...         ...                                # pulls of single now answer 503
+    ...     registry.journal.since(mark)
+
+Served: ``GET /v2/``, ``GET|HEAD /v2/<name>/manifests/<tag|digest>``,
+``GET|HEAD /v2/<name>/blobs/<digest>`` (with single ``Range``),
+``GET /v2/<name>/tags/list`` (``n``/``last``) and ``GET /v2/_catalog``.
+Anything else is 404 (unknown path) or 405 (a write method).
+
+Why it is fast enough to be compared with the Go registry: every connection has
+its own thread, responses are HTTP/1.1 keep-alive, Nagle is off, and an
+on-disk blob goes out with ``os.sendfile`` in one call per socket-buffer-full,
+so Python never touches the bytes of a big layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from lab_registry import mediatypes as mt
+from lab_registry.auth import AuthRule, AuthTable
+from lab_registry.blobs import Blob, is_digest, sha256_digest
+from lab_registry.catalogue import DEFAULT_PLATFORM, TAG_RE, Catalogue, valid_name
+from lab_registry.faults import ErrorStatus, Fault, FaultRule, FaultTable, Selected
+from lab_registry.images import Index, canonical_json
+from lab_registry.journal import Journal, JournalEntry
+
+API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+JSON_TYPE = "application/json; charset=utf-8"
+
+# The messages the CNCF distribution registry uses, so engines print the same text.
+MESSAGES = {
+    "BLOB_UNKNOWN": "blob unknown to registry",
+    "DENIED": "requested access to the resource is denied",
+    "DIGEST_INVALID": "provided digest did not match uploaded content",
+    "MANIFEST_UNKNOWN": "manifest unknown",
+    "NAME_INVALID": "invalid repository name",
+    "NAME_UNKNOWN": "repository name not known to registry",
+    "TOOMANYREQUESTS": "too many requests",
+    "UNAUTHORIZED": "authentication required",
+    "UNAVAILABLE": "service unavailable",
+    "UNKNOWN": "unknown error",
+    "UNSUPPORTED": "The operation is unsupported.",
+}
+
+_ROUTES = [
+    ("manifest", re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<ref>[^/]+)$")),
+    ("blob", re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<ref>[^/]+)$")),
+    ("tags", re.compile(r"^/v2/(?P<name>.+)/tags/list$")),
+]
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_DISCONNECT = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+_MAX_DISCARD = 64 << 20
+
+
+def route(path: str) -> tuple[str, str | None, str | None]:
+    """``(kind, repository, reference)`` for a request path.
+
+    >>> route("/v2/a/b/manifests/v1")
+    ('manifest', 'a/b', 'v1')
+    >>> route("/v2/")
+    ('base', None, None)
+    """
+    if path in ("/v2", "/v2/"):
+        return "base", None, None
+    if path == "/v2/_catalog":
+        return "catalog", None, None
+    for kind, pattern in _ROUTES:
+        m = pattern.match(path)
+        if m and valid_name(m.group("name")):
+            return kind, m.group("name"), m.groupdict().get("ref")
+    return "other", None, None
+
+
+def accepted_types(headers: list[str]) -> set[str] | None:
+    """The media types an ``Accept`` header list names; None means "anything".
+
+    Engines send one type per header or a comma list, with ``q=`` parameters
+    that registries ignore.
+    """
+    types: set[str] = set()
+    for header in headers:
+        for part in header.split(","):
+            media = part.split(";", 1)[0].strip().lower()
+            if media:
+                types.add(media)
+    if not types or "*/*" in types:
+        return None
+    return types
+
+
+def error_body(code: str, message: str | None = None, detail: Any = None) -> bytes:
+    """An OCI distribution error document."""
+    error: dict[str, Any] = {"code": code, "message": message or MESSAGES.get(code, code.lower())}
+    if detail is not None:
+        error["detail"] = detail
+    return json.dumps({"errors": [error]}).encode()
+
+
+class _Server(ThreadingHTTPServer):
+    """A threading server that can drop its open keep-alive connections on stop."""
+
+    daemon_threads = True  # a stuck client never keeps the process alive
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], lab: LabRegistry) -> None:
+        self.lab = lab
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def drop_connections(self) -> None:
+        with self.connections_lock:
+            conns = list(self.connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: engines reuse connections
+    server_version = "lab-registry/1"
+    sys_version = ""
+    disable_nagle_algorithm = True
+    server: _Server
+
+    # --- connection life cycle --------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            with self.server.connections_lock:
+                self.server.connections.discard(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Silence: the journal is the log, and stderr lines would leak into test output.
+        pass
+
+    def do_GET(self) -> None:
+        self._handle()
+
+    do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+
+    # --- one request ----------------------------------------------------------------
+
+    def _handle(self) -> None:
+        lab = self.server.lab
+        seq = lab.journal.next_seq()
+        started = time.time()
+        split = urlsplit(self.path)
+        path = split.path
+        kind, repository, reference = route(path)
+        self._status = 0
+        self._body_size = 0
+        self._sent = 0
+        self._hung_up = False
+        self._cut = False
+        selected = Selected()
+        try:
+            self._discard_request_body()
+            selected = lab.faults.select(self.command, path, repository, kind)
+            self._dispatch(kind, repository, reference, split.query, selected)
+        except _DISCONNECT:
+            self._hung_up = True
+            self.close_connection = True
+        except Exception as exc:
+            # A bug here must not kill the connection thread silently, nor leave
+            # the client waiting: answer 500 if nothing was sent yet, then close.
+            self.close_connection = True
+            if self._status == 0:
+                self._send_error(500, "UNKNOWN", message=f"lab registry error: {type(exc).__name__}")
+            raise
+        finally:
+            lab.journal.record(
+                JournalEntry(
+                    seq=seq,
+                    time=started,
+                    method=self.command,
+                    path=path,
+                    query=split.query,
+                    repository=repository,
+                    kind=kind,
+                    reference=reference,
+                    status=self._status,
+                    body_size=self._body_size,
+                    bytes_sent=self._sent,
+                    client_hung_up=self._hung_up,
+                    cut_short=self._cut,
+                    accept=", ".join(self.headers.get_all("Accept") or []) or None,
+                    user_agent=self.headers.get("User-Agent"),
+                    fault=selected.describe(),
+                    authorization=self.headers.get("Authorization"),
+                )
+            )
+
+    def _discard_request_body(self) -> None:
+        # A read-only registry still has to consume a pushed body to keep the
+        # connection usable; a chunked or huge one just ends the connection.
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > _MAX_DISCARD:
+            self.close_connection = True
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 16))
+            if not chunk:
+                break
+            length -= len(chunk)
+
+    def _dispatch(
+        self,
+        kind: str,
+        repository: str | None,
+        reference: str | None,
+        query: str,
+        selected: Selected,
+    ) -> None:
+        lab = self.server.lab
+        if selected.status is not None:
+            self._send_fault_status(selected.status, kind, repository, reference)
+            return
+        realm = lab.auth.challenge(repository)
+        if realm is not None and not lab.auth.allows(repository, self.headers.get("Authorization")):
+            self._send_error(
+                401,
+                "UNAUTHORIZED",
+                detail=_access_detail(repository),
+                extra={"WWW-Authenticate": f'Basic realm="{realm}"'},
+            )
+            return
+        if kind == "other":
+            self._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
+            return
+        if self.command not in ("GET", "HEAD"):
+            self._send_error(405, "UNSUPPORTED")
+            return
+        if kind == "base":
+            self._send(200, b"{}", JSON_TYPE)
+        elif kind == "catalog":
+            self._send_json({"repositories": lab.catalogue.repositories()})
+        elif kind == "tags":
+            assert repository is not None
+            self._serve_tags(repository, query)
+        elif kind == "manifest":
+            assert repository is not None and reference is not None
+            self._serve_manifest(repository, reference, selected)
+        else:
+            assert repository is not None and reference is not None
+            self._serve_blob(repository, reference, selected)
+
+    # --- endpoints ------------------------------------------------------------------
+
+    def _serve_tags(self, repository: str, query: str) -> None:
+        tags = self.server.lab.catalogue.tags(repository)
+        if tags is None:
+            self._send_error(404, "NAME_UNKNOWN", detail={"name": repository})
+            return
+        params = parse_qs(query)
+        last = params.get("last", [""])[0]
+        if last:
+            tags = [t for t in tags if t > last]
+        headers: dict[str, str] = {}
+        n = params.get("n", [""])[0]
+        if n.isdigit() and int(n) < len(tags):
+            tags = tags[: int(n)]
+            if tags:
+                headers["Link"] = f'</v2/{repository}/tags/list?last={tags[-1]}&n={n}>; rel="next"'
+        self._send_json({"name": repository, "tags": tags}, headers)
+
+    def _serve_manifest(self, repository: str, reference: str, selected: Selected) -> None:
+        catalogue = self.server.lab.catalogue
+        by_digest = is_digest(reference)
+        if not by_digest and not TAG_RE.match(reference):
+            self._send_error(400, "MANIFEST_INVALID" if ":" not in reference else "DIGEST_INVALID",
+                             message="invalid tag or digest")
+            return
+        detail = {"Tag": reference} if not by_digest else None
+        manifest = catalogue.manifest(repository, reference)
+        if manifest is None:
+            self._send_error(404, "MANIFEST_UNKNOWN", detail=detail)
+            return
+        if selected.unsupported is not None:
+            manifest = _unsupported_manifest(selected.unsupported.media_type, manifest)
+        else:
+            negotiated = self._negotiate(repository, reference, manifest, by_digest)
+            if negotiated is None:
+                return
+            manifest = negotiated
+        headers = {"Docker-Content-Digest": manifest.digest, "Etag": f'"{manifest.digest}"'}
+        body = manifest.read()
+        self._start(200, manifest.media_type, len(body), headers)
+        if self.command == "GET":
+            self._send_body(manifest, 0, len(body), selected)
+
+    def _negotiate(
+        self, repository: str, reference: str, manifest: Blob, by_digest: bool
+    ) -> Blob | None:
+        """What to serve for a client's ``Accept``; None once an error was sent.
+
+        Mirrors distribution 2.8: a tag whose manifest list the client cannot
+        take is answered with the linux/amd64 image; an OCI manifest or index
+        the client cannot take is "manifest unknown". Fetches by digest are
+        served as stored (the client asked for exactly those bytes).
+        """
+        accepted = accepted_types(self.headers.get_all("Accept") or [])
+        if accepted is None or manifest.media_type in accepted or by_digest:
+            return manifest
+        if manifest.media_type == mt.DOCKER_MANIFEST_LIST:
+            artifact = self.server.lab.catalogue.artifact(repository, reference)
+            if isinstance(artifact, Index):
+                try:
+                    child = artifact.for_platform(DEFAULT_PLATFORM).manifest
+                except KeyError:
+                    child = None
+                if child is not None:
+                    return child
+            self._send_error(404, "MANIFEST_UNKNOWN", detail={"Tag": reference})
+            return None
+        if manifest.media_type == mt.DOCKER_MANIFEST:
+            # Distribution would convert to schema 1 here; that format is long gone
+            # from engines, so serve schema 2 as it is.
+            return manifest
+        what = "OCI index" if manifest.media_type == mt.OCI_INDEX else "OCI manifest"
+        self._send_error(
+            404,
+            "MANIFEST_UNKNOWN",
+            message=f"{what} found, but accept header does not support {what}s",
+        )
+        return None
+
+    def _serve_blob(self, repository: str, digest: str, selected: Selected) -> None:
+        if not is_digest(digest):
+            self._send_error(400, "DIGEST_INVALID", message="invalid digest")
+            return
+        blob = self.server.lab.catalogue.blob(repository, digest)
+        if blob is None:
+            self._send_error(404, "BLOB_UNKNOWN", detail=digest)
+            return
+        headers = {
+            "Docker-Content-Digest": blob.digest,
+            "Etag": f'"{blob.digest}"',
+            "Accept-Ranges": "bytes",
+            "Cache-Control": "max-age=31536000",
+        }
+        start, length, status = 0, blob.size, 200
+        range_header = self.headers.get("Range")
+        if range_header:
+            parsed = _parse_range(range_header, blob.size)
+            if parsed is None:
+                headers["Content-Range"] = f"bytes */{blob.size}"
+                self._send(416, b"", "text/plain; charset=utf-8", headers)
+                return
+            start, length = parsed
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{blob.size}"
+        self._start(status, "application/octet-stream", length, headers)
+        if self.command == "GET":
+            self._send_body(blob, start, length, selected)
+
+    # --- sending --------------------------------------------------------------------
+
+    def _start(self, status: int, content_type: str, length: int, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header(*API_VERSION_HEADER)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(length))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self._status = status
+        self._body_size = length if self.command == "GET" else 0
+
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self._start(status, content_type, len(body), headers or {})
+        if self.command != "HEAD" and body:
+            self._write(body)
+
+    def _send_json(self, doc: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(200, json.dumps(doc).encode(), JSON_TYPE, headers)
+
+    def _send_error(
+        self,
+        status: int,
+        code: str,
+        message: str | None = None,
+        detail: Any = None,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self._send(status, error_body(code, message, detail), JSON_TYPE, extra)
+
+    def _send_fault_status(
+        self, fault: ErrorStatus, kind: str, repository: str | None, reference: str | None
+    ) -> None:
+        extra: dict[str, str] = {}
+        if fault.status == 401:
+            extra["WWW-Authenticate"] = f'Basic realm="{fault.realm}"'
+        if fault.retry_after is not None:
+            extra["Retry-After"] = str(fault.retry_after)
+        code = fault.code_for(kind)
+        detail = _access_detail(repository) if code in ("UNAUTHORIZED", "DENIED") else None
+        self._send_error(fault.status, code, fault.message, detail, extra)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        """Send ``data``, counting what left even if the client hangs up midway."""
+        view = memoryview(data)
+        while view:
+            n = self.connection.send(view)
+            self._sent += n
+            view = view[n:]
+
+    def _send_body(self, source: Blob, start: int, length: int, selected: Selected) -> None:
+        if selected.throttle or selected.cut_short or selected.corrupt:
+            self._send_shaped(source, start, length, selected)
+        elif source.path is not None:
+            self._sendfile(source, start, length)
+        else:
+            assert source.data is not None
+            self._write(memoryview(source.data)[start : start + length])
+
+    def _sendfile(self, blob: Blob, start: int, length: int) -> None:
+        # The kernel copies file pages straight to the socket: no Python per chunk.
+        assert blob.path is not None
+        out_fd = self.connection.fileno()
+        with open(blob.path, "rb") as f:
+            in_fd = f.fileno()
+            while self._sent < length:
+                n = os.sendfile(out_fd, in_fd, start + self._sent, length - self._sent)
+                if n == 0:  # the file shrank under us: nothing more to give
+                    break
+                self._sent += n
+
+    def _send_shaped(self, blob: Blob, start: int, length: int, selected: Selected) -> None:
+        limit = length
+        if selected.cut_short is not None:
+            limit = min(length, selected.cut_short.after_bytes)
+        rate = selected.throttle.bytes_per_second if selected.throttle else None
+        # Small chunks under a throttle keep the rate smooth (about 20 writes a second).
+        chunk_size = max(1, min(1 << 16, rate // 20)) if rate else 1 << 20
+        t0 = time.monotonic()
+        first = True
+        for chunk in _limited(blob.chunks(start, length, chunk_size), limit):
+            if first and selected.corrupt is not None and chunk:
+                chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+            first = False
+            self._write(chunk)
+            if rate:
+                delay = t0 + self._sent / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        if limit < length:
+            self._cut = True
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def _limited(chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:
+    left = limit
+    for chunk in chunks:
+        if left <= 0:
+            return
+        if len(chunk) > left:
+            chunk = chunk[:left]
+        left -= len(chunk)
+        yield chunk
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(start, length)`` for a single ``bytes=`` range, or None if unsatisfiable."""
+    m = _RANGE_RE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return None
+    if not m.group(1):  # suffix range: the last N bytes
+        n = min(int(m.group(2)), size)
+        return (size - n, n) if n else None
+    first = int(m.group(1))
+    last = int(m.group(2)) if m.group(2) else size - 1
+    if first >= size or last < first:
+        return None
+    last = min(last, size - 1)
+    return first, last - first + 1
+
+
+def _access_detail(repository: str | None) -> Any:
+    if repository is None:
+        return None
+    return [{"Type": "repository", "Class": "", "Name": repository, "Action": "pull"}]
+
+
+def _unsupported_manifest(media_type: str, real: Blob) -> Blob:
+    # A well-formed document of an unknown type: the client must fail on the
+    # type, not on a digest mismatch, so Docker-Content-Digest is its own digest.
+    body = canonical_json(
+        {"schemaVersion": 2, "mediaType": media_type, "lab": {"replaces": real.digest}}
+    )
+    return Blob(sha256_digest(body), len(body), media_type, data=body)
+
+
+class LabRegistry:
+    """A distribution registry (read side) serving a ``Catalogue`` in a background thread.
+
+    ``journal``, ``faults`` and ``auth`` may be changed while it runs. ``listen``
+    takes ``"HOST:PORT"``; port 0 (the default) picks a free one.
+    """
+
+    def __init__(
+        self,
+        catalogue: Catalogue | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.catalogue = catalogue if catalogue is not None else Catalogue()
+        self.journal = Journal()
+        self.faults = FaultTable()
+        self.auth = AuthTable()
+        self._requested = (host, port)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def listening_on(cls, listen: str, catalogue: Catalogue | None = None) -> LabRegistry:
+        """A registry for ``"HOST:PORT"`` (``"[::1]:5000"`` for IPv6)."""
+        host, port = parse_listen(listen)
+        return cls(catalogue, host, port)
+
+    # --- life cycle -----------------------------------------------------------------
+
+    def start(self) -> LabRegistry:
+        """Bind and serve in a daemon thread; OSError if the address is taken."""
+        if self._server is not None:
+            return self
+        host, port = self._requested
+        server_class = _Server
+        if ":" in host:
+            server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+        self._server = server_class((host, port), self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"lab-registry-{self.address}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, drop open connections, free the port. Safe to call twice."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        server.drop_connections()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> LabRegistry:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    # --- where ----------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return self._bound()[0]
+
+    @property
+    def port(self) -> int:
+        return self._bound()[1]
+
+    @property
+    def address(self) -> str:
+        """``"127.0.0.1:PORT"``: the registry part of an image reference."""
+        host, port = self._bound()
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        """``"http://127.0.0.1:PORT"``."""
+        return f"http://{self.address}"
+
+    def _bound(self) -> tuple[str, int]:
+        if self._server is None:
+            raise RuntimeError("the lab registry is not running")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def reference(self, repository: str, tag: str | None = None, digest: str | None = None) -> str:
+        """``ADDRESS/<repository>[:tag][@digest]``; a short name takes the catalogue prefix."""
+        name = self.catalogue._full(repository)
+        ref = f"{self.address}/{name}"
+        if tag:
+            ref += f":{tag}"
+        if digest:
+            ref += f"@{digest}"
+        return ref
+
+    # --- shorthands -----------------------------------------------------------------
+
+    def fault(self, fault: Fault, **where: Any) -> FaultRule:
+        """``faults.add(fault, repository=..., prefix=..., times=...)``; usable with ``with``."""
+        return self.faults.add(fault, **where)
+
+    def require_auth(
+        self, username: str, password: str, repository: str | None = None, realm: str = "lab"
+    ) -> AuthRule:
+        """Require Basic credentials for ``repository`` (None: the whole registry)."""
+        return self.auth.require(username, password, repository, realm)
+
+    def reset(self) -> None:
+        """Clear faults, auth rules and the journal (between tests)."""
+        self.faults.clear()
+        self.auth.clear()
+        self.journal.clear()
+
+    def __repr__(self) -> str:
+        where = self.address if self.running else "stopped"
+        return f"<LabRegistry {where} repositories={len(self.catalogue.repositories())}>"
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``("127.0.0.1", 5000)`` from ``"127.0.0.1:5000"``; ``[::1]:5000`` for IPv6.
+
+    >>> parse_listen("127.0.0.1:0")
+    ('127.0.0.1', 0)
+    """
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"listen address must be HOST:PORT, not {listen!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)

@@ -1,0 +1,44 @@
+"""The machinery of deviant tests: judge one requirement against a bent engine.
+
+Each suite's deviant module lists :class:`Case` rows: a requirement, the
+deviations a proxy in front of real Docker applies (none: Docker itself), and
+the verdict the suite must give. A row expecting ``fail`` shows the check can
+fail; a row expecting ``pass`` shows it passes on a conforming engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from deviant_proxy import DeviantProxy
+from deviant_proxy.cases import Case
+from engine_conformance.runner import Outcome, run_suite
+
+
+@pytest.fixture(scope="session")
+def docker_verdicts(docker, tmp_path_factory) -> Outcome:
+    """One run of the whole suite against plain managed Docker, shared by the rows."""
+    out = run_suite(docker.target, tmp_path_factory.mktemp("docker-run"))
+    assert out.results is not None, out.output[-4000:]
+    return out
+
+
+@pytest.fixture
+def judge(docker, docker_verdicts, tmp_path) -> Callable[[Case], Outcome]:
+    def run(case: Case) -> Outcome:
+        if not case.deviations and case.api_version is None:
+            return docker_verdicts
+        if not case.deviations:
+            return run_suite(docker.target, tmp_path, requirements=[case.requirement],
+                             api_version=case.api_version)
+        with DeviantProxy(docker.target, case.deviations) as proxy:
+            out = run_suite(proxy.target, tmp_path, requirements=[case.requirement],
+                            api_version=case.api_version)
+        assert any(d.hits for d in case.deviations), (
+            f"no deviation of {case} ever applied: the proxy matched nothing"
+        )
+        return out
+
+    return run

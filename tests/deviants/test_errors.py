@@ -1,0 +1,65 @@
+"""Each errors-suite requirement fails against an engine that deviates in exactly that way."""
+
+from __future__ import annotations
+
+import pytest
+
+from deviant_proxy import Deviation, Response
+from deviant_proxy.cases import Case, check
+
+# An engine that says what went wrong in plain text.
+TEXT_ERRORS = Deviation(
+    "text-errors",
+    response=lambda req, resp: resp.replace(
+        headers={"Content-Type": "text/plain"}, body=b"something went wrong\n"
+    ) if resp.status >= 400 else resp,
+)
+# An engine that accepts any version in the path, by answering as its own.
+ANY_VERSION = Deviation(
+    "any-version",
+    match=lambda req: req.endpoint == "/images/create" and req.version == "9.999",
+    request=lambda req: req.replace(path="/images/create"),
+)
+# An engine that serves only versioned paths.
+VERSIONED_ONLY = Deviation(
+    "versioned-only",
+    match=lambda req: req.path == "/images/create",
+    answer=lambda req: Response.json(404, {"message": "page not found"}),
+)
+# An engine that rejects parameters it does not know.
+STRICT_PARAMS = Deviation(
+    "strict-params",
+    match=lambda req: req.endpoint == "/images/create" and req.param("ectestUnknown") is not None,
+    answer=lambda req: Response.json(400, {"message": "unknown parameter ectestUnknown"}),
+)
+# A conforming engine for ERRORS-005, where Docker itself answers 500.
+NEITHER_IS_400 = Deviation(
+    "neither-is-400",
+    match=lambda req: req.endpoint == "/images/create"
+    and req.param("fromImage") is None and req.param("fromSrc") is None,
+    answer=lambda req: Response.json(400, {"message": "fromImage or fromSrc is required"}),
+)
+NEITHER_IS_TEXT_400 = Deviation(
+    "neither-is-text-400",
+    match=NEITHER_IS_400.match,
+    answer=lambda req: Response(400, {"Content-Type": "text/plain"}, b"bad request\n"),
+)
+
+CASES = [
+    Case("ERRORS-001", "pass"),
+    Case("ERRORS-001", "fail", (TEXT_ERRORS,)),
+    Case("ERRORS-002", "pass"),
+    Case("ERRORS-002", "fail", (ANY_VERSION,)),
+    Case("ERRORS-003", "pass"),
+    Case("ERRORS-003", "fail", (VERSIONED_ONLY,)),
+    Case("ERRORS-004", "pass"),
+    Case("ERRORS-004", "fail", (STRICT_PARAMS,)),
+    Case("ERRORS-005", "fail"),  # Docker answers 500: reported, not hidden
+    Case("ERRORS-005", "pass", (NEITHER_IS_400,)),
+    Case("ERRORS-005", "fail", (NEITHER_IS_TEXT_400,)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_errors_verdicts(case, judge):
+    check(case, judge(case))
