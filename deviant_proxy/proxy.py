@@ -107,7 +107,9 @@ class Deviation:
     ``/images/create``); then, in order: ``request`` rewrites what is
     forwarded, ``answer`` answers instead of the engine (the engine never
     sees the request), ``response`` rewrites the engine's answer, and
-    ``hang`` never answers at all.
+    ``hang`` never answers at all. ``limit`` applies it to the first N
+    matching exchanges only; ``seen`` is set at the first one, so a test can
+    wait for the moment the deviation takes effect instead of sleeping.
     """
 
     name: str
@@ -116,7 +118,9 @@ class Deviation:
     answer: Callable[[Request], Response] | None = None
     response: Callable[[Request, Response], Response] | None = None
     hang: bool = False
+    limit: int | None = None
     hits: int = 0
+    seen: threading.Event = field(default_factory=threading.Event)
 
 
 class DeviantProxy:
@@ -127,6 +131,7 @@ class DeviantProxy:
         self.engine = Target.parse(engine)
         self.deviations = list(deviations)
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
         self._http = self.engine.http_client(httpx.Timeout(300.0, connect=5.0))
         self._httpd = ThreadingHTTPServer((host, 0), self._handler())
         self._httpd.daemon_threads = True
@@ -154,9 +159,16 @@ class DeviantProxy:
         self.stop()
 
     def _deviation_for(self, req: Request) -> Deviation | None:
+        with self._lock:
+            return self._pick(req)
+
+    def _pick(self, req: Request) -> Deviation | None:
         for deviation in self.deviations:
+            if deviation.limit is not None and deviation.hits >= deviation.limit:
+                continue
             if deviation.match(req):
                 deviation.hits += 1
+                deviation.seen.set()
                 return deviation
         return None
 

@@ -90,6 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds for a whole progress stream")
     group.addoption("--requirement", action="append", default=[], metavar="ID",
                     help="judge only this requirement (repeatable)")
+    group.addoption("--registry-port", type=int, default=0,
+                    help="port for the lab registry (0: any free one); a managed Podman must "
+                         "have been told it is insecure")
     group.addoption("--serve-host", default="127.0.0.1",
                     help="address the suite's own servers listen on (must be reachable "
                          "from the engine)")

@@ -71,9 +71,9 @@ def pytest_command(
 
 
 def run_suite(target: str, report_dir: Path, *, timeout: float = 900, env: dict | None = None,
-              **options: object) -> Outcome:
+              extra: Sequence[str] = (), **options: object) -> Outcome:
     """Run the suites against ``target`` quietly; options as in :func:`pytest_command`."""
-    cmd = pytest_command(target, report_dir, extra=["-q", "-p", "no:randomly"], **options)  # type: ignore[arg-type]
+    cmd = pytest_command(target, report_dir, extra=["-q", *extra], **options)  # type: ignore[arg-type]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
     results_path = Path(report_dir) / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else None

@@ -82,7 +82,9 @@ class Blob:
         assert self.path is not None
         return open(self.path, "rb")
 
-    def chunks(self, start: int = 0, length: int | None = None, size: int = _CHUNK) -> Iterator[bytes]:
+    def chunks(
+        self, start: int = 0, length: int | None = None, size: int = _CHUNK
+    ) -> Iterator[bytes]:
         """Yield the bytes from ``start`` for ``length`` bytes, ``size`` at a time."""
         end = self.size if length is None else min(self.size, start + length)
         with self.open() as f:

@@ -263,9 +263,7 @@ class Catalogue:
             except KeyError:
                 raise KeyError(f"{full}:{tag} is not in the catalogue") from None
 
-    def image(
-        self, repository: str, tag: str, platform: str | Platform | None = None
-    ) -> Image:
+    def image(self, repository: str, tag: str, platform: str | Platform | None = None) -> Image:
         """The single-platform image an engine pulls for ``platform`` (default linux/amd64)."""
         artifact = self.artifact(repository, tag)
         if isinstance(artifact, Index):
@@ -341,5 +339,9 @@ def standard(prefix: str) -> Catalogue:
     for short, fmt in (("multi", "docker"), ("multi-oci", "oci")):
         children = [_small_image(short, "latest", p, fmt) for p in MULTI_PLATFORMS]
         cat.add(cat.name(short), "latest", build_index(children, fmt))
-    cat.add(cat.name("arm-only"), "latest", _small_image("arm-only", "latest", "linux/arm64/v8", "docker"))
+    cat.add(
+        cat.name("arm-only"),
+        "latest",
+        _small_image("arm-only", "latest", "linux/arm64/v8", "docker"),
+    )
     return cat

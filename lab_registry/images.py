@@ -209,7 +209,9 @@ def tar_layer(files: Mapping[str, bytes | str]) -> bytes:
                 tar.addfile(_tar_info(path + "/", mode=0o755, is_dir=True))
                 continue
             executable = path.endswith(".sh") or "/bin/" in f"/{path}"
-            tar.addfile(_tar_info(path, len(data), 0o755 if executable else 0o644), io.BytesIO(data))
+            tar.addfile(
+                _tar_info(path, len(data), 0o755 if executable else 0o644), io.BytesIO(data)
+            )
     return buf.getvalue()
 
 

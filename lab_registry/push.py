@@ -64,7 +64,9 @@ def put_manifest(client: httpx.Client, repository: str, reference: str, manifest
     )
     digest = response.headers.get("Docker-Content-Digest", manifest.digest)
     if digest != manifest.digest:
-        raise PushError(f"registry stored {repository}:{reference} as {digest}, not {manifest.digest}")
+        raise PushError(
+            f"registry stored {repository}:{reference} as {digest}, not {manifest.digest}"
+        )
     return digest
 
 

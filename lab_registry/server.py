@@ -77,8 +77,10 @@ def route(path: str) -> tuple[str, str | None, str | None]:
     >>> route("/v2/")
     ('base', None, None)
     """
-    if path in ("/v2", "/v2/"):
+    if path == "/v2/":
         return "base", None, None
+    if path in ("/", "/v2"):
+        return "root", None, None
     if path == "/v2/_catalog":
         return "catalog", None, None
     for kind, pattern in _ROUTES:
@@ -88,11 +90,12 @@ def route(path: str) -> tuple[str, str | None, str | None]:
     return "other", None, None
 
 
-def accepted_types(headers: list[str]) -> set[str] | None:
-    """The media types an ``Accept`` header list names; None means "anything".
+def accepted_types(headers: list[str]) -> set[str]:
+    """The media types an ``Accept`` header list names.
 
     Engines send one type per header or a comma list, with ``q=`` parameters
-    that registries ignore.
+    that registries ignore. Like distribution 2.8, ``*/*`` (or no header) is not
+    taken to mean "any manifest type": those are only the types named.
     """
     types: set[str] = set()
     for header in headers:
@@ -100,8 +103,6 @@ def accepted_types(headers: list[str]) -> set[str] | None:
             media = part.split(";", 1)[0].strip().lower()
             if media:
                 types.add(media)
-    if not types or "*/*" in types:
-        return None
     return types
 
 
@@ -110,7 +111,12 @@ def error_body(code: str, message: str | None = None, detail: Any = None) -> byt
     error: dict[str, Any] = {"code": code, "message": message or MESSAGES.get(code, code.lower())}
     if detail is not None:
         error["detail"] = detail
-    return json.dumps({"errors": [error]}).encode()
+    return json_body({"errors": [error]})
+
+
+def json_body(doc: Any) -> bytes:
+    """JSON the way Go's encoder writes it (compact, newline-terminated), as distribution does."""
+    return json.dumps(doc, separators=(",", ":")).encode() + b"\n"
 
 
 class _Server(ThreadingHTTPServer):
@@ -185,7 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._discard_request_body()
             selected = lab.faults.select(self.command, path, repository, kind)
-            self._dispatch(kind, repository, reference, split.query, selected)
+            self._dispatch(kind, path, repository, reference, split.query, selected)
         except _DISCONNECT:
             self._hung_up = True
             self.close_connection = True
@@ -194,7 +200,9 @@ class _Handler(BaseHTTPRequestHandler):
             # the client waiting: answer 500 if nothing was sent yet, then close.
             self.close_connection = True
             if self._status == 0:
-                self._send_error(500, "UNKNOWN", message=f"lab registry error: {type(exc).__name__}")
+                self._send_error(
+                    500, "UNKNOWN", message=f"lab registry error: {type(exc).__name__}"
+                )
             raise
         finally:
             lab.journal.record(
@@ -238,6 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(
         self,
         kind: str,
+        path: str,
         repository: str | None,
         reference: str | None,
         query: str,
@@ -247,6 +256,17 @@ class _Handler(BaseHTTPRequestHandler):
         if selected.status is not None:
             self._send_fault_status(selected.status, kind, repository, reference)
             return
+        if kind == "root":
+            # What distribution answers here, auth or not: a health-check friendly
+            # 200, and a redirect for the slash-less base.
+            if path == "/v2":
+                self._send(301, b"", "text/html; charset=utf-8", {"Location": "/v2/"})
+            else:
+                self._send(200, b"", "text/plain; charset=utf-8", {"Cache-Control": "no-cache"})
+            return
+        if kind == "other":
+            self._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
+            return
         realm = lab.auth.challenge(repository)
         if realm is not None and not lab.auth.allows(repository, self.headers.get("Authorization")):
             self._send_error(
@@ -255,9 +275,6 @@ class _Handler(BaseHTTPRequestHandler):
                 detail=_access_detail(repository),
                 extra={"WWW-Authenticate": f'Basic realm="{realm}"'},
             )
-            return
-        if kind == "other":
-            self._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
             return
         if self.command not in ("GET", "HEAD"):
             self._send_error(405, "UNSUPPORTED")
@@ -298,13 +315,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve_manifest(self, repository: str, reference: str, selected: Selected) -> None:
         catalogue = self.server.lab.catalogue
         by_digest = is_digest(reference)
-        if not by_digest and not TAG_RE.match(reference):
-            self._send_error(400, "MANIFEST_INVALID" if ":" not in reference else "DIGEST_INVALID",
-                             message="invalid tag or digest")
+        if not by_digest and ":" in reference:
+            self._send_error(400, "DIGEST_INVALID", detail={})
             return
-        detail = {"Tag": reference} if not by_digest else None
+        if not by_digest and not TAG_RE.match(reference):
+            # Distribution's router has no route for a malformed tag.
+            self._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
+            return
         manifest = catalogue.manifest(repository, reference)
         if manifest is None:
+            detail = (
+                {"Name": repository, "Revision": reference} if by_digest else {"Tag": reference}
+            )
             self._send_error(404, "MANIFEST_UNKNOWN", detail=detail)
             return
         if selected.unsupported is not None:
@@ -323,42 +345,44 @@ class _Handler(BaseHTTPRequestHandler):
     def _negotiate(
         self, repository: str, reference: str, manifest: Blob, by_digest: bool
     ) -> Blob | None:
-        """What to serve for a client's ``Accept``; None once an error was sent.
+        """What to serve for the client's ``Accept``; None once an error was sent.
 
-        Mirrors distribution 2.8: a tag whose manifest list the client cannot
-        take is answered with the linux/amd64 image; an OCI manifest or index
-        the client cannot take is "manifest unknown". Fetches by digest are
-        served as stored (the client asked for exactly those bytes).
+        Mirrors distribution 2.8, checked against it: an OCI manifest or index
+        the client does not name is MANIFEST_UNKNOWN (by tag or digest); a
+        Docker manifest list the client does not name, fetched by tag, is
+        answered with its linux/amd64 image. One deliberate difference: where
+        distribution would down-convert schema 2 to the long-dead schema 1, the
+        lab serves schema 2 as it is.
         """
         accepted = accepted_types(self.headers.get_all("Accept") or [])
-        if accepted is None or manifest.media_type in accepted or by_digest:
+        media_type = manifest.media_type
+        if media_type in accepted:
             return manifest
-        if manifest.media_type == mt.DOCKER_MANIFEST_LIST:
-            artifact = self.server.lab.catalogue.artifact(repository, reference)
-            if isinstance(artifact, Index):
-                try:
-                    child = artifact.for_platform(DEFAULT_PLATFORM).manifest
-                except KeyError:
-                    child = None
-                if child is not None:
-                    return child
-            self._send_error(404, "MANIFEST_UNKNOWN", detail={"Tag": reference})
+        if media_type in (mt.OCI_MANIFEST, mt.OCI_INDEX):
+            what = "OCI manifest" if media_type == mt.OCI_MANIFEST else "OCI index"
+            plural = "OCI manifests" if media_type == mt.OCI_MANIFEST else "OCI indexes"
+            self._send_error(
+                404,
+                "MANIFEST_UNKNOWN",
+                f"{what} found, but accept header does not support {plural}",
+            )
             return None
-        if manifest.media_type == mt.DOCKER_MANIFEST:
-            # Distribution would convert to schema 1 here; that format is long gone
-            # from engines, so serve schema 2 as it is.
-            return manifest
-        what = "OCI index" if manifest.media_type == mt.OCI_INDEX else "OCI manifest"
-        self._send_error(
-            404,
-            "MANIFEST_UNKNOWN",
-            message=f"{what} found, but accept header does not support {what}s",
-        )
-        return None
+        if media_type == mt.DOCKER_MANIFEST_LIST and not by_digest:
+            artifact = self.server.lab.catalogue.artifact(repository, reference)
+            try:
+                assert isinstance(artifact, Index)
+                return artifact.for_platform(DEFAULT_PLATFORM).manifest
+            except (AssertionError, KeyError):
+                self._send_error(404, "MANIFEST_UNKNOWN")
+                return None
+        return manifest
 
     def _serve_blob(self, repository: str, digest: str, selected: Selected) -> None:
         if not is_digest(digest):
-            self._send_error(400, "DIGEST_INVALID", message="invalid digest")
+            if ":" in digest:
+                self._send_error(400, "DIGEST_INVALID", detail={})
+            else:  # not even digest-shaped: distribution has no route for it
+                self._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
             return
         blob = self.server.lab.catalogue.blob(repository, digest)
         if blob is None:
@@ -410,7 +434,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(body)
 
     def _send_json(self, doc: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(200, json.dumps(doc).encode(), JSON_TYPE, headers)
+        self._send(200, json_body(doc), JSON_TYPE, headers)
 
     def _send_error(
         self,

@@ -17,19 +17,11 @@ from deviant_proxy.cases import Case
 from engine_conformance.runner import Outcome, run_suite
 
 
-@pytest.fixture(scope="session")
-def docker_verdicts(docker, tmp_path_factory) -> Outcome:
-    """One run of the whole suite against plain managed Docker, shared by the rows."""
-    out = run_suite(docker.target, tmp_path_factory.mktemp("docker-run"))
-    assert out.results is not None, out.output[-4000:]
-    return out
-
-
 @pytest.fixture
-def judge(docker, docker_verdicts, tmp_path) -> Callable[[Case], Outcome]:
+def judge(docker, docker_suite, tmp_path) -> Callable[[Case], Outcome]:
     def run(case: Case) -> Outcome:
         if not case.deviations and case.api_version is None:
-            return docker_verdicts
+            return docker_suite.outcome
         if not case.deviations:
             return run_suite(docker.target, tmp_path, requirements=[case.requirement],
                              api_version=case.api_version)

@@ -1,0 +1,217 @@
+"""``engine-conformance``: judge an engine's ``POST /images/create``.
+
+    engine-conformance run        # DOCKER_HOST, the standard socket, or a managed Docker
+    engine-conformance run --target tcp://10.0.0.5:2376 --report-dir out/
+    engine-conformance run --managed podman --expectations auto
+    engine-conformance requirements --format json
+
+Exit codes: 0 no MUST/SHOULD requirement failed and none errored (or, with
+``--expectations``, the verdicts matched); 1 requirements failed, errored or
+differed from the expectations; 2 bad option; 3 target unreachable; 4 no
+engine to test; 5 the harness itself failed; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .engines import ENGINES, EngineUnavailable, ManagedEngine
+from .requirements import Catalogue, CatalogueError
+from .runner import ROOT, pytest_command
+from .target import Client, Target, TargetError, Timeouts, UsageError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NO_ENGINE, EXIT_HARNESS = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
+
+
+class Refusal(Exception):
+    """One line for the user and the exit code that goes with it."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "requirements":
+            return _requirements(args)
+        return _run(args)
+    except Refusal as exc:
+        print(f"engine-conformance: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("engine-conformance: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line, not a usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="engine-conformance",
+        description="Conformance suite for the Docker Engine API endpoint POST /images/create.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run the suites against a target engine")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--target", help="unix:///path, tcp://host:port or https://host:port "
+                       "(default: DOCKER_HOST, then /var/run/docker.sock, then a managed Docker)")
+    where.add_argument("--managed", choices=sorted(ENGINES),
+                       help="start this engine in a private directory and judge it")
+    run.add_argument("--api-version", help="pin the API version (default: negotiate, at most 1.44)")
+    run.add_argument("--report-dir", type=Path, help="default: reports/<timestamp>/")
+    run.add_argument("-k", dest="keyword", help="only checks whose names match (pytest -k)")
+    run.add_argument("--requirement", action="append", default=[], metavar="ID",
+                     help="judge only this requirement (repeatable)")
+    run.add_argument("--expectations", metavar="FILE|auto",
+                     help="fail when verdicts differ from this expectation file")
+    run.add_argument("--update-expectations", action="store_true",
+                     help="write the verdicts to the expectation file (with --expectations)")
+    run.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    req = sub.add_parser("requirements", help="list the requirement catalogue")
+    req.add_argument("--format", choices=("text", "json"), default="text")
+    return parser
+
+
+def _requirements(args: argparse.Namespace) -> int:
+    try:
+        catalogue = Catalogue.load()
+    except CatalogueError as exc:
+        raise Refusal(f"requirement catalogue: {exc}", EXIT_HARNESS) from None
+    if args.format == "json":
+        print(json.dumps([r.to_dict() for r in catalogue.values()], indent=2))
+        return EXIT_OK
+    for r in catalogue.values():
+        print(f"{r.id:12} {r.level:6} {r.versions:10} {r.title}")
+    print(f"{len(catalogue)} requirements")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.update_expectations and not args.expectations:
+        raise Refusal("--update-expectations needs --expectations FILE|auto", EXIT_USAGE)
+    if args.timeout <= 0:
+        raise Refusal("--timeout must be positive", EXIT_USAGE)
+    managed: ManagedEngine | None = None
+    try:
+        target, managed = _resolve_target(args)
+        _reachable(target, args.api_version)
+        report_dir = args.report_dir or ROOT / "reports" / time.strftime("%Y%m%d-%H%M%S")
+        prefix = f"ectest-{secrets.token_hex(4)}"
+        cmd = pytest_command(
+            target.url,
+            report_dir,
+            requirements=args.requirement,
+            api_version=args.api_version,
+            expectations=args.expectations,
+            update_expectations=args.update_expectations,
+            keyword=args.keyword,
+            prefix=prefix,
+            extra=["--request-timeout", str(args.timeout), *args.pytest_args],
+        )
+        code = _child(cmd)
+        return _verdict_code(code, report_dir)
+    finally:
+        if managed is not None:
+            managed.stop()
+
+
+def _resolve_target(args: argparse.Namespace) -> tuple[Target, ManagedEngine | None]:
+    try:
+        if args.target:
+            return Target.parse(args.target), None
+        if args.managed:
+            return _start(ENGINES[args.managed]())
+        default = Target.default()
+    except UsageError as exc:
+        raise Refusal(f"bad target: {exc}", EXIT_USAGE) from None
+    if default is not None and (os.environ.get("DOCKER_HOST") or _answers(default)):
+        return default, None
+    engine = ENGINES["docker"]()
+    if not engine.available():
+        raise Refusal(
+            "no engine to test: give --target URL, set DOCKER_HOST, or install Docker "
+            "(apt-get install docker.io) so that a managed one can be started", EXIT_NO_ENGINE)
+    print("engine-conformance: no engine at DOCKER_HOST or /var/run/docker.sock; "
+          "starting a managed Docker", file=sys.stderr)
+    return _start(engine)
+
+
+def _start(engine: ManagedEngine) -> tuple[Target, ManagedEngine]:
+    try:
+        engine.start()
+    except EngineUnavailable as exc:
+        raise Refusal(f"could not start a managed {engine.name}: {exc}", EXIT_NO_ENGINE) from None
+    return Target.parse(engine.target), engine
+
+
+def _answers(target: Target) -> bool:
+    try:
+        with Client(target, timeouts=Timeouts(connect=2.0, read=5.0)) as client:
+            client.negotiate()
+        return True
+    except TargetError:
+        return False
+
+
+def _reachable(target: Target, api_version: str | None) -> None:
+    try:
+        with Client(target, api_version=api_version, timeouts=Timeouts(read=15.0)) as client:
+            client.negotiate()
+    except TargetError as exc:
+        raise Refusal(str(exc), EXIT_UNREACHABLE) from None
+
+
+def _child(cmd: list[str]) -> int:
+    """Run pytest; on Ctrl-C let it finish its clean-up rather than abandon it."""
+    child = subprocess.Popen(cmd, cwd=ROOT)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        # The terminal sent SIGINT to the child as well; if it came from
+        # elsewhere, pass it on. Either way wait for the child's clean-up.
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)
+        try:
+            child.wait(120)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        raise
+
+
+def _verdict_code(pytest_code: int, report_dir: Path) -> int:
+    if pytest_code in (3, 4):  # the plugin's own codes: unreachable target, bad usage
+        return EXIT_UNREACHABLE if pytest_code == 3 else EXIT_USAGE
+    if pytest_code == 2:
+        return EXIT_INTERRUPTED
+    results_path = report_dir / "results.json"
+    if not results_path.is_file():
+        raise Refusal(f"the suites wrote no results (pytest exit {pytest_code})", EXIT_HARNESS)
+    results = json.loads(results_path.read_text())
+    mismatches = (results.get("expectations") or {}).get("mismatches")
+    if mismatches is not None:
+        return EXIT_FAIL if mismatches else EXIT_OK
+    bad = results["summary"]["gating_failures"] + results["summary"]["error"]
+    return EXIT_FAIL if bad else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

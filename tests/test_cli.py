@@ -1,0 +1,70 @@
+"""The command line: one clear line and a distinct exit code for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from engine_conformance.runner import ROOT
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine_conformance", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def one_line(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["run", "--bogus"], ["frobnicate"],
+                                  ["run", "--timeout", "0"],
+                                  ["run", "--update-expectations"],
+                                  ["run", "--target", "ftp://x"]])
+def test_bad_option_is_exit_2(args):
+    proc = cli(*args)
+    assert proc.returncode == 2
+    one_line(proc)
+
+
+def test_unreachable_target_is_exit_3(tmp_path):
+    proc = cli("run", "--target", f"unix://{tmp_path}/nothing.sock")
+    assert proc.returncode == 3
+    assert "cannot reach" in one_line(proc)
+
+
+def test_no_engine_anywhere_is_exit_4(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    env["PATH"] = os.path.dirname(sys.executable)  # no dockerd on it
+    if os.path.exists("/var/run/docker.sock"):
+        pytest.skip("this machine has an engine at the standard socket")
+    proc = cli("run", env=env)
+    assert proc.returncode == 4
+    assert "apt-get install docker.io" in one_line(proc)
+
+
+def test_requirements_catalogue_as_json():
+    proc = cli("requirements", "--format", "json")
+    assert proc.returncode == 0
+    catalogue = json.loads(proc.stdout)
+    assert {"id", "level", "versions", "spec", "basis"} <= catalogue[0].keys()
+    assert len({r["id"] for r in catalogue}) == len(catalogue)
+
+
+def test_run_writes_reports_and_exit_code_follows_verdicts(docker, tmp_path):
+    ok = cli("run", "--target", docker.target, "--requirement", "ERRORS-003",
+             "--report-dir", str(tmp_path / "ok"))
+    assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr
+    assert (tmp_path / "ok" / "junit.xml").is_file()
+    results = json.loads((tmp_path / "ok" / "results.json").read_text())
+    assert results["target"]["engine"] == "docker"
+    # Docker answers 500 where the spec calls for a client error: a failing MUST.
+    bad = cli("run", "--target", docker.target, "--requirement", "ERRORS-005",
+              "--report-dir", str(tmp_path / "bad"))
+    assert bad.returncode == 1, bad.stdout[-2000:] + bad.stderr

@@ -1,0 +1,53 @@
+"""The suite never harms its target: it removes what it made, and only that.
+
+Sentinel images seeded before a full run must be there after it, with the
+same IDs; nothing under a run prefix may remain, also after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from deviant_proxy import DeviantProxy, Deviation
+from engine_conformance.runner import ROOT
+
+
+@pytest.mark.parametrize("suite", ["docker_suite", "podman_suite"])
+def test_sentinels_untouched_and_nothing_left(suite, request):
+    run = request.getfixturevalue(suite)
+    assert run.sentinels_after == run.sentinels_before
+    assert run.leftovers == []
+
+
+def test_ctrl_c_mid_run_removes_what_was_created(docker, tmp_path, look):
+    # Freeze the run at a moment when one of its images exists: the inspect
+    # that follows a successful import never gets an answer.
+    freeze = Deviation(
+        "freeze-inspect",
+        match=lambda req: req.method == "GET" and "/ectest-" in req.path
+        and req.path.endswith("/json"),
+        hang=True,
+        limit=1,
+    )
+    with DeviantProxy(docker.target, [freeze]) as proxy:
+        cmd = [sys.executable, "-m", "engine_conformance", "run", "--target", proxy.target,
+               "--requirement", "ERRORS-003", "--report-dir", str(tmp_path)]
+        child = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            assert freeze.seen.wait(60), "the run never reached the frozen inspect"
+            _, leftovers = look(docker.target)
+            assert leftovers, "the run had created nothing yet; the test proves nothing"
+            os.killpg(child.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+            output, _ = child.communicate(timeout=120)
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 130, output.decode(errors="replace")[-2000:]
+    _, leftovers = look(docker.target)
+    assert leftovers == []
