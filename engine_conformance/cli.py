@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from .engines import ENGINES, EngineUnavailable, ManagedEngine
+from .engines import ENGINES, EngineUnavailable, ManagedEngine, ManagedPodman, free_port
 from .requirements import Catalogue, CatalogueError
 from .runner import ROOT, pytest_command
 from .target import Client, Target, TargetError, Timeouts, UsageError
@@ -111,8 +111,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.timeout <= 0:
         raise Refusal("--timeout must be positive", EXIT_USAGE)
     managed: ManagedEngine | None = None
+    # The lab registry's port is fixed up front: a managed Podman must be
+    # told before it starts that this address is a plain-HTTP registry.
+    registry_port = free_port()
     try:
-        target, managed = _resolve_target(args)
+        target, managed = _resolve_target(args, registry_port)
         _reachable(target, args.api_version)
         report_dir = args.report_dir or ROOT / "reports" / time.strftime("%Y%m%d-%H%M%S")
         prefix = f"ectest-{secrets.token_hex(4)}"
@@ -125,7 +128,8 @@ def _run(args: argparse.Namespace) -> int:
             update_expectations=args.update_expectations,
             keyword=args.keyword,
             prefix=prefix,
-            extra=["--request-timeout", str(args.timeout), *args.pytest_args],
+            extra=["--request-timeout", str(args.timeout),
+                   "--registry-port", str(registry_port), *args.pytest_args],
         )
         code = _child(cmd)
         return _verdict_code(code, report_dir)
@@ -134,10 +138,14 @@ def _run(args: argparse.Namespace) -> int:
             managed.stop()
 
 
-def _resolve_target(args: argparse.Namespace) -> tuple[Target, ManagedEngine | None]:
+def _resolve_target(
+    args: argparse.Namespace, registry_port: int
+) -> tuple[Target, ManagedEngine | None]:
     try:
         if args.target:
             return Target.parse(args.target), None
+        if args.managed == "podman":
+            return _start(ManagedPodman(insecure_registries=[f"127.0.0.1:{registry_port}"]))
         if args.managed:
             return _start(ENGINES[args.managed]())
         default = Target.default()

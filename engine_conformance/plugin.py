@@ -18,7 +18,9 @@ from __future__ import annotations
 import itertools
 import os
 import secrets as _secrets
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,7 +100,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "from the engine)")
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a cancelled CI job) cleans up like Ctrl-C
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         catalogue = Catalogue.load()
     except CatalogueError as exc:
