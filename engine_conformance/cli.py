@@ -132,7 +132,8 @@ def _run(args: argparse.Namespace) -> int:
                    "--registry-port", str(registry_port), *args.pytest_args],
         )
         code = _child(cmd)
-        return _verdict_code(code, report_dir)
+        result = _verdict_code(code, report_dir)
+        return EXIT_OK if args.update_expectations and result == EXIT_FAIL else result
     finally:
         if managed is not None:
             managed.stop()

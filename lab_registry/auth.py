@@ -15,9 +15,11 @@ any message the registry writes.
 
 Why the base endpoint ``/v2/`` is challenged as soon as any rule exists: Docker
 and Podman learn the auth scheme from the ``/v2/`` ping and only attach
-credentials to later requests if that ping answered 401 with a challenge. A
-client with no credentials for the challenge simply goes on anonymously, so
-unprotected repositories stay pullable.
+credentials to later requests if that ping answered 401 with a challenge.
+The price, with Basic: Docker 20.10 without credentials then refuses to pull
+anything from this registry ("no basic auth credentials"), even unprotected
+repositories, while a rule is active (plain HTTP clients still can). Remove
+the rule (``registry.auth.clear()``) when the test that needed it is done.
 """
 
 from __future__ import annotations

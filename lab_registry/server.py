@@ -260,7 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
             # What distribution answers here, auth or not: a health-check friendly
             # 200, and a redirect for the slash-less base.
             if path == "/v2":
-                self._send(301, b"", "text/html; charset=utf-8", {"Location": "/v2/"})
+                body = b'<a href="/v2/">Moved Permanently</a>.\n\n'
+                self._send(301, body, "text/html; charset=utf-8", {"Location": "/v2/"})
             else:
                 self._send(200, b"", "text/plain; charset=utf-8", {"Cache-Control": "no-cache"})
             return

@@ -85,8 +85,8 @@ def seed_sentinels(target: str) -> dict[str, str]:
     with Client(Target.parse(target)) as client:
         client.negotiate()
         for i, name in enumerate(SENTINELS):
-            repo, tag = name.split(":")
-            client.create_image({"fromSrc": "-", "repo": repo, "tag": tag},
+            # The tag goes inside repo: Podman 4.3 ignores the separate tag.
+            client.create_image({"fromSrc": "-", "repo": name},
                                 body=archives.rootfs({"sentinel": f"{i}\n".encode()}))
             image = client.inspect_image(name)
             assert image is not None, f"could not seed sentinel {name}"

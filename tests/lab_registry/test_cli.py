@@ -1,0 +1,71 @@
+"""``python -m lab_registry serve``: serves until Ctrl-C, fails in one line."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lab_registry", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_serve_until_ctrl_c() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lab_registry", "serve", "--listen", "127.0.0.1:0",
+         "--prefix", "ectest-cli"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("lab registry serving http://127.0.0.1:"), first
+        url = first.split()[3]
+        listing = [process.stdout.readline() for _ in range(6)]
+        assert any("/ectest-cli/single:v1" in line for line in listing)
+        r = httpx.get(f"{url}/v2/ectest-cli/multi/tags/list")
+        assert r.json() == {"name": "ectest-cli/multi", "tags": ["latest"]}
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0
+    assert "Traceback" not in err and "stopped" in out
+
+
+def test_bad_option_is_one_line() -> None:
+    for args in (["serve", "--listen", "nowhere"], ["serve", "--bogus"], ["serve", "--prefix", "UP"]):
+        result = _run(*args)
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_busy_port_is_one_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = _run("serve", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot listen" in lines[0], result.stderr
