@@ -49,7 +49,8 @@ def write(path: Path, target: dict, verdicts: dict[str, str], reasons: dict[str,
     """Record a run's verdicts; deviations carry their reason as a comment."""
     lines = [
         "# Verdicts this suite gives the engine below; the test command fails when a run differs.",
-        "# Regenerate: engine-conformance run --managed ENGINE --expectations auto --update-expectations",
+        "# Regenerate: engine-conformance run --managed ENGINE --expectations auto"
+        " --update-expectations",
         f"engine: {target.get('engine')} {target.get('version')}",
         f"api_version: \"{target.get('api_version')}\"",
         "verdicts:",

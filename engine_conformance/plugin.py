@@ -95,6 +95,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--registry-port", type=int, default=0,
                     help="port for the lab registry (0: any free one); a managed Podman must "
                          "have been told it is insecure")
+    group.addoption("--registry", default=None, metavar="HOST:PORT",
+                    help="an external registry (plain HTTP, push allowed) to pull from instead "
+                         "of the lab registry; fault and journal checks then skip")
     group.addoption("--serve-host", default="127.0.0.1",
                     help="address the suite's own servers listen on (must be reachable "
                          "from the engine)")
@@ -251,6 +254,41 @@ def file_server(request: pytest.FixtureRequest):
     """A :class:`FileServer` for ``fromSrc=<URL>`` imports, on ``--serve-host``."""
     with FileServer(request.config.getoption("serve_host")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest, run_state: Run):
+    """The registry the pull suites use, serving the standard catalogue under the run prefix.
+
+    The lab registry listens on ``--serve-host``:``--registry-port``; with
+    ``--registry`` it is an external one instead (``lab.external`` is True).
+    """
+    from .registries import serve
+
+    config = request.config
+    try:
+        with serve(run_state.prefix, host=config.getoption("serve_host"),
+                   port=config.getoption("registry_port"),
+                   external=config.getoption("registry")) as registry:
+            yield registry
+    except OSError as exc:
+        pytest.exit(f"cannot serve the lab registry: {exc}", EXIT_USAGE)
+
+
+@pytest.fixture
+def registry(lab):
+    """The run's registry with no faults or auth rules and an empty journal, for one check."""
+    lab.reset()
+    yield lab
+    lab.reset()
+
+
+@pytest.fixture
+def lab_control(registry):
+    """The in-process lab registry, for checks that read its journal or inject faults."""
+    if registry.external:
+        pytest.skip("an external registry is in use: its journal and faults are not ours")
+    return registry
 
 
 @pytest.fixture
