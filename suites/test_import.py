@@ -45,16 +45,39 @@ def image_ids(client) -> set[str]:
     return {image["Id"] for image in client.list_images()}
 
 
-def assert_nothing_created(client, images, before: set[str], names: list[str], why: str) -> None:
-    """No image under any of ``names`` and no image ID that was not there ``before``."""
+def leftovers(client, images, before: set[str], names: list[str]) -> str | None:
+    """What an import that should have created nothing left behind (None: nothing).
+
+    Looks both under ``names`` and for image IDs that were not there ``before``;
+    whatever it finds is tracked for removal.
+    """
     new = image_ids(client) - before
     for image_id in new:
         images.track(image_id)
     named = [n for n in names if client.inspect_image(n) is not None]
-    assert not named and not new, (
-        f"{why}, yet the engine left an image behind: "
-        f"names {named or 'none'}, new image IDs {sorted(new) or 'none'}"
-    )
+    if not named and not new:
+        return None
+    return f"names {named or 'none'}, new image IDs {sorted(new) or 'none'}"
+
+
+def assert_nothing_created(client, images, before: set[str], names: list[str], why: str) -> None:
+    left = leftovers(client, images, before, names)
+    assert left is None, f"{why}, yet the engine left an image behind: {left}"
+
+
+def assert_refused_400(client, images, ex, before: set[str], name: str, what: str) -> None:
+    """A 400 ErrorResponse that created nothing; every problem is reported at once."""
+    problems = []
+    if ex.status != 400:
+        problems.append(
+            f"answered HTTP {ex.status}, expected 400 (reference behaviour)"
+            + (f"; stream error: {ex.stream_error!r}" if ex.status == 200 else "")
+        )
+    left = leftovers(client, images, before, [name])
+    if left:
+        problems.append(f"left an image behind: {left}")
+    assert not problems, f"{what}: " + "; ".join(problems)
+    assert_error_answer(ex)
 
 
 def inspect_imported(client, name: str) -> dict:
@@ -95,7 +118,9 @@ def test_import_creates_an_image(client, images, observe):
         "and no image ID is new"
     )
     for image_id in new:
-        assert client.inspect_image(image_id) is not None, f"new image {image_id} cannot be inspected"
+        assert client.inspect_image(image_id) is not None, (
+            f"new image {image_id} cannot be inspected"
+        )
 
 
 @pytest.mark.requirement("IMPORT-002")
@@ -201,10 +226,6 @@ def test_empty_message_comment(client, images, observe):
 
 
 # -- changes -----------------------------------------------------------------------------
-
-
-def _in(key):
-    return lambda config, value: value in (config.get(key) or {})
 
 
 # instruction -> (change, how to read it from Config, the value expected)
@@ -326,12 +347,7 @@ def test_disallowed_change_is_refused(client, images, observe, change):
     ex = do_import(client, images, {"fromSrc": "-", "repo": name, "changes": change},
                    unique_rootfs(name))
     observe[change] = ex.status
-    assert ex.status == 400, (
-        f"changes={change!r} answered HTTP {ex.status}, expected 400 (reference behaviour)"
-        + (f"; stream error: {ex.stream_error!r}" if ex.status == 200 else "")
-    )
-    assert_error_answer(ex)
-    assert_nothing_created(client, images, before, [name], f"changes={change!r} was refused")
+    assert_refused_400(client, images, ex, before, name, f"changes={change!r}")
 
 
 # -- archives -------------------------------------------------------------------------
@@ -415,9 +431,10 @@ def test_platform_sets_architecture(client, images, target_info, observe, form):
     image = inspect_imported(client, name)
     got = (image.get("Os"), image.get("Architecture"), image.get("Variant") or None)
     observe[platform] = list(got)
-    assert got == (host_os, arch, variant), (
-        f"platform={platform}: the image has Os/Architecture/Variant {got}, "
-        f"expected {(host_os, arch, variant)}"
+    # Without a variant in platform, the engine may fill in the architecture's default.
+    want = (host_os, arch, variant) if variant else (host_os, arch)
+    assert got[:len(want)] == want, (
+        f"platform={platform}: the image has Os/Architecture/Variant {got}, expected {want}"
     )
 
 
@@ -429,12 +446,7 @@ def test_invalid_platform_is_refused(client, images, observe, platform):
     ex = do_import(client, images, {"fromSrc": "-", "repo": name, "platform": platform},
                    unique_rootfs(name))
     observe[platform] = ex.status
-    assert ex.status == 400, (
-        f"platform={platform!r} answered HTTP {ex.status}, expected 400 (reference behaviour)"
-        + (f"; stream error: {ex.stream_error!r}" if ex.status == 200 else "")
-    )
-    assert_error_answer(ex)
-    assert_nothing_created(client, images, before, [name], f"platform={platform!r} was refused")
+    assert_refused_400(client, images, ex, before, name, f"platform={platform!r}")
 
 
 # -- fromSrc=<URL> -------------------------------------------------------------------------

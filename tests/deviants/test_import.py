@@ -1,0 +1,339 @@
+"""Each import-suite requirement fails against an engine that deviates in exactly that way.
+
+Rows without a deviation are plain Docker 20.10; where Docker itself deviates
+(STOPSIGNAL, and the architecture of an import at API >= 1.42), a fixing proxy
+shows that the check passes on an engine that conforms.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from urllib.parse import unquote, unquote_plus
+
+import pytest
+
+from deviant_proxy import Deviation, Request, Response
+from deviant_proxy.cases import Case, check
+from engine_conformance import archives
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def is_create(req: Request) -> bool:
+    return req.endpoint == "/images/create"
+
+
+def is_body_import(req: Request) -> bool:
+    return is_create(req) and req.param("fromSrc") == "-"
+
+
+def is_url_import(req: Request) -> bool:
+    return is_create(req) and (req.param("fromSrc") or "").startswith("http")
+
+
+def inspected_name(req: Request) -> str | None:
+    """The name in ``GET /images/{name}/json`` (None for any other request)."""
+    ep = req.endpoint
+    if req.method != "GET" or ep == "/images/json":
+        return None
+    if not (ep.startswith("/images/") and ep.endswith("/json")):
+        return None
+    return unquote(ep[len("/images/"):-len("/json")])
+
+
+def is_archive(body: bytes) -> bool:
+    try:
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:*") as tar:
+            tar.getmembers()
+        return True
+    except (tarfile.TarError, EOFError, OSError):
+        return False
+
+
+def drop_changes(prefixes: tuple[str, ...]):
+    """A request rewrite that leaves out the changes starting with ``prefixes``."""
+    def rewrite(req: Request) -> Request:
+        kept = [c for c in req.params("changes") if not c.upper().startswith(prefixes)]
+        return req.with_params(changes=kept)
+    return rewrite
+
+
+def has_change(prefix: str):
+    return lambda req: is_create(req) and any(
+        c.upper().startswith(prefix) for c in req.params("changes"))
+
+
+def rewrite_json(resp: Response, edit) -> Response:
+    if resp.status != 200:
+        return resp
+    obj = json.loads(resp.body)
+    edit(obj)
+    return resp.replace(body=json.dumps(obj).encode() + b"\n")
+
+
+def with_last_message(obj: dict):
+    def rewrite(req: Request, resp: Response) -> Response:
+        lines = resp.lines()
+        if resp.status != 200 or not lines:
+            return resp
+        return Response.stream(lines[:-1] + [obj], resp.status)
+    return rewrite
+
+
+ERROR_LINE = b'{"errorDetail":{"message":"not an archive"},"error":"not an archive"}\r\n'
+OTHER_TAR = archives.rootfs({"etc/substituted-by-the-proxy": b"not what the suite sent\n"})
+
+# -- IMPORT-001/002: the image and its ID -----------------------------------------------
+
+# Claims a successful import without importing anything.
+CLAIMS_SUCCESS = Deviation(
+    "claims-success", match=is_body_import,
+    answer=lambda req: Response.stream([{"status": "sha256:" + "0" * 64}]),
+)
+# Imports, but names another ID in the last message.
+WRONG_ID = Deviation("wrong-last-id", match=is_create,
+                     response=with_last_message({"status": "sha256:" + "1" * 64}))
+# Imports, but ends the stream with a plain status instead of the ID.
+NO_ID = Deviation("no-id-in-last-message", match=is_create,
+                  response=with_last_message({"status": "Import complete"}))
+
+# -- IMPORT-003..006: names and message ---------------------------------------------------
+
+IGNORES_REPO = Deviation("ignores-repo", match=is_create,
+                         request=lambda req: req.with_params(repo=None))
+IGNORES_TAG = Deviation("ignores-tag", match=lambda req: is_create(req) and bool(req.param("tag")),
+                        request=lambda req: req.with_params(tag=None))
+IGNORES_MESSAGE = Deviation("ignores-message",
+                            match=lambda req: is_create(req) and bool(req.param("message")),
+                            request=lambda req: req.with_params(message=None))
+# Records no comment at all for an import.
+BLANK_COMMENT = Deviation(
+    "blank-history-comment",
+    match=lambda req: req.method == "GET" and req.endpoint.endswith("/history"),
+    response=lambda req, resp: resp.replace(body=json.dumps(
+        [e | {"Comment": ""} for e in json.loads(resp.body)]).encode())
+    if resp.status == 200 else resp,
+)
+
+# -- IMPORT-008..014: changes -----------------------------------------------------------------
+
+IGNORES_ONBUILD = Deviation("ignores-onbuild", match=has_change("ONBUILD"),
+                            request=drop_changes(("ONBUILD",)))
+# Reads one value of a repeated key, as a form reader's Get() would.
+FIRST_CHANGE_ONLY = Deviation(
+    "first-change-only", match=lambda req: is_create(req) and len(req.params("changes")) > 1,
+    request=lambda req: req.with_params(changes=req.params("changes")[:1]),
+)
+# URI-decodes the values a second time.
+DECODES_TWICE = Deviation(
+    "decodes-twice", match=lambda req: is_create(req) and bool(req.params("changes")),
+    request=lambda req: req.with_params(changes=[unquote_plus(c) for c in req.params("changes")]),
+)
+IGNORES_HEALTHCHECK = Deviation("ignores-healthcheck", match=has_change("HEALTHCHECK"),
+                                request=drop_changes(("HEALTHCHECK",)))
+IGNORES_LABEL = Deviation("ignores-label", match=has_change("LABEL"),
+                          request=drop_changes(("LABEL",)))
+
+# A conforming engine for IMPORT-013, where Docker 20.10 refuses STOPSIGNAL: the
+# proxy keeps the change from Docker and shows it in the inspected configuration.
+_STOPSIGNALS: dict[str, str] = {}
+
+
+def _stopsignal_request(req: Request) -> Request:
+    if not is_create(req):
+        return req
+    for change in req.params("changes"):
+        if change.upper().startswith("STOPSIGNAL"):
+            _STOPSIGNALS[req.param("repo") or ""] = change.split(None, 1)[1]
+    return drop_changes(("STOPSIGNAL",))(req)
+
+
+def _stopsignal_response(req: Request, resp: Response) -> Response:
+    name = inspected_name(req)
+    if name not in _STOPSIGNALS:
+        return resp
+    return rewrite_json(resp, lambda obj: obj["Config"].__setitem__("StopSignal",
+                                                                    _STOPSIGNALS[name]))
+
+
+STOPSIGNAL_FIXED = Deviation(
+    "stopsignal-fixed",
+    match=lambda req: has_change("STOPSIGNAL")(req) or bool(inspected_name(req)),
+    request=_stopsignal_request, response=_stopsignal_response,
+)
+
+DISALLOWED = ("RUN", "FROM", "COPY", "ADD")
+# Accepts any instruction (it drops what it cannot apply and imports).
+ACCEPTS_ANY_CHANGE = Deviation(
+    "accepts-any-change",
+    match=lambda req: any(has_change(p)(req) for p in DISALLOWED),
+    request=drop_changes(DISALLOWED),
+)
+# Refuses a bad instruction as a server error.
+BAD_CHANGE_IS_500 = Deviation(
+    "bad-change-is-500", match=ACCEPTS_ANY_CHANGE.match,
+    answer=lambda req: Response.json(500, {"message": "invalid change"}),
+)
+
+# -- IMPORT-015: compressed archives --------------------------------------------------------
+
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
+# Imports something else than the compressed archive holds.
+ALTERS_COMPRESSED = Deviation(
+    "alters-compressed-content",
+    match=lambda req: is_body_import(req) and req.body.startswith(COMPRESSED_MAGIC),
+    request=lambda req: req.replace(body=OTHER_TAR),
+)
+NO_XZ = Deviation(
+    "no-xz", match=lambda req: is_body_import(req) and req.body.startswith(b"\xfd7zXZ\x00"),
+    answer=lambda req: Response.json(500, {"message": "unsupported compression"}),
+)
+
+# -- IMPORT-016..018: platform ---------------------------------------------------------------
+
+HOST_PLATFORM_ONLY = Deviation(
+    "host-platform-only",
+    match=lambda req: is_create(req) and "/" in (req.param("platform") or ""),
+    answer=lambda req: Response.json(400, {"message": "only the host platform is supported"}),
+)
+
+
+def _as_version(version: str):
+    def rewrite(req: Request) -> Request:
+        return req.replace(path=f"/v{version}{req.endpoint}") if req.version else req
+    return rewrite
+
+
+# The suite speaks 1.42 to Docker 20.10 (API 1.41), which ignores the architecture.
+SPEAKS_142_AS_141 = Deviation("api-1.42-served-as-1.41", match=lambda req: req.version == "1.42",
+                              request=_as_version("1.41"))
+
+# ... and an engine at 1.42 that applies the whole platform, as documented.
+_PLATFORMS: dict[str, str] = {}
+
+
+def _platform_request(req: Request) -> Request:
+    if is_create(req) and req.param("platform"):
+        _PLATFORMS[req.param("repo") or ""] = req.param("platform") or ""
+    return _as_version("1.41")(req)
+
+
+def _apply_platform(obj: dict, platform: str) -> None:
+    parts = platform.split("/")
+    obj["Os"] = parts[0]
+    if len(parts) > 1:
+        obj["Architecture"] = parts[1]
+    if len(parts) > 2:
+        obj["Variant"] = parts[2]
+
+
+def _platform_response(req: Request, resp: Response) -> Response:
+    name = inspected_name(req)
+    if name not in _PLATFORMS:
+        return resp
+    return rewrite_json(resp, lambda obj: _apply_platform(obj, _PLATFORMS[name]))
+
+
+PLATFORM_AT_142 = Deviation("api-1.42-with-platform", match=SPEAKS_142_AS_141.match,
+                            request=_platform_request, response=_platform_response)
+
+# Ignores a platform it cannot parse and imports anyway.
+IGNORES_BAD_PLATFORM = Deviation(
+    "ignores-bad-platform", match=lambda req: is_create(req) and bool(req.param("platform")),
+    request=lambda req: req.with_params(platform=None),
+)
+
+# -- IMPORT-019..021: failures -----------------------------------------------------------------
+
+GARBAGE_OK = Deviation(
+    "non-archive-answers-empty-200",
+    match=lambda req: is_body_import(req) and not is_archive(req.body),
+    answer=lambda req: Response(200, {"Content-Type": "application/json"}, b""),
+)
+# Reports the error, but has imported something under the name anyway.
+GARBAGE_LEAVES_IMAGE = Deviation(
+    "non-archive-leaves-image", match=GARBAGE_OK.match,
+    request=lambda req: req.replace(body=OTHER_TAR),
+    response=lambda req, resp: resp.replace(body=resp.body + ERROR_LINE),
+)
+# Fetches another URL than the one given.
+OTHER_URL = Deviation(
+    "fetches-another-url", match=is_url_import,
+    request=lambda req: req.with_params(fromSrc=(req.param("fromSrc") or "") + ".other"),
+)
+# Never fetches the URL: imports something else under the name.
+IGNORES_URL = Deviation(
+    "ignores-url", match=is_url_import,
+    request=lambda req: req.with_params(fromSrc="-").replace(body=OTHER_TAR),
+)
+# Hides a failed download behind a 200 stream with no error.
+HIDES_404 = Deviation(
+    "hides-url-404", match=is_url_import,
+    response=lambda req, resp: Response.stream(
+        [{"status": f"Downloading from {req.param('fromSrc')}"}]) if resp.status >= 400 else resp,
+)
+# Reports the failed download, but leaves an image under the name.
+URL_404_LEAVES_IMAGE = Deviation(
+    "url-404-leaves-image", match=is_url_import,
+    request=lambda req: req.with_params(fromSrc="-").replace(body=OTHER_TAR),
+    response=lambda req, resp: Response.json(404, {"message": "failed to GET: 404 Not Found"}),
+)
+
+CASES = [
+    Case("IMPORT-001", "pass"),
+    Case("IMPORT-001", "fail", (CLAIMS_SUCCESS,)),
+    Case("IMPORT-002", "pass"),
+    Case("IMPORT-002", "fail", (WRONG_ID,)),
+    Case("IMPORT-002", "fail", (NO_ID,)),
+    Case("IMPORT-003", "pass"),
+    Case("IMPORT-003", "fail", (IGNORES_REPO,)),
+    Case("IMPORT-004", "pass"),
+    Case("IMPORT-004", "fail", (IGNORES_TAG,)),
+    Case("IMPORT-005", "pass"),
+    Case("IMPORT-005", "fail", (IGNORES_TAG,)),
+    Case("IMPORT-006", "pass"),
+    Case("IMPORT-006", "fail", (IGNORES_MESSAGE,)),
+    Case("IMPORT-007", "pass"),
+    Case("IMPORT-007", "fail", (BLANK_COMMENT,)),  # INFO: judged fail, never fails a run
+    Case("IMPORT-008", "pass"),
+    Case("IMPORT-008", "fail", (IGNORES_ONBUILD,)),
+    Case("IMPORT-009", "pass"),
+    Case("IMPORT-009", "fail", (FIRST_CHANGE_ONLY,)),
+    Case("IMPORT-010", "pass"),
+    Case("IMPORT-010", "fail", (DECODES_TWICE,)),
+    Case("IMPORT-011", "pass"),
+    Case("IMPORT-011", "fail", (IGNORES_HEALTHCHECK,)),
+    Case("IMPORT-012", "pass"),
+    Case("IMPORT-012", "fail", (IGNORES_LABEL,)),
+    Case("IMPORT-013", "fail"),  # Docker 20.10 refuses STOPSIGNAL: reported, not hidden
+    Case("IMPORT-013", "pass", (STOPSIGNAL_FIXED,)),
+    Case("IMPORT-014", "pass"),
+    Case("IMPORT-014", "fail", (ACCEPTS_ANY_CHANGE,)),
+    Case("IMPORT-014", "fail", (BAD_CHANGE_IS_500,)),
+    Case("IMPORT-015", "pass"),
+    Case("IMPORT-015", "fail", (ALTERS_COMPRESSED,)),
+    Case("IMPORT-015", "fail", (NO_XZ,)),
+    Case("IMPORT-016", "pass"),
+    Case("IMPORT-016", "fail", (HOST_PLATFORM_ONLY,)),
+    Case("IMPORT-017", "skip"),  # Docker 20.10 speaks 1.41: the requirement does not apply
+    Case("IMPORT-017", "fail", (SPEAKS_142_AS_141,), api_version="1.42"),
+    Case("IMPORT-017", "pass", (PLATFORM_AT_142,), api_version="1.42"),
+    Case("IMPORT-018", "pass"),
+    Case("IMPORT-018", "fail", (IGNORES_BAD_PLATFORM,)),
+    Case("IMPORT-019", "pass"),
+    Case("IMPORT-019", "fail", (GARBAGE_OK,)),
+    Case("IMPORT-019", "fail", (GARBAGE_LEAVES_IMAGE,)),
+    Case("IMPORT-020", "pass"),
+    Case("IMPORT-020", "fail", (OTHER_URL,)),
+    Case("IMPORT-020", "fail", (IGNORES_URL,)),
+    Case("IMPORT-021", "pass"),
+    Case("IMPORT-021", "fail", (HIDES_404,)),
+    Case("IMPORT-021", "fail", (URL_404_LEAVES_IMAGE,)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_import_verdicts(case, judge):
+    check(case, judge(case))
