@@ -36,7 +36,7 @@ class ExternalRegistry:
         return f"http://{self.address}"
 
     def reference(self, repository: str, tag: str | None = None, digest: str | None = None) -> str:
-        ref = f"{self.address}/{self.catalogue._full(repository)}"
+        ref = f"{self.address}/{self.catalogue.full_name(repository)}"
         return ref + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
 
     def reset(self) -> None:
@@ -55,7 +55,6 @@ def serve(prefix: str, host: str = "127.0.0.1", port: int = 0,
             yield ExternalRegistry(external, catalogue)
             return
         with LabRegistry(catalogue, host=host, port=port) as registry:
-            registry.external = False  # type: ignore[attr-defined]
             yield registry
     finally:
         catalogue.close()

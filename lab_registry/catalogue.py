@@ -151,7 +151,7 @@ class Catalogue:
 
     def remove(self, repository: str, tag: str | None = None) -> None:
         """Stop serving one tag, or the whole repository when ``tag`` is None."""
-        repository = self._full(repository)
+        repository = self.full_name(repository)
         with self._lock:
             if tag is None:
                 self._repos.pop(repository, None)
@@ -247,16 +247,23 @@ class Catalogue:
 
     # --- look-ups for tests ----------------------------------------------------------
 
-    def _full(self, repository: str) -> str:
+    def full_name(self, repository: str) -> str:
+        """``repository`` itself if served, else ``<prefix>/<repository>`` if that is served.
+
+        Lets every look-up take ``"single"`` as well as ``"ectest-1a2b3c/single"``;
+        a name served under neither comes back unchanged.
+        """
         with self._lock:
             if repository in self._repos or not self.prefix:
                 return repository
             full = self.name(repository)
             return full if full in self._repos else repository
 
+    _full = full_name  # the name it had first; engine_conformance.registries uses it
+
     def artifact(self, repository: str, tag: str) -> Artifact:
         """What ``repository:tag`` serves; KeyError if nothing."""
-        full = self._full(repository)
+        full = self.full_name(repository)
         with self._lock:
             try:
                 return self._repos[full].tags[tag]
@@ -289,7 +296,7 @@ class Catalogue:
         self, repository: str, tag: str, platform: str | Platform | None = None
     ) -> ImageFacts:
         """Everything an inspect of the pulled image should agree with."""
-        full = self._full(repository)
+        full = self.full_name(repository)
         artifact = self.artifact(full, tag)
         image = self.image(full, tag, platform)
         cfg = image.config_json

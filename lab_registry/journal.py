@@ -6,8 +6,9 @@
     >>> [e.path for e in journal.since(mark) if e.kind == "blob"]     # doctest: +SKIP
     ['/v2/ectest-1a2b3c/single/blobs/sha256:...']
 
-Entries are appended when a response is finished (or abandoned), so an entry
-always carries its final status and byte count. The ``Authorization`` value
+An entry is appended just before the last byte of its response is sent (and
+corrected if that byte fails), so a test that has just read a whole response
+always finds its entry, with its final status and byte count. The ``Authorization`` value
 is kept for tests that check what an engine sent, but it is left out of
 ``repr`` so that a failing assertion never prints a password.
 """
@@ -95,6 +96,17 @@ class Journal:
     def record(self, entry: JournalEntry) -> None:
         with self._cond:
             self._entries.append(entry)
+            self._cond.notify_all()
+
+    def update(self, entry: JournalEntry) -> None:
+        """Replace the entry with the same ``seq`` (a response that failed at the very end)."""
+        with self._cond:
+            for i, old in enumerate(self._entries):
+                if old.seq == entry.seq:
+                    self._entries[i] = entry
+                    break
+            else:
+                self._entries.append(entry)
             self._cond.notify_all()
 
     def mark(self) -> int:

@@ -12,7 +12,12 @@
 Served: ``GET /v2/``, ``GET|HEAD /v2/<name>/manifests/<tag|digest>``,
 ``GET|HEAD /v2/<name>/blobs/<digest>`` (with single ``Range``),
 ``GET /v2/<name>/tags/list`` (``n``/``last``) and ``GET /v2/_catalog``.
-Anything else is 404 (unknown path) or 405 (a write method).
+Write methods answer 405 UNSUPPORTED; unknown paths 404, as distribution does.
+
+Faithful to distribution 2.8 by test (tests/lab_registry/test_faithfulness.py:
+same status, headers and bytes for the same requests), with two deliberate
+differences: no down-conversion to schema 1 for clients that do not accept
+schema 2 (they get schema 2), and pagination (``n``/``last``) of tags/list.
 
 Why it is fast enough to be compared with the Go registry: every connection has
 its own thread, responses are HTTP/1.1 keep-alive, Nagle is off, and an
@@ -28,7 +33,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -67,6 +72,8 @@ _ROUTES = [
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _DISCONNECT = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 _MAX_DISCARD = 64 << 20
+# The last piece of a body is sent after the journal entry is written (see _commit).
+_FINAL_PIECE = 64 << 10
 
 
 def route(path: str) -> tuple[str, str | None, str | None]:
@@ -177,21 +184,23 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         lab = self.server.lab
-        seq = lab.journal.next_seq()
-        started = time.time()
         split = urlsplit(self.path)
-        path = split.path
-        kind, repository, reference = route(path)
+        kind, repository, reference = route(split.path)
+        self._seq = lab.journal.next_seq()
+        self._started = time.time()
+        self._route = (split.path, split.query, kind, repository, reference)
+        self._selected = Selected()
         self._status = 0
         self._body_size = 0
         self._sent = 0
         self._hung_up = False
         self._cut = False
-        selected = Selected()
+        self._committed: JournalEntry | None = None
+        self._head = b""
         try:
             self._discard_request_body()
-            selected = lab.faults.select(self.command, path, repository, kind)
-            self._dispatch(kind, path, repository, reference, split.query, selected)
+            self._selected = lab.faults.select(self.command, split.path, repository, kind)
+            self._dispatch(kind, split.path, repository, reference, split.query, self._selected)
         except _DISCONNECT:
             self._hung_up = True
             self.close_connection = True
@@ -205,27 +214,44 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             raise
         finally:
-            lab.journal.record(
-                JournalEntry(
-                    seq=seq,
-                    time=started,
-                    method=self.command,
-                    path=path,
-                    query=split.query,
-                    repository=repository,
-                    kind=kind,
-                    reference=reference,
-                    status=self._status,
-                    body_size=self._body_size,
-                    bytes_sent=self._sent,
-                    client_hung_up=self._hung_up,
-                    cut_short=self._cut,
-                    accept=", ".join(self.headers.get_all("Accept") or []) or None,
-                    user_agent=self.headers.get("User-Agent"),
-                    fault=selected.describe(),
-                    authorization=self.headers.get("Authorization"),
-                )
-            )
+            entry = self._entry()
+            if self._committed is None:
+                lab.journal.record(entry)
+            elif entry != self._committed:  # the last byte did not make it after all
+                lab.journal.update(entry)
+
+    def _entry(self, pending: int = 0) -> JournalEntry:
+        path, query, kind, repository, reference = self._route
+        return JournalEntry(
+            seq=self._seq,
+            time=self._started,
+            method=self.command,
+            path=path,
+            query=query,
+            repository=repository,
+            kind=kind,
+            reference=reference,
+            status=self._status,
+            body_size=self._body_size,
+            bytes_sent=self._sent + pending,
+            client_hung_up=self._hung_up,
+            cut_short=self._cut,
+            accept=", ".join(self.headers.get_all("Accept") or []) or None,
+            user_agent=self.headers.get("User-Agent"),
+            fault=self._selected.describe(),
+            authorization=self.headers.get("Authorization"),
+        )
+
+    def _commit(self, pending: int = 0) -> None:
+        """Journal the request as answered, before its last ``pending`` bytes go out.
+
+        A client has the whole response only once the last byte arrives, so
+        a test reading the journal right after a response always finds its
+        entry. Should those bytes fail, ``_handle`` corrects the entry.
+        """
+        if self._committed is None:
+            self._committed = self._entry(pending)
+            self.server.lab.journal.record(self._committed)
 
     def _discard_request_body(self) -> None:
         # A read-only registry still has to consume a pushed body to keep the
@@ -413,15 +439,28 @@ class _Handler(BaseHTTPRequestHandler):
     # --- sending --------------------------------------------------------------------
 
     def _start(self, status: int, content_type: str, length: int, headers: dict[str, str]) -> None:
+        """Prepare the status line and headers.
+
+        With no body they go out at once. With a body they are held back and
+        leave in the same ``send`` as its first bytes: a client that hangs up
+        right after reading headers (Docker's ``/v2/`` ping does) has then
+        still been sent a whole small response.
+        """
         self.send_response(status)
         self.send_header(*API_VERSION_HEADER)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(length))
         for name, value in headers.items():
             self.send_header(name, value)
-        self.end_headers()
         self._status = status
-        self._body_size = length if self.command == "GET" else 0
+        self._body_size = length if self.command != "HEAD" else 0
+        if self._body_size == 0:
+            self._commit()  # the headers are the whole answer
+            self.end_headers()
+            return
+        self._headers_buffer.append(b"\r\n")
+        self._head = b"".join(self._headers_buffer)
+        self._headers_buffer = []
 
     def _send(
         self,
@@ -431,8 +470,8 @@ class _Handler(BaseHTTPRequestHandler):
         headers: dict[str, str] | None = None,
     ) -> None:
         self._start(status, content_type, len(body), headers or {})
-        if self.command != "HEAD" and body:
-            self._write(body)
+        if self._body_size:
+            self._send_final(lambda: self._write(body), len(body))
 
     def _send_json(self, doc: Any, headers: dict[str, str] | None = None) -> None:
         self._send(200, json_body(doc), JSON_TYPE, headers)
@@ -459,33 +498,59 @@ class _Handler(BaseHTTPRequestHandler):
         detail = _access_detail(repository) if code in ("UNAUTHORIZED", "DENIED") else None
         self._send_error(fault.status, code, fault.message, detail, extra)
 
+    def _send_final(self, send: Callable[[], None], pending: int) -> None:
+        """Journal the request, then send its last ``pending`` body bytes with ``send``."""
+        self._commit(pending)
+        send()
+
     def _write(self, data: bytes | memoryview) -> None:
-        """Send ``data``, counting what left even if the client hangs up midway."""
-        view = memoryview(data)
+        """Send held-back headers and ``data``; count body bytes even if the client leaves."""
+        head, self._head = self._head, b""
+        view = memoryview(head + bytes(data)) if head else memoryview(data)
+        skip = len(head)
         while view:
             n = self.connection.send(view)
-            self._sent += n
             view = view[n:]
+            if skip:
+                used = min(skip, n)
+                skip -= used
+                n -= used
+            self._sent += n
+
+    def _flush_head(self) -> None:
+        # MSG_MORE lets the kernel put the headers in one segment with the
+        # sendfile data that follows, as if they had been written together.
+        head, self._head = self._head, b""
+        if head:
+            self.connection.sendall(head, socket.MSG_MORE)
 
     def _send_body(self, source: Blob, start: int, length: int, selected: Selected) -> None:
         if selected.throttle or selected.cut_short or selected.corrupt:
             self._send_shaped(source, start, length, selected)
-        elif source.path is not None:
-            self._sendfile(source, start, length)
-        else:
-            assert source.data is not None
-            self._write(memoryview(source.data)[start : start + length])
+            return
+        # All but the final piece, then the journal entry, then the final piece.
+        final = min(length, _FINAL_PIECE)
+        self._send_range(source, start, length - final)
+        end = start + length - final
+        self._send_final(lambda: self._send_range(source, end, final), final)
 
-    def _sendfile(self, blob: Blob, start: int, length: int) -> None:
+    def _send_range(self, blob: Blob, offset: int, count: int) -> None:
+        if count <= 0:
+            return
+        if blob.path is None:
+            assert blob.data is not None
+            self._write(memoryview(blob.data)[offset : offset + count])
+            return
+        self._flush_head()
         # The kernel copies file pages straight to the socket: no Python per chunk.
-        assert blob.path is not None
         out_fd = self.connection.fileno()
         with open(blob.path, "rb") as f:
-            in_fd = f.fileno()
-            while self._sent < length:
-                n = os.sendfile(out_fd, in_fd, start + self._sent, length - self._sent)
+            in_fd, done = f.fileno(), 0
+            while done < count:
+                n = os.sendfile(out_fd, in_fd, offset + done, count - done)
                 if n == 0:  # the file shrank under us: nothing more to give
                     break
+                done += n
                 self._sent += n
 
     def _send_shaped(self, blob: Blob, start: int, length: int, selected: Selected) -> None:
@@ -501,7 +566,10 @@ class _Handler(BaseHTTPRequestHandler):
             if first and selected.corrupt is not None and chunk:
                 chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
             first = False
-            self._write(chunk)
+            if self._sent + len(chunk) == length:  # the final piece waits for the journal
+                self._send_final(lambda c=chunk: self._write(c), len(chunk))
+            else:
+                self._write(chunk)
             if rate:
                 delay = t0 + self._sent / rate - time.monotonic()
                 if delay > 0:
@@ -509,6 +577,8 @@ class _Handler(BaseHTTPRequestHandler):
         if limit < length:
             self._cut = True
             self.close_connection = True
+            self._write(b"")  # headers, if not even one body byte was to be sent
+            self._commit()
             try:
                 self.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -560,9 +630,13 @@ def _unsupported_manifest(media_type: str, real: Blob) -> Blob:
 class LabRegistry:
     """A distribution registry (read side) serving a ``Catalogue`` in a background thread.
 
-    ``journal``, ``faults`` and ``auth`` may be changed while it runs. ``listen``
-    takes ``"HOST:PORT"``; port 0 (the default) picks a free one.
+    Listens on ``host:port`` (port 0, the default, picks a free one; or use
+    ``LabRegistry.listening_on("HOST:PORT")``). ``catalogue``, ``journal``,
+    ``faults`` and ``auth`` may all be changed while it runs.
     """
+
+    #: Always False: tells apart a registry the suite controls from an external one.
+    external = False
 
     def __init__(
         self,
@@ -655,7 +729,7 @@ class LabRegistry:
 
     def reference(self, repository: str, tag: str | None = None, digest: str | None = None) -> str:
         """``ADDRESS/<repository>[:tag][@digest]``; a short name takes the catalogue prefix."""
-        name = self.catalogue._full(repository)
+        name = self.catalogue.full_name(repository)
         ref = f"{self.address}/{name}"
         if tag:
             ref += f":{tag}"

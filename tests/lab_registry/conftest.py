@@ -5,21 +5,14 @@ every test; ``http`` an httpx client on it. ``distribution`` is the real CNCF
 registry loaded with the same catalogue, and ``docker_socket`` a private
 ``dockerd`` (both skipped with a reason when not installed).
 
-``docker_socket`` is deliberately small: the project's
-``engine_conformance.engines.ManagedDocker`` will replace it.
+``docker_socket`` is the socket of the session's managed Docker.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
-import signal
-import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -69,78 +62,12 @@ def distribution(lab_catalogue: Catalogue) -> Iterator[DistributionRegistry]:
         yield real
 
 
-def _wait_for_ping(sock: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    transport = httpx.HTTPTransport(uds=sock)
-    with httpx.Client(transport=transport, base_url="http://docker", timeout=2) as client:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = log.read_text(errors="replace").strip().splitlines()[-1:]
-                raise RuntimeError(f"dockerd exited with {process.returncode}: {tail}")
-            if os.path.exists(sock):
-                try:
-                    if client.get("/_ping").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-            time.sleep(0.1)  # no readiness event: the socket appears before it answers
-    raise RuntimeError("dockerd did not answer /_ping within 60 s")
-
-
-def _unmount_below(path: str) -> None:
-    # A dockerd that died hard can leave mounts that rmtree cannot cross.
-    try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return
-    points = [m.split()[1] for m in mounts if m.split()[1].startswith(path)]
-    for point in sorted(points, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-
-
 @pytest.fixture(scope="session")
-def docker_socket() -> Iterator[str]:
-    """A private dockerd's socket path; stopped (SIGTERM, wait) and cleaned at the end."""
-    if shutil.which("dockerd") is None:
-        pytest.skip("dockerd is not installed (apt-get install docker.io)")
-    # Unix socket paths are limited to 108 bytes: keep the directory short.
-    d = tempfile.mkdtemp(prefix="ec", dir="/tmp")
-    sock = f"{d}/docker.sock"
-    log_path = Path(d) / "dockerd.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                "dockerd",
-                "--host", f"unix://{sock}",
-                "--data-root", f"{d}/root",
-                "--exec-root", f"{d}/exec",
-                "--pidfile", f"{d}/docker.pid",
-                "--iptables=false",
-                "--bridge=none",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-    try:
-        _wait_for_ping(sock, process, log_path)
-        yield sock
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(30)
-        _unmount_below(d)
-        shutil.rmtree(d, ignore_errors=True)
+def docker_socket(docker) -> str:
+    """The socket path of the session's managed Docker (see tests/conftest.py)."""
+    from engine_conformance.target import Target
 
-
-@pytest.fixture(scope="session")
-def docker_api(docker_socket: str) -> Iterator[httpx.Client]:
-    """An httpx client on the private dockerd (pulls can take a while)."""
-    transport = httpx.HTTPTransport(uds=docker_socket)
-    with httpx.Client(transport=transport, base_url="http://docker", timeout=120.0) as client:
-        yield client
+    uds = Target.parse(docker.target).uds
+    if uds is None:
+        pytest.skip("the lab registry's engine tests need Docker on a unix socket")
+    return uds

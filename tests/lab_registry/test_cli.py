@@ -52,7 +52,11 @@ def test_serve_until_ctrl_c() -> None:
 
 
 def test_bad_option_is_one_line() -> None:
-    for args in (["serve", "--listen", "nowhere"], ["serve", "--bogus"], ["serve", "--prefix", "UP"]):
+    for args in (
+        ["serve", "--listen", "nowhere"],
+        ["serve", "--bogus"],
+        ["serve", "--prefix", "UP"],
+    ):
         result = _run(*args)
         assert result.returncode == 2
         assert "Traceback" not in result.stderr

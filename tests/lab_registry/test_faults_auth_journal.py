@@ -243,7 +243,9 @@ class TestJournal:
             assert sock.recv(4096).startswith(b"HTTP/1.1 200")
             time.sleep(0.2)
             # RST instead of FIN: the server's next write fails at once.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
         entry = lab.journal.wait_for(lambda e: e.kind == "blob", timeout=10, mark=mark)
         assert entry is not None and entry.client_hung_up and not entry.complete
         assert 0 < entry.bytes_sent < layer.size and entry.status == 200

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -194,7 +197,7 @@ def test_tags_list(http: httpx.Client, lab_catalogue: Catalogue) -> None:
     assert r.status_code == 200
     assert r.json() == {"name": name, "tags": ["latest", "v1", "v2"]}
     page = http.get(f"/v2/{name}/tags/list", params={"n": 2})
-    assert page.json()["tags"] == ["latest", "v1"] and "rel=\"next\"" in page.headers["Link"]
+    assert page.json()["tags"] == ["latest", "v1"] and 'rel="next"' in page.headers["Link"]
     rest = http.get(f"/v2/{name}/tags/list", params={"n": 2, "last": "v1"})
     assert rest.json()["tags"] == ["v2"]
 
@@ -281,3 +284,26 @@ def test_stop_frees_the_port_and_is_idempotent(lab_catalogue: Catalogue) -> None
 def test_busy_port_raises(lab: LabRegistry) -> None:
     with pytest.raises(OSError):
         LabRegistry(port=lab.port).start()
+
+
+def test_listening_on_parses_host_port(lab_catalogue: Catalogue) -> None:
+    with LabRegistry.listening_on("127.0.0.1:0", lab_catalogue) as registry:
+        assert registry.host == "127.0.0.1" and registry.port > 0
+    with pytest.raises(ValueError):
+        LabRegistry.listening_on("127.0.0.1")
+    with pytest.raises(RuntimeError):
+        _ = registry.address  # stopped: no address any more
+
+
+def test_thread_does_not_hang_the_process_at_exit() -> None:
+    # Started, a keep-alive connection left open, never stopped: exit must still be prompt.
+    code = (
+        "import httpx\n"
+        "from lab_registry import LabRegistry, standard\n"
+        "r = LabRegistry(standard('x')).start()\n"
+        "c = httpx.Client(base_url=r.url)\n"
+        "assert c.get('/v2/').status_code == 200\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, timeout=20, capture_output=True)
+    assert result.returncode == 0, result.stderr
