@@ -99,7 +99,7 @@ class StreamParser:
             return
         try:
             obj = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             # A single line may hold several objects glued together; that is
             # still a framing error, reported rather than guessed at.
             self.errors.append(FramingError(offset, f"not JSON: {exc}", text[:200]))

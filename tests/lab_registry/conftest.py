@@ -71,3 +71,11 @@ def docker_socket(docker) -> str:
     if uds is None:
         pytest.skip("the lab registry's engine tests need Docker on a unix socket")
     return uds
+
+
+@pytest.fixture
+def docker_api(docker_socket: str) -> Iterator[httpx.Client]:
+    """An httpx client on the managed Docker (pulls can take a while)."""
+    transport = httpx.HTTPTransport(uds=docker_socket)
+    with httpx.Client(transport=transport, base_url="http://docker", timeout=120.0) as client:
+        yield client
