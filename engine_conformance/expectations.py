@@ -45,7 +45,8 @@ def compare(verdicts: dict[str, str], expected: dict[str, str], complete: bool) 
     return lines
 
 
-def write(path: Path, target: dict, verdicts: dict[str, str], reasons: dict[str, str]) -> None:
+def write(path: Path, target: dict, verdicts: dict[str, str], reasons: dict[str, str],
+          prefix: str = "") -> None:
     """Record a run's verdicts; deviations carry their reason as a comment."""
     lines = [
         "# Verdicts this suite gives the engine below; the test command fails when a run differs.",
@@ -58,7 +59,7 @@ def write(path: Path, target: dict, verdicts: dict[str, str], reasons: dict[str,
     for rid in sorted(verdicts):
         verdict = verdicts[rid]
         note = reasons.get(rid, "") if verdict != "pass" else ""
-        note = " ".join(note.split())[:150]
+        note = " ".join(note.replace(prefix, "<prefix>").split())[:150] if prefix else note[:150]
         lines.append(f"  {rid}: {verdict}" + (f"  # {note}" if note else ""))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")

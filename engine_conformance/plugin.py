@@ -503,7 +503,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     if session.config.getoption("update_expectations") and run.expectations_path:
         if not interrupted:
-            expectations.write(run.expectations_path, run.target_info, verdicts, reasons)
+            expectations.write(run.expectations_path, run.target_info, verdicts, reasons,
+                               prefix=run.prefix)
     elif run.expected is not None:
         run.mismatches = expectations.compare(verdicts, run.expected, run.complete)
         results["expectations"] = {
