@@ -1,0 +1,70 @@
+"""The catalogue is whole: every requirement is checked, and every check is shown to fail.
+
+A check that cannot fail is a defect, so each requirement must have at least
+one deviant row expecting ``fail`` and one expecting ``pass``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from engine_conformance.requirements import Catalogue, CatalogueError, Requirement, version_in
+
+ROOT = Path(__file__).resolve().parent.parent
+MARK = re.compile(r"""requirement\(\s*["']([A-Z-]+\d{3})["']""")
+
+
+def _rows() -> list:
+    rows = []
+    for path in sorted((ROOT / "tests" / "deviants").glob("test_*.py")):
+        spec = importlib.util.spec_from_file_location(f"_rows_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        rows += getattr(module, "CASES", [])
+    return rows
+
+
+def test_every_requirement_has_a_check():
+    marked = {m for p in (ROOT / "suites").glob("test_*.py") for m in MARK.findall(p.read_text())}
+    assert set(Catalogue.load()) - marked == set()
+    assert marked - set(Catalogue.load()) == set()
+
+
+def test_every_requirement_has_failing_and_passing_deviant_rows():
+    rows = _rows()
+    missing = []
+    for rid in Catalogue.load():
+        expects = {row.expect for row in rows if row.requirement == rid}
+        if not {"fail", "pass"} <= expects:
+            missing.append(f"{rid} has rows for {sorted(expects) or 'nothing'}")
+    assert not missing, "\n".join(missing)
+
+
+def test_requirements_quote_their_basis():
+    for req in Catalogue.load().values():
+        assert len(req.spec) > 40, f"{req.id} rests on too little text: {req.spec!r}"
+
+
+@pytest.mark.parametrize(
+    ("version", "spec", "inside"),
+    [("1.41", ">=1.24", True), ("1.41", ">=1.42", False), ("1.31", "<1.32", True),
+     ("1.40", "1.30-1.40", True), ("1.44", ">=1.24,<1.44", False), ("1.41", "any", True)],
+)
+def test_version_ranges(version, spec, inside):
+    assert version_in(version, spec) is inside
+
+
+def test_malformed_catalogue_is_refused(tmp_path):
+    (tmp_path / "x.yaml").write_text("- id: bad\n  title: t\n  level: MUST\n  spec: s\n")
+    with pytest.raises(CatalogueError, match="bad requirement id"):
+        Catalogue.load(tmp_path)
+
+
+def test_levels_give_the_basis():
+    req = Requirement("X-001", "t", "SHOULD", "s", "x")
+    assert (req.basis, req.gating) == ("reference", True)
+    assert not Requirement("X-002", "t", "INFO", "s", "x").gating
