@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="fail when verdicts differ from this expectation file")
     run.add_argument("--update-expectations", action="store_true",
                      help="write the verdicts to the expectation file (with --expectations)")
+    run.add_argument("--serve-host", default="127.0.0.1", metavar="ADDRESS",
+                     help="address the suite's lab registry and file server listen on; "
+                          "the engine must reach it (default 127.0.0.1, for a local engine)")
+    run.add_argument("--registry", metavar="HOST:PORT",
+                     help="pull from this external registry (plain HTTP, push allowed) "
+                          "instead of the lab registry; journal and fault checks then skip")
     run.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     req = sub.add_parser("requirements", help="list the requirement catalogue")
@@ -113,7 +119,11 @@ def _run(args: argparse.Namespace) -> int:
     managed: ManagedEngine | None = None
     # The lab registry's port is fixed up front: a managed Podman must be
     # told before it starts that this address is a plain-HTTP registry.
-    registry_port = free_port()
+    try:
+        registry_port = free_port(args.serve_host) if args.registry is None else 0
+    except OSError as exc:
+        raise Refusal(f"cannot listen on --serve-host {args.serve_host}: {exc.strerror}",
+                      EXIT_USAGE) from None
     try:
         target, managed = _resolve_target(args, registry_port)
         _reachable(target, args.api_version)
@@ -128,8 +138,10 @@ def _run(args: argparse.Namespace) -> int:
             update_expectations=args.update_expectations,
             keyword=args.keyword,
             prefix=prefix,
-            extra=["--request-timeout", str(args.timeout),
-                   "--registry-port", str(registry_port), *args.pytest_args],
+            extra=["--request-timeout", str(args.timeout), "--serve-host", args.serve_host,
+                   "--registry-port", str(registry_port),
+                   *(["--registry", args.registry] if args.registry else []),
+                   *args.pytest_args],
         )
         code = _child(cmd)
         result = _verdict_code(code, report_dir)
@@ -146,7 +158,8 @@ def _resolve_target(
         if args.target:
             return Target.parse(args.target), None
         if args.managed == "podman":
-            return _start(ManagedPodman(insecure_registries=[f"127.0.0.1:{registry_port}"]))
+            lab = args.registry or f"{args.serve_host}:{registry_port}"
+            return _start(ManagedPodman(insecure_registries=[lab]))
         if args.managed:
             return _start(ENGINES[args.managed]())
         default = Target.default()

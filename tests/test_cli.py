@@ -26,7 +26,8 @@ def one_line(proc: subprocess.CompletedProcess) -> str:
 @pytest.mark.parametrize("args", [["--bogus"], ["run", "--bogus"], ["frobnicate"],
                                   ["run", "--timeout", "0"],
                                   ["run", "--update-expectations"],
-                                  ["run", "--target", "ftp://x"]])
+                                  ["run", "--target", "ftp://x"],
+                                  ["run", "--serve-host", "203.0.113.9"]])
 def test_bad_option_is_exit_2(args):
     proc = cli(*args)
     assert proc.returncode == 2
