@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from deviant_proxy import Deviation, Response
 from deviant_proxy.cases import Case, check
+from engine_conformance.determinism import no_local_constants
 
 
 def _create(req) -> bool:
@@ -154,7 +155,7 @@ def test_any_generated_case_is_made_safe(suite):
     def safe(case):
         _assert_safe(suite, case)
 
-    with suite._fixed_constants():
+    with no_local_constants():
         safe()
 
 
