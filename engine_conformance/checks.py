@@ -58,3 +58,35 @@ def imported_id(ex: Exchange) -> str | None:
         if isinstance(status, str) and status.startswith("sha256:"):
             return status
     return None
+
+
+def error_location(ex: Exchange) -> str | None:
+    """Where ``ex`` reports an error a client can act on; None if it reports none that way.
+
+    An error status is one (``"HTTP 500 before the stream"``), and so is a 200 stream whose
+    last line carries an error. A 200 stream with no error line, or with one that more
+    lines follow, gives None: a client reading it to the end cannot tell it failed.
+    """
+    if ex.status >= 400:
+        return f"HTTP {ex.status} before the stream"
+    if ex.status == 200 and ex.messages and ex.messages[-1].error is not None:
+        return f"HTTP 200, error in the last of {len(ex.messages)} stream lines"
+    return None
+
+
+def assert_visible_failure(ex: Exchange, what: str) -> None:
+    """``ex`` must report an error: an error status, or a 200 stream ending with an error line."""
+    if error_location(ex) is not None:
+        return
+    errors = [i for i, m in enumerate(ex.messages) if m.error is not None]
+    if ex.status != 200:
+        how = f"answered HTTP {ex.status}"
+    elif not errors:
+        last = ex.messages[-1].obj if ex.messages else None
+        how = (f"answered HTTP 200 and its {len(ex.messages)} stream lines carry no error "
+               f"(last: {last})")
+    else:
+        first = errors[0]
+        how = (f"answered HTTP 200 with an error at line {first + 1} of {len(ex.messages)}, "
+               f"but the stream goes on after it (last: {ex.messages[-1].obj})")
+    raise AssertionError(f"{what}, yet a client cannot tell the pull failed: it {how}")

@@ -157,7 +157,7 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: (REDACTED if k.lower() in SECRET_HEADERS else v) for k, v in headers.items()}
 
 
-@dataclass
+@dataclass(repr=False)
 class Exchange:
     """One request and what came back: the evidence a verdict shows.
 
@@ -178,6 +178,11 @@ class Exchange:
     first_byte: float | None = None
     finished: float | None = None
     timed_out: bool = False
+
+    def __repr__(self) -> str:
+        # Short, and without headers: pytest prints reprs in failure output,
+        # and request headers may carry credentials.
+        return f"<Exchange {self.request_line} -> {self.status}>"
 
     @property
     def request_line(self) -> str:
