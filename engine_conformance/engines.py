@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,19 +24,14 @@ from pathlib import Path
 
 import httpx
 
+from lab_registry.distribution import free_port  # one place for it; re-exported
+
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
 
 
 class EngineUnavailable(Exception):
     """The engine's program is not installed or would not start."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now on ``host``."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class ManagedEngine:
@@ -262,5 +256,8 @@ class ManagedPodman(ManagedEngine):
             "system", "service", "--time=0", f"unix://{self.socket}",
         ]  # fmt: skip
 
+
+__all__ = ["ENGINES", "EngineUnavailable", "ManagedDocker", "ManagedEngine", "ManagedPodman",
+           "free_port"]
 
 ENGINES: dict[str, type[ManagedEngine]] = {"docker": ManagedDocker, "podman": ManagedPodman}
