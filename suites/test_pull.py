@@ -1,0 +1,531 @@
+"""Pulling an image: ``fromImage`` (+ ``tag``, ``platform``) from the lab registry.
+
+Every reference sent names the run's registry (``registry.reference``), never a bare
+name that an engine would look up on docker.io; the one exception, ``scratch``, is
+sent only to an engine that refuses it before any lookup (PULL-014). Every image a
+check may cause is tracked (by name, by digest and by ID) so that it is removed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from engine_conformance.checks import (
+    assert_error_answer,
+    assert_stream_success,
+    failed,
+)
+from engine_conformance.target import version_tuple
+from lab_registry.catalogue import MULTI_PLATFORMS
+
+ZERO_DIGEST = "sha256:" + "0" * 64
+MISSING_PLATFORM = "linux/s390x"
+PLATFORM_SINCE = "1.32"
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def image_ids(client) -> set[str]:
+    return {image["Id"] for image in client.list_images()}
+
+
+def where(ex) -> str:
+    """Where a client learns of a failure: the status, the stream, or nowhere."""
+    if ex.status >= 400:
+        return f"HTTP {ex.status} before the stream"
+    if ex.stream_error is not None:
+        before = next(i for i, m in enumerate(ex.messages) if m.error is not None)
+        return f"HTTP {ex.status}, error line in the stream after {before} other line(s)"
+    return f"HTTP {ex.status} with no error line"
+
+
+def statuses(ex) -> list[str]:
+    return [m.obj["status"] for m in ex.messages if isinstance(m.obj.get("status"), str)]
+
+
+def pull(client, images, params: dict, track: tuple[str, ...] | list[str] = (), **kw):
+    """Send a pull; track ``track`` and every image that appeared during it."""
+    for ref in track:
+        images.track(ref)
+    before = image_ids(client)
+    ex = client.create_image(params, **kw)
+    for image_id in image_ids(client) - before:
+        images.track(image_id)
+    return ex
+
+
+def new_images(client, images, before: set[str]) -> list[str]:
+    new = sorted(image_ids(client) - before)
+    for image_id in new:
+        images.track(image_id)
+    return new
+
+
+def expect_image(client, ref: str, facts, what: str) -> dict:
+    """``ref`` exists and is the image ``facts`` describes (by Id)."""
+    image = client.inspect_image(ref)
+    assert image is not None, f"{what}: answered 200 with no error, but {ref} does not exist"
+    assert image["Id"] == facts.image_id, (
+        f"{what}: {ref} is {image['Id']}, not the image the registry serves "
+        f"({facts.reference}, config {facts.image_id})"
+    )
+    return image
+
+
+def repo_name(registry, short: str) -> str:
+    """``<registry>/<prefix>/<short>`` without tag or digest."""
+    return registry.reference(short)
+
+
+def native_platform(target_info) -> str:
+    return f"{target_info.get('os') or 'linux'}/{target_info.get('arch') or 'amd64'}"
+
+
+def index_platform(target_info) -> str | None:
+    """The platform of the multi-platform index the engine takes as native (None: none)."""
+    os_, arch = native_platform(target_info).split("/")[:2]
+    return next((p for p in MULTI_PLATFORMS if p.split("/")[:2] == [os_, arch]), None)
+
+
+def require_platform_api(api_version: str) -> None:
+    if version_tuple(api_version) < version_tuple(PLATFORM_SINCE):
+        pytest.skip(f"platform exists from API {PLATFORM_SINCE}; the target speaks {api_version}")
+
+
+def scratch_unsafe_reason(client) -> str | None:
+    """Why bare ``scratch`` must not be sent to this engine (None: it is safe).
+
+    Docker refuses the reserved name before it resolves any registry. Podman's
+    compat API normalises it to docker.io/library/scratch and pulls it; any
+    other engine might do the same. Safety, not a verdict: nothing is judged
+    from the engine's identity.
+    """
+    info = client.version_info or {}
+    names = [str(c.get("Name", "")) for c in info.get("Components") or []]
+    platform = str((info.get("Platform") or {}).get("Name", ""))
+    if any("podman" in n.lower() for n in names) or "podman" in platform.lower():
+        return ("not sent: Podman's compat API resolves a bare `scratch` to "
+                "docker.io/library/scratch and pulls it, and the suite never lets an engine "
+                "reach a host outside 127.0.0.0/8")
+    if "Engine" not in names:
+        return ("not sent: the target does not identify as Docker Engine (which refuses "
+                "`scratch` before any lookup); another engine might look it up on docker.io")
+    return None
+
+
+def failure_params(registry, case: str) -> dict:
+    """The request of each failure case; every name points at the run's registry."""
+    prefix_repo = registry.catalogue.name("no-such-repo")
+    bad_repo = f"{registry.reference('single').rsplit('/', 1)[0]}"
+    cases = {
+        "unknown-repository": {"fromImage": registry.reference(prefix_repo), "tag": "v1"},
+        "unknown-repository-all-tags": {"fromImage": registry.reference(prefix_repo)},
+        "unknown-tag": {"fromImage": repo_name(registry, "single"), "tag": "no-such-tag"},
+        "unknown-digest": {"fromImage": registry.reference("single", digest=ZERO_DIGEST)},
+        "uppercase-repository": {"fromImage": f"{bad_repo}/Single", "tag": "v1"},
+        "bad-characters": {"fromImage": f"{bad_repo}/sin gle!", "tag": "v1"},
+        "double-colon": {"fromImage": f"{bad_repo}/single::v1"},
+        "invalid-tag": {"fromImage": repo_name(registry, "single"), "tag": "bad tag!"},
+        "scratch": {"fromImage": "scratch"},
+        "missing-platform": {"fromImage": repo_name(registry, "multi"), "tag": "latest",
+                             "platform": MISSING_PLATFORM},
+        "unparsable-platform": {"fromImage": repo_name(registry, "multi"), "tag": "latest",
+                                "platform": "not/a/platform/at/all"},
+    }
+    return cases[case]
+
+
+FAILURE_CASES = ["unknown-repository", "unknown-repository-all-tags", "unknown-tag",
+                 "unknown-digest", "uppercase-repository", "bad-characters", "double-colon",
+                 "invalid-tag", "scratch", "missing-platform", "unparsable-platform"]
+INVALID_REFERENCES = ["uppercase-repository", "bad-characters", "double-colon", "invalid-tag"]
+
+
+def send_failure(client, images, registry, case: str, api_version: str):
+    """Send one failure case (skipping what must not be sent); return (exchange, leftovers)."""
+    if case == "scratch":
+        reason = scratch_unsafe_reason(client)
+        if reason:
+            pytest.skip(reason)
+    params = failure_params(registry, case)
+    if "platform" in params:
+        require_platform_api(api_version)
+    before = image_ids(client)
+    ex = client.create_image(params)
+    return ex, new_images(client, images, before)
+
+
+# -- naming what to pull --------------------------------------------------------------------
+
+
+@pytest.mark.requirement("PULL-001")
+def test_from_image_and_tag(client, images, registry, observe):
+    facts = registry.catalogue.facts("single", "v1")
+    ref = registry.reference("single", "v1")
+    ex = pull(client, images, {"fromImage": repo_name(registry, "single"), "tag": "v1"}, [ref])
+    assert_stream_success(ex)
+    image = expect_image(client, ref, facts, "fromImage=<repo>&tag=v1")
+    observe["RepoTags"] = image.get("RepoTags")
+
+
+@pytest.mark.requirement("PULL-002")
+def test_tag_inside_from_image(client, images, registry, observe):
+    facts = registry.catalogue.facts("single", "v2")
+    ref = registry.reference("single", "v2")
+    ex = pull(client, images, {"fromImage": ref}, [ref])
+    assert_stream_success(ex)
+    image = expect_image(client, ref, facts, "fromImage=<repo>:v2")
+    observe["RepoTags"] = image.get("RepoTags")
+
+
+@pytest.mark.requirement("PULL-003")
+def test_tag_overrides_tag_in_from_image(client, images, registry, observe):
+    v1, v2 = (registry.reference("single", t) for t in ("v1", "v2"))
+    ex = pull(client, images, {"fromImage": v1, "tag": "v2"}, [v1, v2])
+    observe["answer"] = where(ex)
+    assert_stream_success(ex)
+    expect_image(client, v2, registry.catalogue.facts("single", "v2"),
+                 "fromImage=<repo>:v1&tag=v2")
+    assert client.inspect_image(v1) is None, (
+        "fromImage=<repo>:v1&tag=v2 also pulled v1: tag did not override the tag in fromImage"
+    )
+
+
+def assert_by_digest(client, registry, ref: str, digest: str, facts, what: str) -> dict:
+    image = expect_image(client, ref, facts, what)
+    wanted = f"{repo_name(registry, 'single')}@{digest}"
+    digests = image.get("RepoDigests") or []
+    assert wanted in digests, f"{what}: RepoDigests {digests} do not hold {wanted}"
+    return image
+
+
+@pytest.mark.requirement("PULL-004")
+def test_digest_inside_from_image(client, images, registry, observe):
+    digest = registry.catalogue.manifest_digest("single", "v2")
+    facts = registry.catalogue.facts("single", "v2")
+    ref = registry.reference("single", digest=digest)
+    ex = pull(client, images, {"fromImage": ref}, [ref, facts.image_id])
+    assert_stream_success(ex)
+    image = assert_by_digest(client, registry, ref, digest, facts, "fromImage=<repo>@<digest>")
+    observe["RepoTags"] = image.get("RepoTags")
+
+
+@pytest.mark.requirement("PULL-005")
+def test_digest_as_tag(client, images, registry, observe):
+    digest = registry.catalogue.manifest_digest("single", "v2")
+    facts = registry.catalogue.facts("single", "v2")
+    ref = registry.reference("single", digest=digest)
+    ex = pull(client, images, {"fromImage": repo_name(registry, "single"), "tag": digest},
+              [ref, facts.image_id])
+    assert_stream_success(ex)
+    image = assert_by_digest(client, registry, ref, digest, facts, "fromImage=<repo>&tag=<digest>")
+    observe["RepoTags"] = image.get("RepoTags")
+
+
+@pytest.mark.requirement("PULL-006")
+def test_digest_in_from_image_wins_over_tag(client, images, registry, observe):
+    digest = registry.catalogue.manifest_digest("single", "v2")
+    v2 = registry.catalogue.facts("single", "v2")
+    v1 = registry.catalogue.facts("single", "v1")
+    ref = registry.reference("single", digest=digest)
+    v1_ref = registry.reference("single", "v1")
+    ex = pull(client, images, {"fromImage": ref, "tag": "v1"},
+              [ref, v1_ref, v2.image_id, v1.image_id])
+    observe["answer"] = where(ex)
+    assert_stream_success(ex)
+    assert_by_digest(client, registry, ref, digest, v2, "fromImage=<repo>@<v2 digest>&tag=v1")
+    assert client.inspect_image(v1.image_id) is None and client.inspect_image(v1_ref) is None, (
+        "fromImage=<repo>@<v2 digest>&tag=v1 also pulled v1: the digest did not win over tag"
+    )
+
+
+@pytest.mark.requirement("PULL-007")
+@pytest.mark.parametrize("form", ["tag-absent", "tag-empty"])
+def test_no_tag_pulls_every_tag(client, images, registry, observe, form):
+    name = repo_name(registry, "single")
+    tags = registry.catalogue.tags(registry.catalogue.name("single"))
+    refs = [registry.reference("single", t) for t in tags]
+    params = {"fromImage": name} | ({"tag": ""} if form == "tag-empty" else {})
+    ex = pull(client, images, params, refs)
+    assert_stream_success(ex)
+    found = {t: client.inspect_image(r) for t, r in zip(tags, refs, strict=True)}
+    observe["pulled_tags"] = sorted(t for t, image in found.items() if image)
+    missing = sorted(t for t, image in found.items() if image is None)
+    assert not missing, (
+        f"fromImage={name} with {form}: the registry has tags {tags}, but {missing} "
+        "were not pulled (documented: an empty tag pulls all tags)"
+    )
+    for tag, image in found.items():
+        facts = registry.catalogue.facts("single", tag)
+        assert image["Id"] == facts.image_id, (
+            f"{name}:{tag} is {image['Id']}, not the registry's {tag} ({facts.image_id})"
+        )
+
+
+@pytest.mark.requirement("PULL-008")
+@pytest.mark.parametrize("short,tag", [("single", "v1"), ("oci", "latest"), ("multi", "latest")])
+def test_id_and_repo_digests(client, images, registry, target_info, observe, short, tag):
+    artifact_platform = index_platform(target_info) if short == "multi" else None
+    if short == "multi" and artifact_platform is None:
+        pytest.skip(f"the index has no manifest for the native {native_platform(target_info)}")
+    facts = registry.catalogue.facts(short, tag, platform=artifact_platform)
+    ref = registry.reference(short, tag)
+    ex = pull(client, images, {"fromImage": repo_name(registry, short), "tag": tag}, [ref])
+    assert_stream_success(ex)
+    image = client.inspect_image(ref)
+    assert image is not None, f"{ref} does not exist after a pull that reported success"
+    observe[f"{short}:{tag}"] = {"Id": image["Id"], "RepoDigests": image.get("RepoDigests")}
+    assert image["Id"] == facts.image_id, (
+        f"{ref} has Id {image['Id']}, not the config digest the registry served "
+        f"({facts.image_id})"
+    )
+    wanted = f"{repo_name(registry, short)}@{facts.repo_digest}"
+    assert wanted in (image.get("RepoDigests") or []), (
+        f"RepoDigests of {ref} are {image.get('RepoDigests')}, without {wanted} "
+        f"(the {facts.manifest_media_type if short != 'multi' else 'index'} digest "
+        "the tag resolved to)"
+    )
+
+
+# -- pulling again --------------------------------------------------------------------------
+
+
+def pull_twice(client, images, registry, journal=None):
+    """Pull single:v1, then again; return (first, second, journal entries of the second)."""
+    ref = registry.reference("single", "v1")
+    params = {"fromImage": repo_name(registry, "single"), "tag": "v1"}
+    first = pull(client, images, params, [ref])
+    assert_stream_success(first)
+    mark = journal.mark() if journal is not None else 0
+    second = pull(client, images, params)
+    entries = journal.since(mark) if journal is not None else []
+    return first, second, entries
+
+
+@pytest.mark.requirement("PULL-009")
+def test_repeat_pull_downloads_no_layer(client, images, lab_control, observe):
+    facts = lab_control.catalogue.facts("single", "v1")
+    ref = lab_control.reference("single", "v1")
+    _, second, entries = pull_twice(client, images, lab_control, lab_control.journal)
+    image_after = client.inspect_image(ref)
+    observe["second_pull_requests"] = [f"{e.method} {e.kind} {e.reference} -> {e.status}"
+                                       for e in entries]
+    observe["last_status"] = (statuses(second) or [None])[-1]
+    assert_stream_success(second)
+    blob_gets = [e.reference for e in entries if e.kind == "blob" and e.method == "GET"]
+    observe["config_fetched_again"] = facts.config_digest in blob_gets
+    layers = [d for d in blob_gets if d in facts.layer_digests]
+    assert not layers, (
+        f"the repeat pull of {ref} fetched layer blob(s) {layers} again, although the image "
+        "was present (reference: nothing is downloaded, 'Image is up to date')"
+    )
+    assert image_after is not None and image_after["Id"] == facts.image_id, (
+        f"after the repeat pull {ref} is {image_after and image_after['Id']}, "
+        f"not {facts.image_id}"
+    )
+
+
+@pytest.mark.requirement("PULL-010")
+def test_repeat_pull_says_up_to_date(client, images, registry, observe):
+    _, second, _ = pull_twice(client, images, registry)
+    observe["statuses"] = statuses(second)[-3:]
+    assert_stream_success(second)
+    assert any("up to date" in s.lower() for s in statuses(second)), (
+        f"the repeat pull's status lines {statuses(second)[-3:]} do not say the image is "
+        "up to date"
+    )
+
+
+# -- pulls that must fail -------------------------------------------------------------------
+
+
+@pytest.mark.requirement("PULL-011")
+@pytest.mark.parametrize("case", ["unknown-repository", "unknown-repository-all-tags"])
+def test_unknown_repository_is_404(client, images, registry, api_version, observe, case):
+    ex, left = send_failure(client, images, registry, case, api_version)
+    observe[case] = where(ex)
+    assert ex.status == 404, (
+        f"{case}: {where(ex)}"
+        + (f" ({ex.stream_error!r})" if ex.stream_error else "")
+        + "; documented: 404 'repository does not exist or no read access'"
+    )
+    assert_error_answer(ex)
+    assert not left, f"{case}: the failed pull left images behind: {left}"
+
+
+@pytest.mark.requirement("PULL-012")
+@pytest.mark.parametrize("case", ["unknown-tag", "unknown-digest"])
+def test_unknown_tag_is_404(client, images, registry, api_version, observe, case):
+    ex, left = send_failure(client, images, registry, case, api_version)
+    observe[case] = where(ex)
+    assert ex.status == 404, (
+        f"{case}: {where(ex)}" + (f" ({ex.stream_error!r})" if ex.stream_error else "")
+        + "; reference engine: 404 before the stream"
+    )
+    assert_error_answer(ex)
+    assert not left, f"{case}: the failed pull left images behind: {left}"
+
+
+@pytest.mark.requirement("PULL-013")
+@pytest.mark.parametrize("case", INVALID_REFERENCES)
+def test_invalid_reference_is_400(client, images, registry, api_version, observe, case):
+    mark = registry.journal.mark() if not registry.external else None
+    ex, left = send_failure(client, images, registry, case, api_version)
+    observe[case] = where(ex)
+    assert ex.status == 400, (
+        f"{case} ({failure_params(registry, case)}): {where(ex)}"
+        + (f" ({ex.stream_error!r})" if ex.stream_error else "")
+        + "; reference engine: 400 before the stream"
+    )
+    assert_error_answer(ex)
+    assert not left, f"{case}: the refused pull left images behind: {left}"
+    if mark is not None:
+        asked = [f"{e.method} {e.path}" for e in registry.journal.since(mark)
+                 if e.kind in ("manifest", "blob", "tags")]
+        assert not asked, f"{case}: refused, but the registry was asked first: {asked}"
+
+
+@pytest.mark.requirement("PULL-014")
+def test_scratch_is_403(client, images, registry, api_version, observe):
+    ex, left = send_failure(client, images, registry, "scratch", api_version)
+    observe["scratch"] = where(ex)
+    assert ex.status == 403, (
+        f"fromImage=scratch: {where(ex)}; reference engine: 403 (a reserved name)"
+    )
+    assert_error_answer(ex)
+    assert not left, f"fromImage=scratch left images behind: {left}"
+
+
+# -- platform -------------------------------------------------------------------------------
+
+
+@pytest.mark.requirement("PULL-015")
+@pytest.mark.parametrize("platform", MULTI_PLATFORMS)
+@pytest.mark.parametrize("short", ["multi", "multi-oci"])
+def test_platform_picks_the_manifest(client, images, registry, observe, short, platform):
+    facts = registry.catalogue.facts(short, "latest", platform=platform)
+    ref = registry.reference(short, "latest")
+    ex = pull(client, images, {"fromImage": repo_name(registry, short), "tag": "latest",
+                               "platform": platform}, [ref])
+    assert_stream_success(ex)
+    image = client.inspect_image(ref)
+    assert image is not None, f"{ref} does not exist after a pull that reported success"
+    got = {"Os": image.get("Os"), "Architecture": image.get("Architecture"),
+           "Variant": image.get("Variant") or None, "Id": image["Id"]}
+    want = {"Os": facts.os, "Architecture": facts.architecture, "Variant": facts.variant,
+            "Id": facts.image_id}
+    observe[f"{short} {platform}"] = got
+    wrong = {k: f"{got[k]!r} (expected {want[k]!r})" for k in want if got[k] != want[k]}
+    note = "" if "Id" in wrong else " (its Id is that platform's config digest)"
+    assert not wrong, f"platform={platform} from {short}: the pulled image{note} has " + ", ".join(
+        f"{k} {v}" for k, v in wrong.items())
+
+
+@pytest.mark.requirement("PULL-016")
+@pytest.mark.parametrize("short", ["multi", "multi-oci"])
+def test_missing_platform_fails_visibly(client, images, registry, api_version, observe, short):
+    require_platform_api(api_version)
+    ref = registry.reference(short, "latest")
+    images.track(ref)
+    before = image_ids(client)
+    ex = client.create_image({"fromImage": repo_name(registry, short), "tag": "latest",
+                              "platform": MISSING_PLATFORM})
+    left = new_images(client, images, before)
+    observe[short] = where(ex)
+    assert failed(ex), (
+        f"platform={MISSING_PLATFORM} is not in {short}'s index, yet the pull answered "
+        f"{where(ex)}"
+    )
+    named = client.inspect_image(ref)
+    assert not left and named is None, (
+        f"the failed pull of platform={MISSING_PLATFORM} left an image behind: "
+        f"new IDs {left or 'none'}, {ref} {'exists' if named else 'absent'}"
+    )
+
+
+@pytest.mark.requirement("PULL-017")
+@pytest.mark.parametrize("platform", ["not/a/platform/at/all", "linux/amd 64"])
+def test_unparsable_platform_is_400(client, images, registry, observe, platform):
+    ref = registry.reference("multi", "latest")
+    images.track(ref)
+    before = image_ids(client)
+    ex = client.create_image({"fromImage": repo_name(registry, "multi"), "tag": "latest",
+                              "platform": platform})
+    left = new_images(client, images, before)
+    observe[platform] = where(ex)
+    assert ex.status == 400, (
+        f"platform={platform!r}: {where(ex)}"
+        + (f" ({ex.stream_error!r})" if ex.stream_error else "")
+        + "; reference engine: 400 before the stream"
+    )
+    assert_error_answer(ex)
+    assert not left, f"platform={platform!r} was refused but left images behind: {left}"
+
+
+@pytest.mark.requirement("PULL-018")
+def test_platform_ignored_below_1_32(client, images, registry, target_info, observe):
+    low = target_info.get("min_api_version")
+    if low and version_tuple(str(low)) > version_tuple("1.31"):
+        pytest.skip(f"the engine's minimum API version is {low}: it does not serve 1.31")
+    native = index_platform(target_info)
+    if native is None:
+        pytest.skip(f"the index has no manifest for the native {native_platform(target_info)}")
+    other = next(p for p in MULTI_PLATFORMS if p.split("/")[1] != native.split("/")[1])
+    facts = registry.catalogue.facts("multi", "latest", platform=native)
+    ref = registry.reference("multi", "latest")
+    ex = pull(client, images, {"fromImage": repo_name(registry, "multi"), "tag": "latest",
+                               "platform": other}, [ref], version="1.31")
+    if ex.status == 400 and b"version" in ex.body.lower():
+        pytest.skip(f"the engine does not serve API 1.31: {ex.body[:200]!r}")
+    assert_stream_success(ex)
+    image = client.inspect_image(ref)
+    assert image is not None, f"{ref} does not exist after a pull that reported success"
+    observe["pulled"] = f"{image.get('Os')}/{image.get('Architecture')}"
+    assert (image.get("Architecture"), image["Id"]) == (facts.architecture, facts.image_id), (
+        f"/v1.31 with platform={other}: pulled {image.get('Os')}/{image.get('Architecture')} "
+        f"({image['Id']}), expected the native {native} ({facts.image_id}): platform was read "
+        "below 1.32"
+    )
+
+
+MISMATCHES = {"arm-only-as-amd64": ("arm-only", "latest", "linux/amd64"),
+              "single-as-arm64": ("single", "v1", "linux/arm64")}
+WARNING = re.compile(r"warn|does not match|platform", re.IGNORECASE)
+
+
+@pytest.mark.requirement("PULL-019")
+@pytest.mark.parametrize("case", sorted(MISMATCHES))
+def test_single_platform_mismatch(client, images, registry, observe, case):
+    short, tag, platform = MISMATCHES[case]
+    ref = registry.reference(short, tag)
+    ex = pull(client, images, {"fromImage": repo_name(registry, short), "tag": tag,
+                               "platform": platform}, [ref])
+    image = client.inspect_image(ref)
+    warnings = [s for s in statuses(ex) if WARNING.search(s)]
+    observe[case] = {
+        "answer": where(ex),
+        "error": ex.stream_error or (ex.body[:200].decode(errors="replace")
+                                     if ex.status >= 400 else None),
+        "warnings": warnings,
+        "pulled": image and f"{image.get('Os')}/{image.get('Architecture')}",
+    }
+    assert failed(ex) or warnings, (
+        f"{short}:{tag} has no {platform} image, yet the pull answered {where(ex)}, "
+        f"pulled {observe[case]['pulled']} and gave no warning"
+    )
+
+
+# -- where errors appear --------------------------------------------------------------------
+
+
+@pytest.mark.requirement("PULL-020")
+@pytest.mark.parametrize("case", FAILURE_CASES)
+def test_failed_pull_is_visible(client, images, registry, api_version, observe, case):
+    ex, _ = send_failure(client, images, registry, case, api_version)
+    observe[case] = where(ex)
+    assert failed(ex), (
+        f"{case} ({failure_params(registry, case)}) failed, yet the engine answered {where(ex)}: "
+        "a client cannot tell it from success"
+    )

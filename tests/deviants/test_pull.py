@@ -1,0 +1,317 @@
+"""Each pull-suite requirement fails against an engine that deviates in exactly that way.
+
+The proxy cannot reach the lab registry: every deviation bends the engine's side
+(what is forwarded, what comes back, or the inspect that follows). Rows without
+a deviation are plain Docker 20.10; where Docker itself deviates (PULL-019, INFO),
+a fixing proxy shows the check passes on an engine that behaves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import quote, unquote
+
+import httpx
+import pytest
+
+from deviant_proxy import Deviation, Request, Response
+from deviant_proxy.cases import Case, check
+from engine_conformance.target import Target
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def is_create(req: Request) -> bool:
+    return req.endpoint == "/images/create"
+
+
+def is_pull(req: Request) -> bool:
+    return is_create(req) and req.param("fromImage") is not None
+
+
+def inspected_name(req: Request) -> str | None:
+    """The name in ``GET /images/{name}/json`` (None for any other request)."""
+    ep = req.endpoint
+    if req.method != "GET" or ep == "/images/json":
+        return None
+    if not (ep.startswith("/images/") and ep.endswith("/json")):
+        return None
+    return unquote(ep[len("/images/"):-len("/json")])
+
+
+def split_name(from_image: str) -> tuple[str, str | None, str | None]:
+    """``(name, tag, digest)`` of a reference (a port colon is not a tag)."""
+    name, _, digest = from_image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = None
+    if ":" in last:
+        name, tag = name.rsplit(":", 1)
+    return name, tag, digest or None
+
+
+def success_stream(req: Request) -> Response:
+    """What a successful pull looks like, whatever the request was."""
+    ref = req.param("fromImage") or ""
+    return Response.stream([
+        {"status": f"Pulling from {ref}", "id": req.param("tag") or "latest"},
+        {"status": "Digest: sha256:" + "2" * 64},
+        {"status": f"Status: Downloaded newer image for {ref}"},
+    ])
+
+
+def has_error_line(resp: Response) -> bool:
+    return any("error" in line or "errorDetail" in line for line in resp.lines())
+
+
+def failures_as(make):
+    """A response rewrite: every failed pull (status or error line) becomes ``make(req, resp)``."""
+    def rewrite(req: Request, resp: Response) -> Response:
+        if resp.status >= 400 or (resp.status == 200 and has_error_line(resp)):
+            return make(req, resp)
+        return resp
+    return rewrite
+
+
+def json_error(status: int):
+    def make(req: Request, resp: Response) -> Response:
+        return Response.json(status, {"message": f"pull failed (was HTTP {resp.status})"})
+    return make
+
+
+def in_stream_error(req: Request, resp: Response) -> Response:
+    message = "manifest unknown"
+    return Response.stream([{"status": f"Pulling from {req.param('fromImage')}"},
+                            {"errorDetail": {"message": message}, "error": message}])
+
+
+# -- PULL-001..007: naming what to pull -----------------------------------------------------
+
+# Pulls v2 when asked for v1.
+WRONG_TAG = Deviation("pulls-another-tag",
+                      match=lambda req: is_pull(req) and req.param("tag") == "v1",
+                      request=lambda req: req.with_params(tag="v2"))
+
+
+def _ignore_tag_in_name(req: Request) -> Request:
+    name, _, _ = split_name(req.param("fromImage") or "")
+    return req.with_params(fromImage=name, tag="latest")
+
+
+# Reads only the repository from fromImage: its tag is lost.
+IGNORES_TAG_IN_NAME = Deviation(
+    "ignores-tag-in-fromImage",
+    match=lambda req: is_pull(req) and not req.param("tag")
+    and split_name(req.param("fromImage") or "")[1] is not None,
+    request=_ignore_tag_in_name,
+)
+# Lets the tag inside fromImage win: the tag parameter is dropped.
+NAME_TAG_WINS = Deviation(
+    "tag-in-fromImage-wins",
+    match=lambda req: is_pull(req) and bool(req.param("tag"))
+    and split_name(req.param("fromImage") or "")[1] is not None,
+    request=lambda req: req.with_params(tag=None),
+)
+
+
+def _digest_to_v1(req: Request) -> Request:
+    name, _, _ = split_name(req.param("fromImage") or "")
+    return req.with_params(fromImage=f"{name}:v1")
+
+
+# Drops the digest of fromImage and pulls a tag instead.
+DROPS_DIGEST = Deviation(
+    "drops-digest-in-fromImage",
+    match=lambda req: is_pull(req) and "@" in (req.param("fromImage") or "")
+    and not req.param("tag"),
+    request=_digest_to_v1,
+)
+# Takes a digest given as tag for a tag name it does not have: pulls v1.
+DIGEST_TAG_AS_V1 = Deviation(
+    "digest-as-tag-ignored",
+    match=lambda req: is_pull(req) and (req.param("tag") or "").startswith("sha256:"),
+    request=lambda req: req.with_params(tag="v1"),
+)
+# Lets tag win over a digest in fromImage.
+TAG_BEATS_DIGEST = Deviation(
+    "tag-beats-digest",
+    match=lambda req: is_pull(req) and "@" in (req.param("fromImage") or "")
+    and bool(req.param("tag")),
+    request=lambda req: req.with_params(
+        fromImage=split_name(req.param("fromImage") or "")[0]),
+)
+# Pulls only latest when no tag is given.
+ONLY_LATEST = Deviation(
+    "no-tag-pulls-latest-only",
+    match=lambda req: is_pull(req) and not req.param("tag")
+    and split_name(req.param("fromImage") or "")[1:] == (None, None),
+    request=lambda req: req.with_params(tag="latest"),
+)
+
+# -- PULL-008: Id and RepoDigests -----------------------------------------------------------
+
+
+def _rewrite_inspect(edit):
+    def rewrite(req: Request, resp: Response) -> Response:
+        if resp.status != 200:
+            return resp
+        obj = json.loads(resp.body)
+        edit(obj)
+        return resp.replace(body=json.dumps(obj).encode() + b"\n")
+    return rewrite
+
+
+NO_REPO_DIGESTS = Deviation("no-repo-digests", match=lambda req: bool(inspected_name(req)),
+                            response=_rewrite_inspect(lambda o: o.__setitem__("RepoDigests", [])))
+# Records the config digest where the manifest digest belongs.
+CONFIG_AS_REPO_DIGEST = Deviation(
+    "config-digest-in-repo-digests", match=lambda req: bool(inspected_name(req)),
+    response=_rewrite_inspect(lambda o: o.__setitem__(
+        "RepoDigests", [d.split("@")[0] + "@" + o["Id"] for d in o.get("RepoDigests") or []])),
+)
+
+# -- PULL-009/010: pulling again ------------------------------------------------------------
+
+# Where the engine behind the proxy is, for a deviation that acts on it (set by the test).
+ENGINE: dict[str, str] = {}
+
+
+def redownloads() -> Deviation:
+    """An engine that forgets what it has: the image is removed before a repeat pull."""
+    seen: set[tuple[str | None, str | None]] = set()
+
+    def request(req: Request) -> Request:
+        key = (req.param("fromImage"), req.param("tag"))
+        if key in seen:
+            name = key[0] + (f":{key[1]}" if key[1] else "")
+            with Target.parse(ENGINE["target"]).http_client(httpx.Timeout(30.0)) as http:
+                http.delete(f"/images/{quote(name, safe='/:@')}", params={"force": "1"})
+        seen.add(key)
+        return req
+
+    return Deviation("redownloads-on-repeat", match=is_pull, request=request)
+
+
+REDOWNLOADS = redownloads()
+SAYS_DOWNLOADED = Deviation(
+    "repeat-says-downloaded", match=is_pull,
+    response=lambda req, resp: resp.replace(
+        body=resp.body.replace(b"Image is up to date", b"Downloaded newer image")),
+)
+
+# -- PULL-011..014, 020: failures -----------------------------------------------------------
+
+HIDES_FAILURE = Deviation("failure-as-200-success", match=is_pull,
+                          response=failures_as(lambda req, resp: success_stream(req)))
+IN_STREAM_FAILURE = Deviation("failure-as-200-error-line", match=is_pull,
+                              response=failures_as(in_stream_error))
+FAILURE_IS_500 = Deviation("failure-as-500", match=is_pull, response=failures_as(json_error(500)))
+FAILURE_IS_TEXT_404 = Deviation(
+    "failure-as-text-404", match=is_pull,
+    response=failures_as(lambda req, resp: Response(404, {"Content-Type": "text/plain"},
+                                                    b"not found\n")),
+)
+# The engine never sees scratch: the proxy answers for it.
+SCRATCH_IS_404 = Deviation(
+    "scratch-is-404", match=lambda req: is_pull(req) and req.param("fromImage") == "scratch",
+    answer=lambda req: Response.json(404, {"message": "repository scratch not found"}),
+)
+
+# -- PULL-015..019: platform ----------------------------------------------------------------
+
+DROPS_PLATFORM = Deviation("drops-platform",
+                           match=lambda req: is_pull(req) and bool(req.param("platform")),
+                           request=lambda req: req.with_params(platform=None))
+# Pulls the right manifest, but its inspect does not report the variant.
+NO_VARIANT = Deviation("inspect-without-variant", match=lambda req: bool(inspected_name(req)),
+                       response=_rewrite_inspect(lambda o: o.pop("Variant", None)))
+MISSING_FALLS_BACK = Deviation(
+    "missing-platform-falls-back",
+    match=lambda req: is_pull(req) and req.param("platform") == "linux/s390x",
+    request=lambda req: req.with_params(platform=None),
+)
+BAD_PLATFORM_IN_STREAM = Deviation(
+    "bad-platform-in-stream", match=lambda req: is_pull(req) and bool(req.param("platform")),
+    response=lambda req, resp: in_stream_error(req, resp) if resp.status == 400 else resp,
+)
+READS_PLATFORM_AT_131 = Deviation(
+    "reads-platform-at-1.31", match=lambda req: is_pull(req) and req.version == "1.31",
+    request=lambda req: req.replace(path=f"/v1.41{req.endpoint}"),
+)
+_WARN = re.compile(rb"warn", re.IGNORECASE)
+
+
+def _add_warning(req: Request, resp: Response) -> Response:
+    if resp.status != 200 or _WARN.search(resp.body) or has_error_line(resp):
+        return resp
+    warning = {"status": f"WARNING: {req.param('fromImage')} does not match the specified "
+                         f"platform {req.param('platform')}"}
+    return Response.stream(resp.lines() + [warning])
+
+
+# A conforming engine for PULL-019, where Docker pulls single (amd64) for linux/arm64
+# without a word: the proxy adds the warning.
+WARNS_ON_MISMATCH = Deviation("warns-on-mismatch",
+                              match=lambda req: is_pull(req) and bool(req.param("platform")),
+                              response=_add_warning)
+STRIPS_WARNINGS = Deviation(
+    "strips-warnings", match=lambda req: is_pull(req) and bool(req.param("platform")),
+    response=lambda req, resp: Response.stream(
+        [m for m in resp.lines() if not _WARN.search(json.dumps(m).encode())])
+    if resp.status == 200 else resp,
+)
+
+CASES = [
+    Case("PULL-001", "pass"),
+    Case("PULL-001", "fail", (WRONG_TAG,)),
+    Case("PULL-002", "pass"),
+    Case("PULL-002", "fail", (IGNORES_TAG_IN_NAME,)),
+    Case("PULL-003", "pass"),
+    Case("PULL-003", "fail", (NAME_TAG_WINS,)),
+    Case("PULL-004", "pass"),
+    Case("PULL-004", "fail", (DROPS_DIGEST,)),
+    Case("PULL-005", "pass"),
+    Case("PULL-005", "fail", (DIGEST_TAG_AS_V1,)),
+    Case("PULL-006", "pass"),
+    Case("PULL-006", "fail", (TAG_BEATS_DIGEST,)),
+    Case("PULL-007", "pass"),
+    Case("PULL-007", "fail", (ONLY_LATEST,)),
+    Case("PULL-008", "pass"),
+    Case("PULL-008", "fail", (NO_REPO_DIGESTS,)),
+    Case("PULL-008", "fail", (CONFIG_AS_REPO_DIGEST,)),
+    Case("PULL-009", "pass"),
+    Case("PULL-009", "fail", (REDOWNLOADS,)),
+    Case("PULL-010", "pass"),
+    Case("PULL-010", "fail", (SAYS_DOWNLOADED,)),  # INFO: judged fail, never fails a run
+    Case("PULL-011", "pass"),
+    Case("PULL-011", "fail", (HIDES_FAILURE,)),
+    Case("PULL-011", "fail", (IN_STREAM_FAILURE,)),
+    Case("PULL-011", "fail", (FAILURE_IS_TEXT_404,)),
+    Case("PULL-012", "pass"),
+    Case("PULL-012", "fail", (FAILURE_IS_500,)),
+    Case("PULL-013", "pass"),
+    Case("PULL-013", "fail", (FAILURE_IS_500,)),
+    Case("PULL-014", "pass"),
+    Case("PULL-014", "fail", (SCRATCH_IS_404,)),
+    Case("PULL-015", "pass"),
+    Case("PULL-015", "fail", (DROPS_PLATFORM,)),
+    Case("PULL-015", "fail", (NO_VARIANT,)),
+    Case("PULL-016", "pass"),
+    Case("PULL-016", "fail", (MISSING_FALLS_BACK,)),
+    Case("PULL-016", "fail", (HIDES_FAILURE,)),
+    Case("PULL-017", "pass"),
+    Case("PULL-017", "fail", (BAD_PLATFORM_IN_STREAM,)),
+    Case("PULL-018", "pass"),
+    Case("PULL-018", "fail", (READS_PLATFORM_AT_131,)),
+    Case("PULL-019", "fail"),  # INFO: Docker pulls single for linux/arm64 without a warning
+    Case("PULL-019", "pass", (WARNS_ON_MISMATCH,)),
+    Case("PULL-019", "fail", (STRIPS_WARNINGS,)),
+    Case("PULL-020", "pass"),
+    Case("PULL-020", "fail", (HIDES_FAILURE,)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_pull_verdicts(case, judge, docker):
+    ENGINE["target"] = docker.target
+    check(case, judge(case))
