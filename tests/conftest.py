@@ -38,6 +38,7 @@ class SuiteRun:
     sentinels_before: dict[str, str]
     sentinels_after: dict[str, str | None]
     leftovers: list[str]
+    new_images: list[str]
 
 
 def _engine(kind: str, env: str, factory) -> Iterator[Engine]:
@@ -94,6 +95,12 @@ def seed_sentinels(target: str) -> dict[str, str]:
     return ids
 
 
+def image_ids(target: str) -> set[str]:
+    with Client(Target.parse(target)) as client:
+        client.negotiate()
+        return {image["Id"] for image in client.list_images()}
+
+
 def look(target: str) -> tuple[dict[str, str | None], list[str]]:
     """The sentinels' IDs now, and every image tag left under a run prefix."""
     with Client(Target.parse(target)) as client:
@@ -103,7 +110,7 @@ def look(target: str) -> tuple[dict[str, str | None], list[str]]:
             image = client.inspect_image(name)
             after[name] = image["Id"] if image else None
         leftovers = [t for image in client.list_images() for t in image.get("RepoTags") or []
-                     if "ectest-" in t.split(":")[0]]
+                     if "ectest-" in t.rsplit(":", 1)[0]]
     return after, leftovers
 
 
@@ -115,11 +122,13 @@ def look_fixture():
 
 def full_run(engine: Engine, lab_port: int, tmp_path_factory) -> SuiteRun:
     before = seed_sentinels(engine.target)
+    ids_before = image_ids(engine.target)
     outcome = run_suite(engine.target, tmp_path_factory.mktemp(f"{engine.kind}-suite"),
                         expectations="auto", extra=["--registry-port", str(lab_port)])
     assert outcome.results is not None, outcome.output[-4000:]
     after, leftovers = look(engine.target)
-    return SuiteRun(outcome, before, after, leftovers)
+    new = sorted(image_ids(engine.target) - ids_before)
+    return SuiteRun(outcome, before, after, leftovers, new)
 
 
 @pytest.fixture(scope="session")

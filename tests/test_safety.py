@@ -22,6 +22,7 @@ def test_sentinels_untouched_and_nothing_left(suite, request):
     run = request.getfixturevalue(suite)
     assert run.sentinels_after == run.sentinels_before
     assert run.leftovers == []
+    assert run.new_images == [], "the run left images behind that it did not name"
 
 
 def test_ctrl_c_mid_run_removes_what_was_created(docker, tmp_path, look):
