@@ -407,6 +407,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if not rid:
         return report
     run = _run(item.config)
+    if run.secrets and report.longrepr is not None and not report.skipped:
+        # pytest prints failure text as it is: registered secrets go first.
+        report.longrepr = scrub(str(report.longrepr), run.secrets)
+    if run.secrets:
+        report.sections = [(k, scrub(v, run.secrets)) for k, v in report.sections]
     req = run.catalogue[rid]
     verdict, reason = _verdict(report, call)
     if verdict is None:
