@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from . import spec
-from .target import Exchange
+from .target import Client, Exchange
 
 
 def error_answer_problems(ex: Exchange) -> list[str]:
@@ -90,3 +90,18 @@ def assert_visible_failure(ex: Exchange, what: str) -> None:
         how = (f"answered HTTP 200 with an error at line {first + 1} of {len(ex.messages)}, "
                f"but the stream goes on after it (last: {ex.messages[-1].obj})")
     raise AssertionError(f"{what}, yet a client cannot tell the pull failed: it {how}")
+
+
+def where(ex: Exchange) -> str:
+    """Where a client learns of a failure: the status, the stream, or nowhere."""
+    if ex.status >= 400:
+        return f"HTTP {ex.status} before the stream"
+    if ex.stream_error is not None:
+        before = next(i for i, m in enumerate(ex.messages) if m.error is not None)
+        return f"HTTP {ex.status}, error line in the stream after {before} other line(s)"
+    return f"HTTP {ex.status} with no error line"
+
+
+def image_ids(client: Client) -> set[str]:
+    """Every image ID on the target now."""
+    return {image["Id"] for image in client.list_images()}

@@ -15,7 +15,13 @@ import json
 
 import pytest
 
-from engine_conformance.checks import assert_error_answer, assert_stream_success, failed
+from engine_conformance.checks import (
+    assert_error_answer,
+    assert_stream_success,
+    failed,
+    image_ids,
+    where,
+)
 from engine_conformance.report import scrub
 from lab_registry.auth import basic_header
 
@@ -84,17 +90,6 @@ def header_for(secret, obj: dict, pad: bool = True) -> dict:
     return {"X-Registry-Auth": value}
 
 
-def image_ids(client) -> set[str]:
-    return {image["Id"] for image in client.list_images()}
-
-
-def where(ex) -> str:
-    if ex.status >= 400:
-        return f"HTTP {ex.status} before the stream"
-    if ex.stream_error is not None:
-        before = next(i for i, m in enumerate(ex.messages) if m.error is not None)
-        return f"HTTP {ex.status}, error line in the stream after {before} other line(s)"
-    return f"HTTP {ex.status} with no error line"
 
 
 def pull(client, images, registry, headers: dict | None, tag: str = TAG):

@@ -18,6 +18,7 @@ from engine_conformance.checks import (
     assert_error_answer,
     assert_stream_success,
     failed,
+    image_ids,
     imported_id,
 )
 
@@ -40,9 +41,6 @@ def do_import(client, images, params: dict, body: bytes | None = None):
         images.track(found)
     return ex
 
-
-def image_ids(client) -> set[str]:
-    return {image["Id"] for image in client.list_images()}
 
 
 def leftovers(client, images, before: set[str], names: list[str]) -> str | None:

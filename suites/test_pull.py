@@ -16,6 +16,8 @@ from engine_conformance.checks import (
     assert_error_answer,
     assert_stream_success,
     failed,
+    image_ids,
+    where,
 )
 from engine_conformance.target import version_tuple
 from lab_registry.catalogue import MULTI_PLATFORMS
@@ -27,18 +29,6 @@ PLATFORM_SINCE = "1.32"
 # -- helpers --------------------------------------------------------------------------------
 
 
-def image_ids(client) -> set[str]:
-    return {image["Id"] for image in client.list_images()}
-
-
-def where(ex) -> str:
-    """Where a client learns of a failure: the status, the stream, or nowhere."""
-    if ex.status >= 400:
-        return f"HTTP {ex.status} before the stream"
-    if ex.stream_error is not None:
-        before = next(i for i, m in enumerate(ex.messages) if m.error is not None)
-        return f"HTTP {ex.status}, error line in the stream after {before} other line(s)"
-    return f"HTTP {ex.status} with no error line"
 
 
 def statuses(ex) -> list[str]:
