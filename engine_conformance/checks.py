@@ -93,12 +93,12 @@ def assert_visible_failure(ex: Exchange, what: str) -> None:
 
 
 def where(ex: Exchange) -> str:
-    """Where a client learns of a failure: the status, the stream, or nowhere."""
-    if ex.status >= 400:
-        return f"HTTP {ex.status} before the stream"
+    """Where a client learns of a failure, for the report: the status, the stream, or nowhere."""
+    found = error_location(ex)
+    if found is not None:
+        return found
     if ex.stream_error is not None:
-        before = next(i for i, m in enumerate(ex.messages) if m.error is not None)
-        return f"HTTP {ex.status}, error line in the stream after {before} other line(s)"
+        return f"HTTP {ex.status}, an error line that more lines follow"
     return f"HTTP {ex.status} with no error line"
 
 

@@ -1,0 +1,107 @@
+"""Deviations that act on an exchange as it happens, not on a buffered answer.
+
+:class:`~deviant_proxy.proxy.DeviantProxy` rewrites an answer only after reading
+all of it (``Deviation.response``): right for bending what a stream says, but it
+cannot bend what happens while the stream flows, such as whether a client's
+hang-up reaches the engine. :class:`StreamingProxy` forwards exactly like
+DeviantProxy, plain :class:`Deviation` rows included, and also honours
+:class:`StreamDeviation`:
+
+    >>> deaf = StreamDeviation("keeps-reading", keep_reading=True)
+    >>> with StreamingProxy("unix:///tmp/d/docker.sock", [deaf]) as proxy:  # doctest: +SKIP
+    ...     proxy.target        # a client hanging up here is never noticed by the engine
+
+``keep_reading`` keeps the engine's answer flowing into the proxy after the
+client has gone, so the engine never learns of the hang-up. ``prelude`` sends
+the engine one extra request before the real one (its answer is discarded): a
+way to make an engine look as if it had done something it did not, such as
+leaving an image behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+
+import httpx
+
+from .proxy import _HOP_BY_HOP, DeviantProxy, Deviation, Request
+
+_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+@dataclass
+class StreamDeviation(Deviation):
+    """A :class:`Deviation` with hooks on the live exchange (see the module docstring).
+
+    ``client_left`` is set when the client hung up on a streamed answer, and
+    ``drained`` once a ``keep_reading`` proxy has read the engine's answer to its
+    end after that.
+    """
+
+    keep_reading: bool = False
+    prelude: Callable[[Request], Request | None] | None = None
+    client_left: threading.Event = field(default_factory=threading.Event)
+    drained: threading.Event = field(default_factory=threading.Event)
+
+
+class StreamingProxy(DeviantProxy):
+    """A :class:`DeviantProxy` that also applies :class:`StreamDeviation` hooks."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self._picked = threading.local()  # the deviation of the request a thread is handling
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def _deviation_for(self, req: Request) -> Deviation | None:
+        deviation = super()._deviation_for(req)
+        self._picked.deviation = deviation
+        if isinstance(deviation, StreamDeviation) and deviation.prelude is not None:
+            extra = deviation.prelude(req)
+            if extra is not None:
+                self._http.send(self._outgoing(extra)).close()
+        return deviation
+
+    def _forward_streaming(self, req: Request, handler: BaseHTTPRequestHandler) -> None:
+        deviation = getattr(self._picked, "deviation", None)
+        self._picked.deviation = None
+        if isinstance(deviation, StreamDeviation) and deviation.keep_reading:
+            self._forward_deaf(req, handler, deviation)
+        else:
+            super()._forward_streaming(req, handler)
+
+    def _forward_deaf(self, req: Request, handler: BaseHTTPRequestHandler,
+                      deviation: StreamDeviation) -> None:
+        """Stream the answer through; if the client hangs up, go on reading it to its end."""
+        resp = self._http.send(self._outgoing(req), stream=True)
+        gone = False
+        try:
+            try:
+                handler.send_response(resp.status_code)
+                for key, value in resp.headers.items():
+                    if key.lower() not in _HOP_BY_HOP:
+                        handler.send_header(key, value)
+                handler.send_header("Transfer-Encoding", "chunked")
+                handler.end_headers()
+            except _GONE:
+                gone = True
+            for chunk in resp.iter_raw():
+                if gone or not chunk:
+                    continue  # the engine goes on writing to us; nobody reads it
+                try:
+                    handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    handler.wfile.flush()
+                except _GONE:
+                    gone = True
+                    deviation.client_left.set()
+            if gone:
+                deviation.drained.set()
+            else:
+                handler.wfile.write(b"0\r\n\r\n")
+        except _GONE:
+            pass
+        except (OSError, httpx.HTTPError):
+            pass  # the proxy is stopping: its client to the engine was closed under us
+        finally:
+            resp.close()

@@ -1,0 +1,325 @@
+"""The progress stream of POST /images/create, judged over a fixed set of pulls and an import.
+
+The requests are sent once per run (:func:`traffic`) and shared by every
+PROGRESS check, so a check's verdict does not depend on which checks run:
+
+* ``large``: a 4 MiB layer the lab registry serves at 1 MiB/s. Engines report
+  download progress only while a transfer lasts (Podman 4.3 once a second), so
+  the layer is slowed down enough for several progress lines;
+* ``single``, ``oci``, ``multi``: the standard images (work with ``--registry``);
+* ``import``: ``fromSrc=-`` with a small archive;
+* ``corrupt-layer``, ``layer-unknown``, ``unsupported-manifest``: pulls the lab
+  registry makes fail once the stream may have started (a 1 MiB layer whose
+  first byte is flipped, a layer answered 404, a manifest of an unknown type).
+
+A pull *succeeded* when the image exists under its name right afterwards, and
+*failed* when it does not; everything pulled is removed at the end. With an
+external registry (``--registry``) only the standard pulls and the import are
+sent: the others need the lab registry's faults and catalogue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import pytest
+
+from engine_conformance import archives, spec
+from engine_conformance.checks import imported_id
+from engine_conformance.plugin import Images
+from engine_conformance.target import Client, Exchange
+from lab_registry import CorruptBlob, ErrorStatus, Throttle, UnsupportedManifest, build_image
+
+LARGE_SIZE = 4 << 20
+LARGE_RATE = 1 << 20  # 4 s of transfer: Podman 4.3 reports progress once a second
+CORRUPT_SIZE = 1 << 20
+DEADLINE = 60.0
+STANDARD = (("single", "v1"), ("oci", "latest"), ("multi", "latest"))
+
+
+@dataclass
+class Sent:
+    label: str
+    kind: str  # "pull" or "import"
+    exchange: Exchange
+    succeeded: bool  # the image exists under its name afterwards
+
+    def describe(self) -> str:
+        return f"{self.label} ({self.exchange.request_line[:160]} -> HTTP {self.exchange.status})"
+
+
+@dataclass
+class Traffic:
+    sent: list[Sent]
+    external: bool
+
+    @property
+    def streams(self) -> list[Sent]:
+        """Every 200 answer."""
+        return [s for s in self.sent if s.exchange.status == 200]
+
+    @property
+    def successes(self) -> list[Sent]:
+        return [s for s in self.streams if s.succeeded]
+
+    @property
+    def failed_streams(self) -> list[Sent]:
+        """200 answers to pulls that did not produce the image."""
+        return [s for s in self.streams if not s.succeeded and s.kind == "pull"]
+
+    @property
+    def failures(self) -> list[Sent]:
+        return [s for s in self.sent if not s.succeeded]
+
+
+def _own_image(label: str):
+    return build_image({"lab/progress.txt": f"engine-conformance progress {label}\n"},
+                       env={"LAB_PROGRESS": label}, cmd=["/bin/sh"])
+
+
+@pytest.fixture(scope="module")
+def traffic(client: Client, lab, run_state) -> Iterator[Traffic]:
+    """Every progress request, sent once; shared by the PROGRESS checks."""
+    tracker = Images(client, run_state)
+    sent: list[Sent] = []
+    served: list[str] = []
+
+    def do_pull(label: str, repository: str, tag: str) -> None:
+        ref = lab.reference(repository, tag)
+        tracker.track(ref)
+        ex = client.create_image({"fromImage": ref.rsplit(":", 1)[0], "tag": tag},
+                                 deadline=DEADLINE)
+        sent.append(Sent(label, "pull", ex, client.inspect_image(ref) is not None))
+
+    try:
+        if not lab.external:
+            catalogue = lab.catalogue
+            name = catalogue.name("progress-large")
+            served.append(name)
+            large = catalogue.add_large(name, "v1", LARGE_SIZE, seed=5001)
+            layer = f"/v2/{name}/blobs/{large.layers[0].digest}"
+            with lab.fault(Throttle(LARGE_RATE), prefix=layer):
+                do_pull("large", name, "v1")
+        for short, tag in STANDARD:
+            do_pull(short, short, tag)
+        repo = tracker.name("progress-import")
+        archive = archives.rootfs({"etc/ectest-progress": f"{repo}\n".encode()})
+        ex = client.create_image({"fromSrc": "-", "repo": repo}, body=archive, deadline=DEADLINE)
+        if found := imported_id(ex):
+            tracker.track(found)
+        sent.append(Sent("import", "import", ex, client.inspect_image(repo) is not None))
+        if not lab.external:
+            for label in ("corrupt-layer", "layer-unknown", "unsupported-manifest"):
+                name = catalogue.name(f"progress-{label}")
+                served.append(name)
+                if label == "corrupt-layer":
+                    image = catalogue.add_large(name, "v1", CORRUPT_SIZE, seed=5002)
+                else:
+                    image = catalogue.add(name, "v1", _own_image(label))
+                layer = f"/v2/{name}/blobs/{image.layers[0].digest}"
+                with ExitStack() as faults:
+                    if label == "corrupt-layer":
+                        faults.enter_context(lab.fault(CorruptBlob(), prefix=layer))
+                    elif label == "layer-unknown":
+                        faults.enter_context(lab.fault(ErrorStatus(404), prefix=layer))
+                    else:
+                        faults.enter_context(lab.fault(UnsupportedManifest(), repository=name))
+                    do_pull(label, name, "v1")
+        yield Traffic(sent, lab.external)
+    finally:
+        tracker.cleanup()
+        for name in served:
+            lab.catalogue.remove(name)
+
+
+# -- judging ----------------------------------------------------------------------------
+
+
+def cite(client: Client, sent: list[Sent]) -> None:
+    """Show these exchanges as the check's evidence (the traffic was sent before the check)."""
+    client.exchanges.extend(s.exchange for s in sent[:6])
+
+
+def verdict(client: Client, observe: dict, judged: list[Sent], bad: list[tuple[Sent, str]],
+            what: str) -> None:
+    cite(client, [s for s, _ in bad] or judged)
+    observe["judged"] = [s.label for s in judged]
+    observe["violations"] = len(bad)
+    assert not bad, f"{len(bad)} of {len(judged)} {what}: " + " | ".join(
+        f"{s.describe()}: {problem}" for s, problem in bad[:3])
+
+
+def _detail(obj: dict) -> tuple[int | None, int | None]:
+    detail = obj.get("progressDetail")
+    if not isinstance(detail, dict):
+        return None, None
+    current, total = detail.get("current"), detail.get("total")
+    return (current if isinstance(current, int) else None,
+            total if isinstance(total, int) else None)
+
+
+# -- framing and schema ------------------------------------------------------------------
+
+
+@pytest.mark.requirement("PROGRESS-001")
+def test_content_type_is_json(client, traffic, observe):
+    streams = traffic.streams
+    observe["content_types"] = sorted({s.exchange.content_type or "(none)" for s in streams})
+    if not streams:
+        pytest.skip("no progress request was answered 200")
+    bad = []
+    for s in streams:
+        ctype = s.exchange.content_type.split(";")[0].strip()
+        if ctype != "application/json":
+            bad.append((s, f"Content-Type is {ctype or 'missing'!r}, not application/json"))
+    verdict(client, observe, streams, bad, "200 answers are not application/json")
+
+
+@pytest.mark.requirement("PROGRESS-002")
+def test_every_line_is_one_json_object(client, traffic, observe):
+    streams = traffic.streams
+    observe["lines"] = sum(len(s.exchange.messages) for s in streams)
+    if not streams:
+        pytest.skip("no progress request was answered 200")
+    bad = []
+    for s in streams:
+        for error in s.exchange.framing_errors[:1]:
+            bad.append((s, f"the line at byte {error.offset} is {error.detail}: "
+                           f"{error.raw[:80]!r}"))
+    verdict(client, observe, streams, bad, "200 streams have lines that are not one JSON object")
+
+
+@pytest.mark.requirement("PROGRESS-003")
+def test_every_line_is_create_image_info(client, traffic, observe):
+    streams = traffic.streams
+    if not streams:
+        pytest.skip("no progress request was answered 200")
+    bad = []
+    for s in streams:
+        for message in s.exchange.messages:
+            problems = spec.validate_stream_item(message.obj)
+            if problems:
+                bad.append((s, f"line {message.obj} at byte {message.offset}: {problems[0]}"))
+                break
+    verdict(client, observe, streams, bad, "200 streams have lines that are not CreateImageInfo")
+
+
+# -- progress numbers ----------------------------------------------------------------------
+
+
+@pytest.mark.requirement("PROGRESS-004")
+def test_current_never_exceeds_total(client, traffic, observe):
+    judged, bad, pairs = [], [], 0
+    for s in traffic.streams:
+        counted = False
+        for message in s.exchange.messages:
+            current, total = _detail(message.obj)
+            if current is None or total is None or total <= 0:
+                continue
+            pairs, counted = pairs + 1, True
+            if current > total:
+                bad.append((s, f"line {message.obj} reports current {current} > total {total}"))
+                break
+        if counted:
+            judged.append(s)
+    observe["progress_lines"] = pairs
+    if not judged:
+        pytest.skip("the engine sent no progressDetail with both current and a positive total")
+    verdict(client, observe, judged, bad, "streams report more progress than the total")
+
+
+def _is_retry(status: object) -> bool:
+    return isinstance(status, str) and status.lower().startswith("retrying")
+
+
+@pytest.mark.requirement("PROGRESS-005")
+def test_progress_never_goes_backwards(client, traffic, observe):
+    judged, bad, compared = [], [], 0
+    for s in traffic.streams:
+        last: dict[tuple[str, str], int] = {}
+        pairs_here = 0
+        for message in s.exchange.messages:
+            obj = message.obj
+            layer, status = obj.get("id"), obj.get("status")
+            if _is_retry(status):
+                last = {k: v for k, v in last.items() if k[0] != layer}
+                continue
+            current, _ = _detail(obj)
+            if current is None or not isinstance(layer, str) or not isinstance(status, str):
+                continue
+            key = (layer, status)
+            if key in last:
+                pairs_here += 1
+                if current < last[key]:
+                    bad.append((s, f"{status} of {layer} went from {last[key]} back to {current}"))
+                    break
+            last[key] = current
+        if pairs_here:
+            judged.append(s)
+            compared += pairs_here
+    observe["comparisons"] = compared
+    if not judged:
+        pytest.skip("no layer reported progress twice in one phase: nothing to compare")
+    verdict(client, observe, judged, bad, "streams report progress going backwards")
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.requirement("PROGRESS-006")
+def test_success_has_no_error(client, traffic, observe):
+    ok = traffic.successes
+    if not ok:
+        pytest.skip("no progress request succeeded (no image existed afterwards)")
+    bad = []
+    for s in ok:
+        errors = [m.obj for m in s.exchange.messages if m.error is not None]
+        if errors:
+            bad.append((s, f"the image exists, yet the stream reports an error: {errors[0]}"))
+    verdict(client, observe, ok, bad, "streams of requests that succeeded report an error")
+
+
+def _lab_only(traffic: Traffic) -> None:
+    if traffic.external:
+        pytest.skip("an external registry is in use: failing pulls need the lab registry's faults")
+
+
+@pytest.mark.requirement("PROGRESS-007")
+def test_failed_stream_ends_with_error_detail(client, traffic, observe):
+    _lab_only(traffic)
+    failed = traffic.failed_streams
+    observe["refused_before_stream"] = [s.label for s in traffic.failures
+                                        if s.exchange.status != 200]
+    if not failed:
+        pytest.skip("every failing pull was refused with an error status before the stream")
+    bad = []
+    for s in failed:
+        messages = s.exchange.messages
+        last = messages[-1].obj if messages else None
+        detail = last.get("errorDetail") if last else None
+        text = detail.get("message") if isinstance(detail, dict) else None
+        if not (isinstance(text, str) and text.strip()):
+            bad.append((s, f"no image was made, yet the last of {len(messages)} lines is {last}, "
+                           "without errorDetail.message"))
+    verdict(client, observe, failed, bad, "200 streams of failed pulls do not end with "
+            "errorDetail.message")
+
+
+@pytest.mark.requirement("PROGRESS-008")
+def test_nothing_follows_an_error(client, traffic, observe):
+    _lab_only(traffic)
+    judged = [s for s in traffic.failed_streams
+              if any(m.error is not None for m in s.exchange.messages)]
+    if not judged:
+        pytest.skip("no failing pull reported its error inside a 200 stream")
+    bad = []
+    for s in judged:
+        messages = s.exchange.messages
+        first = next(i for i, m in enumerate(messages) if m.error is not None)
+        after = messages[first + 1:]
+        if after:
+            bad.append((s, f"{len(after)} line(s) follow the error {messages[first].obj}, "
+                           f"first {after[0].obj}"))
+    verdict(client, observe, judged, bad, "failed streams go on after their error line")

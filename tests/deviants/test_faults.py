@@ -1,0 +1,126 @@
+"""Each faults-suite requirement fails against an engine that hides a failed pull in that way.
+
+Rows without a deviation are plain Docker 20.10, which conforms to every FAULTS
+requirement. Deviations match the pull of the one check they bend, by the
+repository suites/test_faults.py serves for it (``faults-<label>``).
+
+This module judges through :class:`deviant_proxy.streaming.StreamingProxy`, which
+forwards like DeviantProxy and also applies the live-exchange hooks that
+cancellation (a proxy deaf to the client's hang-up) and a left-behind image need.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from deviant_proxy import Deviation, Request, Response
+from deviant_proxy.cases import Case, check
+from deviant_proxy.streaming import StreamDeviation, StreamingProxy
+from engine_conformance import archives
+from engine_conformance.runner import Outcome, run_suite
+
+
+@pytest.fixture
+def judge(docker, docker_suite, tmp_path) -> Callable[[Case], Outcome]:
+    """As tests/deviants/conftest.py's ``judge``, with a StreamingProxy in front of Docker."""
+    def run(case: Case) -> Outcome:
+        if not case.deviations:
+            return docker_suite.outcome
+        with StreamingProxy(docker.target, case.deviations) as proxy:
+            out = run_suite(proxy.target, tmp_path, requirements=[case.requirement])
+        assert any(d.hits for d in case.deviations), (
+            f"no deviation of {case} ever applied: the proxy matched nothing"
+        )
+        return out
+
+    return run
+
+
+def pulling(label: str):
+    """Matches the pull of the check that serves ``faults-<label>``."""
+    def match(req: Request) -> bool:
+        image = req.param("fromImage") or ""
+        return req.endpoint == "/images/create" and f"/faults-{label}" in image
+    return match
+
+
+def _as_success(req: Request, resp: Response) -> Response:
+    """An error status answered instead as 200 with the stream of a pull that worked."""
+    if resp.status < 400:
+        return resp
+    ref = f"{req.param('fromImage')}:{req.param('tag')}"
+    return Response.stream([
+        {"status": f"Pulling from {req.param('fromImage')}", "id": req.param("tag")},
+        {"status": "Digest: sha256:" + "0" * 64},
+        {"status": f"Status: Downloaded newer image for {ref}"},
+    ])
+
+
+def status_as_success(label: str) -> Deviation:
+    return Deviation(f"{label}-answered-200-success", match=pulling(label), response=_as_success)
+
+
+def _drop_errors(req: Request, resp: Response) -> Response:
+    if resp.status != 200:
+        return resp
+    kept = [o for o in resp.lines() if "errorDetail" not in o and "error" not in o]
+    return resp.replace(body=b"".join(json.dumps(o).encode() + b"\r\n" for o in kept))
+
+
+def errors_dropped(label: str) -> Deviation:
+    return Deviation(f"{label}-error-lines-dropped", match=pulling(label), response=_drop_errors)
+
+
+def _import_under_pulled_name(req: Request) -> Request:
+    """An import that makes an image under the name being pulled."""
+    name = f"{req.param('fromImage')}:{req.param('tag')}"
+    return Request(
+        method="POST", path=req.path, query=(("fromSrc", "-"), ("repo", name)),
+        headers={"content-type": "application/x-tar"},
+        body=archives.rootfs({"etc/ectest-left-behind": f"{name}\n".encode()}),
+    )
+
+
+# FAULTS-008: the engine keeps an image under the name although the pull failed.
+LEAVES_IMAGE = StreamDeviation(
+    "digest-mismatch-leaves-an-image",
+    match=pulling("digest-layer-swapped"),
+    prelude=_import_under_pulled_name,
+)
+# FAULTS-010: a proxy that never passes the client's hang-up on to the engine ...
+DEAF_TO_HANG_UP = StreamDeviation("deaf-to-hang-up", match=pulling("cancel"), keep_reading=True)
+# ... and, as a control, the same streaming path passing it on.
+PASSES_HANG_UP = StreamDeviation("passes-hang-up-on", match=pulling("cancel"))
+
+CASES = [
+    Case("FAULTS-001", "pass"),
+    Case("FAULTS-001", "fail", (status_as_success("status-500"),)),
+    Case("FAULTS-002", "pass"),
+    Case("FAULTS-002", "fail", (status_as_success("status-503"),)),
+    Case("FAULTS-003", "pass"),
+    Case("FAULTS-003", "fail", (status_as_success("status-429"),)),
+    Case("FAULTS-004", "pass"),
+    Case("FAULTS-004", "fail", (status_as_success("auth"),)),
+    Case("FAULTS-005", "pass"),
+    Case("FAULTS-005", "fail", (status_as_success("status-403"),)),
+    Case("FAULTS-006", "pass"),
+    Case("FAULTS-006", "fail", (status_as_success("status-404"),)),
+    Case("FAULTS-007", "pass"),
+    Case("FAULTS-007", "fail", (errors_dropped("cut"),)),
+    Case("FAULTS-008", "pass"),
+    Case("FAULTS-008", "fail", (errors_dropped("digest-"),)),
+    Case("FAULTS-008", "fail", (LEAVES_IMAGE,)),
+    Case("FAULTS-009", "pass"),
+    Case("FAULTS-009", "fail", (errors_dropped("unsupported"),)),
+    Case("FAULTS-010", "pass"),
+    Case("FAULTS-010", "pass", (PASSES_HANG_UP,)),
+    Case("FAULTS-010", "fail", (DEAF_TO_HANG_UP,)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_faults_verdicts(case, judge):
+    check(case, judge(case))
