@@ -2,8 +2,9 @@
 
 Each suite's deviant module lists :class:`Case` rows: a requirement, the
 deviations a proxy in front of real Docker applies (none: Docker itself), and
-the verdict the suite must give. A row expecting ``fail`` shows the check can
-fail; a row expecting ``pass`` shows it passes on a conforming engine.
+the verdict the suite must give. The proxy is a :class:`StreamingProxy`, so
+rows may also bend the live exchange (``StreamDeviation``). A row expecting
+``fail`` shows the check can fail; a row expecting ``pass`` shows it passes on a conforming engine.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import Callable
 
 import pytest
 
-from deviant_proxy import DeviantProxy
 from deviant_proxy.cases import Case
+from deviant_proxy.streaming import StreamingProxy
 from engine_conformance.runner import Outcome, run_suite
 
 
@@ -25,7 +26,7 @@ def judge(docker, docker_suite, tmp_path) -> Callable[[Case], Outcome]:
         if not case.deviations:
             return run_suite(docker.target, tmp_path, requirements=[case.requirement],
                              api_version=case.api_version)
-        with DeviantProxy(docker.target, case.deviations) as proxy:
+        with StreamingProxy(docker.target, case.deviations) as proxy:
             out = run_suite(proxy.target, tmp_path, requirements=[case.requirement],
                             api_version=case.api_version)
         assert any(d.hits for d in case.deviations), (

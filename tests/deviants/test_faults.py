@@ -4,39 +4,21 @@ Rows without a deviation are plain Docker 20.10, which conforms to every FAULTS
 requirement. Deviations match the pull of the one check they bend, by the
 repository suites/test_faults.py serves for it (``faults-<label>``).
 
-This module judges through :class:`deviant_proxy.streaming.StreamingProxy`, which
-forwards like DeviantProxy and also applies the live-exchange hooks that
-cancellation (a proxy deaf to the client's hang-up) and a left-behind image need.
+The shared ``judge`` puts a StreamingProxy in front of Docker, whose
+live-exchange hooks cancellation (a proxy deaf to the client's hang-up) and a
+left-behind image need.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import pytest
 
 from deviant_proxy import Deviation, Request, Response
 from deviant_proxy.cases import Case, check
-from deviant_proxy.streaming import StreamDeviation, StreamingProxy
+from deviant_proxy.streaming import StreamDeviation
 from engine_conformance import archives
-from engine_conformance.runner import Outcome, run_suite
-
-
-@pytest.fixture
-def judge(docker, docker_suite, tmp_path) -> Callable[[Case], Outcome]:
-    """As tests/deviants/conftest.py's ``judge``, with a StreamingProxy in front of Docker."""
-    def run(case: Case) -> Outcome:
-        if not case.deviations:
-            return docker_suite.outcome
-        with StreamingProxy(docker.target, case.deviations) as proxy:
-            out = run_suite(proxy.target, tmp_path, requirements=[case.requirement])
-        assert any(d.hits for d in case.deviations), (
-            f"no deviation of {case} ever applied: the proxy matched nothing"
-        )
-        return out
-
-    return run
 
 
 def pulling(label: str):
