@@ -6,14 +6,8 @@ import pytest
 
 from deviant_proxy import Deviation, Response
 from deviant_proxy.cases import Case, check
+from deviant_proxy.common import TEXT_ERRORS
 
-# An engine that says what went wrong in plain text.
-TEXT_ERRORS = Deviation(
-    "text-errors",
-    response=lambda req, resp: resp.replace(
-        headers={"Content-Type": "text/plain"}, body=b"something went wrong\n"
-    ) if resp.status >= 400 else resp,
-)
 # An engine that accepts any version in the path, by answering as its own.
 ANY_VERSION = Deviation(
     "any-version",

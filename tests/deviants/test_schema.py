@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 
 from deviant_proxy import Deviation, Response
 from deviant_proxy.cases import Case, check
+from deviant_proxy.common import TEXT_ERRORS
 from engine_conformance.determinism import no_local_constants
 
 
@@ -40,12 +41,6 @@ TEAPOT = Deviation(
 )
 
 # SCHEMA-002: errors in plain text; errors as JSON without `message`.
-TEXT_ERRORS = Deviation(
-    "text-errors",
-    response=lambda req, resp: resp.replace(
-        headers={"Content-Type": "text/plain"}, body=b"something went wrong\n"
-    ) if resp.status >= 400 else resp,
-)
 ERRORS_WITHOUT_MESSAGE = Deviation(
     "errors-without-message",
     response=lambda req, resp: Response.json(resp.status, {"error": "something went wrong"})
