@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from engine_conformance import spec
@@ -293,7 +293,9 @@ def test_schemathesis_generates_only_image_create(st_schema: schemathesis.BaseSc
     allowed = set(SEED_QUERY)
     cases = []
 
-    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @seed(20_240_601)
+    @settings(max_examples=25, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
     @given(operations[0].as_strategy())
     def collect(case: schemathesis.Case) -> None:
         assert case.method.upper() == "POST"
