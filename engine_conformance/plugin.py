@@ -347,7 +347,12 @@ def remove_created(client: Client, ref: str, prefix: str) -> None:
     """Delete every image ``ref`` names; with its tags when it is one of ours."""
     try:
         if ref.startswith("sha256:"):
-            client.delete_image(ref, force=True)
+            # Content is deterministic, so an ID the check caused may also be
+            # an image someone else named: delete it only if no other name has it.
+            image = client.inspect_image(ref)
+            tags = (image or {}).get("RepoTags") or []
+            if image is not None and all(prefix in t for t in tags):
+                client.delete_image(ref, force=True)
             return
         image = client.inspect_image(ref)
         while image is not None:
