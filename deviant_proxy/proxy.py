@@ -243,12 +243,7 @@ class DeviantProxy:
     def _forward_streaming(self, req: Request, handler: BaseHTTPRequestHandler) -> None:
         resp = self._http.send(self._outgoing(req), stream=True)
         try:
-            handler.send_response(resp.status_code)
-            for key, value in resp.headers.items():
-                if key.lower() not in _HOP_BY_HOP:
-                    handler.send_header(key, value)
-            handler.send_header("Transfer-Encoding", "chunked")
-            handler.end_headers()
+            send_chunked_head(handler, resp)
             for chunk in resp.iter_raw():
                 if chunk:
                     handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
@@ -258,3 +253,13 @@ class DeviantProxy:
             pass  # the client hung up: closing our side cancels the engine's work too
         finally:
             resp.close()
+
+
+def send_chunked_head(handler: BaseHTTPRequestHandler, resp: httpx.Response) -> None:
+    """Status and end-to-end headers of the engine's answer, re-framed as chunked."""
+    handler.send_response(resp.status_code)
+    for key, value in resp.headers.items():
+        if key.lower() not in _HOP_BY_HOP:
+            handler.send_header(key, value)
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler
 
 import httpx
 
-from .proxy import _HOP_BY_HOP, DeviantProxy, Deviation, Request
+from .proxy import DeviantProxy, Deviation, Request, send_chunked_head
 
 _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
@@ -78,12 +78,7 @@ class StreamingProxy(DeviantProxy):
         gone = False
         try:
             try:
-                handler.send_response(resp.status_code)
-                for key, value in resp.headers.items():
-                    if key.lower() not in _HOP_BY_HOP:
-                        handler.send_header(key, value)
-                handler.send_header("Transfer-Encoding", "chunked")
-                handler.end_headers()
+                send_chunked_head(handler, resp)
             except _GONE:
                 gone = True
             for chunk in resp.iter_raw():
