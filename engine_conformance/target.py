@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +178,7 @@ class Exchange:
     first_byte: float | None = None
     finished: float | None = None
     timed_out: bool = False
+    stopped: bool = False  # the client hung up because ``until`` held
 
     def __repr__(self) -> str:
         # Short, and without headers: pytest prints reprs in failure output,
@@ -280,6 +281,11 @@ class Client:
             self.api_version = chosen
         return self.api_version
 
+    def cite(self, exchanges: Iterable[Exchange]) -> None:
+        """Log exchanges made earlier, or on a connection of their own, as evidence
+        of the check now running (the report shows what a check logged)."""
+        self.exchanges.extend(exchanges)
+
     def path(self, path: str, versioned: bool = True, version: str | None = None) -> str:
         if not versioned:
             return path
@@ -298,12 +304,18 @@ class Client:
         versioned: bool = True,
         version: str | None = None,
         deadline: float | None = None,
+        until: Callable[[Message], bool] | None = None,
     ) -> Exchange:
         """Send one request and read the whole answer (parsing it as a stream).
 
         ``path`` is unversioned (``/images/create``); ``version`` overrides the
         negotiated one for this request. The body is read until EOF or until
         ``deadline`` seconds (default ``timeouts.stream``) have passed.
+
+        With ``until``, reading stops at the first stream message of a 200
+        answer for which it holds, and the connection is closed: a hang-up the
+        engine sees (``exchange.stopped``). Running out of time is then an
+        outcome (``exchange.timed_out``), not an error.
         """
         full_path = self.path(path, versioned, version)
         pairs = _pairs(params)
@@ -313,9 +325,12 @@ class Client:
         exchange.started = time.monotonic()
         parser = StreamParser()
         body = bytearray()
+        # An httpx stream left before its end is closed, not pooled: the hang-up.
+        timeout = httpx.Timeout(limit, connect=self.timeouts.connect) if until else None
         try:
             with self._http.stream(
-                method, full_path, params=pairs, headers=headers, content=content
+                method, full_path, params=pairs, headers=headers, content=content,
+                **({"timeout": timeout} if timeout else {}),
             ) as response:
                 exchange.status = response.status_code
                 exchange.headers = {k.lower(): v for k, v in response.headers.items()}
@@ -324,15 +339,21 @@ class Client:
                     if exchange.first_byte is None:
                         exchange.first_byte = now
                     body += chunk
-                    parser.feed(chunk, now)
+                    new = parser.feed(chunk, now)
+                    if until and exchange.status == 200 and any(until(m) for m in new):
+                        exchange.stopped = True
+                        break
                     if now - exchange.started > limit:
                         exchange.timed_out = True
                         break
         except httpx.TimeoutException as exc:
-            raise TargetError(
-                f"{self.target.url} did not answer {exchange.request_line} in time"
-                f" ({exc.__class__.__name__})"
-            ) from None
+            if until is not None:
+                exchange.timed_out = True
+            else:
+                raise TargetError(
+                    f"{self.target.url} did not answer {exchange.request_line} in time"
+                    f" ({exc.__class__.__name__})"
+                ) from None
         except (httpx.TransportError, OSError) as exc:
             raise TargetError(f"cannot reach {self.target.url}: {_reason(exc)}") from None
         parser.close()
@@ -341,7 +362,7 @@ class Client:
         if exchange.content_type.startswith("application/json") or exchange.status == 200:
             exchange.messages = parser.messages
             exchange.framing_errors = parser.errors
-        if exchange.timed_out:
+        if exchange.timed_out and until is None:
             raise TargetError(
                 f"{self.target.url} kept {exchange.request_line} open past {limit:.0f}s"
             )
@@ -356,6 +377,7 @@ class Client:
         version: str | None = None,
         versioned: bool = True,
         deadline: float | None = None,
+        until: Callable[[Message], bool] | None = None,
     ) -> Exchange:
         """``POST /images/create``. A body is sent as ``application/octet-stream``."""
         hdrs = dict(headers or {})
@@ -370,6 +392,7 @@ class Client:
             version=version,
             versioned=versioned,
             deadline=deadline,
+            until=until,
         )
 
     # -- observation calls (not judged, only read) -------------------------------

@@ -11,9 +11,8 @@ Faults on the manifest apply to manifest requests only: a 5xx on a layer costs
 Docker 20.10 five download attempts with growing waits (75 s), which would
 judge its retry policy rather than the answer.
 
-Cancellation (FAULTS-010) reads the stream itself: the harness's ``Client``
-reads a whole answer, so :func:`pull_until` starts a pull on a connection of
-its own, reads until a condition holds, and closes that connection.
+Cancellation (FAULTS-010) reads the stream only until the engine reports
+layer progress (``create_image(until=...)``), then closes the connection.
 """
 
 from __future__ import annotations
@@ -23,14 +22,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
-import httpx
 import pytest
 
 from engine_conformance.checks import assert_visible_failure, error_location
-from engine_conformance.stream import Message, StreamParser
-from engine_conformance.target import Client, Exchange, TargetError
+from engine_conformance.stream import Message
+from engine_conformance.target import Client, Exchange
 from lab_registry import (
     Blob,
     CorruptBlob,
@@ -280,50 +277,6 @@ def test_unsupported_manifest(client, lab_control, subjects, observe):
 # -- cancellation ---------------------------------------------------------------------
 
 
-def pull_until(client: Client, params: dict[str, str], until: Callable[[Message], bool],
-               deadline: float) -> tuple[Exchange, bool]:
-    """Start a pull, read its stream until ``until`` holds for a message, then hang up.
-
-    The pull runs on a connection of its own, closed on return: that close is the
-    hang-up the engine must act on. Returns what was read, as an :class:`Exchange`
-    logged with the client's others, and whether ``until`` held (False: the answer was
-    not 200, the stream ended, or ``deadline`` seconds passed first).
-    """
-    path = client.path("/images/create")
-    pairs = list(params.items())
-    ex = Exchange("POST", path, pairs, {})
-    client.exchanges.append(ex)
-    parser = StreamParser()
-    body = bytearray()
-    met = False
-    ex.started = time.monotonic()
-    http = client.target.http_client(httpx.Timeout(deadline, connect=client.timeouts.connect))
-    try:
-        with http.stream("POST", f"{path}?{urlencode(pairs)}") as response:
-            ex.status = response.status_code
-            ex.headers = {k.lower(): v for k, v in response.headers.items()}
-            for chunk in response.iter_raw():
-                now = time.monotonic()
-                ex.first_byte = ex.first_byte or now
-                body += chunk
-                if ex.status == 200 and any(until(m) for m in parser.feed(chunk, now)):
-                    met = True
-                    break
-                if now - ex.started > deadline:
-                    ex.timed_out = True
-                    break
-    except httpx.TimeoutException:
-        ex.timed_out = True
-    except (httpx.TransportError, OSError) as exc:
-        raise TargetError(f"cannot reach {client.target.url}: {exc}") from None
-    finally:
-        http.close()
-    ex.finished = time.monotonic()
-    ex.body = bytes(body)
-    ex.messages, ex.framing_errors = parser.messages, parser.errors
-    return ex, met
-
-
 def layer_progress(message: Message) -> bool:
     """The engine reports bytes of a layer received: its transfer is under way."""
     detail = message.obj.get("progressDetail")
@@ -338,7 +291,9 @@ def test_closing_the_connection_cancels_the_pull(client, lab_control, subjects, 
     lab_control.fault(Throttle(CANCEL_RATE), prefix=path)
     lab_control.fault(CutShort(CANCEL_CUT), prefix=path)
     mark = journal.mark()
-    ex, started = pull_until(client, subject.params, layer_progress, PROGRESS_WAIT)
+    # The client hangs up as soon as the engine reports layer bytes received.
+    ex = client.create_image(subject.params, until=layer_progress, deadline=PROGRESS_WAIT)
+    started = ex.stopped
     closed = time.monotonic()
     observe["closed_after"] = round(closed - ex.started, 2)
     observe["lines_before_close"] = len(ex.messages)

@@ -137,14 +137,10 @@ def traffic(client: Client, lab, run_state) -> Iterator[Traffic]:
 # -- judging ----------------------------------------------------------------------------
 
 
-def cite(client: Client, sent: list[Sent]) -> None:
-    """Show these exchanges as the check's evidence (the traffic was sent before the check)."""
-    client.exchanges.extend(s.exchange for s in sent[:6])
-
-
 def verdict(client: Client, observe: dict, judged: list[Sent], bad: list[tuple[Sent, str]],
             what: str) -> None:
-    cite(client, [s for s, _ in bad] or judged)
+    cited = [s for s, _ in bad] or judged
+    client.cite(s.exchange for s in cited[:6])
     observe["judged"] = [s.label for s in judged]
     observe["violations"] = len(bad)
     assert not bad, f"{len(bad)} of {len(judged)} {what}: " + " | ".join(

@@ -280,19 +280,11 @@ def stream_problems(ex: Exchange) -> list[str]:
     return problems
 
 
-def cite(client: Client, sent: list[Sent]) -> None:
-    """Show these exchanges as the check's evidence.
-
-    The plugin shows the last exchanges the client logged during a check; the
-    traffic is sent once for all checks, so each check logs the ones it rests
-    on again.
-    """
-    client.exchanges.extend(s.exchange for s in sent[:6])
-
-
 def verdict(client: Client, observe: dict, judged: list[Sent], bad: list[tuple[Sent, str]],
             what: str) -> None:
-    cite(client, [s for s, _ in bad] or _one_per_status(judged))
+    # The traffic was sent once for every check: each check cites what it rests on.
+    cited = [s for s, _ in bad] or _one_per_status(judged)
+    client.cite(s.exchange for s in cited[:6])
     observe["judged"] = len(judged)
     observe["violations"] = len(bad)
     assert not bad, (
