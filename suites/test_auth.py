@@ -10,7 +10,6 @@ registered with ``secret`` so that reports redact it; the journal's
 from __future__ import annotations
 
 import base64
-import functools
 import json
 
 import pytest
@@ -22,7 +21,6 @@ from engine_conformance.checks import (
     image_ids,
     where,
 )
-from engine_conformance.report import scrub
 from lab_registry.auth import basic_header
 
 USER = "ecuser"
@@ -64,24 +62,6 @@ def protected(lab_control, secret):
     secret(basic_header(USER, PASSWORD).split(" ", 1)[1])
     lab_control.require_auth(USER, PASSWORD, repository=lab_control.catalogue.name(PROTECTED))
     return lab_control
-
-
-def redacting(test):
-    """Scrub registered secrets from a failing check's message.
-
-    Reports are scrubbed by the harness, but pytest prints an assertion's message (and
-    the values it shows) to the terminal as they are; an engine that echoes credentials
-    back would put them there. The check must take the ``run_state`` fixture.
-    """
-
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        try:
-            return test(*args, **kwargs)
-        except AssertionError as exc:
-            raise AssertionError(scrub(str(exc), kwargs["run_state"].secrets)) from None
-
-    return wrapper
 
 
 def header_for(secret, obj: dict, pad: bool = True) -> dict:
@@ -135,8 +115,7 @@ def credential_problems(entries) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.requirement("AUTH-001")
-@redacting
-def test_credentials_pull_protected_repository(client, run_state, images, protected, secret,
+def test_credentials_pull_protected_repository(client, images, protected, secret,
                                                observe):
     mark = protected.journal.mark()
     ex, ref, _ = pull(client, images, protected, header_for(secret, credentials(protected)))
@@ -164,8 +143,7 @@ def refused_pull(client, images, protected, secret, case: str):
 
 @pytest.mark.requirement("AUTH-002")
 @pytest.mark.parametrize("case", REFUSALS)
-@redacting
-def test_refused_pull_fails_visibly(client, run_state, images, protected, secret, observe, case):
+def test_refused_pull_fails_visibly(client, images, protected, secret, observe, case):
     ex, ref, new = refused_pull(client, images, protected, secret, case)
     observe[case] = where(ex)
     visible = failed(ex)
@@ -182,8 +160,7 @@ def test_refused_pull_fails_visibly(client, run_state, images, protected, secret
 
 @pytest.mark.requirement("AUTH-003")
 @pytest.mark.parametrize("case", REFUSALS)
-@redacting
-def test_refused_pull_is_404(client, run_state, images, protected, secret, observe, case):
+def test_refused_pull_is_404(client, images, protected, secret, observe, case):
     ex, _, _ = refused_pull(client, images, protected, secret, case)
     observe[case] = where(ex)
     status = ex.status
@@ -203,8 +180,7 @@ UNDECODABLE = {
 
 @pytest.mark.requirement("AUTH-004")
 @pytest.mark.parametrize("case", sorted(UNDECODABLE))
-@redacting
-def test_undecodable_header_is_ignored(client, run_state, images, registry, observe, case):
+def test_undecodable_header_is_ignored(client, images, registry, observe, case):
     ex, ref, _ = pull(client, images, registry, {"X-Registry-Auth": UNDECODABLE[case]}, tag="v2")
     observe[case] = where(ex)
     assert_pulled(client, registry, ex, ref, f"X-Registry-Auth {case} on a public repository",
@@ -215,8 +191,7 @@ def test_undecodable_header_is_ignored(client, run_state, images, registry, obse
 
 
 @pytest.mark.requirement("AUTH-005")
-@redacting
-def test_unpadded_header_is_accepted(client, run_state, images, protected, secret, observe):
+def test_unpadded_header_is_accepted(client, images, protected, secret, observe):
     mark = protected.journal.mark()
     ex, ref, _ = pull(client, images, protected,
                       header_for(secret, credentials(protected), pad=False))
@@ -235,8 +210,7 @@ def test_unpadded_header_is_accepted(client, run_state, images, protected, secre
 
 
 @pytest.mark.requirement("AUTH-006")
-@redacting
-def test_identity_token_does_not_break_a_pull(client, run_state, images, lab_control, secret,
+def test_identity_token_does_not_break_a_pull(client, images, lab_control, secret,
                                               observe):
     token = header_for(secret, {"identitytoken": secret(IDENTITY_TOKEN)})
     ex, ref, _ = pull(client, images, lab_control, token, tag="v2")
