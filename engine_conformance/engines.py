@@ -14,12 +14,14 @@ laid out like ``DOCKER_CERT_PATH``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -151,17 +153,45 @@ class ManagedEngine:
         self.stop()
 
 
+DOCKER26_DIR = Path(os.environ.get("EC_DOCKER26_DIR", "/opt/engine-conformance/docker26"))
+"""Where ``scripts/fetch-docker26`` unpacks Debian 13's docker.io and containerd."""
+
+
 class ManagedDocker(ManagedEngine):
-    """``dockerd`` from Debian's docker.io, private to one directory."""
+    """``dockerd`` from Debian's docker.io, private to one directory.
+
+    ``ManagedDocker(root=DOCKER26_DIR)`` runs an unpacked dockerd instead (its own
+    ``containerd`` first on PATH); ``containerd_store=True`` switches it to the
+    containerd image store (``features.containerd-snapshotter``).
+    """
 
     program = "dockerd"
     name = "docker"
 
-    def __init__(self, tls: bool = False) -> None:
+    def __init__(self, tls: bool = False, *, root: Path | None = None,
+                 containerd_store: bool = False) -> None:
         super().__init__()
         self.tls = tls
+        self.root = root
+        self.containerd_store = containerd_store
         self.tcp_port: int | None = None
         self.cert_path: str | None = None
+
+    @property
+    def dockerd(self) -> str:
+        return str(self.root / "usr/sbin/dockerd") if self.root else "dockerd"
+
+    def available(self) -> bool:  # type: ignore[override]
+        if self.root is not None:
+            return os.access(self.dockerd, os.X_OK)
+        return shutil.which("dockerd") is not None
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.root is not None:
+            # dockerd starts the containerd it finds first on PATH: the unpacked one.
+            env["PATH"] = f"{self.root / 'usr/bin'}:{self.root / 'usr/sbin'}:{env.get('PATH', '')}"
+        return env
 
     @property
     def tls_target(self) -> str:
@@ -169,6 +199,10 @@ class ManagedDocker(ManagedEngine):
         return f"https://127.0.0.1:{self.tcp_port}"
 
     def prepare(self) -> None:
+        assert self.dir is not None
+        # Our own config file, so that the host's /etc/docker/daemon.json never applies.
+        config = {"features": {"containerd-snapshotter": True}} if self.containerd_store else {}
+        (self.dir / "daemon.json").write_text(json.dumps(config))
         if self.tls:
             self._make_certificates()
 
@@ -194,12 +228,14 @@ class ManagedDocker(ManagedEngine):
     def command(self) -> list[str]:
         assert self.dir is not None
         cmd = [
-            "dockerd",
+            self.dockerd,
+            "--config-file", str(self.dir / "daemon.json"),
             "--host", f"unix://{self.socket}",
             "--data-root", str(self.dir / "root"),
             "--exec-root", str(self.dir / "exec"),
             "--pidfile", str(self.dir / "docker.pid"),
             "--iptables=false",
+            "--ip6tables=false",
             "--bridge=none",
         ]  # fmt: skip
         if self.tls:
@@ -260,4 +296,20 @@ class ManagedPodman(ManagedEngine):
 __all__ = ["ENGINES", "EngineUnavailable", "ManagedDocker", "ManagedEngine", "ManagedPodman",
            "free_port"]
 
-ENGINES: dict[str, type[ManagedEngine]] = {"docker": ManagedDocker, "podman": ManagedPodman}
+def docker26(**kwargs: object) -> ManagedDocker:
+    """Debian 13's Docker 26.1, unpacked by ``scripts/fetch-docker26`` (graphdriver store)."""
+    return ManagedDocker(root=DOCKER26_DIR, **kwargs)  # type: ignore[arg-type]
+
+
+def docker26_containerd(**kwargs: object) -> ManagedDocker:
+    """Debian 13's Docker 26.1 with the containerd image store."""
+    return ManagedDocker(root=DOCKER26_DIR, containerd_store=True, **kwargs)  # type: ignore[arg-type]
+
+
+ENGINES: dict[str, Callable[..., ManagedEngine]] = {
+    "docker": ManagedDocker,
+    "docker26": docker26,
+    "docker26-containerd": docker26_containerd,
+    "podman": ManagedPodman,
+}
+"""What ``--managed NAME`` starts."""

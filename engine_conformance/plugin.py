@@ -208,11 +208,15 @@ def describe_target(client: Client, info: dict) -> dict:
     product = "podman" if any("podman" in c.lower() for c in components) else "docker"
     version = str(v.get("Version", "unknown"))
     major_minor = ".".join(version.split("+")[0].split(".")[:2])
+    store = image_store(product, info)
+    # The key tells Docker's two image stores apart: they judge differently.
+    key = f"{product}-{major_minor}" + ("-containerd" if store == "containerd" else "")
     return {
         "url": client.target.url,
         "engine": product,
         "version": version,
-        "engine_key": f"{product}-{major_minor}",
+        "engine_key": key,
+        "image_store": store,
         "api_version": client.api_version,
         "max_api_version": v.get("ApiVersion"),
         "min_api_version": v.get("MinAPIVersion"),
@@ -221,6 +225,16 @@ def describe_target(client: Client, info: dict) -> dict:
         "storage_driver": info.get("Driver"),
         "operating_system": info.get("OperatingSystem"),
     }
+
+
+def image_store(product: str, info: dict) -> str:
+    """``containerd`` (Docker's containerd image store), ``graphdriver`` or ``containers-storage``."""
+    if product == "podman":
+        return "containers-storage"
+    status = {str(k): str(v) for k, v in (info.get("DriverStatus") or []) if k}
+    if status.get("driver-type", "").startswith("io.containerd.snapshotter"):
+        return "containerd"
+    return "graphdriver"
 
 
 # -- fixtures ---------------------------------------------------------------------
