@@ -228,7 +228,7 @@ def describe_target(client: Client, info: dict) -> dict:
 
 
 def image_store(product: str, info: dict) -> str:
-    """``containerd`` (Docker's containerd image store), ``graphdriver`` or ``containers-storage``."""
+    """``containerd`` (Docker's containerd store), ``graphdriver`` or ``containers-storage``."""
     if product == "podman":
         return "containers-storage"
     status = {str(k): str(v) for k, v in (info.get("DriverStatus") or []) if k}
