@@ -1,11 +1,16 @@
 """Fixtures for the harness's own tests: real engines the tests start themselves.
 
-``docker`` and ``podman`` are managed engines in private directories, started
-once per session. Set ``EC_TEST_DOCKER`` / ``EC_TEST_PODMAN`` to a target URL
-to reuse an engine that is already running (it must be disposable).
-``docker_suite`` / ``podman_suite`` are one full suite run against each,
-checked against its expectation file, with sentinel images seeded before and
-looked at after.
+The engines CI judges, each a managed engine in a private directory started once
+per session: ``docker`` (Debian's docker.io: 20.10 on Debian 12, 26.1 on Debian
+13), ``docker26`` and ``docker26_containerd`` (Debian 13's Docker 26.1 unpacked
+by ``scripts/fetch-docker26``, graphdriver and containerd image store) and
+``podman``. Set ``EC_TEST_DOCKER`` / ``EC_TEST_DOCKER26`` /
+``EC_TEST_DOCKER26_CONTAINERD`` / ``EC_TEST_PODMAN`` to a target URL to reuse an
+engine that is already running (it must be disposable).
+
+``<engine>_suite`` is one full suite run against each, checked against its
+expectation file, with sentinel images seeded before and looked at after.
+The session ends with a line per engine saying which engine was judged.
 """
 
 from __future__ import annotations
@@ -16,8 +21,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine_conformance import archives
-from engine_conformance.engines import EngineUnavailable, ManagedDocker, ManagedPodman, free_port
+from engine_conformance import archives, expectations
+from engine_conformance.engines import (
+    EngineUnavailable,
+    ManagedDocker,
+    ManagedPodman,
+    free_port,
+)
+from engine_conformance.engines import docker26 as managed_docker26
+from engine_conformance.engines import docker26_containerd as managed_docker26_containerd
+from engine_conformance.plugin import describe_target
 from engine_conformance.runner import Outcome, run_suite
 from engine_conformance.target import Client, Target
 
@@ -41,13 +54,26 @@ class SuiteRun:
     new_images: list[str]
 
 
+SUITES = ("docker_suite", "docker26_suite", "docker26_containerd_suite", "podman_suite")
+"""The full suite runs, one per engine CI judges."""
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A test taking ``suite`` (a fixture name) runs once per engine CI judges.
+    if "suite" in metafunc.fixturenames:
+        metafunc.parametrize("suite", SUITES)
+
+JUDGED: dict[str, str] = {}
+"""Which engine each suite fixture judged, for the session's closing lines."""
+
+
 def _engine(kind: str, env: str, factory) -> Iterator[Engine]:
     if os.environ.get(env):
         yield Engine(kind, os.environ[env])
         return
     managed = factory()
     if not managed.available():
-        pytest.skip(f"{managed.program} is not installed (bash scripts/setup installs it)")
+        pytest.skip(f"{kind}: {managed.program} is not installed (bash scripts/setup installs it)")
     try:
         managed.start()
     except EngineUnavailable as exc:
@@ -68,6 +94,19 @@ def lab_port() -> int:
 def docker() -> Iterator[Engine]:
     """A managed Docker (dockerd from Debian's docker.io)."""
     yield from _engine("docker", "EC_TEST_DOCKER", ManagedDocker)
+
+
+@pytest.fixture(scope="session")
+def docker26() -> Iterator[Engine]:
+    """Debian 13's Docker 26.1, unpacked, with the graphdriver image store (overlay2)."""
+    yield from _engine("docker26", "EC_TEST_DOCKER26", managed_docker26)
+
+
+@pytest.fixture(scope="session")
+def docker26_containerd() -> Iterator[Engine]:
+    """Debian 13's Docker 26.1, unpacked, with the containerd image store."""
+    yield from _engine("docker26-containerd", "EC_TEST_DOCKER26_CONTAINERD",
+                       managed_docker26_containerd)
 
 
 @pytest.fixture(scope="session")
@@ -120,12 +159,27 @@ def look_fixture():
     return look
 
 
+def engine_key(target: str) -> str:
+    """The expectation-file key of the engine at ``target`` (``docker-26.1-containerd``)."""
+    with Client(Target.parse(target)) as client:
+        client.negotiate()
+        return describe_target(client, client.info())["engine_key"]
+
+
 def full_run(engine: Engine, lab_port: int, tmp_path_factory) -> SuiteRun:
     before = seed_sentinels(engine.target)
     ids_before = image_ids(engine.target)
+    # An engine with no expectation file (Podman 5.4 on Debian 13, say) is still
+    # judged; the expectation test then says plainly that there was nothing to compare.
+    key = engine_key(engine.target)
+    known = expectations.path_for(key).is_file()
     outcome = run_suite(engine.target, tmp_path_factory.mktemp(f"{engine.kind}-suite"),
-                        expectations="auto", extra=["--registry-port", str(lab_port)])
+                        expectations="auto" if known else None,
+                        extra=["--registry-port", str(lab_port)])
     assert outcome.results is not None, outcome.output[-4000:]
+    t = outcome.results["target"]
+    JUDGED[engine.kind] = (f"{t['engine']} {t['version']} ({t.get('image_store')}, "
+                           f"API {t['api_version']}) -> {t['engine_key']}")
     after, leftovers = look(engine.target)
     new = sorted(image_ids(engine.target) - ids_before)
     return SuiteRun(outcome, before, after, leftovers, new)
@@ -137,5 +191,22 @@ def docker_suite(docker, lab_port, tmp_path_factory) -> SuiteRun:
 
 
 @pytest.fixture(scope="session")
+def docker26_suite(docker26, lab_port, tmp_path_factory) -> SuiteRun:
+    return full_run(docker26, lab_port, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def docker26_containerd_suite(docker26_containerd, lab_port, tmp_path_factory) -> SuiteRun:
+    return full_run(docker26_containerd, lab_port, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def podman_suite(podman, lab_port, tmp_path_factory) -> SuiteRun:
     return full_run(podman, lab_port, tmp_path_factory)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if JUDGED:
+        terminalreporter.section("engines judged")
+        for kind, what in sorted(JUDGED.items()):
+            terminalreporter.write_line(f"{kind}: {what}")

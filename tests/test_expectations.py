@@ -9,17 +9,18 @@ from __future__ import annotations
 import pytest
 
 
-@pytest.mark.parametrize("suite", ["docker_suite", "podman_suite"])
 def test_verdicts_match_expectation_file(suite, request):
     run = request.getfixturevalue(suite).outcome
     exp = run.results.get("expectations")
-    assert exp is not None, f"no expectation file was used:\n{run.output[-3000:]}"
+    if exp is None:
+        key = run.results["target"]["engine_key"]
+        pytest.skip(f"no expectation file for {key}: judged, but nothing to compare with "
+                    f"(suites/expectations/{key}.yaml; see README, Expectations)")
     assert not exp["mismatches"], (
         f"verdicts differ from {exp['file']}:\n  " + "\n  ".join(exp["mismatches"])
     )
 
 
-@pytest.mark.parametrize("suite", ["docker_suite", "podman_suite"])
 def test_run_covers_the_catalogue(suite, request):
     from engine_conformance.requirements import Catalogue
 

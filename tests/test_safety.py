@@ -11,13 +11,10 @@ import signal
 import subprocess
 import sys
 
-import pytest
-
 from deviant_proxy import DeviantProxy, Deviation
 from engine_conformance.runner import ROOT
 
 
-@pytest.mark.parametrize("suite", ["docker_suite", "podman_suite"])
 def test_sentinels_untouched_and_nothing_left(suite, request):
     run = request.getfixturevalue(suite)
     assert run.sentinels_after == run.sentinels_before
