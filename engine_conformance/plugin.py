@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from . import __version__, expectations
+from .cleanup import Images, sweep
 from .fileserver import FileServer
 from .report import scrub, write_junit, write_results
 from .requirements import VERDICTS, Catalogue, CatalogueError, Requirement
@@ -322,86 +323,12 @@ def secret(run_state: Run):
     return register
 
 
-class Images:
-    """Names for what a check creates, and their removal afterwards.
-
-    ``images.name("imp")`` gives ``<prefix>/imp-<n>``: under the run prefix, so
-    it can never collide with anything already on the target.
-    """
-
-    def __init__(self, client: Client, run: Run) -> None:
-        self.client, self.run = client, run
-        self.refs: list[str] = []
-
-    def name(self, label: str = "img") -> str:
-        ref = f"{self.run.prefix}/{label}-{next(self.run.counter)}"
-        self.refs.append(ref)
-        self.run.created.add(ref)
-        return ref
-
-    def track(self, ref: str) -> None:
-        """Remove ``ref`` (a name or an image ID the check caused) afterwards too."""
-        self.refs.append(ref)
-        self.run.created.add(ref)
-
-    def cleanup(self) -> None:
-        for ref in reversed(self.refs):
-            remove_created(self.client, ref, self.run.prefix)
-
-
 @pytest.fixture
 def images(client: Client, run_state: Run):
     """Creates names under the run prefix and removes those images after the check."""
     tracker = Images(client, run_state)
     yield tracker
     tracker.cleanup()
-
-
-def remove_created(client: Client, ref: str, prefix: str) -> None:
-    """Delete every image ``ref`` names; with its tags when it is one of ours."""
-    try:
-        if ref.startswith("sha256:"):
-            # Content is deterministic, so an ID the check caused may also be
-            # an image someone else named: delete it only if no other name has it.
-            image = client.inspect_image(ref)
-            tags = (image or {}).get("RepoTags") or []
-            if image is not None and all(prefix in t for t in tags):
-                client.delete_image(ref, force=True)
-            return
-        image = client.inspect_image(ref)
-        while image is not None:
-            # A name may point to an image that also carries other names of
-            # ours; delete by ID only if every name it has is ours.
-            tags = image.get("RepoTags") or []
-            if tags and all(prefix in t for t in tags):
-                client.delete_image(image["Id"], force=True)
-            else:
-                client.delete_image(ref, force=False)
-                break
-            image = client.inspect_image(ref)
-    except TargetError:
-        pass
-
-
-def sweep(client: Client, run: Run) -> list[str]:
-    """Remove whatever is left under the run prefix; returns what it removed."""
-    removed = []
-    for ref in sorted(run.created):
-        remove_created(client, ref, run.prefix)
-    try:
-        for image in client.list_images():
-            tags = image.get("RepoTags") or []
-            ours = [t for t in tags if f"{run.prefix}/" in t]
-            if ours and len(ours) == len(tags):
-                client.delete_image(image["Id"], force=True)
-                removed.append(image["Id"])
-            else:
-                for tag in ours:
-                    client.delete_image(tag, force=False)
-                    removed.append(tag)
-    except TargetError:
-        pass
-    return removed
 
 
 # -- verdicts ---------------------------------------------------------------------

@@ -28,7 +28,7 @@ import pytest
 
 from engine_conformance import archives, spec
 from engine_conformance.checks import imported_id
-from engine_conformance.plugin import Images
+from engine_conformance.cleanup import Images
 from engine_conformance.target import Client, Exchange
 from lab_registry import CorruptBlob, ErrorStatus, Throttle, UnsupportedManifest, build_image
 

@@ -1,0 +1,156 @@
+"""Removing what a run created, and only that, even when the engine deviated.
+
+    >>> tracker = Images(client, run)           # doctest: +SKIP
+    >>> ref = tracker.name("imp")               # '<prefix>/imp-<n>'
+    >>> tracker.cleanup()                       # that name, and whatever the check's requests made
+
+A check names what it creates under the run prefix, but a deviating engine may
+ignore the name (an import that stays untagged, a pull of every tag instead of
+one digest). So clean-up also reads what the engine said it made: the image ID
+in an import's last stream message and the digests a pull reports. Such an
+image is removed only when no name outside the run points to it: the lab's
+images are deterministic, so the same content may be an image someone else
+pulled or imported and named.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Protocol
+
+from .checks import imported_id
+from .target import Client, Exchange, TargetError
+
+if TYPE_CHECKING:
+    import itertools
+
+_DIGEST = re.compile(r"\bDigest: (sha256:[0-9a-f]{64})\b")
+
+
+class RunNames(Protocol):
+    """What clean-up needs of a run: its prefix, a name counter and what it created."""
+
+    prefix: str
+    counter: itertools.count
+    created: set[str]
+
+
+class Images:
+    """Names for what a check creates, and their removal afterwards.
+
+    ``images.name("imp")`` gives ``<prefix>/imp-<n>``: under the run prefix, so
+    it can never collide with anything already on the target. Clean-up also
+    removes what the ``/images/create`` requests made since the tracker was made
+    reported creating (see :func:`created_refs`).
+    """
+
+    def __init__(self, client: Client, run: RunNames) -> None:
+        self.client, self.run = client, run
+        self.refs: list[str] = []
+        self._start = len(client.exchanges)
+
+    def name(self, label: str = "img") -> str:
+        ref = f"{self.run.prefix}/{label}-{next(self.run.counter)}"
+        self.track(ref)
+        return ref
+
+    def track(self, ref: str) -> None:
+        """Remove ``ref`` (a name or an image ID the check caused) afterwards too."""
+        self.refs.append(ref)
+        self.run.created.add(ref)
+
+    def cleanup(self) -> None:
+        for ref in created_refs(self.client.exchanges[self._start:], self.run.prefix):
+            if ref not in self.refs:
+                self.track(ref)
+        for ref in reversed(self.refs):
+            remove_created(self.client, ref, self.run.prefix)
+        self._start = len(self.client.exchanges)
+
+
+def created_refs(exchanges: list[Exchange], prefix: str) -> list[str]:
+    """What ``/images/create`` requests under ``prefix`` say they made.
+
+    An import's image ID (its last ``sha256:`` status), and for a pull of one
+    of the run's repositories the ``repo@digest`` of each digest it reports.
+    """
+    refs: list[str] = []
+    for ex in exchanges:
+        if not ex.path.endswith("/images/create") or ex.status != 200:
+            continue
+        params = dict(ex.params)
+        if params.get("fromSrc"):
+            image = imported_id(ex)
+            if image:
+                refs.append(image)
+        repo = params.get("fromImage", "")
+        if f"{prefix}/" in repo:
+            repo = repo.split("@")[0]
+            for message in ex.messages:
+                found = _DIGEST.search(str(message.obj.get("status", "")))
+                if found:
+                    refs.append(f"{repo.rsplit(':', 1)[0] if _has_tag(repo) else repo}"
+                                f"@{found.group(1)}")
+    return list(dict.fromkeys(refs))
+
+
+def _has_tag(repo: str) -> bool:
+    """Whether ``repo`` ends in ``:tag`` (a ``host:port`` prefix is not a tag)."""
+    return ":" in repo.rsplit("/", 1)[-1]
+
+
+def remove_created(client: Client, ref: str, prefix: str) -> None:
+    """Delete every image ``ref`` names; with its tags when it is one of ours."""
+    try:
+        if ref.startswith("sha256:"):
+            # Content is deterministic, so an ID the check caused may also be
+            # an image someone else named: delete it only if no other name has it.
+            image = client.inspect_image(ref)
+            if image is not None and _only_ours(image, prefix):
+                client.delete_image(ref, force=True)
+            return
+        image = client.inspect_image(ref)
+        while image is not None:
+            # A name may point to an image that also carries other names of
+            # ours; delete by ID only if every name it has is ours.
+            tags = image.get("RepoTags") or []
+            if tags and _only_ours(image, prefix):
+                client.delete_image(image["Id"], force=True)
+            else:
+                client.delete_image(ref, force=False)
+                break
+            image = client.inspect_image(ref)
+    except TargetError:
+        pass
+
+
+def _only_ours(image: dict, prefix: str) -> bool:
+    """No name outside the run (tag or digest reference) points to ``image``."""
+    names = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+    return all(f"{prefix}/" in n for n in names if not n.startswith("<none>"))
+
+
+def sweep(client: Client, run: RunNames) -> list[str]:
+    """Remove whatever is left under the run prefix; returns what it removed."""
+    removed = []
+    for ref in sorted(run.created):
+        remove_created(client, ref, run.prefix)
+    try:
+        for image in client.list_images():
+            tags = [t for t in image.get("RepoTags") or [] if not t.startswith("<none>")]
+            digests = [d for d in image.get("RepoDigests") or [] if not d.startswith("<none>")]
+            ours = [t for t in tags if f"{run.prefix}/" in t]
+            if (ours or any(f"{run.prefix}/" in d for d in digests)) and _only_ours(
+                image, run.prefix
+            ):
+                # Every name it has is the run's (a pull by digest leaves only a
+                # digest reference): the image is the run's to remove.
+                client.delete_image(image["Id"], force=True)
+                removed.append(image["Id"])
+            else:
+                for tag in ours:
+                    client.delete_image(tag, force=False)
+                    removed.append(tag)
+    except TargetError:
+        pass
+    return removed
