@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import secrets
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
+
+from lab_registry.gohttp import GoProtocolErrors
 
 
 class FileServer:
@@ -23,7 +25,7 @@ class FileServer:
         self._lock = threading.Lock()
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(GoProtocolErrors):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)

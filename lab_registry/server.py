@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -43,6 +43,7 @@ from lab_registry.auth import AuthRule, AuthTable
 from lab_registry.blobs import Blob, is_digest, sha256_digest
 from lab_registry.catalogue import DEFAULT_PLATFORM, TAG_RE, Catalogue, valid_name
 from lab_registry.faults import ErrorStatus, Fault, FaultRule, FaultTable, Selected
+from lab_registry.gohttp import GoProtocolErrors
 from lab_registry.images import Index, canonical_json
 from lab_registry.journal import Journal, JournalEntry
 
@@ -150,7 +151,7 @@ class _Server(ThreadingHTTPServer):
                 pass
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(GoProtocolErrors):
     protocol_version = "HTTP/1.1"  # keep-alive: engines reuse connections
     server_version = "lab-registry/1"
     sys_version = ""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import ssl
 from collections.abc import Iterator
 
 import httpx
@@ -90,6 +92,73 @@ def test_same_answers_as_distribution(
                 differences.append(f"{method} {path} {headers}:\n  lab:  {got}\n  real: {want}")
     assert count > 100
     assert not differences, "\n".join(differences[:5])
+
+
+# --- what a client that does not speak HTTP/1.x gets back ---------------------------
+
+
+def client_hello() -> bytes:
+    """The first flight of a TLS client, as an engine trying HTTPS first sends it."""
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def raw_exchange(address: str, data: bytes) -> bytes:
+    """Send ``data`` on a fresh connection and read until the server closes it."""
+    host, port = address.rsplit(":", 1)
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+UNREADABLE = {
+    # The supported_groups extension (type 0x000a) puts a newline in every
+    # ClientHello, so a server reading a request line answers at once.
+    "tls-client-hello": client_hello,
+    "garbage-request-line": lambda: b"\x00\x01 garbage\r\n\r\n",
+    "http-0.9-request": lambda: b"GET /v2/\r\n",
+    "bad-version": lambda: b"GET /v2/ HTTX/1.1\r\nHost: lab\r\n\r\n",
+    "http-2.0-request-line": lambda: b"GET /v2/ HTTP/2.0\r\nHost: lab\r\n\r\n",
+    "http-1.1-without-host": lambda: b"GET /v2/ HTTP/1.1\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE))
+def test_unreadable_requests_answered_like_distribution(
+    lab: LabRegistry, distribution: DistributionRegistry, case: str
+) -> None:
+    # Docker's containerd store falls back from HTTPS to HTTP only on an answer
+    # that starts with "HTTP/": the status line is what matters, and Go's error
+    # reply (no Date) is the same bytes throughout.
+    data = UNREADABLE[case]()
+    assert b"\n" in data
+    real = raw_exchange(distribution.address, data)
+    mine = raw_exchange(lab.address, data)
+    assert real.startswith(b"HTTP/1.1 "), real[:80]
+    assert mine.split(b"\r\n", 1)[0] == real.split(b"\r\n", 1)[0]
+    assert mine == real
+
+
+@pytest.mark.parametrize("case", sorted(UNREADABLE))
+def test_file_server_answers_unreadable_requests_like_the_lab(lab: LabRegistry, case: str) -> None:
+    # Engines fetch fromSrc URLs from the file server: the same fallback rule
+    # applies, and the lab's answers are the distribution registry's (above).
+    from engine_conformance.fileserver import FileServer
+
+    data = UNREADABLE[case]()
+    with FileServer() as files:
+        answer = raw_exchange(files.base_url.removeprefix("http://"), data)
+    assert answer.startswith(b"HTTP/1.1 "), answer[:80]
+    assert answer == raw_exchange(lab.address, data)
 
 
 # --- the same pull through a real engine ------------------------------------------
