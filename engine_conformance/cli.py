@@ -8,7 +8,10 @@
 Exit codes: 0 no MUST/SHOULD requirement failed and none errored (or, with
 ``--expectations``, the verdicts matched); 1 requirements failed, errored or
 differed from the expectations; 2 bad option; 3 target unreachable; 4 no
-engine to test; 5 the harness itself failed; 130 interrupted.
+engine to test; 5 the harness itself failed; 6 the engine cannot reach the
+suite's lab registry or file server (the preflight failed: the checks that
+need them are ``error``, and the message says how to fix the setup); 130
+interrupted.
 """
 
 from __future__ import annotations
@@ -25,11 +28,21 @@ from pathlib import Path
 
 from .engines import ENGINES, EngineUnavailable, ManagedEngine, ManagedPodman, free_port
 from .requirements import Catalogue, CatalogueError
-from .runner import ROOT, pytest_command
+from .runner import (
+    CHILD_SUITE_UNREACHABLE,
+    CHILD_TARGET_UNREACHABLE,
+    CHILD_USAGE,
+    ROOT,
+    pytest_command,
+)
 from .target import Client, Target, TargetError, Timeouts, UsageError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NO_ENGINE, EXIT_HARNESS = 0, 1, 2, 3, 4, 5
+EXIT_SUITE_UNREACHABLE = 6
 EXIT_INTERRUPTED = 130
+
+# pytest's own exit statuses (pytest.ExitCode), named here without importing pytest.
+PYTEST_INTERRUPTED, PYTEST_INTERNAL_ERROR, PYTEST_USAGE_ERROR, PYTEST_NO_TESTS = 2, 3, 4, 5
 
 
 class Refusal(Exception):
@@ -220,14 +233,25 @@ def _child(cmd: list[str]) -> int:
 
 
 def _verdict_code(pytest_code: int, report_dir: Path) -> int:
-    if pytest_code in (3, 4):  # the plugin's own codes: unreachable target, bad usage
-        return EXIT_UNREACHABLE if pytest_code == 3 else EXIT_USAGE
-    if pytest_code == 2:
+    """The CLI's exit code for the child pytest's status and the results it wrote."""
+    if pytest_code == CHILD_TARGET_UNREACHABLE:
+        return EXIT_UNREACHABLE
+    if pytest_code in (CHILD_USAGE, PYTEST_USAGE_ERROR):
+        return EXIT_USAGE
+    if pytest_code == PYTEST_INTERRUPTED:
         return EXIT_INTERRUPTED
+    if pytest_code == PYTEST_INTERNAL_ERROR:
+        raise Refusal("pytest failed internally (see its output above)", EXIT_HARNESS)
+    if pytest_code == PYTEST_NO_TESTS:
+        raise Refusal("no check matches the -k / --requirement given", EXIT_USAGE)
     results_path = report_dir / "results.json"
     if not results_path.is_file():
         raise Refusal(f"the suites wrote no results (pytest exit {pytest_code})", EXIT_HARNESS)
     results = json.loads(results_path.read_text())
+    if pytest_code == CHILD_SUITE_UNREACHABLE:
+        failed = [p["reason"] for p in results["run"].get("preflight", {}).values()
+                  if p.get("status") == "failed"]
+        raise Refusal(" | ".join(failed) or "the preflight failed", EXIT_SUITE_UNREACHABLE)
     mismatches = (results.get("expectations") or {}).get("mismatches")
     if mismatches is not None:
         return EXIT_FAIL if mismatches else EXIT_OK

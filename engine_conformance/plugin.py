@@ -8,9 +8,17 @@ requirement::
     def test_import_creates_image(client, images, archive):
         ...
 
-Verdicts: an assertion that fails is ``fail``; anything else that goes wrong
-(the target hung, a fixture broke) is ``error``, kept apart from fail; a
-``pytest.skip`` or a version outside the requirement's range is ``skip``.
+Verdicts (decided in :mod:`engine_conformance.verdicts`, which this module only
+wires in): an assertion that fails in the check is ``fail``; a precondition
+that did not hold, or anything else that goes wrong (the target hung, a
+fixture broke) is ``error``, kept apart from fail; a ``pytest.skip`` or a
+version outside the requirement's range is ``skip``.
+
+Before the first check that needs the lab registry or the file server, the
+fixture of that service proves the engine reaches it (:mod:`.preflight`); if it
+does not, every check that needs it is an ``error`` with one shared reason and
+the fix, and the session exits with ``runner.CHILD_SUITE_UNREACHABLE``. The
+plugin's own exit statuses (see :mod:`.runner`) lie outside pytest's 0-5.
 """
 
 from __future__ import annotations
@@ -19,36 +27,26 @@ import itertools
 import os
 import secrets as _secrets
 import signal
-import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import __version__, expectations
+from . import expectations
 from .cleanup import Images, sweep
 from .fileserver import FileServer
+from .preflight import Probe, probe_file_server, probe_registry
 from .report import scrub, write_junit, write_results
-from .requirements import VERDICTS, Catalogue, CatalogueError, Requirement
+from .requirements import Catalogue, CatalogueError, Requirement
+from .runner import CHILD_SUITE_UNREACHABLE, CHILD_TARGET_UNREACHABLE, CHILD_USAGE
 from .target import Client, Target, TargetError, Timeouts, UsageError
+from .verdicts import Precondition, Record, build_results, classify, merge, tolerated
 
-EXIT_TARGET = 3  # the target could not be reached (the CLI uses the same codes)
-EXIT_USAGE = 4
-
-
-@dataclass
-class Record:
-    """The verdict of one pytest item."""
-
-    nodeid: str
-    verdict: str
-    reason: str = ""
-    duration: float = 0.0
-    evidence: list[dict] = field(default_factory=list)
-    observations: dict[str, Any] = field(default_factory=dict)
+SERVICES = ("registry", "file_server")  # what a preflight proves the engine reaches
 
 
 @dataclass
@@ -70,6 +68,12 @@ class Run:
     mismatches: list[str] = field(default_factory=list)
     results: dict | None = None
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+    preflight: dict[str, Probe] = field(default_factory=dict)
+
+    @property
+    def unreachable(self) -> list[Probe]:
+        """The preflights that failed: the suite could not judge what needs those services."""
+        return [p for p in self.preflight.values() if not p.ok]
 
 
 RUN = pytest.StashKey[Run]()
@@ -174,7 +178,7 @@ def _connect(config: pytest.Config, run: Run) -> None:
         target = Target.parse(spec) if spec else Target.default()
         if target is None:
             pytest.exit("no target: give --target or set DOCKER_HOST "
-                        "(or use `engine-conformance run`, which can start one)", EXIT_USAGE)
+                        "(or use `engine-conformance run`, which can start one)", CHILD_USAGE)
         client = Client(
             target,
             api_version=config.getoption("api_version") or os.environ.get("DOCKER_API_VERSION"),
@@ -186,9 +190,9 @@ def _connect(config: pytest.Config, run: Run) -> None:
         client.negotiate()
         info = client.info()
     except UsageError as exc:
-        pytest.exit(f"bad target: {exc}", EXIT_USAGE)
+        pytest.exit(f"bad target: {exc}", CHILD_USAGE)
     except TargetError as exc:
-        pytest.exit(str(exc), EXIT_TARGET)
+        pytest.exit(str(exc), CHILD_TARGET_UNREACHABLE)
     run.client = client
     run.target_info = describe_target(client, info)
     expect = config.getoption("expectations")
@@ -198,7 +202,7 @@ def _connect(config: pytest.Config, run: Run) -> None:
         run.expectations_path = path
         if not config.getoption("update_expectations"):
             if not path.is_file():
-                pytest.exit(f"no expectation file {path}", EXIT_USAGE)
+                pytest.exit(f"no expectation file {path}", CHILD_USAGE)
             run.expected = expectations.load(path)
 
 
@@ -265,18 +269,28 @@ def target_info(run_state: Run, client: Client) -> dict:
 
 
 @pytest.fixture(scope="session")
-def file_server(request: pytest.FixtureRequest):
-    """A :class:`FileServer` for ``fromSrc=<URL>`` imports, on ``--serve-host``."""
+def file_server(request: pytest.FixtureRequest, run_state: Run, client: Client,
+                target_info: dict) -> Iterator[FileServer]:
+    """A :class:`FileServer` for ``fromSrc=<URL>`` imports, on ``--serve-host``.
+
+    Proven reachable by the engine first; if it is not, this fixture raises
+    :class:`Precondition` for every check that uses it (pytest re-raises a session
+    fixture's failure), so those checks are ``error`` with one shared reason.
+    """
     with FileServer(request.config.getoption("serve_host")) as server:
+        _preflight(run_state, lambda: probe_file_server(
+            client, server, target_info, run_state.prefix, run_state.created.add))
         yield server
 
 
 @pytest.fixture(scope="session")
-def lab(request: pytest.FixtureRequest, run_state: Run):
+def lab(request: pytest.FixtureRequest, run_state: Run, client: Client, target_info: dict):
     """The registry the pull suites use, serving the standard catalogue under the run prefix.
 
     The lab registry listens on ``--serve-host``:``--registry-port``; with
     ``--registry`` it is an external one instead (``lab.external`` is True).
+    Proven reachable by the engine first, like :func:`file_server`; the
+    ``registry`` and ``lab_control`` fixtures inherit its failure.
     """
     from .registries import serve
 
@@ -285,9 +299,18 @@ def lab(request: pytest.FixtureRequest, run_state: Run):
         with serve(run_state.prefix, host=config.getoption("serve_host"),
                    port=config.getoption("registry_port"),
                    external=config.getoption("registry")) as registry:
+            _preflight(run_state, lambda: probe_registry(
+                client, registry, target_info, run_state.created.add))
             yield registry
     except OSError as exc:
-        pytest.exit(f"cannot serve the lab registry: {exc}", EXIT_USAGE)
+        pytest.exit(f"cannot serve the lab registry: {exc}", CHILD_USAGE)
+
+
+def _preflight(run: Run, probe: Callable[[], Probe]) -> None:
+    result = probe()
+    run.preflight[result.service] = result
+    if not result.ok:
+        raise Precondition(result.reason)
 
 
 @pytest.fixture
@@ -359,10 +382,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if run.secrets:
         report.sections = [(k, scrub(v, run.secrets)) for k, v in report.sections]
     req = run.catalogue[rid]
-    verdict, reason = _verdict(report, call)
+    verdict, reason = classify(report.when, report.outcome, *_raised(report, call))
     if verdict is None:
-        return report
-    if report.when == "teardown" and verdict != "error":
         return report
     record = Record(item.nodeid, verdict, reason, report.duration)
     if run.client is not None:
@@ -370,40 +391,32 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         record.evidence = [ex.evidence() for ex in run.client.exchanges[start:]][-6:]
     record.observations = dict(item.stash.get(ITEM_OBS, {}))
     records = run.records.setdefault(rid, [])
-    # one record per item: a later phase (teardown error) replaces an earlier one
-    records[:] = [r for r in records if r.nodeid != item.nodeid] + [record]
+    previous = next((i for i, r in enumerate(records) if r.nodeid == item.nodeid), None)
+    if previous is None:
+        records.append(record)
+    else:
+        records[previous] = merge(records[previous], record)
     _reshape(report, req, verdict, run)
     return report
 
 
-def _verdict(report: pytest.TestReport, call: pytest.CallInfo) -> tuple[str | None, str]:
-    if report.when == "call":
-        if report.passed:
-            return "pass", ""
-        if report.skipped:
-            return "skip", _skip_reason(report)
-    elif report.when == "setup":
-        if report.skipped:
-            return "skip", _skip_reason(report)
-        if report.passed:
-            return None, ""
-    elif report.passed or report.skipped:
-        return None, ""
+def _raised(
+    report: pytest.TestReport, call: pytest.CallInfo
+) -> tuple[type[BaseException] | None, str]:
+    """What a phase raised, as plain data for :func:`verdicts.classify`."""
+    if report.skipped:
+        return None, _skip_reason(report)
     excinfo = call.excinfo
-    if excinfo is not None and excinfo.errisinstance((AssertionError, pytest.fail.Exception)):
-        if report.when == "call":
-            return "fail", _first_line(excinfo.exconly(), excinfo)
-    if excinfo is not None:
-        return "error", _first_line(excinfo.exconly(), excinfo)
-    return "error", "unknown harness error"
-
-
-def _first_line(text: str, excinfo: Any) -> str:
-    if excinfo.errisinstance(AssertionError) and excinfo.value.args:
-        text = str(excinfo.value.args[0])
-    for prefix in ("AssertionError: ", "Failed: "):
-        text = text.removeprefix(prefix)
-    return text.strip().split("\nassert ")[0][:2000]
+    if report.passed or excinfo is None:
+        return None, ""
+    value = excinfo.value
+    if isinstance(value, pytest.fail.Exception):
+        return AssertionError, str(value.msg)  # an explicit pytest.fail() in a check
+    if isinstance(value, AssertionError) and value.args:
+        return type(value), str(value.args[0])
+    if isinstance(value, AssertionError):
+        return type(value), excinfo.exconly().removeprefix("AssertionError").lstrip(": ")
+    return type(value), str(value)
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
@@ -413,30 +426,13 @@ def _skip_reason(report: pytest.TestReport) -> str:
 
 
 def _reshape(report: pytest.TestReport, req: Requirement, verdict: str, run: Run) -> None:
-    """Make pytest's own outcome agree with what the run is judged on.
-
-    With an expectation file, a verdict equal to the expected one is a pass
-    for pytest (the deviation is known); without one, INFO never fails.
-    """
-    if verdict not in ("fail", "error"):
-        return
-    if run.expected is not None:
-        if run.expected.get(req.id) == verdict:
-            report.outcome = "passed"
-            report.user_properties.append(("expected-deviation", verdict))
-        return
-    if verdict == "fail" and not req.gating:
+    """Make pytest's own outcome agree with what the run is judged on (see ``tolerated``)."""
+    expected = run.expected.get(req.id) if run.expected is not None else None
+    why = tolerated(verdict, gating=req.gating, expected=expected,
+                    checking=run.expected is not None)
+    if why is not None:
         report.outcome = "passed"
-        report.user_properties.append(("observation", "INFO check did not hold"))
-
-
-def aggregate(records: list[Record]) -> tuple[str, str]:
-    """A requirement's verdict from its items: fail > error > pass > skip."""
-    for verdict in ("fail", "error", "pass"):
-        hits = [r for r in records if r.verdict == verdict]
-        if hits:
-            return verdict, "; ".join(dict.fromkeys(r.reason for r in hits if r.reason))[:2000]
-    return "skip", "; ".join(dict.fromkeys(r.reason for r in records if r.reason))[:2000]
+        report.user_properties.append((why, verdict))
 
 
 # -- end of session ---------------------------------------------------------------
@@ -448,12 +444,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if run is None or run.client is None:
         return
     removed = sweep(run.client, run)
-    results = build_results(run, removed)
+    preflight = {name: run.preflight[name].as_dict() if name in run.preflight
+                 else {"status": "not needed"} for name in SERVICES}
+    results = build_results(
+        run.catalogue, run.records, run.target_info,
+        {"prefix": run.prefix, "complete": run.complete, "cleanup_removed": removed,
+         "preflight": preflight},
+        run.started,
+    )
     verdicts = {r["id"]: r["verdict"] for r in results["requirements"]}
     reasons = {r["id"]: r["reason"] for r in results["requirements"]}
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     if session.config.getoption("update_expectations") and run.expectations_path:
-        if not interrupted:
+        # Verdicts of a run that could not reach its own services describe the setup,
+        # not the engine: they must not become its expectations.
+        if not interrupted and not run.unreachable:
             expectations.write(run.expectations_path, run.target_info, verdicts, reasons,
                                prefix=run.prefix)
     elif run.expected is not None:
@@ -464,52 +469,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         }
         if run.mismatches and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if run.unreachable and not interrupted:
+        session.exitstatus = CHILD_SUITE_UNREACHABLE
     results = scrub(results, run.secrets)
     run.results = results
     write_results(run.report_dir / "results.json", results)
     write_junit(run.report_dir / "junit.xml", results)
     run.client.close()
-
-
-def build_results(run: Run, removed: list[str]) -> dict:
-    reqs = []
-    for rid, req in run.catalogue.items():
-        records = run.records.get(rid)
-        if not records:
-            continue
-        verdict, reason = aggregate(records)
-        reqs.append(
-            req.to_dict()
-            | {
-                "verdict": verdict,
-                "reason": reason,
-                "duration": sum(r.duration for r in records),
-                "evidence": [e for r in records for e in r.evidence][:8],
-                "observations": {k: v for r in records for k, v in r.observations.items()},
-                "cases": [
-                    {"nodeid": r.nodeid, "verdict": r.verdict, "reason": r.reason}
-                    for r in records
-                ],
-            }
-        )
-    summary = {v: sum(1 for r in reqs if r["verdict"] == v) for v in VERDICTS}
-    summary["gating_failures"] = sum(
-        1 for r in reqs if r["verdict"] == "fail" and r["level"] != "INFO"
-    )
-    return {
-        "tool": {"name": "engine-conformance", "version": __version__},
-        "run": {
-            "prefix": run.prefix,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(run.started)),
-            "duration": round(time.time() - run.started, 3),
-            "complete": run.complete,
-            "python": sys.version.split()[0],
-            "cleanup_removed": removed,
-        },
-        "target": run.target_info,
-        "summary": summary,
-        "requirements": reqs,
-    }
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -531,6 +497,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.write_line(
         f"requirements: {s['pass']} pass, {s['fail']} fail, {s['skip']} skip, {s['error']} error"
     )
+    for probe in run.unreachable:
+        tr.write_line(scrub(probe.reason, run.secrets), red=True)
+    if run.unreachable and config.getoption("update_expectations"):
+        tr.write_line(f"{run.expectations_path} left as it was: the preflight failed", red=True)
     if run.mismatches:
         tr.write_line(f"verdicts differ from {run.expectations_path}:", red=True)
         for line in run.mismatches:

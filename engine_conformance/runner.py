@@ -21,6 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "suites"
 
+# The child pytest's exit statuses beyond pytest's own (0-5, ``pytest.ExitCode``): the
+# plugin's refusals must never read as pytest's INTERNAL_ERROR (3) or USAGE_ERROR (4).
+CHILD_USAGE = 64  # a bad option or target (sysexits EX_USAGE)
+CHILD_TARGET_UNREACHABLE = 68  # the engine could not be reached (EX_NOHOST)
+CHILD_SUITE_UNREACHABLE = 69  # the engine could not reach the lab registry or file server
+
 
 @dataclass
 class Outcome:

@@ -1,0 +1,249 @@
+"""Preflight: prove the engine reaches what the suite serves before a check relies on it.
+
+    >>> probe = probe_registry(client, lab, target_info)            # doctest: +SKIP
+    >>> probe.ok, probe.reason                                       # doctest: +SKIP
+    (False, 'preflight: the engine cannot pull from the lab registry 127.0.0.1:41234: ...')
+
+A check that pulls from the lab registry, or imports from the file server, can
+judge the engine only if the engine reaches them; otherwise a refused pull
+would read as the engine's deviation, and a check that looks for the absence
+of something would pass without the engine doing anything. So each probe
+makes the engine fetch something of the run's own (a canary image, a canary
+archive, both unique to the run) and requires the registry's journal / the
+file server's log to show the engine's requests. The engine's answer alone
+proves nothing (a deviating engine may answer success without fetching a
+byte), but it goes into the reason when the probe fails, with the fix for the
+detected engine kind. The canary is removed again straight away.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from . import archives
+from .checks import imported_id
+from .target import Client, Exchange, TargetError
+
+if TYPE_CHECKING:
+    from lab_registry import Image
+
+    from .fileserver import FileServer
+    from .registries import ExternalRegistry, LabRegistry
+
+CANARY_TAG = "canary"
+LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+@dataclass
+class Probe:
+    """The outcome of one preflight: did the engine reach the service, and if not, why."""
+
+    service: str  # "registry" or "file_server"
+    ok: bool
+    reason: str = ""
+    seconds: float = 0.0
+    answer: str = ""  # what the engine answered the canary request, in one line
+    seen: list[str] = field(default_factory=list)  # what the service saw of the canary
+    evidence: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entry under ``run.preflight`` in ``results.json``."""
+        return {
+            "status": "ok" if self.ok else "failed",
+            "reason": self.reason,
+            "seconds": round(self.seconds, 3),
+            "engine_answer": self.answer,
+            "service_saw": self.seen,
+            "evidence": self.evidence,
+        }
+
+
+def probe_registry(
+    client: Client,
+    registry: LabRegistry | ExternalRegistry,
+    target_info: dict,
+    track: Callable[[str], None] = lambda ref: None,
+) -> Probe:
+    """Pull a canary image of the run's own from ``registry``; ok if the registry saw it.
+
+    With an external registry (no journal of ours) the image the engine then
+    holds is the evidence. ``track`` is told every name the probe may leave, so
+    that the end-of-run sweep can retry if removing it fails here.
+    """
+    started = time.monotonic()
+    catalogue = registry.catalogue
+    repository = catalogue.name("preflight")
+    image = canary_image(catalogue.prefix, target_info)
+    if registry.external:
+        import httpx
+
+        from lab_registry.push import push
+
+        with httpx.Client(base_url=registry.url, timeout=60.0) as http:
+            push(http, repository, CANARY_TAG, image)
+    else:
+        catalogue.add(repository, CANARY_TAG, image)
+    ref = registry.reference(repository, CANARY_TAG)
+    track(ref)
+    mark = 0 if registry.external else registry.journal.mark()
+    ex, answer = _send(client, {"fromImage": ref.rsplit(":", 1)[0], "tag": CANARY_TAG})
+    try:
+        held = client.inspect_image(ref)
+    except TargetError:
+        held = None
+    if registry.external:
+        seen = [f"the engine holds {ref}"] if held else []
+        reached = held is not None
+    else:
+        entries = [e for e in registry.journal.since(mark) if e.repository == repository]
+        seen = [f"{e.method} {e.kind} {e.status}" for e in entries]
+        reached = (any(e.kind == "manifest" and e.status == 200 for e in entries)
+                   and any(e.kind == "blob" and e.status == 200 for e in entries))
+        catalogue.remove(repository)
+    _remove(client, ref, (held or {}).get("Id"))
+    probe = Probe("registry", reached, seconds=time.monotonic() - started, answer=answer,
+                  seen=seen, evidence=ex.evidence() if ex else None)
+    if not reached:
+        probe.reason = (
+            f"preflight: the engine cannot pull from the {_which(registry)} {registry.address}: "
+            f"it answered {answer}, and the registry saw "
+            f"{'; '.join(seen) if seen else 'no request for the canary image'}. "
+            f"Fix: {registry_fix(target_info, registry.address, registry_host(registry))}"
+        )
+    return probe
+
+
+def probe_file_server(
+    client: Client,
+    files: FileServer,
+    target_info: dict,
+    prefix: str,
+    track: Callable[[str], None] = lambda ref: None,
+) -> Probe:
+    """Import a canary archive by URL from ``files``; ok if the file server saw it fetched."""
+    started = time.monotonic()
+    url = files.add("preflight.tar", archives.rootfs(
+        {"etc/engine-conformance-preflight": f"canary of run {prefix}\n".encode()}))
+    path = url.removeprefix(files.base_url)
+    repo = f"{prefix}/preflight-import"
+    track(repo)
+    ex, answer = _send(client, {"fromSrc": url, "repo": repo})
+    fetched = [r for r in list(files.requests) if r[1] == path]
+    _remove(client, repo, imported_id(ex) if ex else None)
+    reached = any(status == 200 for _, _, status in fetched)
+    probe = Probe("file_server", reached, seconds=time.monotonic() - started, answer=answer,
+                  seen=[f"{m} {s}" for m, _, s in fetched],
+                  evidence=ex.evidence() if ex else None)
+    if not reached:
+        probe.reason = (
+            f"preflight: the engine cannot import from the file server {files.base_url}: "
+            f"it answered {answer}, and the file server saw "
+            f"{'a request answered ' + str(fetched[0][2]) if fetched else 'no request'} "
+            f"for the canary archive. Fix: {file_server_fix(target_info, files.base_url)}"
+        )
+    return probe
+
+
+def canary_image(prefix: str, target_info: dict) -> Image:
+    """A one-layer image for the engine's own platform whose content names the run."""
+    from lab_registry import build_image
+
+    platform = f"{target_info.get('os') or 'linux'}/{target_info.get('arch') or 'amd64'}"
+    return build_image({"etc/engine-conformance-preflight": f"canary of run {prefix}\n"},
+                       platform=platform, env={"EC_PREFLIGHT": prefix}, cmd=None)
+
+
+def registry_fix(target_info: dict, address: str, serve_host: str) -> str:
+    """How to let this engine pull from ``address`` over plain HTTP, or over TLS with our CA."""
+    port = address.rsplit(":", 1)[-1]
+    remote = _remote_hint(target_info, serve_host)
+    remote = f"{remote}; then " if remote else ""
+    keep = f"keep the port with --registry-port {port}"
+    if target_info.get("engine") == "podman":
+        return remote + (
+            f'for Podman, add [[registry]] location = "{address}" insecure = true to the '
+            f"registries.conf its service reads (CONTAINERS_REGISTRIES_CONF, else "
+            f"/etc/containers/registries.conf) before the service starts, and {keep}; or run "
+            f"with --serve-tls and put the CA it writes at /etc/containers/certs.d/{address}/ca.crt"
+        )
+    kind = ("Docker with the containerd image store"
+            if target_info.get("image_store") == "containerd" else "Docker")
+    return remote + (
+        f'for {kind}, add "insecure-registries": ["{address}"] to its daemon.json '
+        f"(/etc/docker/daemon.json) and restart it, and {keep}; or run with --serve-tls and put "
+        f"the CA it writes at /etc/docker/certs.d/{address}/ca.crt (no restart needed)"
+    )
+
+
+def file_server_fix(target_info: dict, base_url: str) -> str:
+    """How to let this engine fetch ``fromSrc`` URLs from the suite's file server."""
+    host = urlsplit(base_url).hostname or ""
+    fix = _remote_hint(target_info, host) or (
+        f"the engine must be able to open {base_url}: pass --serve-host with an address of this "
+        f"machine the engine reaches, and let that port through any firewall"
+    )
+    if base_url.startswith("https:"):
+        fix += "; over TLS the engine must trust the run's CA in its system trust store"
+    return fix
+
+
+def registry_host(registry: LabRegistry | ExternalRegistry) -> str:
+    return registry.address.rsplit(":", 1)[0].strip("[]")
+
+
+def engine_answer(ex: Exchange) -> str:
+    """What the engine answered, in one line: status and its error message."""
+    if ex.status >= 400:
+        try:
+            message = json.loads(ex.body).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        text = message if isinstance(message, str) else ex.body[:300].decode("utf-8", "replace")
+        return f"HTTP {ex.status} {_one_line(text)!r}"
+    if ex.stream_error is not None:
+        return f"HTTP {ex.status} with the stream error {_one_line(ex.stream_error)!r}"
+    return f"HTTP {ex.status} and no error"
+
+
+def _send(client: Client, params: dict[str, str]) -> tuple[Exchange | None, str]:
+    # The canary is the harness's request, not a check's: it stays out of every check's evidence.
+    start = len(client.exchanges)
+    try:
+        ex = client.create_image(params, deadline=client.timeouts.read)
+        return ex, engine_answer(ex)
+    except TargetError as exc:
+        return None, _one_line(str(exc))
+    finally:
+        del client.exchanges[start:]
+
+
+def _remove(client: Client, *names: str | None) -> None:
+    # The canary's content names the run, so nothing outside the run shares its image.
+    for name in names:
+        if name:
+            try:
+                client.delete_image(name, force=True)
+            except TargetError:
+                pass
+
+
+def _remote_hint(target_info: dict, serve_host: str) -> str:
+    target_host = urlsplit(str(target_info.get("url", ""))).hostname or ""
+    unix = str(target_info.get("url", "")).startswith("unix:")
+    if unix or target_host.startswith(LOOPBACK) or not serve_host.startswith(LOOPBACK):
+        return ""
+    return (f"the engine runs on {target_host}, where {serve_host} is not this machine: pass "
+            f"--serve-host with an address of this machine it reaches")
+
+
+def _which(registry: LabRegistry | ExternalRegistry) -> str:
+    return "external registry" if registry.external else "lab registry"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
