@@ -18,7 +18,9 @@ from pathlib import Path
 
 import yaml
 
-EXPECTATIONS_DIR = Path(__file__).resolve().parent.parent / "suites" / "expectations"
+from . import paths
+
+EXPECTATIONS_DIR = paths.SUITES / "expectations"
 
 
 def path_for(engine_key: str) -> Path:

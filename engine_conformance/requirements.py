@@ -24,9 +24,10 @@ from pathlib import Path
 
 import yaml
 
+from . import paths
 from .target import version_tuple
 
-CATALOGUE_DIR = Path(__file__).resolve().parent.parent / "suites" / "requirements"
+CATALOGUE_DIR = paths.SUITES / "requirements"
 LEVELS = ("MUST", "SHOULD", "INFO")
 BASIS = {"MUST": "documented", "SHOULD": "reference", "INFO": "observation"}
 VERDICTS = ("pass", "fail", "skip", "error")

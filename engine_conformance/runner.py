@@ -18,8 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-SUITES = ROOT / "suites"
+from .paths import ROOT, SUITES
 
 # The child pytest's exit statuses beyond pytest's own (0-5, ``pytest.ExitCode``): the
 # plugin's refusals must never read as pytest's INTERNAL_ERROR (3) or USAGE_ERROR (4).
@@ -59,7 +58,10 @@ def pytest_command(
     prefix: str | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
+    # The plugin and options are given here too, not only by the checkout's conftest.py
+    # and pyproject.toml: an installed wheel has neither.
     cmd = [sys.executable, "-m", "pytest", str(SUITES), "--rootdir", str(ROOT),
+           "-p", "engine_conformance.plugin", "-p", "no:cacheprovider", "--import-mode=importlib",
            "--target", target, "--report-dir", str(report_dir)]
     for rid in requirements:
         cmd += ["--requirement", rid]

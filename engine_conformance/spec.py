@@ -33,6 +33,8 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 
+from . import paths
+
 __all__ = [
     "SPEC_PATH",
     "ENDPOINT_PATH",
@@ -59,7 +61,7 @@ __all__ = [
 ]
 
 #: Where the fragment lives in the checkout.
-SPEC_PATH: Path = Path(__file__).resolve().parent.parent / "spec" / "images-create.yaml"
+SPEC_PATH: Path = paths.SPEC / "images-create.yaml"
 
 #: The endpoint under test (unversioned path, lower-case method as in OpenAPI).
 ENDPOINT_PATH = "/images/create"

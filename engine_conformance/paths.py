@@ -1,0 +1,32 @@
+"""Where the suite's data lives: the checks, the catalogue, the expectations, the spec.
+
+    >>> from engine_conformance import paths
+    >>> paths.SUITES / "requirements"                        # doctest: +SKIP
+    PosixPath('/work/main/suites/requirements')
+
+From a checkout (or an editable install) they are the top-level ``suites/`` and
+``spec/`` folders beside the package; an installed wheel carries them inside
+the package (``engine_conformance/suites``, ``engine_conformance/spec``, mapped
+there by pyproject.toml), so the tool works from any directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def _data(name: str) -> Path:
+    inside = PACKAGE / name
+    return inside if inside.is_dir() else PACKAGE.parent / name
+
+
+SUITES: Path = _data("suites")
+"""The checks (``test_*.py``), ``requirements/`` and ``expectations/``."""
+
+SPEC: Path = _data("spec")
+"""The OpenAPI fragment and its README."""
+
+ROOT: Path = SUITES.parent
+"""The directory a suite run is rooted in: the checkout, or the installed package."""
