@@ -14,6 +14,7 @@ laid out like ``DOCKER_CERT_PATH``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -65,6 +66,32 @@ class ManagedEngine:
 
     def environment(self) -> dict[str, str]:
         return dict(os.environ)
+
+    @property
+    def trust_dir(self) -> Path:
+        """Extra CA certificates the engine's Go TLS clients trust (``SSL_CERT_DIR``)."""
+        assert self.dir is not None
+        return self.dir / "trusted-cas"
+
+    def _trusting_environment(self, env: dict[str, str]) -> dict[str, str]:
+        # Go reads SSL_CERT_DIR (a colon list) besides the system bundle; keep the
+        # system directory too, so that nothing the engine trusted before is lost.
+        env["SSL_CERT_DIR"] = f"{self.trust_dir}:{env.get('SSL_CERT_DIR', '/etc/ssl/certs')}"
+        return env
+
+    def trust_ca(self, ca_path: Path) -> None:
+        """Trust ``ca_path`` for ``fromSrc`` URLs (Go's default client, system roots).
+
+        Go reads its system roots once, at the engine's first TLS check: call this
+        before the engine makes any TLS connection (right after ``start``).
+        """
+        pem = Path(ca_path).read_bytes()
+        self.trust_dir.mkdir(exist_ok=True)
+        (self.trust_dir / f"{hashlib.sha256(pem).hexdigest()[:16]}.crt").write_bytes(pem)
+
+    def trust_registry_ca(self, address: str, ca_path: Path) -> None:
+        """Trust ``ca_path`` for the registry at ``address`` (HOST:PORT), no restart."""
+        raise NotImplementedError
 
     def prepare(self) -> None:
         """Write whatever the engine needs before it starts."""
@@ -130,10 +157,14 @@ class ManagedEngine:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(STOP_TIMEOUT)
         self.process = None
+        self._forget_trust()
         if self.dir is not None:
             self._unmount_below(self.dir)
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
+
+    def _forget_trust(self) -> None:
+        """Undo ``trust_registry_ca`` where it wrote outside the private directory."""
 
     @staticmethod
     def _unmount_below(path: Path) -> None:
@@ -152,6 +183,9 @@ class ManagedEngine:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+
+DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")
+"""moby's ``registry.CertsDir()`` for a rootful dockerd."""
 
 DOCKER26_DIR = Path(os.environ.get("EC_DOCKER26_DIR", "/opt/engine-conformance/docker26"))
 """Where ``scripts/fetch-docker26`` unpacks Debian 13's docker.io and containerd."""
@@ -176,6 +210,8 @@ class ManagedDocker(ManagedEngine):
         self.containerd_store = containerd_store
         self.tcp_port: int | None = None
         self.cert_path: str | None = None
+        self._registry_cas: list[Path] = []
+        self._made_certs_dir = False
 
     @property
     def dockerd(self) -> str:
@@ -187,11 +223,38 @@ class ManagedDocker(ManagedEngine):
         return shutil.which("dockerd") is not None
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = self._trusting_environment(dict(os.environ))
         if self.root is not None:
             # dockerd starts the containerd it finds first on PATH: the unpacked one.
             env["PATH"] = f"{self.root / 'usr/bin'}:{self.root / 'usr/sbin'}:{env.get('PATH', '')}"
         return env
+
+    def trust_registry_ca(self, address: str, ca_path: Path) -> None:
+        """``/etc/docker/certs.d/ADDRESS/ca.crt``, removed again on ``stop``.
+
+        A rootful dockerd (20.10, 26.1, either image store) has no certs
+        directory of its own: ``registry.CertsDir()`` is that global one unless
+        it runs under RootlessKit, and it is read at each pull. Only this one
+        ADDRESS entry is written, and never over an entry that exists.
+        """
+        entry = DOCKER_CERTS_DIR / address
+        if entry.exists():
+            raise FileExistsError(f"{entry} exists and is not ours to change")
+        if not DOCKER_CERTS_DIR.exists():
+            self._made_certs_dir = True
+        self._registry_cas.append(entry)
+        entry.mkdir(parents=True)
+        shutil.copyfile(ca_path, entry / "ca.crt")
+
+    def _forget_trust(self) -> None:
+        while self._registry_cas:
+            shutil.rmtree(self._registry_cas.pop(), ignore_errors=True)
+        if self._made_certs_dir:
+            self._made_certs_dir = False
+            try:
+                DOCKER_CERTS_DIR.rmdir()  # ours, and only if nothing else went in since
+            except OSError:
+                pass
 
     @property
     def tls_target(self) -> str:
@@ -266,6 +329,7 @@ class ManagedPodman(ManagedEngine):
 
     def prepare(self) -> None:
         assert self.dir is not None
+        (self.dir / "home").mkdir()
         entries = "".join(
             f'\n[[registry]]\nlocation = "{r}"\ninsecure = true\n' for r in self.insecure_registries
         )
@@ -275,10 +339,20 @@ class ManagedPodman(ManagedEngine):
 
     def environment(self) -> dict[str, str]:
         assert self.dir is not None
-        env = dict(os.environ)
+        env = self._trusting_environment(dict(os.environ))
         env["CONTAINERS_REGISTRIES_CONF"] = str(self.dir / "registries.conf")
         env["TMPDIR"] = str(self.dir)
+        # containers/image looks in $HOME/.config/containers/certs.d first: a
+        # private HOME gives this Podman a certs directory no one else reads.
+        env["HOME"] = str(self.dir / "home")
         return env
+
+    def trust_registry_ca(self, address: str, ca_path: Path) -> None:
+        """``$HOME/.config/containers/certs.d/ADDRESS/ca.crt`` in the private HOME."""
+        assert self.dir is not None
+        entry = self.dir / "home/.config/containers/certs.d" / address
+        entry.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ca_path, entry / "ca.crt")
 
     def command(self) -> list[str]:
         assert self.dir is not None

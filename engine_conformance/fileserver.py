@@ -5,12 +5,15 @@
     ...     files.requests                       # [("GET", "/<token>/rootfs.tar", 200)]
 
 Anything not registered answers 404, which the suite also relies on. It
-listens on an address the engine can reach (``--serve-host``).
+listens on an address the engine can reach (``--serve-host``). With ``tls`` (a
+server-side ``ssl.SSLContext``) it serves HTTPS only, so a request in
+``requests`` came over TLS; failed handshakes land in ``tls_failures``.
 """
 
 from __future__ import annotations
 
 import secrets
+import ssl
 import threading
 from http.server import ThreadingHTTPServer
 
@@ -18,10 +21,14 @@ from lab_registry.gohttp import GoProtocolErrors
 
 
 class FileServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.host = host
+        self.tls = tls
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, int]] = []
+        self.tls_failures: list[str] = []
         self._lock = threading.Lock()
         server = self
 
@@ -45,12 +52,14 @@ class FileServer:
 
         self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._httpd.daemon_threads = True
+        self._httpd.tls_context = tls  # type: ignore[attr-defined]
+        self._httpd.tls_failures = self.tls_failures  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
     def base_url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{port}"
 
     def add(self, name: str, data: bytes) -> str:
         """Serve ``data``; returns its URL (under an unguessable path)."""

@@ -18,11 +18,19 @@ and the distribution registry always give:
 line is checked the way Go's ``readRequest`` checks it, an HTTP/1.1 request
 needs one ``Host``, and every error ``http.server`` itself raises goes out with
 a status line and Go's plain-text body, then the connection closes.
+
+Given a server with a ``tls_context``, it also serves HTTPS the way Go's
+``ListenAndServeTLS`` does: the handshake runs in the connection's own thread
+(a slow client never stalls the accept loop), a plain-HTTP request gets Go's
+plain-text 400, and a failed handshake is appended to the server's
+``tls_failures`` (an engine that rejects the certificate shows up there).
 """
 
 from __future__ import annotations
 
 import re
+import socket
+import ssl
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 
@@ -35,6 +43,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _GO_PHRASES = {414: "URI Too Long"}
 # The explanations Go's server adds to its own status errors.
 _GO_TEXT = {505: "unsupported protocol version"}
+# What Go's TLS server answers a plain-HTTP request with (net/http, server.go).
+PLAIN_HTTP_TO_TLS = (
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
+)
+_LOOKS_LIKE_HTTP = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")
+_TLS_HANDSHAKE_RECORD = 0x16
+HANDSHAKE_TIMEOUT = 30.0
 
 
 def go_error(status: int, text: str | None = None) -> bytes:
@@ -75,7 +90,66 @@ def _request_uri_ok(uri: str) -> bool:
 
 
 class GoProtocolErrors(BaseHTTPRequestHandler):
-    """Mixin for an ``http.server`` handler: Go's answers to requests that do not parse."""
+    """Mixin for an ``http.server`` handler: Go's answers to requests that do not parse.
+
+    ``tls_version`` is the negotiated protocol ("TLSv1.3") on an HTTPS
+    connection, None on plain HTTP.
+    """
+
+    tls_version: str | None = None
+    _tls_refused = False
+
+    def setup(self) -> None:
+        context: ssl.SSLContext | None = getattr(self.server, "tls_context", None)
+        if context is not None:
+            self.request = self._start_tls(context)
+        super().setup()
+
+    def handle(self) -> None:
+        if self._tls_refused:
+            self.close_connection = True
+            return
+        super().handle()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            # The wrapped socket owns the descriptor now; socketserver only
+            # closes the plain one it accepted.
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.close()
+
+    def _start_tls(self, context: ssl.SSLContext) -> socket.socket:
+        raw: socket.socket = self.request
+        raw.settimeout(HANDSHAKE_TIMEOUT)
+        try:
+            first = raw.recv(5, socket.MSG_PEEK | socket.MSG_WAITALL)
+            if not first or first[0] != _TLS_HANDSHAKE_RECORD:
+                self._tls_refused = True
+                if first[:5] in _LOOKS_LIKE_HTTP:
+                    raw.sendall(PLAIN_HTTP_TO_TLS)
+                    self._tls_failure("plain HTTP request on the HTTPS port")
+                return raw
+            wrapped = context.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        except OSError as exc:
+            self._tls_refused = True
+            self._tls_failure(f"before the handshake: {exc}")
+            return raw
+        try:
+            wrapped.do_handshake()
+        except (OSError, ValueError) as exc:
+            self._tls_refused = True
+            self._tls_failure(f"handshake: {exc}")
+            return wrapped
+        wrapped.settimeout(None)
+        self.tls_version = wrapped.version()
+        return wrapped
+
+    def _tls_failure(self, what: str) -> None:
+        failures = getattr(self.server, "tls_failures", None)
+        if failures is not None:
+            failures.append(f"{self.client_address[0]}: {what}")
 
     def parse_request(self) -> bool:
         problem = request_line_problem(self.raw_requestline)

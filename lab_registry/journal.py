@@ -30,6 +30,7 @@ class JournalEntry:
     ``body_size`` is the length the response announced; ``bytes_sent`` what
     actually left. ``client_hung_up`` means the client closed the connection
     before the body was complete; ``cut_short`` means a fault closed it.
+    ``tls`` is the TLS version the request came over ("TLSv1.3"), None for plain HTTP.
     """
 
     seq: int
@@ -49,6 +50,7 @@ class JournalEntry:
     user_agent: str | None = None
     fault: str | None = None
     authorization: str | None = field(default=None, repr=False)
+    tls: str | None = None
 
     @property
     def complete(self) -> bool:

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -137,6 +138,8 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], lab: LabRegistry) -> None:
         self.lab = lab
+        self.tls_context = lab.tls
+        self.tls_failures = lab.tls_failures
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -241,6 +244,7 @@ class _Handler(GoProtocolErrors):
             user_agent=self.headers.get("User-Agent"),
             fault=self._selected.describe(),
             authorization=self.headers.get("Authorization"),
+            tls=self.tls_version,
         )
 
     def _commit(self, pending: int = 0) -> None:
@@ -521,6 +525,8 @@ class _Handler(GoProtocolErrors):
     def _flush_head(self) -> None:
         # MSG_MORE lets the kernel put the headers in one segment with the
         # sendfile data that follows, as if they had been written together.
+        if self.tls_version:
+            return  # no sendfile under TLS: the head leaves with the first body bytes
         head, self._head = self._head, b""
         if head:
             self.connection.sendall(head, socket.MSG_MORE)
@@ -541,6 +547,11 @@ class _Handler(GoProtocolErrors):
         if blob.path is None:
             assert blob.data is not None
             self._write(memoryview(blob.data)[offset : offset + count])
+            return
+        if self.tls_version:
+            # The kernel cannot encrypt: the bytes go through the TLS socket.
+            for chunk in blob.chunks(offset, count, 1 << 20):
+                self._write(chunk)
             return
         self._flush_head()
         # The kernel copies file pages straight to the socket: no Python per chunk.
@@ -633,7 +644,9 @@ class LabRegistry:
 
     Listens on ``host:port`` (port 0, the default, picks a free one; or use
     ``LabRegistry.listening_on("HOST:PORT")``). ``catalogue``, ``journal``,
-    ``faults`` and ``auth`` may all be changed while it runs.
+    ``faults`` and ``auth`` may all be changed while it runs. With ``tls`` (a
+    server-side ``ssl.SSLContext``) it speaks HTTPS only; each journal entry
+    then names the TLS version, and failed handshakes land in ``tls_failures``.
     """
 
     #: Always False: tells apart a registry the suite controls from an external one.
@@ -644,20 +657,26 @@ class LabRegistry:
         catalogue: Catalogue | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.catalogue = catalogue if catalogue is not None else Catalogue()
         self.journal = Journal()
         self.faults = FaultTable()
         self.auth = AuthTable()
+        self.tls = tls
+        #: Connections whose TLS handshake failed (an engine that does not trust the CA).
+        self.tls_failures: list[str] = []
         self._requested = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     @classmethod
-    def listening_on(cls, listen: str, catalogue: Catalogue | None = None) -> LabRegistry:
+    def listening_on(
+        cls, listen: str, catalogue: Catalogue | None = None, tls: ssl.SSLContext | None = None
+    ) -> LabRegistry:
         """A registry for ``"HOST:PORT"`` (``"[::1]:5000"`` for IPv6)."""
         host, port = parse_listen(listen)
-        return cls(catalogue, host, port)
+        return cls(catalogue, host, port, tls)
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -719,8 +738,8 @@ class LabRegistry:
 
     @property
     def url(self) -> str:
-        """``"http://127.0.0.1:PORT"``."""
-        return f"http://{self.address}"
+        """``"http://127.0.0.1:PORT"`` (``https://`` when serving TLS)."""
+        return f"{'https' if self.tls else 'http'}://{self.address}"
 
     def _bound(self) -> tuple[str, int]:
         if self._server is None:
@@ -755,6 +774,7 @@ class LabRegistry:
         self.faults.clear()
         self.auth.clear()
         self.journal.clear()
+        self.tls_failures.clear()
 
     def __repr__(self) -> str:
         where = self.address if self.running else "stopped"

@@ -1,0 +1,108 @@
+"""HTTPS for the suite's own servers (``--serve-tls``): a CA made per run, a certificate
+for the serve host, and where each kind of engine looks for the CA.
+
+    >>> material = ServeTLS.ensure(report_dir / "tls", "127.0.0.1")   # doctest: +SKIP
+    >>> LabRegistry(catalogue, tls=material.server_context())          # doctest: +SKIP
+    >>> managed_engine.trust_registry_ca("127.0.0.1:5000", material.ca_path)  # doctest: +SKIP
+    >>> print(ca_advice("docker", "10.0.0.5:5000", material.ca_path))  # doctest: +SKIP
+
+The directory holds ``ca.crt`` (what an engine must trust), ``server.crt`` and
+``server.key``. ``ensure`` loads material already there, so the process that
+starts a managed engine (and gives it the CA) and the pytest run that serves
+(and needs the key) use the same CA. The CA signs nothing else and dies with
+the run.
+
+Where engines read the CA, from their source and checked on the real engines:
+
+- Docker (20.10, 26.1, both image stores) reads ``registry.CertsDir()/HOST:PORT/*.crt``
+  on every pull: ``/etc/docker/certs.d``, or ``$XDG_CONFIG_HOME/docker/certs.d`` when
+  it runs under RootlessKit. It does not consult it for a registry it treats as
+  insecure (127.0.0.0/8 by default on the graphdriver store: TLS is tried there
+  without verification).
+- Podman (containers/image) reads ``$HOME/.config/containers/certs.d/HOST:PORT``,
+  then ``/etc/containers/certs.d`` and ``/etc/docker/certs.d``, on every pull.
+- A ``fromSrc`` URL is fetched with Go's default client: the system trust store
+  (``SSL_CERT_FILE``/``SSL_CERT_DIR``), read once, at the engine's first TLS check.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+CA_FILE = "ca.crt"
+CERT_FILE = "server.crt"
+KEY_FILE = "server.key"
+
+
+@dataclass(frozen=True)
+class ServeTLS:
+    """A per-run CA and a server certificate, as files in ``directory``."""
+
+    directory: Path
+
+    @property
+    def ca_path(self) -> Path:
+        return self.directory / CA_FILE
+
+    @property
+    def cert_path(self) -> Path:
+        return self.directory / CERT_FILE
+
+    @property
+    def key_path(self) -> Path:
+        return self.directory / KEY_FILE
+
+    @classmethod
+    def create(cls, directory: Path, *hosts: str) -> ServeTLS:
+        """Make a CA and a certificate for ``hosts`` (the serve host; IPs or names)."""
+        import trustme
+
+        names = list(dict.fromkeys([*hosts, "127.0.0.1", "localhost"]))
+        ca = trustme.CA(organization_name="engine-conformance per-run CA")
+        leaf = ca.issue_cert(*names)
+        directory.mkdir(parents=True, exist_ok=True)
+        ca.cert_pem.write_to_path(str(directory / CA_FILE))
+        leaf.cert_chain_pems[0].write_to_path(str(directory / CERT_FILE))
+        key = directory / KEY_FILE
+        key.touch(mode=0o600)
+        leaf.private_key_pem.write_to_path(str(key))
+        return cls(directory)
+
+    @classmethod
+    def ensure(cls, directory: Path, *hosts: str) -> ServeTLS:
+        """The material in ``directory`` if it is complete, else new material there."""
+        found = cls(directory)
+        if all(p.is_file() for p in (found.ca_path, found.cert_path, found.key_path)):
+            return found
+        return cls.create(directory, *hosts)
+
+    def server_context(self) -> ssl.SSLContext:
+        """For the lab registry and the file server (``tls=``)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_path, self.key_path)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        """For the harness's own requests to its servers: trusts this CA only."""
+        return ssl.create_default_context(cafile=str(self.ca_path))
+
+
+def engine_kind(version_info: dict) -> str:
+    """``"podman"`` or ``"docker"`` from an engine's ``/version`` answer."""
+    names = [str(c.get("Name", "")) for c in version_info.get("Components") or []]
+    return "podman" if any("podman" in n.lower() for n in names) else "docker"
+
+
+def ca_advice(kind: str, address: str, ca_path: Path) -> str:
+    """One line: where the user's own engine of ``kind`` wants the CA for ``address``."""
+    if kind == "podman":
+        where = (f"/etc/containers/certs.d/{address}/ca.crt (rootless: "
+                 f"~/.config/containers/certs.d/{address}/ca.crt)")
+    else:
+        where = (f"/etc/docker/certs.d/{address}/ca.crt (rootless: "
+                 f"~/.config/docker/certs.d/{address}/ca.crt)")
+    return (f"--serve-tls: copy {ca_path} to {where}, read at each pull without a restart; "
+            "imports from the file server also need it in the engine host's trust store "
+            "(update-ca-certificates, then restart the engine)")
