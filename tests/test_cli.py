@@ -9,7 +9,13 @@ import sys
 
 import pytest
 
-from engine_conformance.runner import ROOT
+from engine_conformance.cli import Refusal, _verdict_code
+from engine_conformance.runner import (
+    CHILD_SUITE_UNREACHABLE,
+    CHILD_TARGET_UNREACHABLE,
+    CHILD_USAGE,
+    ROOT,
+)
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -69,3 +75,29 @@ def test_run_writes_reports_and_exit_code_follows_verdicts(docker, tmp_path):
     bad = cli("run", "--target", docker.target, "--requirement", "ERRORS-005",
               "--report-dir", str(tmp_path / "bad"))
     assert bad.returncode == 1, bad.stdout[-2000:] + bad.stderr
+
+
+@pytest.mark.parametrize("child, code", [(CHILD_TARGET_UNREACHABLE, 3), (CHILD_USAGE, 2),
+                                         (pytest.ExitCode.USAGE_ERROR, 2),
+                                         (pytest.ExitCode.INTERRUPTED, 130)])
+def test_child_status_maps_to_the_documented_code(child, code, tmp_path):
+    assert _verdict_code(child, tmp_path) == code
+
+
+def test_plugin_statuses_never_read_as_pytest_ones(tmp_path):
+    ours = {CHILD_USAGE, CHILD_TARGET_UNREACHABLE, CHILD_SUITE_UNREACHABLE}
+    assert len(ours) == 3 and ours.isdisjoint(int(c) for c in pytest.ExitCode)
+    with pytest.raises(Refusal) as internal:
+        _verdict_code(pytest.ExitCode.INTERNAL_ERROR, tmp_path)
+    assert internal.value.code == 5  # the harness failed, not "target unreachable"
+
+
+def test_suite_unreachable_is_exit_6_with_the_reason(tmp_path):
+    reason = 'preflight: the engine cannot pull from the lab registry 127.0.0.1:5000: ... Fix: ...'
+    (tmp_path / "results.json").write_text(json.dumps({
+        "run": {"preflight": {"registry": {"status": "failed", "reason": reason},
+                              "file_server": {"status": "ok", "reason": ""}}},
+        "summary": {"gating_failures": 0, "error": 30}}))
+    with pytest.raises(Refusal) as refused:
+        _verdict_code(CHILD_SUITE_UNREACHABLE, tmp_path)
+    assert (refused.value.code, str(refused.value)) == (6, reason)
