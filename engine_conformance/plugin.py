@@ -106,6 +106,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--serve-host", default="127.0.0.1",
                     help="address the suite's own servers listen on (must be reachable "
                          "from the engine)")
+    group.addoption("--serve-tls", action="store_true",
+                    help="serve the lab registry and file server over HTTPS with a CA made "
+                         "for the run (<report-dir>/tls/ca.crt: the engine must trust it)")
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -277,7 +280,12 @@ def file_server(request: pytest.FixtureRequest, run_state: Run, client: Client,
     :class:`Precondition` for every check that uses it (pytest re-raises a session
     fixture's failure), so those checks are ``error`` with one shared reason.
     """
-    with FileServer(request.config.getoption("serve_host")) as server:
+    from .tls import server_context_for
+
+    config = request.config
+    tls = server_context_for(config.getoption("serve_tls"), run_state.report_dir,
+                             config.getoption("serve_host"))
+    with FileServer(config.getoption("serve_host"), tls=tls) as server:
         _preflight(run_state, lambda: probe_file_server(
             client, server, target_info, run_state.prefix, run_state.created.add))
         yield server
@@ -293,12 +301,15 @@ def lab(request: pytest.FixtureRequest, run_state: Run, client: Client, target_i
     ``registry`` and ``lab_control`` fixtures inherit its failure.
     """
     from .registries import serve
+    from .tls import server_context_for
 
     config = request.config
+    tls = server_context_for(config.getoption("serve_tls"), run_state.report_dir,
+                             config.getoption("serve_host"))
     try:
         with serve(run_state.prefix, host=config.getoption("serve_host"),
                    port=config.getoption("registry_port"),
-                   external=config.getoption("registry")) as registry:
+                   external=config.getoption("registry"), tls=tls) as registry:
             _preflight(run_state, lambda: probe_registry(
                 client, registry, target_info, run_state.created.add))
             yield registry

@@ -12,6 +12,7 @@ journal or faults then skip, saying why.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -45,8 +46,13 @@ class ExternalRegistry:
 
 @contextmanager
 def serve(prefix: str, host: str = "127.0.0.1", port: int = 0,
-          external: str | None = None) -> Iterator[LabRegistry | ExternalRegistry]:
-    """The registry for one run: the lab registry, or ``external`` loaded by push."""
+          external: str | None = None,
+          tls: ssl.SSLContext | None = None) -> Iterator[LabRegistry | ExternalRegistry]:
+    """The registry for one run: the lab registry, or ``external`` loaded by push.
+
+    ``tls`` (see :mod:`engine_conformance.tls`) makes the lab registry HTTPS only;
+    an external registry is the user's and is spoken to as it is (plain HTTP).
+    """
     catalogue = standard(prefix)
     try:
         if external:
@@ -54,7 +60,7 @@ def serve(prefix: str, host: str = "127.0.0.1", port: int = 0,
                 push_catalogue(http, catalogue)
             yield ExternalRegistry(external, catalogue)
             return
-        with LabRegistry(catalogue, host=host, port=port) as registry:
+        with LabRegistry(catalogue, host=host, port=port, tls=tls) as registry:
             yield registry
     finally:
         catalogue.close()

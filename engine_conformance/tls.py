@@ -30,6 +30,11 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engines import ManagedEngine
+    from .target import Target
 
 CA_FILE = "ca.crt"
 CERT_FILE = "server.crt"
@@ -106,3 +111,53 @@ def ca_advice(kind: str, address: str, ca_path: Path) -> str:
     return (f"--serve-tls: copy {ca_path} to {where}, read at each pull without a restart; "
             "imports from the file server also need it in the engine host's trust store "
             "(update-ca-certificates, then restart the engine)")
+
+
+def run_directory(report_dir: Path) -> Path:
+    """Where a run keeps its material: ``<report-dir>/tls``."""
+    return Path(report_dir) / "tls"
+
+
+def server_context_for(
+    enabled: bool, report_dir: Path, serve_host: str
+) -> ssl.SSLContext | None:
+    """The ``--serve-tls`` option as a server context: None without it.
+
+    Material already in ``<report-dir>/tls`` (made by the process that started
+    the engine, see :func:`prepare_run`) is used, else it is made now.
+    """
+    if not enabled:
+        return None
+    return ServeTLS.ensure(run_directory(report_dir), serve_host).server_context()
+
+
+def prepare_run(
+    report_dir: Path,
+    serve_host: str,
+    registry_address: str | None,
+    target: Target,
+    managed: ManagedEngine | None = None,
+) -> tuple[ServeTLS, str | None]:
+    """Material for a run in ``<report-dir>/tls``, trusted by a ``managed`` engine.
+
+    Returns the material and, for the user's own engine, the one line saying
+    where its CA goes (None for a managed engine, which has been given it:
+    the registry's CA in certs.d, and the CA for ``fromSrc`` URLs before the
+    engine's first TLS check).
+    """
+    material = ServeTLS.ensure(run_directory(report_dir), serve_host)
+    if managed is not None:
+        managed.trust_ca(material.ca_path)
+        if registry_address:
+            managed.trust_registry_ca(registry_address, material.ca_path)
+        return material, None
+    from .target import Client, TargetError
+
+    try:
+        with Client(target) as client:
+            client.negotiate()
+            kind = engine_kind(client.version_info)
+    except TargetError:
+        kind = "docker"
+    address = registry_address or f"{serve_host}:PORT"
+    return material, ca_advice(kind, address, material.ca_path)
