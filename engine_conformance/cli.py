@@ -36,6 +36,7 @@ from .runner import (
     pytest_command,
 )
 from .target import Client, Target, TargetError, Timeouts, UsageError
+from .tls import host_port, prepare_run
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NO_ENGINE, EXIT_HARNESS = 0, 1, 2, 3, 4, 5
 EXIT_SUITE_UNREACHABLE = 6
@@ -100,6 +101,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--serve-host", default="127.0.0.1", metavar="ADDRESS",
                      help="address the suite's lab registry and file server listen on; "
                           "the engine must reach it (default 127.0.0.1, for a local engine)")
+    run.add_argument("--serve-tls", action="store_true",
+                     help="serve the lab registry and file server over HTTPS with a CA made for "
+                          "the run (REPORT_DIR/tls/ca.crt); a managed engine is given it, your "
+                          "own engine must trust it (the run says where)")
     run.add_argument("--registry", metavar="HOST:PORT",
                      help="pull from this external registry (plain HTTP, push allowed) "
                           "instead of the lab registry; journal and fault checks then skip")
@@ -142,6 +147,11 @@ def _run(args: argparse.Namespace) -> int:
         _reachable(target, args.api_version)
         report_dir = args.report_dir or ROOT / "reports" / time.strftime("%Y%m%d-%H%M%S")
         prefix = f"ectest-{secrets.token_hex(4)}"
+        if args.serve_tls:
+            lab = None if args.registry else host_port(args.serve_host, registry_port)
+            _, advice = prepare_run(report_dir, args.serve_host, lab, target, managed)
+            if advice:
+                print(f"engine-conformance: {advice}", file=sys.stderr)
         cmd = pytest_command(
             target.url,
             report_dir,
@@ -154,6 +164,7 @@ def _run(args: argparse.Namespace) -> int:
             extra=["--request-timeout", str(args.timeout), "--serve-host", args.serve_host,
                    "--registry-port", str(registry_port),
                    *(["--registry", args.registry] if args.registry else []),
+                   *(["--serve-tls"] if args.serve_tls else []),
                    *args.pytest_args],
         )
         code = _child(cmd)
