@@ -113,6 +113,11 @@ def ca_advice(kind: str, address: str, ca_path: Path) -> str:
             "(update-ca-certificates, then restart the engine)")
 
 
+def host_port(host: str, port: int) -> str:
+    """``HOST:PORT`` as a registry address (``[::1]:5000`` for IPv6), the certs.d entry name."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def run_directory(report_dir: Path) -> Path:
     """Where a run keeps its material: ``<report-dir>/tls``."""
     return Path(report_dir) / "tls"
