@@ -11,8 +11,10 @@
     ...         ...                                      # every request there answers 503
 
 Modules, one job each: ``images`` (deterministic building), ``catalogue``
-(what is served, expected facts), ``server`` (HTTP), ``journal``, ``faults``,
-``auth``, ``push`` and ``distribution`` (the real registry, for comparison).
+(what is served, expected facts), ``server`` (HTTP, or HTTPS given ``tls=``),
+``gohttp`` (protocol errors and TLS answered as Go's server answers them),
+``journal``, ``faults``, ``auth``, ``push`` and ``distribution`` (the real
+registry, for comparison).
 """
 
 from lab_registry.auth import AuthRule, AuthTable, basic_header
