@@ -17,7 +17,7 @@ import ssl
 import threading
 from http.server import ThreadingHTTPServer
 
-from lab_registry.gohttp import GoProtocolErrors
+from lab_registry.gohttp import GoProtocolErrors, HandshakeFailures
 
 
 class FileServer:
@@ -28,7 +28,7 @@ class FileServer:
         self.tls = tls
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, int]] = []
-        self.tls_failures: list[str] = []
+        self.tls_failures = HandshakeFailures()
         self._lock = threading.Lock()
         server = self
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 import socket
 import ssl
+import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 
@@ -50,6 +51,28 @@ PLAIN_HTTP_TO_TLS = (
 _LOOKS_LIKE_HTTP = (b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO")
 _TLS_HANDSHAKE_RECORD = 0x16
 HANDSHAKE_TIMEOUT = 30.0
+
+
+class HandshakeFailures(list[str]):
+    """The failed TLS handshakes of a server, one line each; ``wait`` blocks for them.
+
+    The server notes a failure after the client has given up, so a test that
+    has just seen an engine refuse the certificate waits here for the record.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cond = threading.Condition()
+
+    def append(self, failure: str) -> None:
+        with self._cond:
+            super().append(failure)
+            self._cond.notify_all()
+
+    def wait(self, count: int = 1, timeout: float = 10.0) -> bool:
+        """True once at least ``count`` failures are recorded; False after ``timeout``."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self) >= count, timeout)
 
 
 def go_error(status: int, text: str | None = None) -> bytes:

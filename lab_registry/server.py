@@ -44,7 +44,7 @@ from lab_registry.auth import AuthRule, AuthTable
 from lab_registry.blobs import Blob, is_digest, sha256_digest
 from lab_registry.catalogue import DEFAULT_PLATFORM, TAG_RE, Catalogue, valid_name
 from lab_registry.faults import ErrorStatus, Fault, FaultRule, FaultTable, Selected
-from lab_registry.gohttp import GoProtocolErrors
+from lab_registry.gohttp import GoProtocolErrors, HandshakeFailures
 from lab_registry.images import Index, canonical_json
 from lab_registry.journal import Journal, JournalEntry
 
@@ -665,7 +665,7 @@ class LabRegistry:
         self.auth = AuthTable()
         self.tls = tls
         #: Connections whose TLS handshake failed (an engine that does not trust the CA).
-        self.tls_failures: list[str] = []
+        self.tls_failures = HandshakeFailures()
         self._requested = (host, port)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None

@@ -99,7 +99,7 @@ def test_pull_and_url_import_over_https(engine: ManagedEngine, tmp_path: Path) -
         if verifies:
             refused = client.create_image({"fromImage": ref})
             assert _failed(refused), _last(refused)
-            assert lab.tls_failures, "the engine never tried TLS"
+            assert lab.tls_failures.wait(), "the engine never tried TLS"
             assert not [e for e in lab.journal.entries() if e.kind == "manifest"]
 
         engine.trust_registry_ca(lab.address, registry_tls.ca_path)
