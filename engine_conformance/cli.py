@@ -183,7 +183,9 @@ def _resolve_target(
             return Target.parse(args.target), None
         if args.managed == "podman":
             lab = args.registry or f"{args.serve_host}:{registry_port}"
-            return _start(ManagedPodman(insecure_registries=[lab]))
+            # Over TLS it must verify the run's CA: an insecure entry would skip that.
+            insecure = [] if args.serve_tls and not args.registry else [lab]
+            return _start(ManagedPodman(insecure_registries=insecure))
         if args.managed:
             return _start(ENGINES[args.managed]())
         default = Target.default()
