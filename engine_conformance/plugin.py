@@ -287,7 +287,8 @@ def file_server(request: pytest.FixtureRequest, run_state: Run, client: Client,
                              config.getoption("serve_host"))
     with FileServer(config.getoption("serve_host"), tls=tls) as server:
         _preflight(run_state, lambda: probe_file_server(
-            client, server, target_info, run_state.prefix, run_state.created.add))
+            client, server, target_info, run_state.prefix, run_state.created.add,
+            _ca(config, run_state)))
         yield server
 
 
@@ -311,10 +312,17 @@ def lab(request: pytest.FixtureRequest, run_state: Run, client: Client, target_i
                    port=config.getoption("registry_port"),
                    external=config.getoption("registry"), tls=tls) as registry:
             _preflight(run_state, lambda: probe_registry(
-                client, registry, target_info, run_state.created.add))
+                client, registry, target_info, run_state.created.add, _ca(config, run_state)))
             yield registry
     except OSError as exc:
         pytest.exit(f"cannot serve the lab registry: {exc}", CHILD_USAGE)
+
+
+def _ca(config: pytest.Config, run: Run) -> Path | None:
+    """The run's CA file when its servers speak HTTPS, for the preflight's advice."""
+    from .tls import CA_FILE, run_directory
+
+    return run_directory(run.report_dir) / CA_FILE if config.getoption("serve_tls") else None
 
 
 def _preflight(run: Run, probe: Callable[[], Probe]) -> None:

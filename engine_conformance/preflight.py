@@ -22,12 +22,14 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import archives
 from .checks import imported_id
 from .target import Client, Exchange, TargetError
+from .tls import ca_advice
 
 if TYPE_CHECKING:
     from lab_registry import Image
@@ -68,12 +70,14 @@ def probe_registry(
     registry: LabRegistry | ExternalRegistry,
     target_info: dict,
     track: Callable[[str], None] = lambda ref: None,
+    ca: Path | None = None,
 ) -> Probe:
     """Pull a canary image of the run's own from ``registry``; ok if the registry saw it.
 
     With an external registry (no journal of ours) the image the engine then
     holds is the evidence. ``track`` is told every name the probe may leave, so
-    that the end-of-run sweep can retry if removing it fails here.
+    that the end-of-run sweep can retry if removing it fails here. ``ca`` is the
+    run's CA when the registry serves HTTPS (``--serve-tls``).
     """
     started = time.monotonic()
     catalogue = registry.catalogue
@@ -91,6 +95,7 @@ def probe_registry(
     ref = registry.reference(repository, CANARY_TAG)
     track(ref)
     mark = 0 if registry.external else registry.journal.mark()
+    handshakes = len(getattr(registry, "tls_failures", ()))
     ex, answer = _send(client, {"fromImage": ref.rsplit(":", 1)[0], "tag": CANARY_TAG})
     try:
         held = client.inspect_image(ref)
@@ -101,9 +106,14 @@ def probe_registry(
         reached = held is not None
     else:
         entries = [e for e in registry.journal.since(mark) if e.repository == repository]
-        seen = [f"{e.method} {e.kind} {e.status}" for e in entries]
         reached = (any(e.kind == "manifest" and e.status == 200 for e in entries)
                    and any(e.kind == "blob" and e.status == 200 for e in entries))
+        if not reached and registry.tls is not None:
+            # A refused certificate is noted only after the engine hung up.
+            registry.tls_failures.wait(handshakes + 1, timeout=2.0)
+        seen = [f"{e.method} {e.kind} {e.status}" for e in entries]
+        seen += [f"a failed TLS handshake ({failure})"
+                 for failure in dict.fromkeys(registry.tls_failures[handshakes:])]
         catalogue.remove(repository)
     _remove(client, ref, (held or {}).get("Id"))
     probe = Probe("registry", reached, seconds=time.monotonic() - started, answer=answer,
@@ -113,7 +123,7 @@ def probe_registry(
             f"preflight: the engine cannot pull from the {_which(registry)} {registry.address}: "
             f"it answered {answer}, and the registry saw "
             f"{'; '.join(seen) if seen else 'no request for the canary image'}. "
-            f"Fix: {registry_fix(target_info, registry.address, registry_host(registry))}"
+            f"Fix: {registry_fix(target_info, registry.address, registry_host(registry), ca)}"
         )
     return probe
 
@@ -124,6 +134,7 @@ def probe_file_server(
     target_info: dict,
     prefix: str,
     track: Callable[[str], None] = lambda ref: None,
+    ca: Path | None = None,
 ) -> Probe:
     """Import a canary archive by URL from ``files``; ok if the file server saw it fetched."""
     started = time.monotonic()
@@ -132,8 +143,12 @@ def probe_file_server(
     path = url.removeprefix(files.base_url)
     repo = f"{prefix}/preflight-import"
     track(repo)
+    handshakes = len(files.tls_failures)
     ex, answer = _send(client, {"fromSrc": url, "repo": repo})
     fetched = [r for r in list(files.requests) if r[1] == path]
+    if not fetched and files.tls is not None:
+        files.tls_failures.wait(handshakes + 1, timeout=2.0)
+    failed_tls = list(dict.fromkeys(files.tls_failures[handshakes:]))
     _remove(client, repo, imported_id(ex) if ex else None)
     reached = any(status == 200 for _, _, status in fetched)
     probe = Probe("file_server", reached, seconds=time.monotonic() - started, answer=answer,
@@ -144,7 +159,9 @@ def probe_file_server(
             f"preflight: the engine cannot import from the file server {files.base_url}: "
             f"it answered {answer}, and the file server saw "
             f"{'a request answered ' + str(fetched[0][2]) if fetched else 'no request'} "
-            f"for the canary archive. Fix: {file_server_fix(target_info, files.base_url)}"
+            f"for the canary archive"
+            + (f" (failed TLS handshakes: {'; '.join(failed_tls)})" if failed_tls else "")
+            + f". Fix: {file_server_fix(target_info, files.base_url, ca, bool(failed_tls))}"
         )
     return probe
 
@@ -158,11 +175,17 @@ def canary_image(prefix: str, target_info: dict) -> Image:
                        platform=platform, env={"EC_PREFLIGHT": prefix}, cmd=None)
 
 
-def registry_fix(target_info: dict, address: str, serve_host: str) -> str:
-    """How to let this engine pull from ``address`` over plain HTTP, or over TLS with our CA."""
+def registry_fix(target_info: dict, address: str, serve_host: str,
+                 ca: Path | None = None) -> str:
+    """How to let this engine pull from ``address``: over plain HTTP, or trusting ``ca``.
+
+    ``ca`` is the run's CA when the registry serves HTTPS (``--serve-tls``).
+    """
     port = address.rsplit(":", 1)[-1]
     remote = _remote_hint(target_info, serve_host)
     remote = f"{remote}; then " if remote else ""
+    if ca is not None:
+        return remote + ca_advice(str(target_info.get("engine")), address, ca)
     keep = f"keep the port with --registry-port {port}"
     if target_info.get("engine") == "podman":
         return remote + (
@@ -180,16 +203,22 @@ def registry_fix(target_info: dict, address: str, serve_host: str) -> str:
     )
 
 
-def file_server_fix(target_info: dict, base_url: str) -> str:
-    """How to let this engine fetch ``fromSrc`` URLs from the suite's file server."""
+def file_server_fix(target_info: dict, base_url: str, ca: Path | None = None,
+                    refused_certificate: bool = False) -> str:
+    """How to let this engine fetch ``fromSrc`` URLs from the suite's file server.
+
+    ``refused_certificate``: the engine got as far as the TLS handshake, so only trust is missing.
+    """
+    trust = (f"the engine's host must trust {ca or 'the run CA'} in its system trust store "
+             f"(update-ca-certificates, then restart the engine)")
+    if refused_certificate:
+        return trust
     host = urlsplit(base_url).hostname or ""
     fix = _remote_hint(target_info, host) or (
         f"the engine must be able to open {base_url}: pass --serve-host with an address of this "
         f"machine the engine reaches, and let that port through any firewall"
     )
-    if base_url.startswith("https:"):
-        fix += "; over TLS the engine must trust the run's CA in its system trust store"
-    return fix
+    return f"{fix}; over HTTPS {trust}" if base_url.startswith("https:") else fix
 
 
 def registry_host(registry: LabRegistry | ExternalRegistry) -> str:
