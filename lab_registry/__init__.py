@@ -13,8 +13,9 @@
 Modules, one job each: ``images`` (deterministic building), ``catalogue``
 (what is served, expected facts), ``server`` (HTTP, or HTTPS given ``tls=``),
 ``gohttp`` (protocol errors and TLS answered as Go's server answers them),
-``journal``, ``faults``, ``auth``, ``push`` and ``distribution`` (the real
-registry, for comparison).
+``journal``, ``faults``, ``auth`` (Basic), ``token`` (distribution's token
+auth: Bearer challenges, the ``/token`` endpoint, JWTs), ``push`` and
+``distribution`` (the real registry, for comparison).
 """
 
 from lab_registry.auth import AuthRule, AuthTable, basic_header
@@ -40,12 +41,25 @@ from lab_registry.images import (
 )
 from lab_registry.journal import Journal, JournalEntry
 from lab_registry.server import LabRegistry
+from lab_registry.token import (
+    TOKEN_PATH,
+    Claims,
+    InvalidToken,
+    TokenAuth,
+    TokenGrant,
+    TokenRequest,
+    TokenRule,
+    TokenSigner,
+    parse_scope,
+)
 
 __all__ = [
+    "TOKEN_PATH",
     "AuthRule",
     "AuthTable",
     "Blob",
     "Catalogue",
+    "Claims",
     "CorruptBlob",
     "CutShort",
     "ErrorStatus",
@@ -55,16 +69,23 @@ __all__ = [
     "Image",
     "ImageFacts",
     "Index",
+    "InvalidToken",
     "Journal",
     "JournalEntry",
     "LabRegistry",
     "Platform",
     "Throttle",
+    "TokenAuth",
+    "TokenGrant",
+    "TokenRequest",
+    "TokenRule",
+    "TokenSigner",
     "UnsupportedManifest",
     "basic_header",
     "build_image",
     "build_index",
     "build_large_image",
+    "parse_scope",
     "sha256_digest",
     "standard",
 ]

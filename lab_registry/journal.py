@@ -11,6 +11,10 @@ corrected if that byte fails), so a test that has just read a whole response
 always finds its entry, with its final status and byte count. The ``Authorization`` value
 is kept for tests that check what an engine sent, but it is left out of
 ``repr`` so that a failing assertion never prints a password.
+
+Requests to the token endpoint are journalled without any secret: no
+``Authorization``, secret query values replaced, and a ``TokenRequest`` in
+``token`` telling the grant type, client_id, scopes and credential form.
 """
 
 from __future__ import annotations
@@ -20,13 +24,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lab_registry.token import TokenRequest
 
 
 @dataclass(frozen=True)
 class JournalEntry:
     """One request and how its response went.
 
-    ``kind`` is "base", "manifest", "blob", "tags", "catalog" or "other".
+    ``kind`` is "base", "manifest", "blob", "tags", "catalog", "token" (the token
+    endpoint; its ``token`` says what was asked and granted) or "other".
     ``body_size`` is the length the response announced; ``bytes_sent`` what
     actually left. ``client_hung_up`` means the client closed the connection
     before the body was complete; ``cut_short`` means a fault closed it.
@@ -51,6 +60,7 @@ class JournalEntry:
     fault: str | None = None
     authorization: str | None = field(default=None, repr=False)
     tls: str | None = None
+    token: TokenRequest | None = None
 
     @property
     def complete(self) -> bool:
@@ -120,6 +130,10 @@ class Journal:
         """Entries for requests that arrived at or after ``mark``, in arrival order."""
         with self._cond:
             return sorted((e for e in self._entries if e.seq >= mark), key=lambda e: e.seq)
+
+    def token_requests(self, mark: int = 0) -> list[TokenRequest]:
+        """What the token endpoint was asked since ``mark``, in arrival order."""
+        return [e.token for e in self.since(mark) if e.token is not None]
 
     def entries(self) -> list[JournalEntry]:
         return self.since(0)

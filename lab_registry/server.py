@@ -11,7 +11,8 @@
 
 Served: ``GET /v2/``, ``GET|HEAD /v2/<name>/manifests/<tag|digest>``,
 ``GET|HEAD /v2/<name>/blobs/<digest>`` (with single ``Range``),
-``GET /v2/<name>/tags/list`` (``n``/``last``) and ``GET /v2/_catalog``.
+``GET /v2/<name>/tags/list`` (``n``/``last``) and ``GET /v2/_catalog``; and
+``GET|POST /token``, the token endpoint of distribution's token auth (see ``token``).
 Write methods answer 405 UNSUPPORTED; unknown paths 404, as distribution does.
 
 Faithful to distribution 2.8 by test (tests/lab_registry/test_faithfulness.py:
@@ -47,6 +48,8 @@ from lab_registry.faults import ErrorStatus, Fault, FaultRule, FaultTable, Selec
 from lab_registry.gohttp import GoProtocolErrors, HandshakeFailures
 from lab_registry.images import Index, canonical_json
 from lab_registry.journal import Journal, JournalEntry
+from lab_registry.token import TOKEN_PATH, TokenAuth, TokenError, TokenRule, error_document
+from lab_registry.token import redacted_query as _redacted_query
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 JSON_TYPE = "application/json; charset=utf-8"
@@ -74,6 +77,7 @@ _ROUTES = [
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _DISCONNECT = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
 _MAX_DISCARD = 64 << 20
+_MAX_TOKEN_FORM = 64 << 10
 # The last piece of a body is sent after the journal entry is written (see _commit).
 _FINAL_PIECE = 64 << 10
 
@@ -92,6 +96,8 @@ def route(path: str) -> tuple[str, str | None, str | None]:
         return "root", None, None
     if path == "/v2/_catalog":
         return "catalog", None, None
+    if path == TOKEN_PATH:
+        return "token", None, None
     for kind, pattern in _ROUTES:
         m = pattern.match(path)
         if m and valid_name(m.group("name")):
@@ -201,10 +207,14 @@ class _Handler(GoProtocolErrors):
         self._cut = False
         self._committed: JournalEntry | None = None
         self._head = b""
+        self._token_request = None
         try:
-            self._discard_request_body()
+            body = self._discard_request_body(keep=kind == "token")
             self._selected = lab.faults.select(self.command, split.path, repository, kind)
-            self._dispatch(kind, split.path, repository, reference, split.query, self._selected)
+            if kind == "token" and self._selected.status is None:
+                self._serve_token(split.query, body)
+            else:
+                self._dispatch(kind, split.path, repository, reference, split.query, self._selected)
         except _DISCONNECT:
             self._hung_up = True
             self.close_connection = True
@@ -226,6 +236,9 @@ class _Handler(GoProtocolErrors):
 
     def _entry(self, pending: int = 0) -> JournalEntry:
         path, query, kind, repository, reference = self._route
+        authorization = self.headers.get("Authorization")
+        if kind == "token":  # the journal never holds a password or a token
+            authorization, query = None, _redacted_query(query)
         return JournalEntry(
             seq=self._seq,
             time=self._started,
@@ -243,8 +256,9 @@ class _Handler(GoProtocolErrors):
             accept=", ".join(self.headers.get_all("Accept") or []) or None,
             user_agent=self.headers.get("User-Agent"),
             fault=self._selected.describe(),
-            authorization=self.headers.get("Authorization"),
+            authorization=authorization,
             tls=self.tls_version,
+            token=self._token_request,
         )
 
     def _commit(self, pending: int = 0) -> None:
@@ -258,21 +272,26 @@ class _Handler(GoProtocolErrors):
             self._committed = self._entry(pending)
             self.server.lab.journal.record(self._committed)
 
-    def _discard_request_body(self) -> None:
+    def _discard_request_body(self, keep: bool = False) -> bytes:
         # A read-only registry still has to consume a pushed body to keep the
         # connection usable; a chunked or huge one just ends the connection.
+        # Only a token request's form is kept (``keep``), and only a small one.
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
-            return
+            return b""
         length = int(self.headers.get("Content-Length") or 0)
         if length > _MAX_DISCARD:
             self.close_connection = True
-            return
+            return b""
+        kept: list[bytes] = []
         while length > 0:
             chunk = self.rfile.read(min(length, 1 << 16))
             if not chunk:
                 break
             length -= len(chunk)
+            if keep and sum(map(len, kept)) < _MAX_TOKEN_FORM:
+                kept.append(chunk)
+        return b"".join(kept)[:_MAX_TOKEN_FORM]
 
     def _dispatch(
         self,
@@ -299,8 +318,23 @@ class _Handler(GoProtocolErrors):
         if kind == "other":
             self._send(404, b"404 page not found\n", "text/plain; charset=utf-8")
             return
-        realm = lab.auth.challenge(repository)
-        if realm is not None and not lab.auth.allows(repository, self.headers.get("Authorization")):
+        if lab.tokens.protects(repository):
+            action = "pull" if self.command in ("GET", "HEAD") else "pull,push"
+            error = lab.tokens.authorize(
+                self.headers.get("Authorization"), repository, action.split(",")[-1]
+            )
+            if error is not None:
+                challenge = lab.tokens.challenge(lab.token_realm, repository, action, error or None)
+                self._send_error(
+                    401,
+                    "UNAUTHORIZED",
+                    detail=_access_detail(repository),
+                    extra={"WWW-Authenticate": challenge},
+                )
+                return
+        elif (realm := lab.auth.challenge(repository)) is not None and not lab.auth.allows(
+            repository, self.headers.get("Authorization")
+        ):
             self._send_error(
                 401,
                 "UNAUTHORIZED",
@@ -326,6 +360,17 @@ class _Handler(GoProtocolErrors):
             self._serve_blob(repository, reference, selected)
 
     # --- endpoints ------------------------------------------------------------------
+
+    def _serve_token(self, query: str, body: bytes) -> None:
+        tokens = self.server.lab.tokens
+        self._token_request, outcome = tokens.handle(
+            self.command, query, body, self.headers.get("Authorization")
+        )
+        oauth = self.command == "POST"
+        if isinstance(outcome, TokenError):
+            self._send(outcome.status, error_document(outcome, oauth), JSON_TYPE)
+        else:
+            self._send(200, json_body(outcome.body(oauth)), JSON_TYPE)
 
     def _serve_tags(self, repository: str, query: str) -> None:
         tags = self.server.lab.catalogue.tags(repository)
@@ -663,6 +708,8 @@ class LabRegistry:
         self.journal = Journal()
         self.faults = FaultTable()
         self.auth = AuthTable()
+        #: Token auth (distribution's token spec), a sibling of ``auth``; its rules win.
+        self.tokens = TokenAuth()
         self.tls = tls
         #: Connections whose TLS handshake failed (an engine that does not trust the CA).
         self.tls_failures = HandshakeFailures()
@@ -769,10 +816,32 @@ class LabRegistry:
         """Require Basic credentials for ``repository`` (None: the whole registry)."""
         return self.auth.require(username, password, repository, realm)
 
+    def require_token_auth(
+        self,
+        repository: str | None = None,
+        users: dict[str, str] | None = None,
+        refresh_tokens: dict[str, str] | list[str] | None = None,
+        public: bool = False,
+    ) -> TokenRule:
+        """Require a Bearer token for ``repository`` (None: the whole registry).
+
+        The lab's ``/token`` grants pull tokens to ``users`` (name: password,
+        as Basic or ``grant_type=password``), to holders of ``refresh_tokens``
+        (token: user, or a list standing for the first user) and, if
+        ``public``, to anyone. ``registry.tokens.remove(rule)`` or ``reset()`` undo it.
+        """
+        return self.tokens.require(repository, users, refresh_tokens, public)
+
+    @property
+    def token_realm(self) -> str:
+        """The token endpoint's URL, the ``realm`` of the Bearer challenge."""
+        return self.tokens.realm or f"{self.url}{TOKEN_PATH}"
+
     def reset(self) -> None:
-        """Clear faults, auth rules and the journal (between tests)."""
+        """Clear faults, auth rules (Basic and token) and the journal (between tests)."""
         self.faults.clear()
         self.auth.clear()
+        self.tokens.clear()
         self.journal.clear()
         self.tls_failures.clear()
 
