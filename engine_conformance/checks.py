@@ -10,9 +10,12 @@ so it says what was expected, what came, and on what grounds.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from . import spec
 from .target import Client, Exchange
+from .verdicts import precondition
 
 
 def error_answer_problems(ex: Exchange) -> list[str]:
@@ -47,8 +50,8 @@ def assert_stream_success(ex: Exchange) -> None:
 
 
 def failed(ex: Exchange) -> bool:
-    """Whether a client can tell the request failed: an error status or an error message."""
-    return ex.status >= 400 or ex.stream_error is not None
+    """Whether a client can tell the request failed (the rule of :func:`error_location`)."""
+    return error_location(ex) is not None
 
 
 def imported_id(ex: Exchange) -> str | None:
@@ -75,7 +78,11 @@ def error_location(ex: Exchange) -> str | None:
 
 
 def assert_visible_failure(ex: Exchange, what: str) -> None:
-    """``ex`` must report an error: an error status, or a 200 stream ending with an error line."""
+    """``ex`` must report an error: an error status, or a 200 stream ending with an error line.
+
+    The one rule for "the failure is visible" (:func:`error_location`); ``what`` says
+    why the request could not succeed.
+    """
     if error_location(ex) is not None:
         return
     errors = [i for i, m in enumerate(ex.messages) if m.error is not None]
@@ -89,7 +96,26 @@ def assert_visible_failure(ex: Exchange, what: str) -> None:
         first = errors[0]
         how = (f"answered HTTP 200 with an error at line {first + 1} of {len(ex.messages)}, "
                f"but the stream goes on after it (last: {ex.messages[-1].obj})")
-    raise AssertionError(f"{what}, yet a client cannot tell the pull failed: it {how}")
+    raise AssertionError(f"{what}, yet a client cannot tell the request failed: it {how}")
+
+
+def assert_refused(ex: Exchange, status: int, what: str, left: object = None,
+                   grounds: str = "") -> None:
+    """Refused with HTTP ``status`` and an ``ErrorResponse``, leaving nothing behind.
+
+    ``left`` is what the refused request left behind (falsy: nothing); ``grounds``
+    says where the expected status comes from. Every problem is reported at once.
+    """
+    problems = []
+    if ex.status != status:
+        problems.append(f"{where(ex)}"
+                        + (f" ({ex.stream_error!r})" if ex.stream_error else "")
+                        + f", expected HTTP {status}" + (f" ({grounds})" if grounds else ""))
+    elif error_problems := error_answer_problems(ex):
+        problems.append(f"HTTP {status} that is not an ErrorResponse: " + "; ".join(error_problems))
+    if left:
+        problems.append(f"left an image behind: {left}")
+    assert not problems, f"{what}: " + "; ".join(problems)
 
 
 def where(ex: Exchange) -> str:
@@ -105,3 +131,42 @@ def where(ex: Exchange) -> str:
 def image_ids(client: Client) -> set[str]:
     """Every image ID on the target now."""
     return {image["Id"] for image in client.list_images()}
+
+
+# -- evidence that the engine did what is judged --------------------------------------------
+
+
+def registry_requests(journal: Any, mark: int, repository: str, what: str,
+                      kinds: Sequence[str] = ("manifest",),
+                      wanted: Any = None) -> list[Any]:
+    """The lab registry's journal entries since ``mark`` for ``repository`` (of ``kinds``;
+    ``base`` is the ``/v2/`` check, which names no repository).
+
+    A precondition of every check that judges how an engine handles what the registry
+    served: if no such request came (or none ``wanted`` accepts), the engine never got
+    what the check set up, so it cannot be judged (``error``, not ``fail``). A 500 the
+    lab registry gave without a fault is its own internal error, also ``error``.
+    """
+    # The base endpoint (/v2/) names no repository; it counts when asked for.
+    entries = [e for e in journal.since(mark) if e.kind in kinds
+               and (e.repository == repository or e.kind == "base")]
+    broken = [e for e in entries if e.status == 500 and not e.fault]
+    precondition(not broken, f"the lab registry failed internally on "
+                 f"{', '.join(f'{e.method} {e.path}' for e in broken[:3])}: {what} "
+                 "could not be judged")
+    matching = [e for e in entries if wanted is None or wanted(e)]
+    seen = sorted({f"{e.method} {e.kind} {e.reference} -> {e.status}" for e in entries})
+    precondition(matching, f"the lab registry saw no {'/'.join(kinds)} request for "
+                 f"{repository} that {what} needs (it saw {seen or 'none'}): the engine "
+                 "did not reach the registry, so it could not be judged")
+    return matching
+
+
+def file_server_requests(file_server: Any, url: str, what: str,
+                         statuses: Iterable[int] = (200, 404)) -> list[tuple[str, str, int]]:
+    """The file server's answers to ``url``; a precondition that the engine asked for it."""
+    path = url.removeprefix(file_server.base_url)
+    asked = [r for r in file_server.requests if r[1] == path and r[2] in set(statuses)]
+    precondition(asked, f"the file server was never asked for {url}: the engine did not "
+                 f"reach it, so {what} could not be judged")
+    return asked

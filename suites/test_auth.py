@@ -15,10 +15,12 @@ import json
 import pytest
 
 from engine_conformance.checks import (
-    assert_error_answer,
+    assert_refused,
     assert_stream_success,
+    assert_visible_failure,
     failed,
     image_ids,
+    registry_requests,
     where,
 )
 from lab_registry.auth import basic_header
@@ -93,11 +95,17 @@ def assert_pulled(client, registry, ex, ref: str, what: str, tag: str = TAG) -> 
     assert image["Id"] == facts.image_id, f"{what}: {ref} is {image['Id']}, not {facts.image_id}"
 
 
-def credential_problems(entries) -> tuple[list[str], list[str]]:
-    """What the registry saw on manifest/blob requests: (shown lines, problems)."""
+def credential_problems(registry, mark: int) -> tuple[list[str], list[str]]:
+    """What the registry saw on manifest/blob requests of ``single``: (shown, problems).
+
+    A precondition that a manifest request reached it: otherwise the engine never got
+    as far as using the credentials, and whether it passes them on cannot be judged.
+    """
     wanted = basic_header(USER, PASSWORD)
+    seen = registry_requests(registry.journal, mark, registry.catalogue.name(PROTECTED),
+                             "passing credentials on", kinds=("base", "manifest"))
     shown, problems = [], []
-    for e in entries:
+    for e in registry.journal.since(mark):
         if e.kind not in ("manifest", "blob"):
             continue
         ok = e.authorization == wanted
@@ -106,8 +114,10 @@ def credential_problems(entries) -> tuple[list[str], list[str]]:
                      f"{'' if ok else ' (not the credentials sent)'}")
         if not ok:
             problems.append(f"{e.method} {e.path}")
-    if not any(e.kind == "manifest" for e in entries):
-        problems.append("no manifest request reached the registry")
+    if not shown:
+        # The registry challenged the engine (/v2/ 401), and it never asked for the image.
+        problems.append("no manifest request came after "
+                        + ", ".join(f"{e.method} {e.path} -> {e.status}" for e in seen[:3]))
     return shown, problems
 
 
@@ -120,13 +130,13 @@ def test_credentials_pull_protected_repository(client, images, protected, secret
     mark = protected.journal.mark()
     ex, ref, _ = pull(client, images, protected, header_for(secret, credentials(protected)))
     observe["answer"] = where(ex)
-    assert_pulled(client, protected, ex, ref, "padded base64url credentials")
-    shown, problems = credential_problems(protected.journal.since(mark))
+    shown, problems = credential_problems(protected, mark)
     observe["registry_saw"] = shown
     assert not problems, (
-        "the pull succeeded, but the registry did not receive the credentials given on "
-        f"every manifest/blob request: {problems}"
+        f"the pull answered {where(ex)}; the registry did not receive the credentials given "
+        f"on every manifest/blob request: {problems}"
     )
+    assert_pulled(client, protected, ex, ref, "padded base64url credentials")
 
 
 # -- AUTH-002/003: refused pulls ------------------------------------------------------------
@@ -135,10 +145,16 @@ REFUSALS = ["no-header", "wrong-password"]
 
 
 def refused_pull(client, images, protected, secret, case: str):
+    """The pull the registry refuses; a precondition that the registry did refuse it."""
     headers = None
     if case == "wrong-password":
         headers = header_for(secret, credentials(protected, WRONG_PASSWORD))
-    return pull(client, images, protected, headers)
+    mark = protected.journal.mark()
+    result = pull(client, images, protected, headers)
+    registry_requests(protected.journal, mark, protected.catalogue.name(PROTECTED),
+                      f"a pull the registry refuses ({case})", kinds=("base", "manifest"),
+                      wanted=lambda e: e.status == 401)
+    return result
 
 
 @pytest.mark.requirement("AUTH-002")
@@ -146,11 +162,7 @@ def refused_pull(client, images, protected, secret, case: str):
 def test_refused_pull_fails_visibly(client, images, protected, secret, observe, case):
     ex, ref, new = refused_pull(client, images, protected, secret, case)
     observe[case] = where(ex)
-    visible = failed(ex)
-    assert visible, (
-        f"{case}: the registry refused every request, yet the engine answered {where(ex)}: "
-        "a client cannot tell the failure from success"
-    )
+    assert_visible_failure(ex, f"{case}: the registry refused every request")
     named = client.inspect_image(ref)
     assert not new and named is None, (
         f"{case}: the refused pull left an image: new IDs {new or 'none'}, "
@@ -163,11 +175,8 @@ def test_refused_pull_fails_visibly(client, images, protected, secret, observe, 
 def test_refused_pull_is_404(client, images, protected, secret, observe, case):
     ex, _, _ = refused_pull(client, images, protected, secret, case)
     observe[case] = where(ex)
-    status = ex.status
-    assert status == 404, (
-        f"{case}: {where(ex)}; documented: 404 'repository does not exist or no read access'"
-    )
-    assert_error_answer(ex)
+    assert_refused(ex, 404, case,
+                   grounds="documented: 404 'repository does not exist or no read access'")
 
 
 # -- AUTH-004: a header that does not decode ------------------------------------------------
@@ -196,7 +205,7 @@ def test_unpadded_header_is_accepted(client, images, protected, secret, observe)
     ex, ref, _ = pull(client, images, protected,
                       header_for(secret, credentials(protected), pad=False))
     observe["answer"] = where(ex)
-    shown, problems = credential_problems(protected.journal.since(mark))
+    shown, problems = credential_problems(protected, mark)
     observe["registry_saw"] = shown
     if failed(ex):
         # Recorded only: the same JSON followed by three blanks, so that its closing

@@ -11,8 +11,10 @@ Faults on the manifest apply to manifest requests only: a 5xx on a layer costs
 Docker 20.10 five download attempts with growing waits (75 s), which would
 judge its retry policy rather than the answer.
 
-Cancellation (FAULTS-010) reads the stream only until the engine reports
-layer progress (``create_image(until=...)``), then closes the connection.
+Cancellation (FAULTS-010) reads the stream only until the layer transfer is under
+way (``create_image(until=...)``: the engine reports layer bytes, or the registry has
+begun serving the layer), then closes the connection; an engine that says nothing
+is hung up on after ``SILENCE`` seconds, which the throttled transfer outlasts.
 """
 
 from __future__ import annotations
@@ -25,9 +27,15 @@ from typing import Any
 
 import pytest
 
-from engine_conformance.checks import assert_visible_failure, error_location
+from engine_conformance.checks import (
+    assert_visible_failure,
+    error_location,
+    registry_requests,
+    where,
+)
 from engine_conformance.stream import Message
 from engine_conformance.target import Client, Exchange
+from engine_conformance.verdicts import precondition
 from lab_registry import (
     Blob,
     CorruptBlob,
@@ -47,7 +55,7 @@ CANCEL_LAYER_SIZE = 4 << 20
 CANCEL_RATE = 128 << 10  # 4 MiB takes 32 s: a transfer that is not cancelled is still going
 CANCEL_CUT = 2 << 20  # ... and is cut by the registry after 16 s, so it can never complete
 CANCEL_BOUND = 10.0  # seconds the engine has to hang up on the registry
-PROGRESS_WAIT = 30.0  # seconds to wait for the first layer progress before hanging up
+SILENCE = 8.0  # seconds without a stream line after which the client hangs up anyway
 
 
 # -- the image each check pulls ------------------------------------------------------
@@ -109,6 +117,8 @@ def subjects(lab_control, client: Client, images) -> Iterator[Callable[..., Subj
             catalogue.add(repository, TAG, image)
         ref = lab_control.reference(repository, TAG)
         images.track(ref)
+        precondition(client.inspect_image(ref) is None,
+                     f"{ref} existed before the check, which judges that none is left")
         subject = Subject(repository, ref, image)
         for image_id in (image.config_digest, *also):
             if client.inspect_image(image_id) is None:  # never touch what was there before
@@ -177,9 +187,13 @@ STATUS_FAULTS = {
 def test_manifest_error_status(client, lab_control, subjects, observe, fault):
     subject = subjects(f"status-{fault.status}")
     lab_control.fault(fault, repository=subject.repository, kinds=["manifest"])
+    mark = lab_control.journal.mark()
     ex = pull(client, subject)
-    observe["registry_answers"] = sorted({e.status for e in lab_control.journal.since(0)
+    observe["registry_answers"] = sorted({e.status for e in lab_control.journal.since(mark)
                                          if e.kind == "manifest"})
+    registry_requests(lab_control.journal, mark, subject.repository,
+                      f"a manifest answered {fault.status}",
+                      wanted=lambda e: e.status == fault.status)
     judge_failed_pull(client, observe, subject, ex,
                       f"the registry answered the manifest {fault.status}")
 
@@ -189,11 +203,15 @@ def test_credentials_required(client, lab_control, subjects, observe, secret):
     subject = subjects("auth")
     lab_control.require_auth("ectest-user", secret("ectest-faults-secret"),
                              repository=subject.repository)
+    mark = lab_control.journal.mark()
     ex = pull(client, subject)
     observe["registry_saw"] = [f"{e.method} {e.path} -> {e.status} (Authorization: "
                                + (f"{e.auth_scheme}, user {e.auth_username!r})"
                                   if e.auth_scheme else "none)")
-                               for e in lab_control.journal.since(0)]
+                               for e in lab_control.journal.since(mark)]
+    registry_requests(lab_control.journal, mark, subject.repository,
+                      "a registry refusing for want of credentials", kinds=("base", "manifest"),
+                      wanted=lambda e: e.status == 401)
     judge_failed_pull(client, observe, subject, ex,
                       "the repository requires credentials and none were given")
 
@@ -214,12 +232,13 @@ def test_layer_cut_short(client, lab_control, subjects, observe):
         cut = journal.wait_for(lambda e: e.path == path and e.cut_short, timeout=30, mark=mark)
         lab_control.fault(ErrorStatus(404), prefix=path)
         ex = pulling.result()
-    if cut is None:
-        raise RuntimeError(f"the engine never fetched {path}, so no transfer could be cut")
+    cut = cut or registry_requests(journal, mark, subject.repository,
+                                   "a layer transfer cut short", kinds=("blob",),
+                                   wanted=lambda e: e.path == path and e.cut_short)[0]
     later = [e for e in journal.since(cut.seq + 1) if e.path == path and e.method == "GET"]
-    if any(e.status in (200, 206) for e in later):
-        raise RuntimeError("the engine asked for the layer again before the registry stopped "
-                           "serving it: the check could not set up its fault in time")
+    precondition(not any(e.status in (200, 206) for e in later),
+                 "the engine asked for the layer again before the registry stopped serving "
+                 "it: the check could not set up its fault in time")
     observe["requests_after_cut"] = [e.status for e in later]
     judge_failed_pull(client, observe, subject, ex,
                       f"the layer transfer was cut after {CUT_AFTER} of {cut.body_size} bytes "
@@ -246,18 +265,23 @@ def swapped(genuine: Image, other: Image, what: str) -> Image:
 @pytest.mark.parametrize("case", ["layer-flipped", "layer-swapped", "config-swapped"])
 def test_blob_not_matching_its_digest(client, lab_control, subjects, observe, case):
     label = f"digest-{case}"
+    what = case.split("-")[0]
     if case == "layer-flipped":
         subject = subjects(label)
         lab_control.fault(CorruptBlob(), prefix=subject.layer_path)
         how = "the registry served the layer with its first byte flipped"
     else:
-        what = case.split("-")[0]
         genuine, other = small_image(label, "a"), small_image(label, "b")
         # A non-verifying engine would compute the other config's digest as the image ID.
         subject = subjects(label, swapped(genuine, other, what), also=(other.config_digest,))
         how = (f"the registry served another well-formed {what} of the same size under the "
                f"{what}'s digest")
+    bad = subject.config_path if what == "config" else subject.layer_path
+    mark = lab_control.journal.mark()
     ex = pull(client, subject)
+    registry_requests(lab_control.journal, mark, subject.repository,
+                      f"a {what} that does not match its digest", kinds=("blob",),
+                      wanted=lambda e: e.path == bad and e.method == "GET" and e.status == 200)
     judge_failed_pull(client, observe, subject, ex, how, case)
 
 
@@ -269,7 +293,11 @@ def test_unsupported_manifest(client, lab_control, subjects, observe):
     subject = subjects("unsupported")
     fault = UnsupportedManifest()
     lab_control.fault(fault, repository=subject.repository)
+    mark = lab_control.journal.mark()
     ex = pull(client, subject)
+    registry_requests(lab_control.journal, mark, subject.repository,
+                      "a manifest of an unsupported type",
+                      wanted=lambda e: e.method == "GET" and e.status == 200 and bool(e.fault))
     judge_failed_pull(client, observe, subject, ex,
                       f"the registry served a manifest of type {fault.media_type}")
 
@@ -288,20 +316,30 @@ def layer_progress(message: Message) -> bool:
 def test_closing_the_connection_cancels_the_pull(client, lab_control, subjects, observe):
     subject = subjects("cancel", large=CANCEL_LAYER_SIZE, seed=7010)
     journal, path = lab_control.journal, subject.layer_path
-    lab_control.fault(Throttle(CANCEL_RATE), prefix=path)
+    # The throttle counts the layer GET when it arrives: the registry's word that the
+    # transfer has begun, whatever the engine's stream says.
+    throttle = lab_control.fault(Throttle(CANCEL_RATE), prefix=path)
     lab_control.fault(CutShort(CANCEL_CUT), prefix=path)
     mark = journal.mark()
-    # The client hangs up as soon as the engine reports layer bytes received.
-    ex = client.create_image(subject.params, until=layer_progress, deadline=PROGRESS_WAIT)
-    started = ex.stopped
+
+    def under_way(message: Message) -> bool:
+        return layer_progress(message) or throttle.hits > 0
+
+    # The client hangs up at the first stream line once the layer transfer is under way;
+    # an engine that says nothing meanwhile is hung up on after SILENCE seconds.
+    ex = client.create_image(subject.params, until=under_way, deadline=SILENCE)
     closed = time.monotonic()
+    ended = [e for e in journal.since(mark) if e.path == path and e.method == "GET"]
     observe["closed_after"] = round(closed - ex.started, 2)
     observe["lines_before_close"] = len(ex.messages)
-    if ex.status != 200:
-        pytest.skip(f"the pull was answered HTTP {ex.status}: there was no stream to hang up on")
-    if not started:
-        pytest.skip(f"the engine reported no layer progress within {PROGRESS_WAIT:.0f} s (or its "
-                    "stream ended first), so the moment to hang up could not be chosen")
+    observe["hung_up_on"] = "a stream line" if ex.stopped else f"{SILENCE:.0f} s of silence"
+    precondition(ex.status == 200, f"the pull was answered HTTP {ex.status} before any "
+                 "stream: there was no pull to cancel")
+    precondition(ex.stopped or ex.timed_out, f"the pull ended ({where(ex)}) before the client "
+                 "could hang up")
+    precondition(throttle.hits > 0, "the engine had not begun fetching the layer when the "
+                 "client hung up, so there was no transfer to cancel")
+    precondition(not ended, "the layer transfer had ended before the client hung up")
     entry = journal.wait_for(lambda e: e.path == path and e.method == "GET",
                              timeout=CANCEL_BOUND, mark=mark)
     observe["registry_saw"] = _transfer(entry, closed)

@@ -15,12 +15,16 @@ import pytest
 
 from engine_conformance import archives, spec
 from engine_conformance.checks import (
-    assert_error_answer,
+    assert_refused,
     assert_stream_success,
+    assert_visible_failure,
     failed,
+    file_server_requests,
     image_ids,
     imported_id,
+    where,
 )
+from engine_conformance.verdicts import precondition
 
 ID_STATUS = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -65,17 +69,8 @@ def assert_nothing_created(client, images, before: set[str], names: list[str], w
 
 def assert_refused_400(client, images, ex, before: set[str], name: str, what: str) -> None:
     """A 400 ErrorResponse that created nothing; every problem is reported at once."""
-    problems = []
-    if ex.status != 400:
-        problems.append(
-            f"answered HTTP {ex.status}, expected 400 (reference behaviour)"
-            + (f"; stream error: {ex.stream_error!r}" if ex.status == 200 else "")
-        )
-    left = leftovers(client, images, before, [name])
-    if left:
-        problems.append(f"left an image behind: {left}")
-    assert not problems, f"{what}: " + "; ".join(problems)
-    assert_error_answer(ex)
+    assert_refused(ex, 400, what, leftovers(client, images, before, [name]),
+                   "reference behaviour")
 
 
 def inspect_imported(client, name: str) -> dict:
@@ -388,9 +383,7 @@ def test_non_archive_body_fails(client, images, observe):
                    b"engine-conformance: this is not an archive\n" * 16)
     observe["status"] = ex.status
     observe["stream_error"] = ex.stream_error
-    assert failed(ex), (
-        f"a body that is not an archive answered HTTP {ex.status} with no error message"
-    )
+    assert_visible_failure(ex, "the body is not an archive")
     assert_nothing_created(client, images, before, [name], "the import failed")
 
 
@@ -455,13 +448,20 @@ def test_url_import(client, images, file_server, observe):
     name = images.name("imp-url")
     url = file_server.add("rootfs.tar", unique_rootfs(name))
     path = url.removeprefix(file_server.base_url)
+    seen = len(file_server.requests)
     ex = do_import(client, images, {"fromSrc": url, "repo": name})
-    fetched = [r for r in file_server.requests if r[1] == path]
-    observe["file_server_saw"] = fetched
-    assert_stream_success(ex)
+    asked = file_server.requests[seen:]
+    fetched = [r for r in asked if r[1] == path]
+    observe["file_server_saw"] = asked
+    # An import that failed with the file server never asked is one the engine could not
+    # reach: not judged. One that reports success without fetching the URL is judged.
+    precondition(asked or not failed(ex), f"the file server was never asked for {url} and "
+                 f"the import failed ({where(ex)}): the engine could not reach it")
     assert ("GET", path, 200) in fetched, (
-        f"the import reported success, but the engine never fetched {url}"
+        f"the import of {url} answered {where(ex)}, but the engine never fetched that URL "
+        f"(the file server saw {asked or 'nothing'})"
     )
+    assert_stream_success(ex)
     inspect_imported(client, name)
 
 
@@ -471,11 +471,9 @@ def test_url_404_fails(client, images, file_server, observe):
     url = file_server.missing("rootfs.tar")
     before = image_ids(client)
     ex = do_import(client, images, {"fromSrc": url, "repo": name})
-    path = url.removeprefix(file_server.base_url)
-    observe["file_server_saw"] = [r for r in file_server.requests if r[1] == path]
+    observe["file_server_saw"] = file_server_requests(file_server, url, "an import from a "
+                                                      "URL that answers 404")
     observe["status"] = ex.status
     observe["stream_error"] = ex.stream_error
-    assert failed(ex), (
-        f"fromSrc={url} (answers 404) gave HTTP {ex.status} with no error message"
-    )
+    assert_visible_failure(ex, f"fromSrc={url} answered 404")
     assert_nothing_created(client, images, before, [name], "the import from a 404 URL failed")

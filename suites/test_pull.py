@@ -13,13 +13,16 @@ import re
 import pytest
 
 from engine_conformance.checks import (
-    assert_error_answer,
+    assert_refused,
     assert_stream_success,
-    failed,
+    assert_visible_failure,
+    error_location,
     image_ids,
+    registry_requests,
     where,
 )
 from engine_conformance.target import version_tuple
+from engine_conformance.verdicts import precondition
 from lab_registry.catalogue import MULTI_PLATFORMS
 
 ZERO_DIGEST = "sha256:" + "0" * 64
@@ -62,6 +65,29 @@ def expect_image(client, ref: str, facts, what: str) -> dict:
         f"({facts.reference}, config {facts.image_id})"
     )
     return image
+
+
+def manifests_fetched(registry, mark: int | None, short: str, what: str,
+                      kinds: tuple[str, ...] = ("manifest",),
+                      required: bool = True) -> list[str] | None:
+    """The manifest references the engine asked the lab registry for since ``mark``.
+
+    None with an external registry (no journal). ``required``: a precondition that
+    there was such a request; without it none is fine (an engine may hold a manifest
+    by digest, and the image's content, from earlier pulls).
+    """
+    if registry.external or mark is None:
+        return None
+    repository = registry.catalogue.name(short)
+    if required:
+        entries = registry_requests(registry.journal, mark, repository, what, kinds=kinds)
+    else:
+        entries = [e for e in registry.journal.since(mark) if e.repository == repository]
+    return sorted({e.reference for e in entries if e.kind == "manifest"})
+
+
+def journal_mark(registry) -> int | None:
+    return None if registry.external else registry.journal.mark()
 
 
 def repo_name(registry, short: str) -> str:
@@ -191,15 +217,33 @@ def assert_by_digest(client, registry, ref: str, digest: str, facts, what: str) 
     return image
 
 
+def assert_only_that_manifest(client, registry, mark: int | None, digest: str,
+                              what: str) -> None:
+    """The engine fetched the manifest ``digest`` and no other, and pulled no tag."""
+    fetched = manifests_fetched(registry, mark, "single", what, required=False)
+    others = [r for r in fetched or [] if r != digest]
+    tags = registry.catalogue.tags(registry.catalogue.name("single")) or []
+    tagged = [t for t in tags if client.inspect_image(registry.reference("single", t))]
+    assert not others and not tagged, (
+        f"{what} must pull exactly the manifest {digest}, but the engine also "
+        + "; ".join(([f"fetched the manifests {others}"] if others else [])
+                    + ([f"pulled the tags {tagged}"] if tagged else []))
+    )
+
+
 @pytest.mark.requirement("PULL-004")
 def test_digest_inside_from_image(client, images, registry, observe):
     digest = registry.catalogue.manifest_digest("single", "v2")
     facts = registry.catalogue.facts("single", "v2")
     ref = registry.reference("single", digest=digest)
-    ex = pull(client, images, {"fromImage": ref}, [ref, facts.image_id])
+    tags = [registry.reference("single", t)
+            for t in registry.catalogue.tags(registry.catalogue.name("single")) or []]
+    mark = journal_mark(registry)
+    ex = pull(client, images, {"fromImage": ref}, [ref, facts.image_id, *tags])
     assert_stream_success(ex)
     image = assert_by_digest(client, registry, ref, digest, facts, "fromImage=<repo>@<digest>")
     observe["RepoTags"] = image.get("RepoTags")
+    assert_only_that_manifest(client, registry, mark, digest, "fromImage=<repo>@<digest>")
 
 
 @pytest.mark.requirement("PULL-005")
@@ -207,11 +251,15 @@ def test_digest_as_tag(client, images, registry, observe):
     digest = registry.catalogue.manifest_digest("single", "v2")
     facts = registry.catalogue.facts("single", "v2")
     ref = registry.reference("single", digest=digest)
+    tags = [registry.reference("single", t)
+            for t in registry.catalogue.tags(registry.catalogue.name("single")) or []]
+    mark = journal_mark(registry)
     ex = pull(client, images, {"fromImage": repo_name(registry, "single"), "tag": digest},
-              [ref, facts.image_id])
+              [ref, facts.image_id, *tags])
     assert_stream_success(ex)
     image = assert_by_digest(client, registry, ref, digest, facts, "fromImage=<repo>&tag=<digest>")
     observe["RepoTags"] = image.get("RepoTags")
+    assert_only_that_manifest(client, registry, mark, digest, "fromImage=<repo>&tag=<digest>")
 
 
 @pytest.mark.requirement("PULL-006")
@@ -221,14 +269,23 @@ def test_digest_in_from_image_wins_over_tag(client, images, registry, observe):
     v1 = registry.catalogue.facts("single", "v1")
     ref = registry.reference("single", digest=digest)
     v1_ref = registry.reference("single", "v1")
+    v1_digest = registry.catalogue.manifest_digest("single", "v1")
+    mark = journal_mark(registry)
     ex = pull(client, images, {"fromImage": ref, "tag": "v1"},
               [ref, v1_ref, v2.image_id, v1.image_id])
     observe["answer"] = where(ex)
     assert_stream_success(ex)
-    assert_by_digest(client, registry, ref, digest, v2, "fromImage=<repo>@<v2 digest>&tag=v1")
-    assert client.inspect_image(v1.image_id) is None and client.inspect_image(v1_ref) is None, (
-        "fromImage=<repo>@<v2 digest>&tag=v1 also pulled v1: the digest did not win over tag"
+    # Judged by name and by what the registry was asked, not by v1's image ID: the lab's
+    # images are deterministic, so that ID may be on the engine already under other names.
+    fetched = manifests_fetched(registry, mark, "single", "", required=False) or []
+    observe["manifests_fetched"] = fetched
+    v1_asked = sorted({"v1", v1_digest} & set(fetched))
+    assert client.inspect_image(v1_ref) is None and not v1_asked, (
+        "fromImage=<repo>@<v2 digest>&tag=v1 pulled v1 "
+        f"({v1_ref} {'exists' if client.inspect_image(v1_ref) else 'absent'}, "
+        f"manifests fetched {fetched}): the digest did not win over tag"
     )
+    assert_by_digest(client, registry, ref, digest, v2, "fromImage=<repo>@<v2 digest>&tag=v1")
 
 
 @pytest.mark.requirement("PULL-007")
@@ -331,46 +388,48 @@ def test_repeat_pull_says_up_to_date(client, images, registry, observe):
 # -- pulls that must fail -------------------------------------------------------------------
 
 
+REGISTRY_CASES = {"unknown-repository": "no-such-repo", "unknown-repository-all-tags":
+                  "no-such-repo", "unknown-tag": "single", "unknown-digest": "single",
+                  "missing-platform": "multi"}
+"""Failure cases the registry must be asked about (the others are refused before)."""
+
+
+def require_registry_asked(registry, mark: int | None, case: str) -> None:
+    """A case the engine can only judge by asking the registry: it did ask (precondition)."""
+    if case in REGISTRY_CASES and mark is not None:
+        manifests_fetched(registry, mark, REGISTRY_CASES[case], f"the {case} case",
+                          kinds=("manifest", "tags"))
+
+
 @pytest.mark.requirement("PULL-011")
 @pytest.mark.parametrize("case", ["unknown-repository", "unknown-repository-all-tags"])
 def test_unknown_repository_is_404(client, images, registry, api_version, observe, case):
+    mark = journal_mark(registry)
     ex, left = send_failure(client, images, registry, case, api_version)
     observe[case] = where(ex)
-    assert ex.status == 404, (
-        f"{case}: {where(ex)}"
-        + (f" ({ex.stream_error!r})" if ex.stream_error else "")
-        + "; documented: 404 'repository does not exist or no read access'"
-    )
-    assert_error_answer(ex)
-    assert not left, f"{case}: the failed pull left images behind: {left}"
+    require_registry_asked(registry, mark, case)
+    assert_refused(ex, 404, case, left,
+                   "documented: 404 'repository does not exist or no read access'")
 
 
 @pytest.mark.requirement("PULL-012")
 @pytest.mark.parametrize("case", ["unknown-tag", "unknown-digest"])
 def test_unknown_tag_is_404(client, images, registry, api_version, observe, case):
+    mark = journal_mark(registry)
     ex, left = send_failure(client, images, registry, case, api_version)
     observe[case] = where(ex)
-    assert ex.status == 404, (
-        f"{case}: {where(ex)}" + (f" ({ex.stream_error!r})" if ex.stream_error else "")
-        + "; reference engine: 404 before the stream"
-    )
-    assert_error_answer(ex)
-    assert not left, f"{case}: the failed pull left images behind: {left}"
+    require_registry_asked(registry, mark, case)
+    assert_refused(ex, 404, case, left, "reference engine: 404 before the stream")
 
 
 @pytest.mark.requirement("PULL-013")
 @pytest.mark.parametrize("case", INVALID_REFERENCES)
 def test_invalid_reference_is_400(client, images, registry, api_version, observe, case):
-    mark = registry.journal.mark() if not registry.external else None
+    mark = journal_mark(registry)
     ex, left = send_failure(client, images, registry, case, api_version)
     observe[case] = where(ex)
-    assert ex.status == 400, (
-        f"{case} ({failure_params(registry, case)}): {where(ex)}"
-        + (f" ({ex.stream_error!r})" if ex.stream_error else "")
-        + "; reference engine: 400 before the stream"
-    )
-    assert_error_answer(ex)
-    assert not left, f"{case}: the refused pull left images behind: {left}"
+    assert_refused(ex, 400, f"{case} ({failure_params(registry, case)})", left,
+                   "reference engine: 400 before the stream")
     if mark is not None:
         asked = [f"{e.method} {e.path}" for e in registry.journal.since(mark)
                  if e.kind in ("manifest", "blob", "tags")]
@@ -381,11 +440,7 @@ def test_invalid_reference_is_400(client, images, registry, api_version, observe
 def test_scratch_is_403(client, images, registry, api_version, observe):
     ex, left = send_failure(client, images, registry, "scratch", api_version)
     observe["scratch"] = where(ex)
-    assert ex.status == 403, (
-        f"fromImage=scratch: {where(ex)}; reference engine: 403 (a reserved name)"
-    )
-    assert_error_answer(ex)
-    assert not left, f"fromImage=scratch left images behind: {left}"
+    assert_refused(ex, 403, "fromImage=scratch", left, "reference engine: a reserved name")
 
 
 # -- platform -------------------------------------------------------------------------------
@@ -402,15 +457,13 @@ def test_platform_picks_the_manifest(client, images, registry, observe, short, p
     assert_stream_success(ex)
     image = client.inspect_image(ref)
     assert image is not None, f"{ref} does not exist after a pull that reported success"
-    got = {"Os": image.get("Os"), "Architecture": image.get("Architecture"),
-           "Variant": image.get("Variant") or None, "Id": image["Id"]}
-    want = {"Os": facts.os, "Architecture": facts.architecture, "Variant": facts.variant,
-            "Id": facts.image_id}
-    observe[f"{short} {platform}"] = got
-    wrong = {k: f"{got[k]!r} (expected {want[k]!r})" for k in want if got[k] != want[k]}
-    note = "" if "Id" in wrong else " (its Id is that platform's config digest)"
-    assert not wrong, f"platform={platform} from {short}: the pulled image{note} has " + ", ".join(
-        f"{k} {v}" for k, v in wrong.items())
+    got = f"{image.get('Os')}/{image.get('Architecture')}/{image.get('Variant') or '-'}"
+    observe[f"{short} {platform}"] = {"Id": image["Id"], "platform": got}
+    # The Id is the config digest of the manifest chosen: it names the manifest exactly.
+    assert image["Id"] == facts.image_id, (
+        f"platform={platform} from {short}: the pulled image is {image['Id']} ({got}), not "
+        f"the config {facts.image_id} of the index's {platform} manifest"
+    )
 
 
 @pytest.mark.requirement("PULL-016")
@@ -420,14 +473,13 @@ def test_missing_platform_fails_visibly(client, images, registry, api_version, o
     ref = registry.reference(short, "latest")
     images.track(ref)
     before = image_ids(client)
+    mark = journal_mark(registry)
     ex = client.create_image({"fromImage": repo_name(registry, short), "tag": "latest",
                               "platform": MISSING_PLATFORM})
     left = new_images(client, images, before)
     observe[short] = where(ex)
-    assert failed(ex), (
-        f"platform={MISSING_PLATFORM} is not in {short}'s index, yet the pull answered "
-        f"{where(ex)}"
-    )
+    manifests_fetched(registry, mark, short, f"a platform missing from {short}'s index")
+    assert_visible_failure(ex, f"platform={MISSING_PLATFORM} is not in {short}'s index")
     named = client.inspect_image(ref)
     assert not left and named is None, (
         f"the failed pull of platform={MISSING_PLATFORM} left an image behind: "
@@ -445,13 +497,8 @@ def test_unparsable_platform_is_400(client, images, registry, observe, platform)
                               "platform": platform})
     left = new_images(client, images, before)
     observe[platform] = where(ex)
-    assert ex.status == 400, (
-        f"platform={platform!r}: {where(ex)}"
-        + (f" ({ex.stream_error!r})" if ex.stream_error else "")
-        + "; reference engine: 400 before the stream"
-    )
-    assert_error_answer(ex)
-    assert not left, f"platform={platform!r} was refused but left images behind: {left}"
+    assert_refused(ex, 400, f"platform={platform!r}", left,
+                   "reference engine: 400 before the stream")
 
 
 @pytest.mark.requirement("PULL-018")
@@ -501,7 +548,7 @@ def test_single_platform_mismatch(client, images, registry, observe, case):
         "warnings": warnings,
         "pulled": image and f"{image.get('Os')}/{image.get('Architecture')}",
     }
-    assert failed(ex) or warnings, (
+    assert error_location(ex) or warnings, (
         f"{short}:{tag} has no {platform} image, yet the pull answered {where(ex)}, "
         f"pulled {observe[case]['pulled']} and gave no warning"
     )
@@ -513,9 +560,32 @@ def test_single_platform_mismatch(client, images, registry, observe, case):
 @pytest.mark.requirement("PULL-020")
 @pytest.mark.parametrize("case", FAILURE_CASES)
 def test_failed_pull_is_visible(client, images, registry, api_version, observe, case):
+    mark = journal_mark(registry)
     ex, _ = send_failure(client, images, registry, case, api_version)
     observe[case] = where(ex)
-    assert failed(ex), (
-        f"{case} ({failure_params(registry, case)}) failed, yet the engine answered {where(ex)}: "
-        "a client cannot tell it from success"
+    require_registry_asked(registry, mark, case)
+    assert_visible_failure(ex, f"{case} ({failure_params(registry, case)}) failed")
+
+
+VARIANT_PLATFORMS = [p for p in MULTI_PLATFORMS if len(p.split("/")) == 3]
+
+
+@pytest.mark.requirement("PULL-021")
+@pytest.mark.parametrize("platform", VARIANT_PLATFORMS)
+@pytest.mark.parametrize("short", ["multi", "multi-oci"])
+def test_inspect_reports_the_variant(client, images, registry, observe, short, platform):
+    facts = registry.catalogue.facts(short, "latest", platform=platform)
+    ref = registry.reference(short, "latest")
+    ex = pull(client, images, {"fromImage": repo_name(registry, short), "tag": "latest",
+                               "platform": platform}, [ref])
+    assert_stream_success(ex)
+    image = client.inspect_image(ref)
+    assert image is not None, f"{ref} does not exist after a pull that reported success"
+    precondition(image["Id"] == facts.image_id,
+                 f"the engine pulled {image['Id']}, not the {platform} manifest's image "
+                 f"{facts.image_id} (PULL-015 judges that): its Variant says nothing")
+    observe[f"{short} {platform}"] = image.get("Variant")
+    assert image.get("Variant") == facts.variant, (
+        f"the {platform} image of {short} (its config says variant {facts.variant!r}) is "
+        f"inspected with Variant {image.get('Variant')!r}"
     )

@@ -56,8 +56,8 @@ from schemathesis.errors import FailureGroup
 
 from engine_conformance import archives, spec
 from engine_conformance.checks import error_answer_problems, imported_id
-from engine_conformance.determinism import no_local_constants
 from engine_conformance.cleanup import Images
+from engine_conformance.determinism import no_local_constants
 from engine_conformance.target import Client, Exchange
 
 SEED = 20_240_601
