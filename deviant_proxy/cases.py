@@ -1,10 +1,13 @@
 """Rows of deviant tests: a requirement, how the engine is bent, the verdict due.
 
-    >>> Case("ERRORS-001", "fail", (TEXT_ERRORS,))             # doctest: +SKIP
+    >>> Case("ERRORS-001", "fail", (TEXT_ERRORS,), reason="not an ErrorResponse")  # doctest: +SKIP
 
-A row expecting ``fail`` shows that the check can fail; a row expecting
-``pass`` shows that it passes on a conforming engine (no deviations: Docker
-itself; or a proxy that makes Docker conform where it does not).
+A row expecting ``fail`` shows that the check can fail, and names the reason it
+must fail for (a substring of the verdict's reason): a row cannot pass by
+failing for another cause. A row expecting ``pass`` shows that it passes on a
+conforming engine (no deviations: Docker itself; or a proxy that makes Docker
+conform where it does not). A row expecting ``error`` shows that the check
+does not blame the engine for what it could not judge.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class Case:
     expect: str
     deviations: tuple[Deviation, ...] = field(default=())
     api_version: str | None = None
+    reason: str = ""
 
     def __str__(self) -> str:
         how = "+".join(d.name for d in self.deviations) or "docker"
@@ -34,4 +38,10 @@ def check(case: Case, outcome: Outcome) -> None:
     assert got["verdict"] == case.expect, (
         f"{case.requirement} judged {got['verdict']} ({got['reason'][:300]}), "
         f"expected {case.expect}"
+    )
+    assert case.expect != "fail" or case.reason, (
+        f"{case}: a fail row names its reason (this one failed for {got['reason'][:500]!r})")
+    assert case.reason in got["reason"], (
+        f"{case.requirement} judged {got['verdict']} as expected, but for another reason: "
+        f"{got['reason'][:500]!r} does not say {case.reason!r}"
     )

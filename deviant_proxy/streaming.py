@@ -12,7 +12,9 @@ DeviantProxy, plain :class:`Deviation` rows included, and also honours
     ...     proxy.target        # a client hanging up here is never noticed by the engine
 
 ``keep_reading`` keeps the engine's answer flowing into the proxy after the
-client has gone, so the engine never learns of the hang-up. ``prelude`` sends
+client has gone, so the engine never learns of the hang-up. ``drop_line`` leaves
+out the stream lines for which it holds, as they flow (an engine that reports
+no progress). ``prelude`` sends
 the engine one extra request before the real one (its answer is discarded): a
 way to make an engine look as if it had done something it did not, such as
 leaving an image behind.
@@ -20,6 +22,8 @@ leaving an image behind.
 
 from __future__ import annotations
 
+import select
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +46,7 @@ class StreamDeviation(Deviation):
     """
 
     keep_reading: bool = False
+    drop_line: Callable[[bytes], bool] | None = None
     prelude: Callable[[Request], Request | None] | None = None
     client_left: threading.Event = field(default_factory=threading.Event)
     drained: threading.Event = field(default_factory=threading.Event)
@@ -66,24 +71,41 @@ class StreamingProxy(DeviantProxy):
     def _forward_streaming(self, req: Request, handler: BaseHTTPRequestHandler) -> None:
         deviation = getattr(self._picked, "deviation", None)
         self._picked.deviation = None
-        if isinstance(deviation, StreamDeviation) and deviation.keep_reading:
+        if isinstance(deviation, StreamDeviation) and (deviation.keep_reading
+                                                       or deviation.drop_line is not None):
             self._forward_deaf(req, handler, deviation)
         else:
             super()._forward_streaming(req, handler)
 
     def _forward_deaf(self, req: Request, handler: BaseHTTPRequestHandler,
                       deviation: StreamDeviation) -> None:
-        """Stream the answer through; if the client hangs up, go on reading it to its end."""
+        """Stream the answer through, without the lines ``drop_line`` picks; if the client
+        hangs up, go on reading it to its end when ``keep_reading``, else hang up too."""
         resp = self._http.send(self._outgoing(req), stream=True)
         gone = False
+        pending = b""
         try:
             try:
                 send_chunked_head(handler, resp)
             except _GONE:
                 gone = True
-            for chunk in resp.iter_raw():
-                if gone or not chunk:
+            for raw in resp.iter_raw():
+                if gone and not deviation.keep_reading:
+                    break  # closing our side passes the hang-up on
+                if gone or not raw:
                     continue  # the engine goes on writing to us; nobody reads it
+                chunk = raw
+                if deviation.drop_line is not None:
+                    lines = (pending + raw).split(b"\n")
+                    pending = lines.pop()
+                    chunk = b"".join(line + b"\n" for line in lines
+                                     if not deviation.drop_line(line))
+                    if not chunk:
+                        # Nothing to write, so no write can fail: ask the socket instead.
+                        gone = _client_gone(handler)
+                        if gone:
+                            deviation.client_left.set()
+                        continue
                 try:
                     handler.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                     handler.wfile.flush()
@@ -93,6 +115,8 @@ class StreamingProxy(DeviantProxy):
             if gone:
                 deviation.drained.set()
             else:
+                if pending and not (deviation.drop_line and deviation.drop_line(pending)):
+                    handler.wfile.write(b"%x\r\n%s\r\n" % (len(pending), pending))
                 handler.wfile.write(b"0\r\n\r\n")
         except _GONE:
             pass
@@ -100,3 +124,13 @@ class StreamingProxy(DeviantProxy):
             pass  # the proxy is stopping: its client to the engine was closed under us
         finally:
             resp.close()
+
+
+def _client_gone(handler: BaseHTTPRequestHandler) -> bool:
+    """Whether the client closed its connection (it sends nothing more on a live one)."""
+    conn = handler.connection
+    try:
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True

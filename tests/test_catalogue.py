@@ -1,7 +1,8 @@
 """The catalogue is whole: every requirement is checked, and every check is shown to fail.
 
 A check that cannot fail is a defect, so each requirement must have at least
-one deviant row expecting ``fail`` and one expecting ``pass``.
+one deviant row expecting ``fail`` and one expecting ``pass``; a ``fail`` row names
+the reason it must fail for.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ def test_every_requirement_has_failing_and_passing_deviant_rows():
         if not {"fail", "pass"} <= expects:
             missing.append(f"{rid} has rows for {sorted(expects) or 'nothing'}")
     assert not missing, "\n".join(missing)
+
+
+def test_fail_rows_name_their_reason():
+    # A row that names no reason could pass by failing for any cause at all.
+    bare = [str(row) for row in _rows() if row.expect == "fail" and not row.reason]
+    assert not bare, "fail rows without the reason they must fail for: " + ", ".join(bare)
 
 
 def test_requirements_quote_their_basis():

@@ -1,7 +1,8 @@
 """The suite never harms its target: it removes what it made, and only that.
 
 Sentinel images seeded before a full run must be there after it, with the
-same IDs; nothing under a run prefix may remain, also after Ctrl-C.
+same IDs; nothing under a run prefix may remain, also after Ctrl-C, nor what a
+deviating engine made without the names it was given.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import subprocess
 import sys
 
 from deviant_proxy import DeviantProxy, Deviation
-from engine_conformance.runner import ROOT
+from deviant_proxy.predicates import is_body_import
+from engine_conformance.runner import ROOT, run_suite
+from engine_conformance.target import Client, Target
 
 
 def test_sentinels_untouched_and_nothing_left(suite, request):
@@ -49,3 +52,23 @@ def test_ctrl_c_mid_run_removes_what_was_created(docker, tmp_path, look):
     assert child.returncode == 130, output.decode(errors="replace")[-2000:]
     _, leftovers = look(docker.target)
     assert leftovers == []
+
+
+def _image_ids(target: str) -> set[str]:
+    with Client(Target.parse(target)) as client:
+        client.negotiate()
+        return {image["Id"] for image in client.list_images()}
+
+
+def test_untagged_imports_of_an_engine_that_ignores_repo_are_removed(docker, tmp_path):
+    # The images stay untagged, so no name leads to them: the IDs the imports reported do.
+    # ERRORS-004 tracks no ID itself: clean-up finds it in the import's last message.
+    ignores_repo = Deviation("ignores-repo", match=is_body_import,
+                             request=lambda req: req.with_params(repo=None, tag=None))
+    before = _image_ids(docker.target)
+    with DeviantProxy(docker.target, [ignores_repo]) as proxy:
+        outcome = run_suite(proxy.target, tmp_path,
+                            requirements=["ERRORS-004", "IMPORT-003"])
+    assert ignores_repo.hits, "no import went through the proxy: the test proves nothing"
+    assert outcome.verdict("ERRORS-004") == "fail", outcome.output[-2000:]
+    assert _image_ids(docker.target) - before == set()

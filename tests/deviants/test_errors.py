@@ -20,6 +20,12 @@ VERSIONED_ONLY = Deviation(
     match=lambda req: req.path == "/images/create",
     answer=lambda req: Response.json(404, {"message": "page not found"}),
 )
+# An engine that takes the unversioned path for an old version (1.24: platform ignored).
+UNVERSIONED_IS_OLD = Deviation(
+    "unversioned-is-1.24",
+    match=lambda req: req.path == "/images/create",
+    request=lambda req: req.replace(path="/v1.24/images/create"),
+)
 # An engine that rejects parameters it does not know.
 STRICT_PARAMS = Deviation(
     "strict-params",
@@ -39,18 +45,22 @@ NEITHER_IS_TEXT_400 = Deviation(
     answer=lambda req: Response(400, {"Content-Type": "text/plain"}, b"bad request\n"),
 )
 
+NOT_AN_ERROR_RESPONSE = "that is not an ErrorResponse"
+
 CASES = [
     Case("ERRORS-001", "pass"),
-    Case("ERRORS-001", "fail", (TEXT_ERRORS,)),
+    Case("ERRORS-001", "fail", (TEXT_ERRORS,), reason=NOT_AN_ERROR_RESPONSE),
     Case("ERRORS-002", "pass"),
-    Case("ERRORS-002", "fail", (ANY_VERSION,)),
+    Case("ERRORS-002", "fail", (ANY_VERSION,), reason="expected HTTP 400"),
     Case("ERRORS-003", "pass"),
-    Case("ERRORS-003", "fail", (VERSIONED_ONLY,)),
+    Case("ERRORS-003", "fail", (VERSIONED_ONLY,), reason="does not behave as the current"),
+    Case("ERRORS-003", "fail", (UNVERSIONED_IS_OLD,), reason="does not behave as the current"),
     Case("ERRORS-004", "pass"),
-    Case("ERRORS-004", "fail", (STRICT_PARAMS,)),
-    Case("ERRORS-005", "fail"),  # Docker answers 500: reported, not hidden
+    Case("ERRORS-004", "fail", (STRICT_PARAMS,), reason="answered HTTP 400"),
+    # Docker answers 500: reported, not hidden
+    Case("ERRORS-005", "fail", reason="expected a 4xx client error"),
     Case("ERRORS-005", "pass", (NEITHER_IS_400,)),
-    Case("ERRORS-005", "fail", (NEITHER_IS_TEXT_400,)),
+    Case("ERRORS-005", "fail", (NEITHER_IS_TEXT_400,), reason=NOT_AN_ERROR_RESPONSE),
 ]
 
 

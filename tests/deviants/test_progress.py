@@ -16,16 +16,9 @@ import pytest
 
 from deviant_proxy import Deviation, Request, Response
 from deviant_proxy.cases import Case, check
+from deviant_proxy.predicates import pulling
 
 FAILING = ("progress-corrupt-layer", "progress-layer-unknown", "progress-unsupported-manifest")
-
-
-def pulling(*fragments: str):
-    """Matches pulls whose fromImage contains one of ``fragments``."""
-    def match(req: Request) -> bool:
-        image = req.param("fromImage") or ""
-        return req.endpoint == "/images/create" and any(f in image for f in fragments)
-    return match
 
 
 def on_stream(edit):
@@ -128,22 +121,22 @@ LINE_AFTER_ERROR = Deviation(
 
 CASES = [
     Case("PROGRESS-001", "pass"),
-    Case("PROGRESS-001", "fail", (TEXT_PLAIN,)),
+    Case("PROGRESS-001", "fail", (TEXT_PLAIN,), reason="not application/json"),
     Case("PROGRESS-002", "pass"),
-    Case("PROGRESS-002", "fail", (TEXT_LINE,)),
+    Case("PROGRESS-002", "fail", (TEXT_LINE,), reason="not one JSON object"),
     Case("PROGRESS-003", "pass"),
-    Case("PROGRESS-003", "fail", (STRING_CURRENT,)),
+    Case("PROGRESS-003", "fail", (STRING_CURRENT,), reason="not CreateImageInfo"),
     Case("PROGRESS-004", "pass"),
-    Case("PROGRESS-004", "fail", (OVER_TOTAL,)),
+    Case("PROGRESS-004", "fail", (OVER_TOTAL,), reason="more progress than the total"),
     Case("PROGRESS-005", "pass"),
-    Case("PROGRESS-005", "fail", (BACKWARDS,)),
+    Case("PROGRESS-005", "fail", (BACKWARDS,), reason="progress going backwards"),
     Case("PROGRESS-006", "pass"),
-    Case("PROGRESS-006", "fail", (ERROR_ON_SUCCESS,)),
+    Case("PROGRESS-006", "fail", (ERROR_ON_SUCCESS,), reason="succeeded report an error"),
     Case("PROGRESS-007", "pass"),
-    Case("PROGRESS-007", "fail", (DROP_ERRORS,)),
-    Case("PROGRESS-007", "fail", (ERROR_FIELD_ONLY,)),
+    Case("PROGRESS-007", "fail", (DROP_ERRORS,), reason="do not end with errorDetail"),
+    Case("PROGRESS-007", "fail", (ERROR_FIELD_ONLY,), reason="do not end with errorDetail"),
     Case("PROGRESS-008", "pass"),
-    Case("PROGRESS-008", "fail", (LINE_AFTER_ERROR,)),
+    Case("PROGRESS-008", "fail", (LINE_AFTER_ERROR,), reason="go on after their error line"),
 ]
 
 

@@ -18,15 +18,8 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from deviant_proxy import Deviation, Response
 from deviant_proxy.cases import Case, check
 from deviant_proxy.common import TEXT_ERRORS
+from deviant_proxy.predicates import is_body_import, is_create
 from engine_conformance.determinism import no_local_constants
-
-
-def _create(req) -> bool:
-    return req.endpoint == "/images/create"
-
-
-def _import(req) -> bool:
-    return _create(req) and req.param("fromSrc") == "-"
 
 
 def _on_200(rewrite):
@@ -36,7 +29,7 @@ def _on_200(rewrite):
 # SCHEMA-001: an engine with a status of its own for requests carrying a message.
 TEAPOT = Deviation(
     "teapot-418",
-    match=lambda req: _create(req) and req.param("message") is not None,
+    match=lambda req: is_create(req) and req.param("message") is not None,
     answer=lambda req: Response.json(418, {"message": "I'm a teapot"}),
 )
 
@@ -51,7 +44,7 @@ ERRORS_WITHOUT_MESSAGE = Deviation(
 # 200 answer without Content-Type (what Podman 4.3 sends for a pull).
 STRING_PROGRESS = Deviation(
     "string-progress-current",
-    match=_import,
+    match=is_body_import,
     response=_on_200(lambda resp: resp.replace(
         body=b'{"status":"Extracting","progressDetail":{"current":"12","total":24}}\r\n'
         + resp.body
@@ -59,12 +52,12 @@ STRING_PROGRESS = Deviation(
 )
 NON_JSON_LINE = Deviation(
     "non-json-line",
-    match=_import,
+    match=is_body_import,
     response=_on_200(lambda resp: resp.replace(body=b"Extracting 12/24\r\n" + resp.body)),
 )
 NO_CONTENT_TYPE = Deviation(
     "200-without-content-type",
-    match=_import,
+    match=is_body_import,
     response=_on_200(lambda resp: Response(
         resp.status,
         {k: v for k, v in resp.headers.items() if k.lower() != "content-type"},
@@ -75,22 +68,24 @@ NO_CONTENT_TYPE = Deviation(
 # SCHEMA-004: an engine that answers 500 where Docker refuses an import's parameters with 400.
 IMPORT_REFUSALS_ARE_500 = Deviation(
     "import-refusals-500",
-    match=_import,
+    match=is_body_import,
     response=lambda req, resp: resp.replace(status=500) if resp.status == 400 else resp,
 )
 
 CASES = [
     Case("SCHEMA-001", "pass"),
-    Case("SCHEMA-001", "fail", (TEAPOT,)),
+    Case("SCHEMA-001", "fail", (TEAPOT,), reason="with a status outside"),
     Case("SCHEMA-002", "pass"),
-    Case("SCHEMA-002", "fail", (TEXT_ERRORS,)),
-    Case("SCHEMA-002", "fail", (ERRORS_WITHOUT_MESSAGE,)),
+    Case("SCHEMA-002", "fail", (TEXT_ERRORS,), reason="not an ErrorResponse"),
+    Case("SCHEMA-002", "fail", (ERRORS_WITHOUT_MESSAGE,),
+         reason="not an ErrorResponse"),
     Case("SCHEMA-003", "pass"),
-    Case("SCHEMA-003", "fail", (STRING_PROGRESS,)),
-    Case("SCHEMA-003", "fail", (NON_JSON_LINE,)),
-    Case("SCHEMA-003", "fail", (NO_CONTENT_TYPE,)),
+    Case("SCHEMA-003", "fail", (STRING_PROGRESS,), reason="not a CreateImageInfo stream"),
+    Case("SCHEMA-003", "fail", (NON_JSON_LINE,), reason="not a CreateImageInfo stream"),
+    Case("SCHEMA-003", "fail", (NO_CONTENT_TYPE,), reason="not application/json"),
     Case("SCHEMA-004", "pass"),
-    Case("SCHEMA-004", "fail", (IMPORT_REFUSALS_ARE_500,)),
+    Case("SCHEMA-004", "fail", (IMPORT_REFUSALS_ARE_500,),
+         reason="imports of a valid archive were answered 5xx"),
 ]
 
 
