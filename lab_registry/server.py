@@ -325,12 +325,11 @@ class _Handler(GoProtocolErrors):
             )
             if error is not None:
                 challenge = lab.tokens.challenge(lab.token_realm, repository, action, error or None)
-                self._send_error(
-                    401,
-                    "UNAUTHORIZED",
-                    detail=_access_detail(repository),
-                    extra={"WWW-Authenticate": challenge},
-                )
+                # Distribution's token challenge of the ping carries "detail":null.
+                error_doc = {"code": "UNAUTHORIZED", "message": MESSAGES["UNAUTHORIZED"]}
+                error_doc["detail"] = _access_detail(repository)
+                body = json_body({"errors": [error_doc]})
+                self._send(401, body, JSON_TYPE, {"WWW-Authenticate": challenge})
                 return
         elif (realm := lab.auth.challenge(repository)) is not None and not lab.auth.allows(
             repository, self.headers.get("Authorization")

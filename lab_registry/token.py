@@ -322,10 +322,13 @@ class TokenAuth:
                 self._rules.remove(rule)
 
     def clear(self) -> None:
-        """Drop the rules and the refresh tokens handed out (the key stays)."""
+        """Drop the rules and the refresh tokens handed out, undo ``realm`` and
+        ``header_keys`` changes (the key stays)."""
         with self._lock:
             self._rules.clear()
             self._issued_refresh.clear()
+            self.realm = None
+            self.header_keys = ("x5c", "kid")
 
     @property
     def active(self) -> bool:
