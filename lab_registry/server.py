@@ -277,6 +277,9 @@ class _Handler(GoProtocolErrors):
         # connection usable; a chunked or huge one just ends the connection.
         # Only a token request's form is kept (``keep``), and only a small one.
         if self.headers.get("Transfer-Encoding"):
+            if keep and self.headers["Transfer-Encoding"].strip().lower() == "chunked":
+                # Podman (containers/image) posts its refresh-token form chunked.
+                return self._read_chunked_form()
             self.close_connection = True
             return b""
         length = int(self.headers.get("Content-Length") or 0)
@@ -292,6 +295,26 @@ class _Handler(GoProtocolErrors):
             if keep and sum(map(len, kept)) < _MAX_TOKEN_FORM:
                 kept.append(chunk)
         return b"".join(kept)[:_MAX_TOKEN_FORM]
+
+    def _read_chunked_form(self) -> bytes:
+        """A small chunked body; an oversized or malformed one ends the connection."""
+        data = b""
+        while True:
+            size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                self.close_connection = True
+                return data
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return data
+            if len(data) + size > _MAX_TOKEN_FORM:
+                self.close_connection = True
+                return data
+            data += self.rfile.read(size)
+            self.rfile.readline(1024)  # the CRLF after each chunk
 
     def _dispatch(
         self,

@@ -217,7 +217,8 @@ class TokenRequest:
     (GET with Basic), ``"password"`` and ``"refresh_token"`` (POST grants),
     ``"anonymous"`` (no credentials), or None for an unusable request.
     ``grant_type`` is None for GET (the spec's GET has none). ``scopes`` are
-    as asked; ``granted`` the scope entries the token carries.
+    as asked; ``granted`` the scope entries the token carries. ``account`` is
+    the user name a client may add to a GET (Docker and Podman do).
     """
 
     method: str
@@ -228,6 +229,7 @@ class TokenRequest:
     scopes: tuple[str, ...]
     offline: bool
     username: str | None = None
+    account: str | None = None
     granted: tuple[str, ...] = ()
     refresh_token_issued: bool = False
     status: int = 200
@@ -429,6 +431,7 @@ class TokenAuth:
             scopes=scopes,
             offline=offline,
             username=credentials[0] if credentials else None,
+            account=_first(params, "account"),
         )
         if method not in ("GET", "HEAD"):
             return _refused(record, TokenError(405, "invalid_request", "use GET or POST"))

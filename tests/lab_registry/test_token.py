@@ -271,6 +271,24 @@ class TestOAuthEndpoint:
         )
         assert pulled.status_code == 200
 
+    def test_chunked_form(self, lab: LabRegistry, http: httpx.Client, private: str) -> None:
+        # Podman (containers/image) posts the refresh-token form with chunked encoding.
+        lab.require_token_auth(repository=private, refresh_tokens={"rt-chunked": "jlhawn"})
+        form = (
+            "grant_type=refresh_token&refresh_token=rt-chunked&service=lab-registry"
+            f"&scope=repository:{private}:pull"
+        )
+        parts = iter([form[:20].encode(), form[20:].encode()])
+        r = http.post(
+            "/token",
+            content=parts,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["scope"] == f"repository:{private}:pull"
+        # The connection is still usable after it.
+        assert http.get("/").status_code == 200
+
     def test_preset_refresh_token(
         self, lab: LabRegistry, http: httpx.Client, lab_catalogue
     ) -> None:
@@ -396,7 +414,7 @@ class TestJournal:
         mark = lab.journal.mark()
         first = get_token(
             http, f"repository:{private}:pull", basic_header("jlhawn", PASSWORD),
-            offline_token="true", password="leak-me-not",
+            offline_token="true", password="leak-me-not", account="jlhawn",
         )  # fmt: skip
         refresh = first.json()["refresh_token"]
         second = http.post(
@@ -418,6 +436,7 @@ class TestJournal:
             ("GET", None, "anonymous", "ectest"),
         ]
         assert requests[0].offline and requests[0].refresh_token_issued
+        assert requests[0].account == "jlhawn"
         assert requests[0].scopes == (f"repository:{private}:pull",)
         assert requests[1].username == "jlhawn"  # the refresh token's subject
         basic = basic_header("jlhawn", PASSWORD).split()[1]
