@@ -5,6 +5,10 @@
       127.0.0.1:5000/ectest-demo/single:v1  sha256:...
       ...
 
+With ``--token-auth USER:PASSWORD`` (repeatable) every repository needs a
+Bearer token from the registry's own ``/token`` endpoint (distribution's token
+auth), which grants pull to those users.
+
 Errors (a bad option, a busy port) print one line and exit non-zero, with no
 traceback: this is a tool for people at a terminal.
 """
@@ -49,6 +53,13 @@ def _size_mib(text: str) -> int:
     return int(text)
 
 
+def _user(text: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise argparse.ArgumentTypeError("expected USER:PASSWORD")
+    return user, password
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="A small OCI distribution registry for tests.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -70,10 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="also serve <prefix>/large:latest with an N MiB layer",
     )
+    serve.add_argument(
+        "--token-auth",
+        type=_user,
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="require a Bearer token for every repository; /token grants it to USER",
+    )
     return parser
 
 
-def serve(listen: tuple[str, int], prefix: str, large_mib: int) -> int:
+def serve(
+    listen: tuple[str, int],
+    prefix: str,
+    large_mib: int,
+    token_users: Sequence[tuple[str, str]] = (),
+) -> int:
     catalogue = standard(prefix)
     try:
         if large_mib:
@@ -87,10 +111,17 @@ def serve(listen: tuple[str, int], prefix: str, large_mib: int) -> int:
                 file=sys.stderr,
             )
             return 1
+        if token_users:
+            registry.require_token_auth(users=dict(token_users))
         stop = threading.Event()
         # SIGTERM ends the server as cleanly as Ctrl-C does.
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         print(f"lab registry serving {registry.url} (Ctrl-C to stop)", flush=True)
+        if token_users:
+            print(
+                f"  token auth: realm {registry.token_realm}, service {registry.tokens.service}",
+                flush=True,
+            )
         for repository, tag, artifact in catalogue.artifacts():
             print(f"  {registry.address}/{repository}:{tag}  {artifact.digest}", flush=True)
         try:
@@ -109,7 +140,7 @@ def serve(listen: tuple[str, int], prefix: str, large_mib: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return serve(args.listen, args.prefix, args.large_mib)
+        return serve(args.listen, args.prefix, args.large_mib, args.token_auth)
     except KeyboardInterrupt:  # Ctrl-C while still building
         return 130
 

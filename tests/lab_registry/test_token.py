@@ -13,6 +13,9 @@ import base64
 import datetime
 import json
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -575,3 +578,31 @@ class TestDistributionAcceptsLabTokens:
             )
             if theirs.status_code == 401:
                 assert mine.content == theirs.content, path
+
+
+def test_cli_token_auth() -> None:
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lab_registry", "serve", "--prefix", "ectest-cli",
+         "--token-auth", f"jlhawn:{PASSWORD}"],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[3]
+        assert process.stdout.readline().strip() == (
+            f"token auth: realm {url}/token, service lab-registry"
+        )
+        name = "ectest-cli/single"
+        assert httpx.get(f"{url}/v2/{name}/tags/list").status_code == 401
+        token = httpx.get(
+            f"{url}/token",
+            params={"service": "lab-registry", "scope": f"repository:{name}:pull"},
+            headers={"Authorization": basic_header("jlhawn", PASSWORD)},
+        ).json()["token"]
+        r = httpx.get(f"{url}/v2/{name}/tags/list", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=10)
+    assert process.returncode == 0
