@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 
 from lab_registry import (
     Catalogue,
+    ErrorStatus,
     LabRegistry,
     TokenAuth,
     TokenSigner,
@@ -324,6 +325,15 @@ class TestOAuthEndpoint:
         assert r.status_code == status
         assert r.json()["error"] == error
         assert "no" not in r.json()["error_description"].split()
+
+
+def test_token_endpoint_fault(lab: LabRegistry, http: httpx.Client, private: str) -> None:
+    # For checks of "token endpoint errors": faults reach /token only when asked by kind.
+    with lab.fault(ErrorStatus(503), kinds=["token"]):
+        r = get_token(http, f"repository:{private}:pull", basic_header("jlhawn", PASSWORD))
+        assert r.status_code == 503
+        assert http.get(f"/v2/{private}/tags/list").status_code == 401  # the registry unchanged
+    assert get_token(http, f"repository:{private}:pull").status_code == 200
 
 
 class TestRegistryChecksTokens:

@@ -177,3 +177,21 @@ def test_registry_token(client: Client, lab: LabRegistry, request: pytest.Fixtur
     assert error is None
     sent = {e.authorization for e in lab.journal.since(mark) if e.kind == "manifest"}
     assert sent == {f"Bearer {token}"}
+
+
+def test_serveraddress_of_another_registry(client: Client, lab: LabRegistry) -> None:
+    """Observed, not judged here: does the engine send credentials named for another host?
+
+    Whatever it does, the journal and the outcome must agree: credentials at the
+    token endpoint and a pull, or an anonymous token and a refused pull.
+    """
+    name = lab.catalogue.name("single")
+    lab.require_token_auth(repository=name, users={USER: PASSWORD})
+    mark = lab.journal.mark()
+    auth = {"username": USER, "password": PASSWORD, "serveraddress": "registry.example:5000"}
+    error = pull(client, lab, name, "v1", x_registry_auth(auth))
+    requests = lab.journal.token_requests(mark)
+    report(client, "serveraddress of another registry", requests, error)
+    sent = {r.credential for r in requests} & {"basic", "password"}
+    assert requests
+    assert (error is None) == bool(sent), "the outcome and the credentials sent disagree"
