@@ -404,6 +404,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     verdict, reason = classify(report.when, report.outcome, *_raised(report, call))
     if verdict is None:
         return report
+    if call.excinfo is not None and call.excinfo.errisinstance(Precondition):
+        # The reason says what did not hold and the fix; a traceback into a fixture,
+        # repeated for every check the preflight stopped, would only bury it.
+        report.longrepr = reason
     record = Record(item.nodeid, verdict, reason, report.duration)
     if run.client is not None:
         start = item.stash.get(ITEM_START, 0)
