@@ -53,7 +53,7 @@ CASES = [
     Case("ERRORS-002", "pass"),
     Case("ERRORS-002", "fail", (ANY_VERSION,), reason="expected HTTP 400"),
     Case("ERRORS-003", "pass"),
-    Case("ERRORS-003", "fail", (VERSIONED_ONLY,), reason="does not behave as the current"),
+    Case("ERRORS-003", "fail", (VERSIONED_ONLY,), reason="the unversioned path does not work"),
     Case("ERRORS-003", "fail", (UNVERSIONED_IS_OLD,), reason="does not behave as the current"),
     Case("ERRORS-004", "pass"),
     Case("ERRORS-004", "fail", (STRICT_PARAMS,), reason="answered HTTP 400"),
