@@ -14,8 +14,10 @@ import sys
 
 from deviant_proxy import DeviantProxy, Deviation
 from deviant_proxy.predicates import is_body_import
+from engine_conformance.cleanup import created_refs
 from engine_conformance.runner import ROOT, run_suite
-from engine_conformance.target import Client, Target
+from engine_conformance.stream import Message
+from engine_conformance.target import Client, Exchange, Target
 
 
 def test_sentinels_untouched_and_nothing_left(suite, request):
@@ -72,3 +74,23 @@ def test_untagged_imports_of_an_engine_that_ignores_repo_are_removed(docker, tmp
     assert ignores_repo.hits, "no import went through the proxy: the test proves nothing"
     assert outcome.verdict("ERRORS-004") == "fail", outcome.output[-2000:]
     assert _image_ids(docker.target) - before == set()
+
+
+def _create(params: list[tuple[str, str]], *statuses: str) -> Exchange:
+    ex = Exchange("POST", "/v1.41/images/create", params, {}, status=200)
+    ex.messages = [Message({"status": s}, 0, 0.0) for s in statuses]
+    return ex
+
+
+def test_created_refs_are_what_the_engine_said_it_made():
+    image_id, digest = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    exchanges = [
+        _create([("fromSrc", "-"), ("repo", "ectest-1/imp-1")], image_id),
+        _create([("fromImage", "127.0.0.1:5000/ectest-1/single"), ("tag", "v1")],
+                "Pulling from ectest-1/single", f"Digest: {digest}"),
+        _create([("fromImage", "127.0.0.1:5000/ectest-1/single:v2")], f"Digest: {digest}"),
+        # Not the run's repository: never a candidate, whatever it reports.
+        _create([("fromImage", "127.0.0.1:5000/other/single")], f"Digest: {digest}"),
+    ]
+    assert created_refs(exchanges, "ectest-1") == [
+        image_id, f"127.0.0.1:5000/ectest-1/single@{digest}"]
