@@ -4,7 +4,10 @@
     >>> assert_error_answer(ex)                                # doctest: +SKIP
 
 A failed assertion is a ``fail`` verdict; its message is the verdict's reason,
-so it says what was expected, what came, and on what grounds.
+so it says what was expected, what came, and on what grounds. What a check
+relies on but does not judge (the engine reached the lab registry or the file
+server: :func:`registry_requests`, :func:`file_server_requests`) is a
+precondition: when it does not hold the verdict is ``error``, never ``fail``.
 """
 
 from __future__ import annotations
