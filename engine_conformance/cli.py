@@ -145,7 +145,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         target, managed = _resolve_target(args, registry_port)
         _reachable(target, args.api_version)
-        report_dir = args.report_dir or ROOT / "reports" / time.strftime("%Y%m%d-%H%M%S")
+        # Under the current directory: an installed package's own folder is no place for output.
+        report_dir = args.report_dir or Path.cwd() / "reports" / time.strftime("%Y%m%d-%H%M%S")
         prefix = f"ectest-{secrets.token_hex(4)}"
         if args.serve_tls:
             lab = None if args.registry else host_port(args.serve_host, registry_port)
