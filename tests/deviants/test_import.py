@@ -223,6 +223,11 @@ IGNORES_BAD_PLATFORM = Deviation(
     request=lambda req: req.with_params(platform=None),
 )
 
+# The imports of IMPORT-020/021 only: the preflight's canary import must go through.
+def checks_url_import(req: Request) -> bool:
+    return is_url_import(req) and "/imp-url" in (req.param("repo") or "")
+
+
 # -- IMPORT-019..021: failures -----------------------------------------------------------------
 
 GARBAGE_OK = Deviation(
@@ -238,24 +243,24 @@ GARBAGE_LEAVES_IMAGE = Deviation(
 )
 # Fetches another URL than the one given.
 OTHER_URL = Deviation(
-    "fetches-another-url", match=is_url_import,
+    "fetches-another-url", match=checks_url_import,
     request=lambda req: req.with_params(fromSrc=(req.param("fromSrc") or "") + ".other"),
 )
 # Never fetches the URL: imports something else under the name.
 IGNORES_URL = Deviation(
-    "ignores-url", match=is_url_import,
+    "ignores-url", match=checks_url_import,
     request=lambda req: req.with_params(fromSrc="-").replace(body=OTHER_TAR),
 )
 # Hides a failed download behind a 200 stream with no error.
 HIDES_404 = Deviation(
-    "hides-url-404", match=is_url_import,
+    "hides-url-404", match=checks_url_import,
     response=lambda req, resp: Response.stream(
         [{"status": f"Downloading from {req.param('fromSrc')}"}]) if resp.status >= 400 else resp,
 )
 # Tries the URL (the file server answers 404) and reports the failed download, but
 # leaves an image under the name.
 URL_404_LEAVES_IMAGE = StreamDeviation(
-    "url-404-leaves-image", match=is_url_import,
+    "url-404-leaves-image", match=checks_url_import,
     prelude=lambda req: req.with_params(repo=None),
     request=lambda req: req.with_params(fromSrc="-").replace(body=OTHER_TAR),
     response=lambda req, resp: Response.json(404, {"message": "failed to GET: 404 Not Found"}),

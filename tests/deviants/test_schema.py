@@ -101,8 +101,9 @@ _PULL = re.compile(r"127\.0\.0\.1:9/gen/[a-z0-9]{1,40}")
 
 
 @pytest.fixture(scope="module")
-def suite():
-    """suites/test_schema.py as a module (suites/ is not a package)."""
+def schema_suite():
+    """suites/test_schema.py as a module (suites/ is not a package); not named ``suite``,
+    which tests/conftest.py parametrizes over the engines."""
     loaded = importlib.util.spec_from_file_location("schema_suite_under_test", _SUITE)
     module = importlib.util.module_from_spec(loaded)
     sys.modules[loaded.name] = module  # its dataclasses look their module up
@@ -110,10 +111,10 @@ def suite():
     return module
 
 
-def _assert_safe(suite, case) -> None:
-    safe = suite.make_safe(case, "ectest-0000/gen-1")
+def _assert_safe(schema_suite, case) -> None:
+    safe = schema_suite.make_safe(case, "ectest-0000/gen-1")
     query = safe.query
-    assert set(query) <= set(suite.QUERY)
+    assert set(query) <= set(schema_suite.QUERY)
     assert query["repo"] == "ectest-0000/gen-1"
     assert query.get("fromSrc", "-") == "-", query
     assert (safe.body is not None) == ("fromSrc" in query)
@@ -128,31 +129,31 @@ def _assert_safe(suite, case) -> None:
                          else "import" if "fromSrc" in query else "neither")
 
 
-def test_every_case_the_suite_sends_is_made_safe(suite):
-    cases = suite.generated_cases()
-    assert len(cases) == len(suite.EXPLICIT) + suite.EXAMPLES
+def test_every_case_the_suite_sends_is_made_safe(schema_suite):
+    cases = schema_suite.generated_cases()
+    assert len(cases) == len(schema_suite.EXPLICIT) + schema_suite.EXAMPLES
     for case in cases:
-        _assert_safe(suite, case)
+        _assert_safe(schema_suite, case)
 
 
-def test_any_generated_case_is_made_safe(suite):
+def test_any_generated_case_is_made_safe(schema_suite):
     """Not only the suite's fixed cases: whatever schemathesis draws (another seed)."""
 
-    @seed(suite.SEED + 1)
+    @seed(schema_suite.SEED + 1)
     @settings(max_examples=300, database=None, deadline=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(suite.operation().as_strategy())
+    @given(schema_suite.operation().as_strategy())
     def safe(case):
-        _assert_safe(suite, case)
+        _assert_safe(schema_suite, case)
 
     with no_local_constants():
         safe()
 
 
-def test_generation_is_repeatable(suite):
-    first = suite.generated_cases()
-    suite.generated_cases.cache_clear()
-    again = suite.generated_cases()
+def test_generation_is_repeatable(schema_suite):
+    first = schema_suite.generated_cases()
+    schema_suite.generated_cases.cache_clear()
+    again = schema_suite.generated_cases()
     assert first is not again
-    assert suite.cases_digest(first) == suite.cases_digest(again)
+    assert schema_suite.cases_digest(first) == schema_suite.cases_digest(again)
     assert [dict(c.query or {}) for c in first] == [dict(c.query or {}) for c in again]
