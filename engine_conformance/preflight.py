@@ -72,7 +72,7 @@ def probe_registry(
     track: Callable[[str], None] = lambda ref: None,
     ca: Path | None = None,
 ) -> Probe:
-    """Pull a canary image of the run's own from ``registry``; ok if the registry saw it.
+    """Pull a canary image of the run's own; ok if the registry saw the engine ask for an image.
 
     With an external registry (no journal of ours) the image the engine then
     holds is the evidence. ``track`` is told every name the probe may leave, so
@@ -137,7 +137,7 @@ def probe_file_server(
     track: Callable[[str], None] = lambda ref: None,
     ca: Path | None = None,
 ) -> Probe:
-    """Import a canary archive by URL from ``files``; ok if the file server saw it fetched."""
+    """Import a canary archive by URL from ``files``; ok if the engine asked the file server."""
     started = time.monotonic()
     url = files.add("preflight.tar", archives.rootfs(
         {"etc/engine-conformance-preflight": f"canary of run {prefix}\n".encode()}))
