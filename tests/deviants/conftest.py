@@ -4,7 +4,9 @@ Each suite's deviant module lists :class:`Case` rows: a requirement, the
 deviations a proxy in front of real Docker applies (none: Docker itself), and
 the verdict the suite must give. The proxy is a :class:`StreamingProxy`, so
 rows may also bend the live exchange (``StreamDeviation``). A row expecting
-``fail`` shows the check can fail; a row expecting ``pass`` shows it passes on a conforming engine.
+``fail`` shows the check can fail, for the reason the row names (a substring of
+the verdict's reason, checked by :func:`deviant_proxy.cases.check`); a row expecting
+``pass`` shows it passes on a conforming engine.
 """
 
 from __future__ import annotations
