@@ -131,6 +131,27 @@ def where(ex: Exchange) -> str:
     return f"HTTP {ex.status} with no error line"
 
 
+def image_mismatch(image: dict, facts: Any) -> str | None:
+    """Why an inspected ``image`` is not the one ``facts`` (lab ``ImageFacts``) describes.
+
+    None when it is. The image is told by its layers (``RootFS.Layers``, the diff IDs)
+    and an ``Id`` that names it: the config digest (Docker's graphdriver store, Podman)
+    or the digest of its manifest or of the index the tag names (Docker's containerd
+    store identifies images so). Which of them ``Id`` should be is PULL-008's to judge.
+    """
+    problems = []
+    ids = {facts.config_digest, facts.manifest_digest, facts.repo_digest}
+    if image.get("Id") not in ids:
+        problems.append(f"its Id {image.get('Id')} is neither the config "
+                        f"({facts.config_digest}) nor the manifest digest ({facts.manifest_digest})"
+                        + (f" nor the index digest ({facts.repo_digest})"
+                           if facts.repo_digest != facts.manifest_digest else ""))
+    layers = list((image.get("RootFS") or {}).get("Layers") or [])
+    if layers != list(facts.diff_ids):
+        problems.append(f"its layers {layers} are not {list(facts.diff_ids)}")
+    return "; ".join(problems) or None
+
+
 def image_ids(client: Client) -> set[str]:
     """Every image ID on the target now."""
     return {image["Id"] for image in client.list_images()}

@@ -20,6 +20,7 @@ from engine_conformance.checks import (
     assert_visible_failure,
     failed,
     image_ids,
+    image_mismatch,
     registry_requests,
     where,
 )
@@ -91,8 +92,8 @@ def assert_pulled(client, registry, ex, ref: str, what: str, tag: str = TAG) -> 
     assert_stream_success(ex)
     image = client.inspect_image(ref)
     assert image is not None, f"{what}: answered 200 with no error, but {ref} does not exist"
-    facts = registry.catalogue.facts(PROTECTED, tag)
-    assert image["Id"] == facts.image_id, f"{what}: {ref} is {image['Id']}, not {facts.image_id}"
+    mismatch = image_mismatch(image, registry.catalogue.facts(PROTECTED, tag))
+    assert mismatch is None, f"{what}: {ref} is not the registry's image: {mismatch}"
 
 
 def credential_problems(registry, mark: int, ex) -> tuple[list[str], list[str]]:
@@ -109,15 +110,22 @@ def credential_problems(registry, mark: int, ex) -> tuple[list[str], list[str]]:
         seen = registry_requests(registry.journal, mark, registry.catalogue.name(PROTECTED),
                                  "passing credentials on", kinds=("base", "manifest"))
     shown, problems = [], []
+    carried = False
     for e in registry.journal.since(mark):
         if e.kind not in ("manifest", "blob"):
             continue
         ok = e.authorization == wanted
+        # A request without credentials that the registry challenges (401) is how HTTP
+        # authentication starts (RFC 9110 11.6.1); any other request must carry them.
+        challenged = e.authorization is None and e.status == 401
+        carried = carried or ok
         shown.append(f"{e.method} {e.kind} -> {e.status}, {e.auth_scheme or 'no'} auth"
                      f"{f' as {e.auth_username}' if e.auth_username else ''}"
-                     f"{'' if ok else ' (not the credentials sent)'}")
-        if not ok:
+                     f"{'' if ok or challenged else ' (not the credentials sent)'}")
+        if not (ok or challenged):
             problems.append(f"{e.method} {e.path}")
+    if shown and not carried:
+        problems.append("no request carried them")
     if not shown:
         # E.g. the registry challenged the engine (/v2/ 401) and it never asked for the image.
         problems.append("no manifest request came"

@@ -268,7 +268,7 @@ CASES = [
     Case("PULL-014", "pass"),
     Case("PULL-014", "fail", (SCRATCH_IS_404,), reason="expected HTTP 403"),
     Case("PULL-015", "pass"),
-    Case("PULL-015", "fail", (DROPS_PLATFORM,), reason="not the config"),
+    Case("PULL-015", "fail", (DROPS_PLATFORM,), reason="is not the index's"),
     Case("PULL-016", "pass"),
     Case("PULL-016", "fail", (MISSING_FALLS_BACK,), reason=CANNOT_TELL),
     Case("PULL-016", "fail", (HIDES_FAILURE,), reason=CANNOT_TELL),
