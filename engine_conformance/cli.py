@@ -253,7 +253,10 @@ def _verdict_code(pytest_code: int, report_dir: Path) -> int:
     if pytest_code in (CHILD_USAGE, PYTEST_USAGE_ERROR):
         return EXIT_USAGE
     if pytest_code == PYTEST_INTERRUPTED:
-        return EXIT_INTERRUPTED
+        # A Ctrl-C reaches this process too and ends in main(); here, pytest stopped on
+        # its own: most often a suite module that did not import.
+        raise Refusal("the suites stopped before judging (a collection error or an "
+                      "interrupt: see pytest's output above)", EXIT_HARNESS)
     if pytest_code == PYTEST_INTERNAL_ERROR:
         raise Refusal("pytest failed internally (see its output above)", EXIT_HARNESS)
     if pytest_code == PYTEST_NO_TESTS:

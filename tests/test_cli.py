@@ -78,8 +78,7 @@ def test_run_writes_reports_and_exit_code_follows_verdicts(docker, tmp_path):
 
 
 @pytest.mark.parametrize("child, code", [(CHILD_TARGET_UNREACHABLE, 3), (CHILD_USAGE, 2),
-                                         (pytest.ExitCode.USAGE_ERROR, 2),
-                                         (pytest.ExitCode.INTERRUPTED, 130)])
+                                         (pytest.ExitCode.USAGE_ERROR, 2)])
 def test_child_status_maps_to_the_documented_code(child, code, tmp_path):
     assert _verdict_code(child, tmp_path) == code
 
@@ -90,6 +89,13 @@ def test_plugin_statuses_never_read_as_pytest_ones(tmp_path):
     with pytest.raises(Refusal) as internal:
         _verdict_code(pytest.ExitCode.INTERNAL_ERROR, tmp_path)
     assert internal.value.code == 5  # the harness failed, not "target unreachable"
+
+
+def test_a_suite_that_does_not_import_is_a_harness_failure(tmp_path):
+    # pytest stops with INTERRUPTED on a collection error; only a Ctrl-C of the CLI is 130.
+    with pytest.raises(Refusal) as stopped:
+        _verdict_code(pytest.ExitCode.INTERRUPTED, tmp_path)
+    assert stopped.value.code == 5
 
 
 def test_suite_unreachable_is_exit_6_with_the_reason(tmp_path):
