@@ -4,14 +4,28 @@
     engine-conformance run --target tcp://10.0.0.5:2376 --report-dir out/
     engine-conformance run --managed podman --expectations auto
     engine-conformance requirements --format json
+    engine-conformance compare a/results.json b/results.json --out matrix/
 
-Exit codes: 0 no MUST/SHOULD requirement failed and none errored (or, with
-``--expectations``, the verdicts matched); 1 requirements failed, errored or
-differed from the expectations; 2 bad option; 3 target unreachable; 4 no
-engine to test; 5 the harness itself failed; 6 the engine cannot reach the
-suite's lab registry or file server (the preflight failed: the checks that
-need them are ``error``, and the message says how to fix the setup); 130
-interrupted.
+The terminal shows progress per suite, then the verdict table, the totals and
+where the reports are; pytest's own detail goes to ``REPORT_DIR/pytest.log``
+(and to the terminal with ``-v``).
+
+Exit codes (the table in docs/ci.md):
+
+====  =====================================================================
+0     no MUST/SHOULD requirement failed and none errored; with
+      ``--expectations``: the release gate passed (no regression, no change;
+      a requirement that newly passes is "fixed: update the expectations")
+1     requirements failed or errored; with ``--expectations``: a regression
+      or change (or, with ``--strict``, a fix)
+2     usage: a bad option, API version or expectation file
+3     the target engine cannot be reached
+4     no engine to test
+5     the harness itself failed
+6     the engine cannot reach the suite's lab registry or file server
+      (the preflight failed; the message says how to fix the setup)
+130   interrupted (Ctrl-C or SIGTERM), after clean-up
+====  =====================================================================
 """
 
 from __future__ import annotations
@@ -23,8 +37,10 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO, Any
 
 from .engines import ENGINES, EngineUnavailable, ManagedEngine, ManagedPodman, free_port
 from .requirements import Catalogue, CatalogueError
@@ -32,9 +48,12 @@ from .runner import (
     CHILD_SUITE_UNREACHABLE,
     CHILD_TARGET_UNREACHABLE,
     CHILD_USAGE,
+    PROGRESS_FD,
     ROOT,
+    api_version_problem,
     pytest_command,
 )
+from .summary import LOG_FILE, terminal_lines
 from .target import Client, Target, TargetError, Timeouts, UsageError
 from .tls import host_port, prepare_run
 
@@ -55,11 +74,19 @@ class Refusal(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Python leaves SIGINT ignored when it was ignored at launch (`nohup ... &`, a CI
+    # shell): Ctrl-C must still stop the run, with its clean-up, whoever started it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         if args.command == "requirements":
             return _requirements(args)
+        if args.command == "compare":
+            from .compare import main as compare_main
+
+            return compare_main(args)
         return _run(args)
     except Refusal as exc:
         print(f"engine-conformance: {exc}", file=sys.stderr)
@@ -67,6 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("engine-conformance: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `engine-conformance requirements | head`: the reader has all it wanted.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # a cancelled CI job (SIGTERM) cleans up like Ctrl-C
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="fail when verdicts differ from this expectation file")
     run.add_argument("--update-expectations", action="store_true",
                      help="write the verdicts to the expectation file (with --expectations)")
+    run.add_argument("--strict", action="store_true",
+                     help="with --expectations: a requirement that newly passes fails the gate "
+                          "too (default: reported as 'fixed: update the expectations')")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="show pytest's detail (tracebacks) on the terminal too")
     run.add_argument("--serve-host", default="127.0.0.1", metavar="ADDRESS",
                      help="address the suite's lab registry and file server listen on; "
                           "the engine must reach it (default 127.0.0.1, for a local engine)")
@@ -112,6 +153,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     req = sub.add_parser("requirements", help="list the requirement catalogue")
     req.add_argument("--format", choices=("text", "json"), default="text")
+    cmp = sub.add_parser("compare", help="a matrix of verdicts across runs (Markdown and HTML)")
+    cmp.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json")
+    cmp.add_argument("--out", type=Path, default=Path("."),
+                     help="directory for comparison.md and comparison.html (default: .)")
+    cmp.add_argument("--label", action="append", default=[],
+                     help="a column's name, in the order of the files (default: the engine)")
     return parser
 
 
@@ -132,8 +179,17 @@ def _requirements(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.update_expectations and not args.expectations:
         raise Refusal("--update-expectations needs --expectations FILE|auto", EXIT_USAGE)
+    if args.strict and not args.expectations:
+        raise Refusal("--strict needs --expectations FILE|auto", EXIT_USAGE)
     if args.timeout <= 0:
         raise Refusal("--timeout must be positive", EXIT_USAGE)
+    if args.api_version:
+        problem = api_version_problem(args.api_version, None, None)
+        if problem:
+            raise Refusal(problem, EXIT_USAGE)
+    if (args.expectations and args.expectations != "auto" and not args.update_expectations
+            and not Path(args.expectations).is_file()):
+        raise Refusal(f"--expectations {args.expectations}: no such file", EXIT_USAGE)
     managed: ManagedEngine | None = None
     # The lab registry's port is fixed up front: a managed Podman must be
     # told before it starts that this address is a plain-HTTP registry.
@@ -158,7 +214,8 @@ def _run(args: argparse.Namespace) -> int:
             report_dir,
             requirements=args.requirement,
             api_version=args.api_version,
-            expectations=args.expectations,
+            expectations=str(Path(args.expectations).resolve())
+            if args.expectations and args.expectations != "auto" else args.expectations,
             update_expectations=args.update_expectations,
             keyword=args.keyword,
             prefix=prefix,
@@ -166,10 +223,14 @@ def _run(args: argparse.Namespace) -> int:
                    "--registry-port", str(registry_port),
                    *(["--registry", args.registry] if args.registry else []),
                    *(["--serve-tls"] if args.serve_tls else []),
+                   *(["--strict-gate"] if args.strict else []),
                    *args.pytest_args],
         )
-        code = _child(cmd)
-        result = _verdict_code(code, report_dir)
+        child = _child(cmd, report_dir, verbose=args.verbose)
+        if child.refusal is not None:
+            raise Refusal(child.refusal, _REFUSAL_CODES.get(child.code, EXIT_HARNESS))
+        result = _verdict_code(child.code, report_dir)
+        _show(report_dir)
         return EXIT_OK if args.update_expectations and result == EXIT_FAIL else result
     finally:
         if managed is not None:
@@ -225,25 +286,170 @@ def _reachable(target: Target, api_version: str | None) -> None:
     try:
         with Client(target, api_version=api_version, timeouts=Timeouts(read=15.0)) as client:
             client.negotiate()
+            info = client.version_info
     except TargetError as exc:
         raise Refusal(str(exc), EXIT_UNREACHABLE) from None
+    if api_version:
+        problem = api_version_problem(api_version, info.get("MinAPIVersion"),
+                                      info.get("ApiVersion"))
+        if problem:
+            raise Refusal(problem, EXIT_USAGE)
 
 
-def _child(cmd: list[str]) -> int:
-    """Run pytest; on Ctrl-C let it finish its clean-up rather than abandon it."""
-    child = subprocess.Popen(cmd, cwd=ROOT)
+_REFUSAL_CODES = {CHILD_USAGE: EXIT_USAGE, CHILD_TARGET_UNREACHABLE: EXIT_UNREACHABLE}
+
+
+class _Child:
+    """The child pytest's exit status and what it told the CLI on the progress channel."""
+
+    def __init__(self) -> None:
+        self.code = 0
+        self.refusal: str | None = None
+
+
+def _child(cmd: list[str], report_dir: Path, verbose: bool = False) -> _Child:
+    """Run pytest with its output in ``pytest.log``, showing progress from its events.
+
+    The child has a session of its own, so a terminal's Ctrl-C reaches this process
+    only, which passes one SIGINT on and waits for the clean-up (a second Ctrl-C
+    abandons it): a second signal would interrupt the clean-up itself.
+    """
+    report_dir.mkdir(parents=True, exist_ok=True)
+    log = open(report_dir / LOG_FILE, "wb")  # noqa: SIM115 - closed below, after the tee
+    read_fd, write_fd = os.pipe()
+    env = dict(os.environ, **{PROGRESS_FD: str(write_fd)})
     try:
-        return child.wait()
+        child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 pass_fds=(write_fd,), env=env, start_new_session=True)
+    finally:
+        os.close(write_fd)
+    state = _Child()
+    progress = _Progress(sys.stderr)
+    threads = [threading.Thread(target=_tee, args=(child.stdout, log, verbose), daemon=True),
+               threading.Thread(target=_events, args=(read_fd, progress, state), daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        state.code = child.wait()
     except KeyboardInterrupt:
-        # The terminal sent SIGINT to the child as well; if it came from
-        # elsewhere, pass it on. Either way wait for the child's clean-up.
-        if child.poll() is None:
-            child.send_signal(signal.SIGINT)
+        progress.interrupted()
+        child.send_signal(signal.SIGINT)
         try:
             child.wait(120)
+        except KeyboardInterrupt:
+            child.kill()
+            child.wait()
         except subprocess.TimeoutExpired:
             child.kill()
+            child.wait()
         raise
+    finally:
+        for t in threads:
+            t.join(5)
+        log.close()
+    return state
+
+
+def _tee(stream: IO[bytes] | None, log: IO[bytes], verbose: bool) -> None:
+    if stream is None:
+        return
+    for line in iter(stream.readline, b""):
+        log.write(line)
+        if verbose:
+            sys.stdout.buffer.write(line)
+            sys.stdout.flush()
+    stream.close()
+
+
+def _events(fd: int, progress: _Progress, state: _Child) -> None:
+    with os.fdopen(fd, "r", encoding="utf-8", errors="replace") as channel:
+        for line in channel:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "refusal":
+                state.refusal = str(event.get("message"))
+            progress.event(event)
+
+
+class _Progress:
+    """Per suite, how many checks ran and how they went; live on a terminal."""
+
+    MARKS = {"pass": "pass", "fail": "fail", "error": "error", "skip": "skip"}
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.live = out.isatty()
+        self.totals: dict[str, int] = {}
+        self.done: dict[str, dict[str, int]] = {}
+        self.current: str | None = None
+        self.lock = threading.Lock()
+
+    def event(self, event: dict[str, Any]) -> None:
+        with self.lock:
+            kind = event.get("event")
+            if kind == "collected":
+                self.totals = {str(k): int(v) for k, v in event["suites"].items()}
+                self._write(f"judging {event.get('target')}: {sum(self.totals.values())} checks "
+                            f"in {len(self.totals)} suites\n")
+            elif kind == "item":
+                self._item(str(event["suite"]), str(event["verdict"]))
+            elif kind == "finishing":
+                self._end_line()
+                if event.get("interrupted"):
+                    self._write("cleaning up what the run created…\n")
+
+    def interrupted(self) -> None:
+        with self.lock:
+            self._end_line()
+            self._write("interrupted: stopping the checks and cleaning up "
+                        "(Ctrl-C again abandons the clean-up)\n")
+
+    def _item(self, suite: str, verdict: str) -> None:
+        if suite != self.current:
+            self._end_line()
+            self.current = suite
+        counts = self.done.setdefault(suite, {})
+        counts[verdict] = counts.get(verdict, 0) + 1
+        line = self._line(suite)
+        finished = sum(counts.values()) >= self.totals.get(suite, 0)
+        if self.live:
+            self._write("\r" + line + ("\n" if finished else ""))
+        elif finished:
+            self._write(line + "\n")
+        if finished:
+            self.current = None
+
+    def _line(self, suite: str) -> str:
+        counts = self.done.get(suite, {})
+        n = sum(counts.values())
+        detail = ", ".join(f"{counts[v]} {v}" for v in self.MARKS if counts.get(v))
+        return f"  {suite:10} {n:3}/{self.totals.get(suite, n):<3} {detail}"
+
+    def _end_line(self) -> None:
+        if self.current is not None:
+            # An unfinished suite's line (a live one, or the only record of it when not live).
+            self._write("\n" if self.live else self._line(self.current) + "\n")
+            self.current = None
+
+    def _write(self, text: str) -> None:
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _show(report_dir: Path) -> None:
+    """The verdict table, totals, gate and report paths, from ``results.json``."""
+    path = report_dir / "results.json"
+    if not path.is_file():
+        return
+    results = json.loads(path.read_text())
+    red = sys.stdout.isatty()
+    for line, bad in terminal_lines(results, report_dir):
+        print(f"\033[31m{line}\033[0m" if red and bad else line)
 
 
 def _verdict_code(pytest_code: int, report_dir: Path) -> int:
@@ -255,23 +461,24 @@ def _verdict_code(pytest_code: int, report_dir: Path) -> int:
     if pytest_code == PYTEST_INTERRUPTED:
         # A Ctrl-C reaches this process too and ends in main(); here, pytest stopped on
         # its own: most often a suite module that did not import.
-        raise Refusal("the suites stopped before judging (a collection error or an "
-                      "interrupt: see pytest's output above)", EXIT_HARNESS)
+        raise Refusal("the suites stopped before judging (a collection error: see "
+                      f"{report_dir / LOG_FILE})", EXIT_HARNESS)
     if pytest_code == PYTEST_INTERNAL_ERROR:
-        raise Refusal("pytest failed internally (see its output above)", EXIT_HARNESS)
+        raise Refusal(f"pytest failed internally (see {report_dir / LOG_FILE})", EXIT_HARNESS)
     if pytest_code == PYTEST_NO_TESTS:
         raise Refusal("no check matches the -k / --requirement given", EXIT_USAGE)
     results_path = report_dir / "results.json"
     if not results_path.is_file():
-        raise Refusal(f"the suites wrote no results (pytest exit {pytest_code})", EXIT_HARNESS)
+        raise Refusal(f"the suites wrote no results (pytest exit {pytest_code}: see "
+                      f"{report_dir / LOG_FILE})", EXIT_HARNESS)
     results = json.loads(results_path.read_text())
     if pytest_code == CHILD_SUITE_UNREACHABLE:
         failed = [p["reason"] for p in results["run"].get("preflight", {}).values()
                   if p.get("status") == "failed"]
         raise Refusal(" | ".join(failed) or "the preflight failed", EXIT_SUITE_UNREACHABLE)
-    mismatches = (results.get("expectations") or {}).get("mismatches")
-    if mismatches is not None:
-        return EXIT_FAIL if mismatches else EXIT_OK
+    gate = results.get("expectations") or {}
+    if "passed" in gate:
+        return EXIT_OK if gate["passed"] else EXIT_FAIL
     bad = results["summary"]["gating_failures"] + results["summary"]["error"]
     return EXIT_FAIL if bad else EXIT_OK
 

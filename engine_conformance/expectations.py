@@ -8,12 +8,23 @@
       ERRORS-005: fail    # real Docker answers 500
       IMPORT-001: pass
 
-A run checked against such a file fails when any verdict differs, in either
-direction: a new deviation, or one that has gone away.
+The release gate (:func:`gate`) checked against such a file:
+
+- a requirement expected to ``pass`` that does not is a **regression**: the gate fails;
+- one that now passes where a deviation was expected is **fixed**: reported as
+  "fixed: update the expectations", and fails the gate only when ``strict``;
+- any other difference (``fail`` became ``error``, a requirement the file does not
+  know, one the file expects that did not run in a complete run) is a **change**:
+  the gate fails, since the file no longer describes the engine.
+
+    >>> g = gate({"A-001": "fail", "B-001": "pass"}, {"A-001": "pass", "B-001": "fail"}, True)
+    >>> (g.passed, g.regressions, g.fixed)
+    (False, ['A-001: expected pass, got fail'], ['B-001: expected fail, got pass'])
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -45,6 +56,60 @@ def compare(verdicts: dict[str, str], expected: dict[str, str], complete: bool) 
         lines += [f"{rid}: expected {want}, did not run" for rid, want in expected.items()
                   if rid not in verdicts]
     return lines
+
+
+@dataclass
+class Gate:
+    """The release gate's outcome for one run against one expectation file."""
+
+    regressions: list[str] = field(default_factory=list)
+    fixed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    strict: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return not (self.regressions or self.changed or (self.strict and self.fixed))
+
+    @property
+    def mismatches(self) -> list[str]:
+        """Every difference, as :func:`compare` lists them."""
+        return self.regressions + self.fixed + self.changed
+
+    def as_dict(self) -> dict:
+        return {"passed": self.passed, "strict": self.strict, "regressions": self.regressions,
+                "fixed": self.fixed, "changed": self.changed}
+
+    def lines(self) -> list[str]:
+        """What a person reads: each difference with what it means for the gate."""
+        out = [f"regression: {line}" for line in self.regressions]
+        out += [f"changed: {line}" for line in self.changed]
+        out += [f"fixed: update the expectations: {line}" for line in self.fixed]
+        return out
+
+
+def gate(verdicts: dict[str, str], expected: dict[str, str], complete: bool,
+         strict: bool = False) -> Gate:
+    """Judge a run's verdicts against the expected ones (rules in the module docstring)."""
+    result = Gate(strict=strict)
+    for line, rid in zip(compare(verdicts, expected, complete), _ids(verdicts, expected, complete),
+                         strict=True):
+        want, got = expected.get(rid), verdicts.get(rid)
+        if want == "pass" and got is not None:
+            result.regressions.append(line)
+        elif got == "pass" and want is not None:
+            result.fixed.append(line)
+        else:
+            result.changed.append(line)
+    return result
+
+
+def _ids(verdicts: dict[str, str], expected: dict[str, str], complete: bool) -> list[str]:
+    """The requirement of each line :func:`compare` gives, in the same order."""
+    ids = [rid for rid, v in verdicts.items() if expected.get(rid) != v]
+    if complete:
+        ids += [rid for rid in expected if rid not in verdicts]
+    return ids
 
 
 def write(path: Path, target: dict, verdicts: dict[str, str], reasons: dict[str, str],

@@ -24,6 +24,7 @@ plugin's own exit statuses (see :mod:`.runner`) lie outside pytest's 0-5.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import secrets as _secrets
 import signal
@@ -40,9 +41,15 @@ from . import expectations
 from .cleanup import Images, sweep
 from .fileserver import FileServer
 from .preflight import Probe, probe_file_server, probe_registry
-from .report import scrub, write_junit, write_results
+from .report import scrub, write_reports
 from .requirements import Catalogue, CatalogueError, Requirement
-from .runner import CHILD_SUITE_UNREACHABLE, CHILD_TARGET_UNREACHABLE, CHILD_USAGE
+from .runner import (
+    CHILD_SUITE_UNREACHABLE,
+    CHILD_TARGET_UNREACHABLE,
+    CHILD_USAGE,
+    PROGRESS_FD,
+    api_version_problem,
+)
 from .target import Client, Target, TargetError, Timeouts, UsageError
 from .verdicts import Precondition, Record, build_results, classify, merge, tolerated
 
@@ -66,9 +73,11 @@ class Run:
     started: float = field(default_factory=time.time)
     complete: bool = True
     mismatches: list[str] = field(default_factory=list)
+    gate: expectations.Gate | None = None
     results: dict | None = None
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     preflight: dict[str, Probe] = field(default_factory=dict)
+    progress: Any = None  # the CLI's progress channel (a text file), when it gave one
 
     @property
     def unreachable(self) -> list[Probe]:
@@ -91,6 +100,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="expectation file to check verdicts against, or 'auto'")
     group.addoption("--update-expectations", action="store_true",
                     help="write this run's verdicts to the expectation file")
+    group.addoption("--strict-gate", action="store_true",
+                    help="with --expectations: a requirement that newly passes fails the gate "
+                         "too (default: reported as 'fixed: update the expectations')")
     group.addoption("--run-prefix", default=None, help="name prefix for everything the run creates")
     group.addoption("--request-timeout", type=float, default=60.0, help="seconds per request")
     group.addoption("--stream-timeout", type=float, default=300.0,
@@ -121,6 +133,10 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+        # Python leaves SIGINT ignored when it was ignored at launch (a `nohup ... &` shell):
+        # Ctrl-C, or the CLI passing one on, must still stop the run and clean up.
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         catalogue = Catalogue.load()
     except CatalogueError as exc:
@@ -130,7 +146,34 @@ def pytest_configure(config: pytest.Config) -> None:
         config.getoption("report_dir")
         or Path(config.rootpath) / "reports" / time.strftime("%Y%m%d-%H%M%S")
     )
-    config.stash[RUN] = Run(catalogue=catalogue, prefix=prefix, report_dir=report_dir)
+    config.stash[RUN] = Run(catalogue=catalogue, prefix=prefix, report_dir=report_dir,
+                            progress=_progress_channel())
+
+
+def _progress_channel() -> Any:
+    fd = os.environ.get(PROGRESS_FD)
+    if not fd:
+        return None
+    try:
+        return os.fdopen(int(fd), "w", buffering=1, closefd=False)
+    except (OSError, ValueError):
+        return None
+
+
+def _emit(run: Run | None, **event: Any) -> None:
+    """One progress event for the CLI (which shows progress and refusals, not pytest's log)."""
+    if run is None or run.progress is None:
+        return
+    try:
+        run.progress.write(json.dumps(event, default=str) + "\n")
+    except (OSError, ValueError):
+        run.progress = None  # the CLI went away; the run goes on and writes its reports
+
+
+def _refuse(config: pytest.Config, message: str, code: int) -> None:
+    """Stop the session with one line for the user and the plugin's exit status ``code``."""
+    _emit(config.stash.get(RUN, None), event="refusal", message=message, code=code)
+    pytest.exit(message, code)
 
 
 def _run(config: pytest.Config) -> Run:
@@ -170,6 +213,22 @@ def pytest_collection_modifyitems(
     _connect(config, run)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Here, after every plugin's deselection (-k included): the counts the progress shows.
+    run = session.config.stash.get(RUN, None)
+    if run is None or run.client is None:
+        return
+    per_suite: dict[str, int] = {}
+    for item in session.items:
+        rid = _requirement_of(item)
+        if rid:
+            name = run.catalogue[rid].suite
+            per_suite[name] = per_suite.get(name, 0) + 1
+    t = run.target_info
+    _emit(run, event="collected", suites=per_suite,
+          target=f"{t['engine']} {t['version']} (API {t['api_version']}) at {t['url']}")
+
+
 def pytest_deselected(items: list[pytest.Item]) -> None:
     if items and items[0].config.stash.get(RUN, None):
         items[0].config.stash[RUN].complete = False
@@ -180,8 +239,8 @@ def _connect(config: pytest.Config, run: Run) -> None:
         spec = config.getoption("target")
         target = Target.parse(spec) if spec else Target.default()
         if target is None:
-            pytest.exit("no target: give --target or set DOCKER_HOST "
-                        "(or use `engine-conformance run`, which can start one)", CHILD_USAGE)
+            _refuse(config, "no target: give --target or set DOCKER_HOST "
+                    "(or use `engine-conformance run`, which can start one)", CHILD_USAGE)
         client = Client(
             target,
             api_version=config.getoption("api_version") or os.environ.get("DOCKER_API_VERSION"),
@@ -193,9 +252,15 @@ def _connect(config: pytest.Config, run: Run) -> None:
         client.negotiate()
         info = client.info()
     except UsageError as exc:
-        pytest.exit(f"bad target: {exc}", CHILD_USAGE)
+        _refuse(config, f"bad target: {exc}", CHILD_USAGE)
     except TargetError as exc:
-        pytest.exit(str(exc), CHILD_TARGET_UNREACHABLE)
+        _refuse(config, str(exc), CHILD_TARGET_UNREACHABLE)
+    if client.pinned:
+        problem = api_version_problem(client.pinned, client.version_info.get("MinAPIVersion"),
+                                      client.version_info.get("ApiVersion"))
+        if problem:
+            client.close()
+            _refuse(config, problem, CHILD_USAGE)
     run.client = client
     run.target_info = describe_target(client, info)
     expect = config.getoption("expectations")
@@ -205,7 +270,9 @@ def _connect(config: pytest.Config, run: Run) -> None:
         run.expectations_path = path
         if not config.getoption("update_expectations"):
             if not path.is_file():
-                pytest.exit(f"no expectation file {path}", CHILD_USAGE)
+                _refuse(config, f"no expectation file {path}"
+                        + (f" for {run.target_info['engine_key']}" if expect == "auto" else ""),
+                        CHILD_USAGE)
             run.expected = expectations.load(path)
 
 
@@ -315,7 +382,7 @@ def lab(request: pytest.FixtureRequest, run_state: Run, client: Client, target_i
                 client, registry, target_info, run_state.created.add, _ca(config, run_state)))
             yield registry
     except OSError as exc:
-        pytest.exit(f"cannot serve the lab registry: {exc}", CHILD_USAGE)
+        _refuse(config, f"cannot serve the lab registry: {exc}", CHILD_USAGE)
 
 
 def _ca(config: pytest.Config, run: Run) -> Path | None:
@@ -403,6 +470,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     req = run.catalogue[rid]
     verdict, reason = classify(report.when, report.outcome, *_raised(report, call))
     if verdict is None:
+        if report.when == "teardown":
+            _finished(item, run, rid)
         return report
     if call.excinfo is not None and call.excinfo.errisinstance(Precondition):
         # The reason says what did not hold and the fix; a traceback into a fixture,
@@ -420,7 +489,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     else:
         records[previous] = merge(records[previous], record)
     _reshape(report, req, verdict, run)
+    if report.when == "teardown":
+        _finished(item, run, rid)
     return report
+
+
+def _waited(exchanges: list) -> float:
+    """Seconds spent waiting on the engine's answers (the exchanges' own clocks)."""
+    now = time.monotonic()
+    return sum((ex.finished or now) - ex.started for ex in exchanges if ex.started)
+
+
+def _finished(item: pytest.Item, run: Run, rid: str) -> None:
+    """After an item's last phase: its time waiting on the engine, and a progress event."""
+    record = next((r for r in run.records.get(rid, []) if r.nodeid == item.nodeid), None)
+    if record is None:
+        return
+    if run.client is not None:
+        record.engine_wait = _waited(run.client.exchanges[item.stash.get(ITEM_START, 0):])
+    _emit(run, event="item", suite=run.catalogue[rid].suite, requirement=rid,
+          verdict=record.verdict)
 
 
 def _raised(
@@ -466,68 +554,51 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = session.config.stash.get(RUN, None)
     if run is None or run.client is None:
         return
+    config = session.config
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    _emit(run, event="finishing", interrupted=interrupted)
     removed = sweep(run.client, run)
     preflight = {name: run.preflight[name].as_dict() if name in run.preflight
                  else {"status": "not needed"} for name in SERVICES}
+    # An interrupted run judged only part of what it meant to: it is never complete.
+    complete = run.complete and not interrupted
     results = build_results(
         run.catalogue, run.records, run.target_info,
-        {"prefix": run.prefix, "complete": run.complete, "cleanup_removed": removed,
-         "preflight": preflight},
+        {"prefix": run.prefix, "complete": complete, "interrupted": interrupted,
+         "cleanup_removed": removed, "preflight": preflight},
         run.started,
     )
     verdicts = {r["id"]: r["verdict"] for r in results["requirements"]}
     reasons = {r["id"]: r["reason"] for r in results["requirements"]}
-    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-    if session.config.getoption("update_expectations") and run.expectations_path:
+    if config.getoption("update_expectations") and run.expectations_path:
         # Verdicts of a run that could not reach its own services describe the setup,
         # not the engine: they must not become its expectations.
         if not interrupted and not run.unreachable:
             expectations.write(run.expectations_path, run.target_info, verdicts, reasons,
                                prefix=run.prefix)
     elif run.expected is not None:
-        run.mismatches = expectations.compare(verdicts, run.expected, run.complete)
-        results["expectations"] = {
-            "file": str(run.expectations_path),
-            "mismatches": run.mismatches,
-        }
-        if run.mismatches and session.exitstatus == 0:
+        run.gate = expectations.gate(verdicts, run.expected, complete,
+                                     strict=config.getoption("strict_gate"))
+        run.mismatches = run.gate.mismatches
+        results["expectations"] = {"file": str(run.expectations_path),
+                                   "mismatches": run.mismatches} | run.gate.as_dict()
+        if not run.gate.passed and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if run.unreachable and not interrupted:
         session.exitstatus = CHILD_SUITE_UNREACHABLE
     results = scrub(results, run.secrets)
     run.results = results
-    write_results(run.report_dir / "results.json", results)
-    write_junit(run.report_dir / "junit.xml", results)
+    paths = write_reports(run.report_dir, results)
+    _emit(run, event="reports", paths=[str(p) for p in paths])
     run.client.close()
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    from .summary import terminal_lines
+
     run = config.stash.get(RUN, None)
     if run is None or run.results is None:
         return
-    tr = terminalreporter
-    res = run.results
-    t = res["target"]
-    tr.section("conformance verdicts")
-    tr.write_line(f"target: {t['engine']} {t['version']} at {t['url']} (API {t['api_version']})")
-    for r in res["requirements"]:
-        mark = r["verdict"].upper()
-        line = f"{mark:5} {r['id']:12} {r['level']:6} {r['title']}"
-        if r["verdict"] != "pass" and r["reason"]:
-            line += f"  -- {r['reason'].splitlines()[0][:160]}"
-        tr.write_line(line)
-    s = res["summary"]
-    tr.write_line(
-        f"requirements: {s['pass']} pass, {s['fail']} fail, {s['skip']} skip, {s['error']} error"
-    )
-    for probe in run.unreachable:
-        tr.write_line(scrub(probe.reason, run.secrets), red=True)
-    if run.unreachable and config.getoption("update_expectations"):
-        tr.write_line(f"{run.expectations_path} left as it was: the preflight failed", red=True)
-    if run.mismatches:
-        tr.write_line(f"verdicts differ from {run.expectations_path}:", red=True)
-        for line in run.mismatches:
-            tr.write_line(f"  {line}", red=True)
-    elif run.expected is not None:
-        tr.write_line(f"verdicts match {run.expectations_path}")
-    tr.write_line(f"reports: {run.report_dir}")
+    terminalreporter.section("conformance verdicts")
+    for line, bad in terminal_lines(run.results, run.report_dir):
+        terminalreporter.write_line(line, red=bad)

@@ -1,4 +1,5 @@
-"""What a run writes: ``results.json`` and ``junit.xml``, with secrets scrubbed.
+"""What a run writes, with secrets scrubbed: ``results.json`` (its schema is
+``spec/results.schema.json``), ``junit.xml``, ``summary.md`` and ``report.html``.
 
     >>> scrub({"h": "Basic c2VjcmV0"}, {"c2VjcmV0"})
     {'h': 'Basic <redacted>'}
@@ -10,6 +11,7 @@ dashboard shows requirement IDs and verdicts directly.
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,6 +40,24 @@ def scrub(obj: Any, secrets: Iterable[str]) -> Any:
     return walk(obj)
 
 
+def write_reports(report_dir: Path, results: dict) -> list[Path]:
+    """Every report of a run into ``report_dir``; ``summary.md`` also to $GITHUB_STEP_SUMMARY."""
+    from .html import write_html
+    from .summary import markdown
+
+    report_dir = Path(report_dir)
+    write_results(report_dir / "results.json", results)
+    write_junit(report_dir / "junit.xml", results)
+    summary = markdown(results)
+    (report_dir / "summary.md").write_text(summary)
+    write_html(report_dir / "report.html", results)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if step_summary:
+        with open(step_summary, "a", encoding="utf-8") as out:
+            out.write(summary + "\n")
+    return [report_dir / n for n in ("report.html", "summary.md", "results.json", "junit.xml")]
+
+
 def write_results(path: Path, results: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
@@ -64,6 +84,10 @@ def write_junit(path: Path, results: dict) -> None:
             name=f"{r['id']} {r['title']}",
             time=f"{r.get('duration', 0):.3f}",
         )
+        props = ET.SubElement(case, "properties")
+        for name in ("id", "level", "suite", "versions", "verdict"):
+            key = "requirement" if name == "id" else name
+            ET.SubElement(props, "property", name=key, value=str(r.get(name, "")))
         reason = r.get("reason") or ""
         if r["verdict"] == "fail" and r["level"] != "INFO":
             ET.SubElement(case, "failure", message=reason[:500]).text = _detail(r)

@@ -12,6 +12,7 @@ started one way only.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,35 @@ from .paths import ROOT, SUITES
 CHILD_USAGE = 64  # a bad option or target (sysexits EX_USAGE)
 CHILD_TARGET_UNREACHABLE = 68  # the engine could not be reached (EX_NOHOST)
 CHILD_SUITE_UNREACHABLE = 69  # the engine could not reach the lab registry or file server
+
+
+PROGRESS_FD = "EC_PROGRESS_FD"
+"""Environment variable: a file descriptor the plugin writes progress events to (JSON lines)."""
+
+_API_VERSION = re.compile(r"^\d+\.\d+$")
+
+
+def api_version_problem(pinned: str, engine_min: str | None, engine_max: str | None) -> str | None:
+    """Why ``--api-version pinned`` cannot be judged on this engine, or None.
+
+    >>> api_version_problem("abc", None, None)
+    '--api-version abc is not an API version (like 1.41)'
+    >>> api_version_problem("9.99", "1.12", "1.41")
+    '--api-version 9.99 is outside the API versions the engine serves (1.12 to 1.41)'
+    """
+    if not _API_VERSION.match(pinned):
+        return f"--api-version {pinned} is not an API version (like 1.41)"
+    low = engine_min if engine_min and _API_VERSION.match(engine_min) else None
+    high = engine_max if engine_max and _API_VERSION.match(engine_max) else None
+    pin = _tuple(pinned)
+    if (low and pin < _tuple(low)) or (high and pin > _tuple(high)):
+        return (f"--api-version {pinned} is outside the API versions the engine serves "
+                f"({low or '?'} to {high or '?'})")
+    return None
+
+
+def _tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
 
 
 @dataclass

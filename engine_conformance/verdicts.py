@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .requirements import VERDICTS
+from .requirements import LEVELS, VERDICTS
 
 if TYPE_CHECKING:
     from .requirements import Requirement
@@ -64,6 +64,7 @@ class Record:
     verdict: str
     reason: str = ""
     duration: float = 0.0
+    engine_wait: float = 0.0  # seconds of ``duration`` spent waiting on the engine's answers
     evidence: list[dict] = field(default_factory=list)
     observations: dict[str, Any] = field(default_factory=dict)
     teardown_error: str = ""
@@ -112,8 +113,10 @@ def merge(previous: Record | None, new: Record) -> Record:
         return new
     if _rank(new.verdict) < _rank(previous.verdict):
         new.duration += previous.duration
+        new.engine_wait += previous.engine_wait
         return new
     previous.duration += new.duration
+    previous.engine_wait += new.engine_wait
     if new.verdict == "error":
         previous.teardown_error = new.reason
     return previous
@@ -163,28 +166,62 @@ def build_results(
             | {
                 "verdict": verdict,
                 "reason": reason,
-                "duration": sum(r.duration for r in items),
+                "duration": round(sum(r.duration for r in items), 3),
+                "engine_wait": round(sum(r.engine_wait for r in items), 3),
                 "evidence": [e for r in items for e in r.evidence][:8],
                 "observations": {k: v for r in items for k, v in r.observations.items()},
                 "cases": [r.case() for r in items],
             }
         )
-    summary = {v: sum(1 for r in reqs if r["verdict"] == v) for v in VERDICTS}
+    summary: dict[str, Any] = counts(reqs)
     summary["gating_failures"] = sum(
         1 for r in reqs if r["verdict"] == "fail" and r["level"] != "INFO"
     )
+    summary["engine_wait"] = round(sum(r["engine_wait"] for r in reqs), 3)
+    summary["by_level"] = {lv: counts([r for r in reqs if r["level"] == lv]) for lv in LEVELS}
+    suites = dict.fromkeys(r["suite"] for r in reqs)
+    summary["by_suite"] = {s: counts([r for r in reqs if r["suite"] == s]) for s in suites}
+    summary["score"] = scores(reqs)
+    seed = next((r["observations"]["seed"] for r in reqs if "seed" in r["observations"]), None)
     return {
         "tool": {"name": "engine-conformance", "version": __version__},
         "run": {
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "duration": round(time.time() - started, 3),
             "python": sys.version.split()[0],
+            "suite_version": __version__,
+            "seed": seed,
+            "command_line": list(sys.argv),
         }
         | run,
         "target": target,
         "summary": summary,
         "requirements": reqs,
     }
+
+
+def counts(reqs: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many of ``reqs`` got each verdict."""
+    reqs = list(reqs)
+    return {v: sum(1 for r in reqs if r["verdict"] == v) for v in VERDICTS}
+
+
+def scores(reqs: Iterable[Mapping[str, Any]]) -> dict[str, float | None]:
+    """Per level, the share of applicable requirements that pass (None: none applied).
+
+    A ``skip`` did not apply; an ``error`` did apply and was not shown to pass.
+
+    >>> scores([{"level": "MUST", "verdict": "pass"}, {"level": "MUST", "verdict": "error"},
+    ...         {"level": "MUST", "verdict": "skip"}])
+    {'MUST': 0.5, 'SHOULD': None, 'INFO': None}
+    """
+    reqs = list(reqs)
+    out: dict[str, float | None] = {}
+    for level in LEVELS:
+        judged = [r for r in reqs if r["level"] == level and r["verdict"] != "skip"]
+        passed = sum(1 for r in judged if r["verdict"] == "pass")
+        out[level] = round(passed / len(judged), 4) if judged else None
+    return out
 
 
 def _rank(verdict: str) -> int:

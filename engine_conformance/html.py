@@ -1,0 +1,233 @@
+"""``report.html``: one self-contained page a person reads instead of the logs.
+
+No network assets (styles and the filter script are inline), so it works from
+``file://`` and as a CI artifact. Scores per level at the top, failures first
+with their evidence and a ``curl`` command that repeats each request, filters by
+verdict, suite and level, and each requirement's spec text.
+
+    >>> curl_command("unix:///run/docker.sock", {"request": "POST /v1.41/images/create?fromImage=a",
+    ...                                           "request_headers": {}})
+    "curl -sS --unix-socket /run/docker.sock -X POST 'http://localhost/v1.41/images/create?fromImage=a'"
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Mapping
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .requirements import LEVELS
+from .summary import gate_lines, target_line, totals_line
+
+ORDER = {"fail": 0, "error": 1, "pass": 2, "skip": 3}
+
+_CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:16px 24px}
+header h1{font-size:18px;margin:0 0 4px}
+header .meta{opacity:.8;font-size:12px}
+main{padding:16px 24px;max-width:1200px}
+.scores{display:flex;gap:12px;margin:0 0 12px}
+.score{background:#fff;border-radius:8px;padding:10px 16px;box-shadow:0 1px 2px #0002;
+ min-width:140px}
+.score b{display:block;font-size:26px}
+.score small{color:#666}
+#totals{font-weight:600;margin:8px 0}
+.gate{padding:8px 12px;border-radius:6px;margin:8px 0;background:#e7f6ea}
+.gate.bad{background:#fdeaea}
+.filters{position:sticky;top:0;background:#f6f7f9;padding:8px 0;display:flex;gap:12px;
+ flex-wrap:wrap;align-items:center;border-bottom:1px solid #ddd;z-index:1}
+details.req{background:#fff;border-radius:6px;margin:6px 0;box-shadow:0 1px 2px #0001}
+details.req summary{padding:8px 12px;cursor:pointer;list-style:none;display:flex;gap:10px}
+details.req .body{padding:0 12px 12px}
+.v{font-weight:700;text-transform:uppercase;font-size:12px;padding:2px 6px;border-radius:4px;
+ min-width:42px;text-align:center}
+.v.pass{background:#d9f2de;color:#125c25}.v.fail{background:#fbd5d5;color:#8a1111}
+.v.error{background:#fde7c2;color:#7a4800}.v.skip{background:#e4e6ea;color:#555}
+.id{font-family:ui-monospace,monospace;min-width:100px}
+.lvl{color:#555;min-width:52px}
+.reason{white-space:pre-wrap;background:#fff7f7;border-left:3px solid #c33;padding:6px 10px}
+.spec{white-space:pre-wrap;color:#333;border-left:3px solid #99a;padding:4px 10px;margin:8px 0}
+pre{background:#1d2330;color:#e8e8e8;padding:8px 10px;border-radius:4px;overflow:auto;
+ font-size:12px;white-space:pre-wrap;word-break:break-all}
+table.m{border-collapse:collapse;background:#fff}
+table.m td,table.m th{border:1px solid #ddd;padding:3px 8px;font-size:12px}
+td.pass{background:#d9f2de}td.fail{background:#fbd5d5}td.error{background:#fde7c2}
+td.skip{background:#eee}
+"""
+
+_JS = """
+(function(){
+  var f={verdict:document.getElementById('f-verdict'),suite:document.getElementById('f-suite'),
+         level:document.getElementById('f-level')};
+  var items=[].slice.call(document.querySelectorAll('details.req'));
+  function apply(){
+    var shown=0;
+    items.forEach(function(el){
+      var ok=['verdict','suite','level'].every(function(k){
+        return !f[k].value || el.dataset[k]===f[k].value;});
+      el.style.display=ok?'':'none'; if(ok) shown++;
+    });
+    document.getElementById('shown').textContent='showing '+shown+' of '+items.length;
+  }
+  Object.keys(f).forEach(function(k){f[k].addEventListener('change',apply);});
+  apply();
+})();
+"""
+
+
+def curl_command(target_url: str, evidence: Mapping[str, Any]) -> str:
+    """A ``curl`` command that sends the request of ``evidence`` to the target again.
+
+    A unix-socket target gets ``--unix-socket``; redacted headers stay redacted
+    (fill in your own credentials); an import from the request body reads it
+    from a file named ``rootfs.tar``.
+    """
+    method, _, path = str(evidence.get("request", "GET /")).partition(" ")
+    url = urlsplit(target_url)
+    cmd = ["curl", "-sS"]
+    if url.scheme == "unix":
+        cmd += ["--unix-socket", url.path]
+        base = "http://localhost"
+    else:
+        scheme = "https" if url.scheme == "https" else "http"
+        base = f"{scheme}://{url.netloc}"
+        if scheme == "https":
+            cmd += ["--cacert", "$DOCKER_CERT_PATH/ca.pem", "--cert", "$DOCKER_CERT_PATH/cert.pem",
+                    "--key", "$DOCKER_CERT_PATH/key.pem"]
+    if method != "GET":
+        cmd += ["-X", method]
+    for name, value in (evidence.get("request_headers") or {}).items():
+        if name.lower() in ("host", "content-length", "user-agent", "accept-encoding",
+                            "connection", "accept"):
+            continue
+        cmd += ["-H", f"{name}: {value}"]
+    if method == "POST" and "fromSrc=-" in path:
+        cmd += ["--data-binary", "@rootfs.tar"]
+    cmd.append(f"{base}{path}")
+    return " ".join(shlex.quote(c) if not c.startswith("$DOCKER") else f'"{c}"' for c in cmd)
+
+
+def _evidence(target_url: str, ev: Mapping[str, Any]) -> str:
+    headers = "\n".join(f"{k}: {v}" for k, v in (ev.get("headers") or {}).items())
+    stream = [json.dumps(m) for m in ev.get("first_messages") or []]
+    if ev.get("last_message") is not None:
+        stream += [f"… ({ev.get('message_count')} messages)", json.dumps(ev["last_message"])]
+    parts = [f"<div class=evidence><b class=request>{escape(str(ev.get('request')))}</b>"
+             f" → <b class=status>HTTP {escape(str(ev.get('status')))}</b>"]
+    if ev.get("timed_out"):
+        parts.append(" (timed out)")
+    if headers:
+        parts.append(f"<pre class=headers>{escape(headers)}</pre>")
+    if stream:
+        parts.append(f"<pre class=stream>{escape(chr(10).join(stream))}</pre>")
+    elif ev.get("body"):
+        parts.append(f"<pre class=stream>{escape(str(ev['body']))}</pre>")
+    if ev.get("framing_errors"):
+        parts.append(f"<pre>{escape(chr(10).join(ev['framing_errors']))}</pre>")
+    parts.append(f"<div>reproduce:</div><pre class=curl>{escape(curl_command(target_url, ev))}"
+                 "</pre></div>")
+    return "".join(parts)
+
+
+def _requirement(r: Mapping[str, Any], target_url: str) -> str:
+    attrs = (f'data-verdict="{escape(r["verdict"])}" data-suite="{escape(r["suite"])}" '
+             f'data-level="{escape(r["level"])}" id="{escape(r["id"])}"')
+    open_ = " open" if r["verdict"] in ("fail", "error") and r["level"] != "INFO" else ""
+    body = [f"<div class=meta>{escape(r['level'])} ({escape(r.get('basis', ''))}), "
+            f"suite {escape(r['suite'])}, API {escape(r.get('versions', ''))}, "
+            f"{r.get('duration', 0):.2f} s ({r.get('engine_wait', 0):.2f} s waiting on the engine)"
+            "</div>"]
+    if r.get("reason"):
+        body.append(f"<div class=reason>{escape(r['reason'])}</div>")
+    body.append(f"<div class=spec>{escape(r.get('spec', ''))}</div>")
+    if r["verdict"] in ("fail", "error"):
+        body += [_evidence(target_url, ev) for ev in r.get("evidence") or []]
+    elif r.get("evidence"):
+        body.append(f"<details><summary>evidence ({len(r['evidence'])} requests)</summary>"
+                    + "".join(_evidence(target_url, ev) for ev in r["evidence"]) + "</details>")
+    if r.get("versions_judged"):
+        cells = "".join(f"<td class={escape(v)}>{escape(ver)}: {escape(v)}</td>"
+                        for ver, v in r["versions_judged"].items())
+        body.append(f"<table class=m><tr>{cells}</tr></table>")
+    return (f"<details class=req {attrs}{open_}><summary><span class='v {escape(r['verdict'])}'>"
+            f"{escape(r['verdict'])}</span><span class=id>{escape(r['id'])}</span>"
+            f"<span class=lvl>{escape(r['level'])}</span><span>{escape(r['title'])}</span>"
+            f"</summary><div class=body>{''.join(body)}</div></details>")
+
+
+def _version_matrix(results: Mapping[str, Any]) -> str:
+    """Requirement × API version, when the run judged several versions."""
+    versions = results.get("api_versions") or []
+    if len(versions) < 2:
+        return ""
+    head = "".join(f"<th>{escape(v)}</th>" for v in versions)
+    rows = []
+    for r in results["requirements"]:
+        judged = r.get("versions_judged") or {}
+        cells = "".join(f"<td class={escape(judged.get(v, 'skip'))}>{escape(judged.get(v, '-'))}"
+                        "</td>" for v in versions)
+        rows.append(f"<tr><th>{escape(r['id'])}</th>{cells}</tr>")
+    return (f"<h2>Requirement × API version</h2><table class=m id=versions><tr><th></th>{head}"
+            f"</tr>{''.join(rows)}</table>")
+
+
+def _pct(score: float | None) -> str:
+    return "n/a" if score is None else f"{score * 100:.1f}%"
+
+
+def render(results: Mapping[str, Any]) -> str:
+    s = results["summary"]
+    target_url = results["target"].get("url", "")
+    scores = "".join(
+        f"<div class=score data-level={level}><small>{level}</small>"
+        f"<b>{_pct(s['score'][level])}</b>"
+        f"<small>{s['by_level'][level]['pass']} of "
+        f"{sum(s['by_level'][level][v] for v in ('pass', 'fail', 'error'))} pass</small></div>"
+        for level in LEVELS)
+    gate = gate_lines(results)
+    gate_html = ""
+    if gate:
+        bad = gate[0][1]
+        gate_html = (f"<div class='gate{' bad' if bad else ''}' id=gate>"
+                     + "<br>".join(escape(t) for t, _ in gate) + "</div>")
+    reqs = sorted(results["requirements"],
+                  key=lambda r: (ORDER.get(r["verdict"], 9), LEVELS.index(r["level"]), r["id"]))
+    suites = list(s.get("by_suite") or {})
+
+    def select(name: str, values: list[str]) -> str:
+        opts = "".join(f"<option value='{escape(v)}'>{escape(v)}</option>" for v in values)
+        return (f"<label>{name} <select id=f-{name}><option value=''>all</option>{opts}"
+                "</select></label>")
+
+    run = results["run"]
+    partial = "" if run.get("complete", True) else (
+        "<div class='gate bad'>Partial run: "
+        + ("interrupted" if run.get("interrupted") else "a selection of the catalogue")
+        + "</div>")
+    return f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8>
+<meta name=viewport content="width=device-width,initial-scale=1">
+<title>Conformance: {escape(target_line(results))}</title><style>{_CSS}</style></head>
+<body><header><h1>POST /images/create conformance: {escape(target_line(results))}</h1>
+<div class=meta>{escape(results['tool']['name'])} {escape(results['tool']['version'])} ·
+started {escape(run['started'])} · {run['duration']:.1f} s ·
+{escape(str(results['target'].get('os')))}/{escape(str(results['target'].get('arch')))} ·
+storage {escape(str(results['target'].get('storage_driver')))}</div></header>
+<main><div class=scores>{scores}</div>
+<div id=totals>{escape(totals_line(results))}</div>{partial}{gate_html}
+<div class=filters>{select('verdict', ['fail', 'error', 'pass', 'skip'])}
+{select('suite', suites)}{select('level', list(LEVELS))}<span id=shown></span></div>
+<div id=requirements>{''.join(_requirement(r, target_url) for r in reqs)}</div>
+{_version_matrix(results)}
+</main><script>{_JS}</script></body></html>
+"""
+
+
+def write_html(path: Path, results: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(results), encoding="utf-8")
