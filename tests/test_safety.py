@@ -7,10 +7,12 @@ deviating engine made without the names it was given.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 from deviant_proxy import DeviantProxy, Deviation
 from deviant_proxy.predicates import is_body_import
@@ -40,18 +42,25 @@ def test_ctrl_c_mid_run_removes_what_was_created(docker, tmp_path, look):
     with DeviantProxy(docker.target, [freeze]) as proxy:
         cmd = [sys.executable, "-m", "engine_conformance", "run", "--target", proxy.target,
                "--requirement", "ERRORS-003", "--report-dir", str(tmp_path)]
+        # Launched with SIGINT ignored, as from `nohup ... &`: the tool must stop on it anyway.
         child = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             assert freeze.seen.wait(60), "the run never reached the frozen inspect"
             _, leftovers = look(docker.target)
             assert leftovers, "the run had created nothing yet; the test proves nothing"
+            interrupted = time.monotonic()
             os.killpg(child.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
             output, _ = child.communicate(timeout=120)
+            stopped = time.monotonic() - interrupted
         finally:
             if child.poll() is None:
                 os.killpg(child.pid, signal.SIGKILL)
     assert child.returncode == 130, output.decode(errors="replace")[-2000:]
+    assert stopped < 4, f"Ctrl-C took {stopped:.1f} s to stop the run"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["run"]["complete"] is False and results["run"]["interrupted"] is True
     _, leftovers = look(docker.target)
     assert leftovers == []
 
