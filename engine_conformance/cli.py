@@ -48,6 +48,7 @@ from .runner import (
     CHILD_SUITE_UNREACHABLE,
     CHILD_TARGET_UNREACHABLE,
     CHILD_USAGE,
+    COMMAND_LINE,
     PROGRESS_FD,
     ROOT,
     api_version_problem,
@@ -317,7 +318,8 @@ def _child(cmd: list[str], report_dir: Path, verbose: bool = False) -> _Child:
     report_dir.mkdir(parents=True, exist_ok=True)
     log = open(report_dir / LOG_FILE, "wb")  # noqa: SIM115 - closed below, after the tee
     read_fd, write_fd = os.pipe()
-    env = dict(os.environ, **{PROGRESS_FD: str(write_fd)})
+    env = dict(os.environ, **{PROGRESS_FD: str(write_fd),
+                              COMMAND_LINE: json.dumps(["engine-conformance", *sys.argv[1:]])})
     try:
         child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  pass_fds=(write_fd,), env=env, start_new_session=True)

@@ -47,6 +47,7 @@ from .runner import (
     CHILD_SUITE_UNREACHABLE,
     CHILD_TARGET_UNREACHABLE,
     CHILD_USAGE,
+    COMMAND_LINE,
     PROGRESS_FD,
     api_version_problem,
 )
@@ -565,6 +566,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     results = build_results(
         run.catalogue, run.records, run.target_info,
         {"prefix": run.prefix, "complete": complete, "interrupted": interrupted,
+         **({"command_line": json.loads(os.environ[COMMAND_LINE])}
+            if os.environ.get(COMMAND_LINE) else {}),
          "cleanup_removed": removed, "preflight": preflight},
         run.started,
     )
@@ -573,9 +576,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if config.getoption("update_expectations") and run.expectations_path:
         # Verdicts of a run that could not reach its own services describe the setup,
         # not the engine: they must not become its expectations.
-        if not interrupted and not run.unreachable:
+        updated = not interrupted and not run.unreachable
+        if updated:
             expectations.write(run.expectations_path, run.target_info, verdicts, reasons,
                                prefix=run.prefix)
+        results["expectations"] = {"file": str(run.expectations_path), "updated": updated}
     elif run.expected is not None:
         run.gate = expectations.gate(verdicts, run.expected, complete,
                                      strict=config.getoption("strict_gate"))

@@ -17,7 +17,19 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from . import paths
 from .target import REDACTED
+
+SCHEMA = paths.SPEC / "results.schema.json"
+"""The published JSON Schema of ``results.json``."""
+
+
+def validate(results: dict) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``results`` follows :data:`SCHEMA`."""
+    import jsonschema
+
+    jsonschema.validate(results, json.loads(SCHEMA.read_text()),
+                        format_checker=jsonschema.FormatChecker())
 
 
 def scrub(obj: Any, secrets: Iterable[str]) -> Any:

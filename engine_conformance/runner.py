@@ -31,6 +31,9 @@ CHILD_SUITE_UNREACHABLE = 69  # the engine could not reach the lab registry or f
 PROGRESS_FD = "EC_PROGRESS_FD"
 """Environment variable: a file descriptor the plugin writes progress events to (JSON lines)."""
 
+COMMAND_LINE = "EC_COMMAND_LINE"
+"""Environment variable: the user's command line (JSON list) that started the suite run."""
+
 _API_VERSION = re.compile(r"^\d+\.\d+$")
 
 
