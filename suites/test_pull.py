@@ -444,10 +444,8 @@ def test_scratch_is_403(client, images, registry, api_version, observe):
 # -- platform -------------------------------------------------------------------------------
 
 
-@pytest.mark.requirement("PULL-015")
-@pytest.mark.parametrize("platform", MULTI_PLATFORMS)
-@pytest.mark.parametrize("short", ["multi", "multi-oci"])
-def test_platform_picks_the_manifest(client, images, registry, observe, short, platform):
+def pull_platform(client, images, registry, short: str, platform: str) -> tuple[object, dict]:
+    """Pull ``short:latest`` (an index) for ``platform``: the registry's facts and the inspect."""
     facts = registry.catalogue.facts(short, "latest", platform=platform)
     ref = registry.reference(short, "latest")
     ex = pull(client, images, {"fromImage": repo_name(registry, short), "tag": "latest",
@@ -455,6 +453,14 @@ def test_platform_picks_the_manifest(client, images, registry, observe, short, p
     assert_stream_success(ex)
     image = client.inspect_image(ref)
     assert image is not None, f"{ref} does not exist after a pull that reported success"
+    return facts, image
+
+
+@pytest.mark.requirement("PULL-015")
+@pytest.mark.parametrize("platform", MULTI_PLATFORMS)
+@pytest.mark.parametrize("short", ["multi", "multi-oci"])
+def test_platform_picks_the_manifest(client, images, registry, observe, short, platform):
+    facts, image = pull_platform(client, images, registry, short, platform)
     got = f"{image.get('Os')}/{image.get('Architecture')}/{image.get('Variant') or '-'}"
     observe[f"{short} {platform}"] = {"Id": image["Id"], "platform": got}
     # Layers and Id name the manifest chosen exactly; Os/Architecture are only recorded.
@@ -573,13 +579,7 @@ VARIANT_PLATFORMS = [p for p in MULTI_PLATFORMS if len(p.split("/")) == 3]
 @pytest.mark.parametrize("platform", VARIANT_PLATFORMS)
 @pytest.mark.parametrize("short", ["multi", "multi-oci"])
 def test_inspect_reports_the_variant(client, images, registry, observe, short, platform):
-    facts = registry.catalogue.facts(short, "latest", platform=platform)
-    ref = registry.reference(short, "latest")
-    ex = pull(client, images, {"fromImage": repo_name(registry, short), "tag": "latest",
-                               "platform": platform}, [ref])
-    assert_stream_success(ex)
-    image = client.inspect_image(ref)
-    assert image is not None, f"{ref} does not exist after a pull that reported success"
+    facts, image = pull_platform(client, images, registry, short, platform)
     mismatch = image_mismatch(image, facts)
     precondition(mismatch is None, f"the engine did not pull the {platform} image "
                  f"({mismatch}; PULL-015 judges that): its Variant says nothing")
