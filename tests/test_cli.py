@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -107,3 +108,54 @@ def test_suite_unreachable_is_exit_6_with_the_reason(tmp_path):
     with pytest.raises(Refusal) as refused:
         _verdict_code(CHILD_SUITE_UNREACHABLE, tmp_path)
     assert (refused.value.code, str(refused.value)) == (6, reason)
+
+
+def test_requirements_into_a_closed_pipe_is_quiet():
+    proc = subprocess.run(f"{sys.executable} -m engine_conformance requirements | head -1",
+                          shell=True, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.stdout.count("\n") == 1 and proc.stderr == "", proc.stderr
+
+
+@pytest.mark.parametrize("version", ["abc", "1", "1.41.2", "v1.41"])
+def test_api_version_that_is_not_one_is_exit_2(version):
+    proc = cli("run", "--api-version", version)
+    assert proc.returncode == 2
+    assert f"--api-version {version} is not an API version" in one_line(proc)
+
+
+def test_api_version_outside_the_engines_range_names_the_range(docker):
+    proc = cli("run", "--target", docker.target, "--api-version", "9.99")
+    assert proc.returncode == 2
+    line = one_line(proc)
+    assert "9.99" in line and "(1.12 to 1.41)" in line, line
+
+
+def test_missing_expectation_file_is_exit_2(tmp_path):
+    proc = cli("run", "--expectations", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2
+    assert "nope.yaml: no such file" in one_line(proc)
+
+
+def test_strict_needs_expectations():
+    proc = cli("run", "--strict")
+    assert proc.returncode == 2
+    one_line(proc)
+
+
+@pytest.mark.parametrize("gate, code", [(True, 0), (False, 1)])
+def test_the_gate_decides_the_exit_code(gate, code, tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({
+        "run": {}, "summary": {"gating_failures": 3, "error": 0},
+        "expectations": {"file": "x.yaml", "passed": gate, "mismatches": []}}))
+    assert _verdict_code(0, tmp_path) == code
+
+
+def test_signal_handling_is_restored_when_launched_ignored():
+    # `nohup ... &` starts Python with SIGINT ignored, and Python keeps it so: the tool
+    # installs its own handler, and so does the plugin for a plain pytest run.
+    code = ("import signal, sys; from engine_conformance import cli; cli.main(['requirements']);"
+            "sys.stderr.write(str(signal.getsignal(signal.SIGINT) is signal.default_int_handler))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert proc.stderr.strip().endswith("True"), proc.stderr
