@@ -10,12 +10,16 @@ engine that is already running (it must be disposable).
 
 ``<engine>_suite`` is one full suite run against each, checked against its
 expectation file, with sentinel images seeded before and looked at after.
-The session ends with a line per engine saying which engine was judged.
+Its reports (results.json, junit.xml, report.html, summary.md) stay under
+``reports/ci/<engine kind>/``; the session ends with a line per engine saying
+which engine was judged, and the comparison of them in ``reports/ci/comparison.*``
+(``scripts/update-matrix`` copies it to ``docs/``).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -31,7 +35,7 @@ from engine_conformance.engines import (
 from engine_conformance.engines import docker26 as managed_docker26
 from engine_conformance.engines import docker26_containerd as managed_docker26_containerd
 from engine_conformance.plugin import describe_target
-from engine_conformance.runner import Outcome, run_suite
+from engine_conformance.runner import ROOT, Outcome, run_suite
 from engine_conformance.target import Client, Target
 
 
@@ -65,6 +69,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 JUDGED: dict[str, str] = {}
 """Which engine each suite fixture judged, for the session's closing lines."""
+
+CI_REPORTS = ROOT / "reports" / "ci"
+"""Where each full suite run's reports stay, one folder per engine kind."""
 
 
 def _engine(kind: str, env: str, factory) -> Iterator[Engine]:
@@ -173,7 +180,9 @@ def full_run(engine: Engine, lab_port: int, tmp_path_factory) -> SuiteRun:
     # judged; the expectation test then says plainly that there was nothing to compare.
     key = engine_key(engine.target)
     known = expectations.path_for(key).is_file()
-    outcome = run_suite(engine.target, tmp_path_factory.mktemp(f"{engine.kind}-suite"),
+    report_dir = CI_REPORTS / engine.kind
+    shutil.rmtree(report_dir, ignore_errors=True)
+    outcome = run_suite(engine.target, report_dir,
                         expectations="auto" if known else None,
                         extra=["--registry-port", str(lab_port)])
     assert outcome.results is not None, outcome.output[-4000:]
@@ -210,3 +219,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         terminalreporter.section("engines judged")
         for kind, what in sorted(JUDGED.items()):
             terminalreporter.write_line(f"{kind}: {what}")
+        from engine_conformance.compare import compare_dirs
+
+        written = compare_dirs([CI_REPORTS / kind for kind in sorted(JUDGED)], CI_REPORTS)
+        terminalreporter.write_line(f"comparison: {', '.join(str(p) for p in written)}")
