@@ -8,10 +8,10 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
+from engine_conformance import browser
 from engine_conformance.html import curl_command
 from engine_conformance.report import SCHEMA, validate
 from engine_conformance.runner import ROOT
@@ -147,18 +147,11 @@ def test_curl_command_runs_against_the_engine(docker, cli_run):
     assert proc.stdout.strip() == str(ev["status"]), (cmd, proc.stderr)
 
 
-def _chromium() -> str | None:
-    import shutil
-
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def test_report_renders_in_headless_chromium(cli_run, tmp_path):
-    browser = _chromium()
-    if browser is None:
+def test_report_renders_in_headless_chromium(cli_run):
+    if browser.chromium() is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
     _, report_dir, _ = cli_run
-    dom = dump_dom(browser, report_dir / "report.html", tmp_path)
+    dom = browser.dump_dom(report_dir / "report.html")
     results = json.loads((report_dir / "results.json").read_text())
     s = results["summary"]
     assert (f"{s['pass']} pass, {s['fail']} fail, {s['error']} error, {s['skip']} skip"
@@ -170,17 +163,12 @@ def test_report_renders_in_headless_chromium(cli_run, tmp_path):
     block = dom[dom.index('id="ERRORS-005"'):]
     assert f"HTTP {ev['status']}" in block
     assert ev["request"].split("?")[0] in block
+    assert "curl -sS --unix-socket" in block
 
 
-def dump_dom(browser: str, page: Path, profile: Path) -> str:
-    """The page as Chromium rendered it (scripts run), from ``file://``."""
-    proc = subprocess.run(
-        [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile / 'profile'}", "--dump-dom",
-         page.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
-
-
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--no-first-run")
+def test_screenshot_of_the_report(cli_run, tmp_path):
+    if browser.chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    _, report_dir, _ = cli_run
+    png = browser.screenshot(report_dir / "report.html", tmp_path / "report.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
