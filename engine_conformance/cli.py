@@ -126,7 +126,14 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: DOCKER_HOST, then /var/run/docker.sock, then a managed Docker)")
     where.add_argument("--managed", choices=sorted(ENGINES),
                        help="start this engine in a private directory and judge it")
-    run.add_argument("--api-version", help="pin the API version (default: negotiate, at most 1.44)")
+    versions = run.add_mutually_exclusive_group()
+    versions.add_argument("--api-version",
+                          help="pin the API version (default: negotiate, at most 1.44)")
+    versions.add_argument("--api-versions", metavar="all|LIST",
+                          help="judge the catalogue at each of these API versions (1.24,1.41), "
+                               "or at every version the engine serves from its minimum (and "
+                               "the catalogue's) to the suite's maximum: one report, "
+                               "requirement x version")
     run.add_argument("--report-dir", type=Path, help="default: reports/<timestamp>/")
     run.add_argument("-k", dest="keyword", help="only checks whose names match (pytest -k)")
     run.add_argument("--requirement", action="append", default=[], metavar="ID",
@@ -184,10 +191,10 @@ def _run(args: argparse.Namespace) -> int:
         raise Refusal("--strict needs --expectations FILE|auto", EXIT_USAGE)
     if args.timeout <= 0:
         raise Refusal("--timeout must be positive", EXIT_USAGE)
-    if args.api_version:
-        problem = api_version_problem(args.api_version, None, None)
+    for version in [args.api_version] if args.api_version else _listed(args.api_versions):
+        problem = api_version_problem(version, None, None)
         if problem:
-            raise Refusal(problem, EXIT_USAGE)
+            raise Refusal(problem.replace("--api-version ", "API version "), EXIT_USAGE)
     if (args.expectations and args.expectations != "auto" and not args.update_expectations
             and not Path(args.expectations).is_file()):
         raise Refusal(f"--expectations {args.expectations}: no such file", EXIT_USAGE)
@@ -201,7 +208,8 @@ def _run(args: argparse.Namespace) -> int:
                       EXIT_USAGE) from None
     try:
         target, managed = _resolve_target(args, registry_port)
-        _reachable(target, args.api_version)
+        info = _reachable(target, args.api_version)
+        axis = _axis(args.api_versions, info) if args.api_versions else []
         # Under the current directory: an installed package's own folder is no place for output.
         report_dir = args.report_dir or Path.cwd() / "reports" / time.strftime("%Y%m%d-%H%M%S")
         prefix = f"ectest-{secrets.token_hex(4)}"
@@ -210,27 +218,36 @@ def _run(args: argparse.Namespace) -> int:
             _, advice = prepare_run(report_dir, args.serve_host, lab, target, managed)
             if advice:
                 print(f"engine-conformance: {advice}", file=sys.stderr)
-        cmd = pytest_command(
-            target.url,
-            report_dir,
-            requirements=args.requirement,
-            api_version=args.api_version,
-            expectations=str(Path(args.expectations).resolve())
-            if args.expectations and args.expectations != "auto" else args.expectations,
-            update_expectations=args.update_expectations,
-            keyword=args.keyword,
-            prefix=prefix,
-            extra=["--request-timeout", str(args.timeout), "--serve-host", args.serve_host,
-                   "--registry-port", str(registry_port),
-                   *(["--registry", args.registry] if args.registry else []),
-                   *(["--serve-tls"] if args.serve_tls else []),
-                   *(["--strict-gate"] if args.strict else []),
-                   *args.pytest_args],
-        )
-        child = _child(cmd, report_dir, verbose=args.verbose)
-        if child.refusal is not None:
-            raise Refusal(child.refusal, _REFUSAL_CODES.get(child.code, EXIT_HARNESS))
-        result = _verdict_code(child.code, report_dir)
+
+
+        def judge(directory: Path, api_version: str | None, gated: bool) -> int:
+            cmd = pytest_command(
+                target.url,
+                directory,
+                requirements=args.requirement,
+                api_version=api_version,
+                expectations=(str(Path(args.expectations).resolve())
+                              if args.expectations and args.expectations != "auto"
+                              else args.expectations) if gated else None,
+                update_expectations=args.update_expectations and gated,
+                keyword=args.keyword,
+                prefix=prefix,
+                extra=["--request-timeout", str(args.timeout), "--serve-host", args.serve_host,
+                       "--registry-port", str(registry_port),
+                       *(["--registry", args.registry] if args.registry else []),
+                       *(["--serve-tls"] if args.serve_tls else []),
+                       *(["--strict-gate"] if args.strict and gated else []),
+                       *args.pytest_args],
+            )
+            child = _child(cmd, directory, verbose=args.verbose)
+            if child.refusal is not None:
+                raise Refusal(child.refusal, _REFUSAL_CODES.get(child.code, EXIT_HARNESS))
+            return _verdict_code(child.code, directory)
+
+        if axis:
+            result = _across_versions(judge, report_dir, axis)
+        else:
+            result = judge(report_dir, args.api_version, True)
         _show(report_dir)
         return EXIT_OK if args.update_expectations and result == EXIT_FAIL else result
     finally:
@@ -283,7 +300,59 @@ def _answers(target: Target) -> bool:
         return False
 
 
-def _reachable(target: Target, api_version: str | None) -> None:
+def _listed(spec: str | None) -> list[str]:
+    if not spec or spec == "all":
+        return []
+    return [v.strip() for v in spec.split(",") if v.strip()]
+
+
+def _axis(spec: str, info: dict[str, Any]) -> list[str]:
+    """The API versions ``--api-versions`` names on this engine, lowest first."""
+    from .axis import all_versions
+
+    low, high = info.get("MinAPIVersion"), info.get("ApiVersion")
+    if spec == "all":
+        versions = all_versions(low, high)
+        if not versions:
+            raise Refusal(f"the engine serves no API version the suite judges ({low} to {high})",
+                          EXIT_USAGE)
+        return versions
+    versions = sorted(set(_listed(spec)), key=lambda v: tuple(int(p) for p in v.split(".")))
+    for version in versions:
+        problem = api_version_problem(version, low, high)
+        if problem:
+            raise Refusal(problem.replace("--api-version ", "API version "), EXIT_USAGE)
+    return versions
+
+
+def _across_versions(judge: Any, report_dir: Path, versions: list[str]) -> int:
+    """One run per API version (each in ``api-<version>/``), merged into one report.
+
+    The highest version is the primary run: its verdicts are the report's, and only
+    it is held against the expectations (they record the negotiated version's).
+    """
+    from .axis import merge_versions
+    from .report import write_reports
+
+    codes, runs = {}, {}
+    for version in versions:
+        sub = report_dir / f"api-{version}"
+        sub.mkdir(parents=True, exist_ok=True)
+        if (report_dir / "tls").is_dir() and not (sub / "tls").exists():
+            (sub / "tls").symlink_to(report_dir / "tls")  # one CA for the whole run
+        print(f"API {version}:", file=sys.stderr)
+        codes[version] = judge(sub, version, version == versions[-1])
+        runs[version] = json.loads((sub / "results.json").read_text())
+    write_reports(report_dir, merge_versions(runs))
+    worst = [c for c in codes.values() if c not in (EXIT_OK, EXIT_FAIL)]
+    if worst:
+        return worst[0]
+    primary = codes[versions[-1]]
+    gated = "passed" in (runs[versions[-1]].get("expectations") or {})
+    return primary if gated else max(codes.values())
+
+
+def _reachable(target: Target, api_version: str | None) -> dict[str, Any]:
     try:
         with Client(target, api_version=api_version, timeouts=Timeouts(read=15.0)) as client:
             client.negotiate()
@@ -295,6 +364,7 @@ def _reachable(target: Target, api_version: str | None) -> None:
                                       info.get("ApiVersion"))
         if problem:
             raise Refusal(problem, EXIT_USAGE)
+    return info
 
 
 _REFUSAL_CODES = {CHILD_USAGE: EXIT_USAGE, CHILD_TARGET_UNREACHABLE: EXIT_UNREACHABLE}

@@ -162,7 +162,7 @@ def _requirement(r: Mapping[str, Any], target_url: str) -> str:
 
 def _version_matrix(results: Mapping[str, Any]) -> str:
     """Requirement × API version, when the run judged several versions."""
-    versions = results.get("api_versions") or []
+    versions = results["run"].get("api_versions") or []
     if len(versions) < 2:
         return ""
     head = "".join(f"<th>{escape(v)}</th>" for v in versions)

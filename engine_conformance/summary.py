@@ -100,6 +100,7 @@ def terminal_lines(results: Mapping[str, Any],
             out.append((f"  {r['verdict'].upper():5} {r['id']:12} {r['level']:6} {r['title']}"
                         + (f" -- {reason}" if reason else ""),
                         r["verdict"] == "error" or r["level"] != "INFO"))
+    out += version_lines(results)
     out.append((f"totals: {totals_line(results)}", False))
     out.append((f"score: {score_line(results)}", False))
     for probe in (results["run"].get("preflight") or {}).values():
@@ -109,6 +110,29 @@ def terminal_lines(results: Mapping[str, Any],
     if report_dir is not None:
         files = [n for n in (*REPORT_FILES, LOG_FILE) if (report_dir / n).exists()]
         out.append((f"reports: {report_dir}/ ({', '.join(files)})", False))
+    return out
+
+
+def version_lines(results: Mapping[str, Any]) -> list[tuple[str, bool]]:
+    """With several API versions judged: the requirements whose verdict changes with it."""
+    versions = results["run"].get("api_versions") or []
+    if len(versions) < 2:
+        return []
+    out = [(f"API versions judged: {', '.join(versions)} (the table above: {versions[-1]})",
+            False)]
+    for r in results["requirements"]:
+        judged = r.get("versions_judged") or {}
+        if len(set(judged.values())) > 1:
+            spans, start = [], versions[0]
+            for prev, ver in zip(versions, versions[1:], strict=False):
+                if judged.get(ver) != judged.get(prev):
+                    spans.append(f"{start}-{prev} {judged.get(prev)}" if start != prev
+                                 else f"{prev} {judged.get(prev)}")
+                    start = ver
+            last = versions[-1]
+            spans.append(f"{start}-{last} {judged.get(last)}" if start != last
+                         else f"{last} {judged.get(last)}")
+            out.append((f"  {r['id']:12} {'; '.join(spans)}", False))
     return out
 
 
