@@ -145,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true",
                      help="with --expectations: a requirement that newly passes fails the gate "
                           "too (default: reported as 'fixed: update the expectations')")
+    run.add_argument("-n", "--workers", type=int, default=1, metavar="N",
+                     help="judge with N parallel pytest-xdist workers, a suite file per "
+                          "worker at a time (default 1: serially)")
     run.add_argument("-v", "--verbose", action="store_true",
                      help="show pytest's detail (tracebacks) on the terminal too")
     run.add_argument("--serve-host", default="127.0.0.1", metavar="ADDRESS",
@@ -191,6 +194,12 @@ def _run(args: argparse.Namespace) -> int:
         raise Refusal("--strict needs --expectations FILE|auto", EXIT_USAGE)
     if args.timeout <= 0:
         raise Refusal("--timeout must be positive", EXIT_USAGE)
+    if args.workers < 1:
+        raise Refusal("--workers must be at least 1", EXIT_USAGE)
+    if args.workers > 1 and args.serve_tls:
+        # The run's CA is placed for one lab registry address; each worker serves its own.
+        raise Refusal("--workers and --serve-tls do not go together yet: use one of them",
+                      EXIT_USAGE)
     for version in [args.api_version] if args.api_version else _listed(args.api_versions):
         problem = api_version_problem(version, None, None)
         if problem:
@@ -202,12 +211,14 @@ def _run(args: argparse.Namespace) -> int:
     # The lab registry's port is fixed up front: a managed Podman must be
     # told before it starts that this address is a plain-HTTP registry.
     try:
-        registry_port = free_port(args.serve_host) if args.registry is None else 0
+        ports = ([free_port(args.serve_host) for _ in range(args.workers)]
+                 if args.registry is None else [0])
+        registry_port = ports[0]
     except OSError as exc:
         raise Refusal(f"cannot listen on --serve-host {args.serve_host}: {exc.strerror}",
                       EXIT_USAGE) from None
     try:
-        target, managed = _resolve_target(args, registry_port)
+        target, managed = _resolve_target(args, ports)
         info = _reachable(target, args.api_version)
         axis = _axis(args.api_versions, info) if args.api_versions else []
         # Under the current directory: an installed package's own folder is no place for output.
@@ -237,6 +248,8 @@ def _run(args: argparse.Namespace) -> int:
                        *(["--registry", args.registry] if args.registry else []),
                        *(["--serve-tls"] if args.serve_tls else []),
                        *(["--strict-gate"] if args.strict and gated else []),
+                       *(["-n", str(args.workers), "--dist", "loadfile", "--registry-ports",
+                          ",".join(map(str, ports))] if args.workers > 1 else []),
                        *args.pytest_args],
             )
             child = _child(cmd, directory, verbose=args.verbose)
@@ -256,15 +269,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resolve_target(
-    args: argparse.Namespace, registry_port: int
+    args: argparse.Namespace, registry_ports: list[int]
 ) -> tuple[Target, ManagedEngine | None]:
     try:
         if args.target:
             return Target.parse(args.target), None
         if args.managed == "podman":
-            lab = args.registry or f"{args.serve_host}:{registry_port}"
+            labs = ([args.registry] if args.registry
+                    else [f"{args.serve_host}:{port}" for port in registry_ports])
             # Over TLS it must verify the run's CA: an insecure entry would skip that.
-            insecure = [] if args.serve_tls and not args.registry else [lab]
+            insecure = [] if args.serve_tls and not args.registry else labs
             return _start(ManagedPodman(insecure_registries=insecure))
         if args.managed:
             return _start(ENGINES[args.managed]())

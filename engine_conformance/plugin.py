@@ -31,7 +31,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ from .target import Client, Target, TargetError, Timeouts, UsageError
 from .verdicts import Precondition, Record, build_results, classify, merge, tolerated
 
 SERVICES = ("registry", "file_server")  # what a preflight proves the engine reaches
+WORKER_OUTPUT = "engine_conformance"  # a pytest-xdist worker's records, for the controller
 
 
 @dataclass
@@ -79,6 +80,7 @@ class Run:
     counter: itertools.count = field(default_factory=lambda: itertools.count(1))
     preflight: dict[str, Probe] = field(default_factory=dict)
     progress: Any = None  # the CLI's progress channel (a text file), when it gave one
+    workers: dict[str, dict] = field(default_factory=dict)  # pytest-xdist: what each reported
 
     @property
     def unreachable(self) -> list[Probe]:
@@ -88,6 +90,7 @@ class Run:
 
 RUN = pytest.StashKey[Run]()
 ITEM_START = pytest.StashKey[int]()
+ITEM_CLOCK = pytest.StashKey[float]()
 ITEM_OBS = pytest.StashKey[dict]()
 
 
@@ -113,6 +116,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--registry-port", type=int, default=0,
                     help="port for the lab registry (0: any free one); a managed Podman must "
                          "have been told it is insecure")
+    group.addoption("--registry-ports", default=None, metavar="PORT,PORT",
+                    help="under pytest-xdist: the lab registry's port for each worker (gw0, "
+                         "gw1, …), each declared insecure to a managed Podman")
     group.addoption("--registry", default=None, metavar="HOST:PORT",
                     help="an external registry (plain HTTP, push allowed) to pull from instead "
                          "of the lab registry; fault and journal checks then skip")
@@ -132,6 +138,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "requirement(id): the catalogue requirement this suite check judges"
     )
+    config.addinivalue_line(
+        "markers", "exclusive: under pytest-xdist, no other check may run at the same time"
+    )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
         # Python leaves SIGINT ignored when it was ignored at launch (a `nohup ... &` shell):
@@ -143,12 +152,34 @@ def pytest_configure(config: pytest.Config) -> None:
     except CatalogueError as exc:
         raise pytest.UsageError(f"requirement catalogue: {exc}") from None
     prefix = config.getoption("run_prefix") or f"ectest-{_secrets.token_hex(4)}"
+    if _worker_id(config):
+        # Each pytest-xdist worker names, sweeps and cleans up under a prefix of its own:
+        # one worker's end-of-session sweep must not remove what another still uses.
+        prefix = f"{prefix}-{_worker_id(config)}"
     report_dir = Path(
         config.getoption("report_dir")
         or Path(config.rootpath) / "reports" / time.strftime("%Y%m%d-%H%M%S")
     )
     config.stash[RUN] = Run(catalogue=catalogue, prefix=prefix, report_dir=report_dir,
                             progress=_progress_channel())
+
+
+def _worker_id(config: pytest.Config) -> str | None:
+    """``gw0``… in a pytest-xdist worker, else None."""
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else None
+
+
+def _registry_port(config: pytest.Config) -> int:
+    """The lab registry's port: under pytest-xdist, each worker's own from --registry-ports."""
+    worker = _worker_id(config)
+    if worker is None:
+        return config.getoption("registry_port")
+    index = int(worker.removeprefix("gw"))
+    ports = [int(p) for p in (config.getoption("registry_ports") or "").split(",") if p]
+    if index < len(ports):
+        return ports[index]
+    return config.getoption("registry_port") if index == 0 else 0
 
 
 def _progress_channel() -> Any:
@@ -377,7 +408,7 @@ def lab(request: pytest.FixtureRequest, run_state: Run, client: Client, target_i
                              config.getoption("serve_host"))
     try:
         with serve(run_state.prefix, host=config.getoption("serve_host"),
-                   port=config.getoption("registry_port"),
+                   port=_registry_port(config),
                    external=config.getoption("registry"), tls=tls) as registry:
             _preflight(run_state, lambda: probe_registry(
                 client, registry, target_info, run_state.created.add, _ca(config, run_state)))
@@ -444,6 +475,60 @@ def images(client: Client, run_state: Run):
 # -- verdicts ---------------------------------------------------------------------
 
 
+ENGINE_WIDE = frozenset({"image_ids", "list_images"})
+"""Names a check reads the engine's whole image list through: under pytest-xdist such a
+check must not overlap another (it would see the other's images as its own)."""
+
+
+def exclusive(item: pytest.Item) -> bool:
+    """Whether ``item`` must run while no other check runs (pytest-xdist).
+
+    A check says so with ``@pytest.mark.exclusive``; one that reads the engine's whole
+    image list (directly or through a helper of its module) is exclusive as well.
+    """
+    if item.get_closest_marker("exclusive"):
+        return True
+    function = getattr(item, "function", None)
+    if function is None:
+        return False
+    return _reads_engine_wide(function.__code__, getattr(function, "__globals__", {}), set())
+
+
+def _reads_engine_wide(code: Any, module: dict, seen: set) -> bool:
+    if code in seen:
+        return False
+    seen.add(code)
+    if ENGINE_WIDE & set(code.co_names):
+        return True
+    for const in code.co_consts:  # nested functions and lambdas
+        if hasattr(const, "co_names") and _reads_engine_wide(const, module, seen):
+            return True
+    for name in code.co_names:
+        helper = module.get(name)
+        if (callable(helper) and hasattr(helper, "__code__")
+                and getattr(helper, "__module__", None) == module.get("__name__")
+                and _reads_engine_wide(helper.__code__, module, seen)):
+            return True
+    return False
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Under pytest-xdist: exclusive checks alone, the others side by side (a file lock)."""
+    run = item.config.stash.get(RUN, None)
+    if run is None or not _worker_id(item.config) or not _requirement_of(item):
+        return (yield)
+    import fcntl
+
+    run.report_dir.mkdir(parents=True, exist_ok=True)
+    with open(run.report_dir / ".xdist.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive(item) else fcntl.LOCK_SH)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     rid = _requirement_of(item)
     if not rid:
@@ -451,6 +536,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     run = _run(item.config)
     if run.client is not None:
         item.stash[ITEM_START] = len(run.client.exchanges)
+        item.stash[ITEM_CLOCK] = time.monotonic()
     req = run.catalogue[rid]
     if run.client is not None and not req.applies_to(run.client.api_version):
         pytest.skip(f"applies to API {req.versions}; the target speaks {run.client.api_version}")
@@ -472,7 +558,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     verdict, reason = classify(report.when, report.outcome, *_raised(report, call))
     if verdict is None:
         if report.when == "teardown":
-            _finished(item, run, rid)
+            _tag_finished(report, run.catalogue[rid].suite, _finished(item, run, rid))
         return report
     if call.excinfo is not None and call.excinfo.errisinstance(Precondition):
         # The reason says what did not hold and the fix; a traceback into a fixture,
@@ -491,25 +577,81 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         records[previous] = merge(records[previous], record)
     _reshape(report, req, verdict, run)
     if report.when == "teardown":
-        _finished(item, run, rid)
+        _tag_finished(report, req.suite, _finished(item, run, rid))
     return report
 
 
-def _waited(exchanges: list) -> float:
-    """Seconds spent waiting on the engine's answers (the exchanges' own clocks)."""
+def _tag_finished(report: pytest.TestReport, suite: str, verdict: str | None) -> None:
+    # A pytest-xdist controller sees only reports: the item's verdict travels with its last.
+    if verdict is not None:
+        report.user_properties.append(("ec-finished", f"{suite} {verdict}"))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Progress under pytest-xdist: the controller relays its workers' finished items."""
+    if report.when != "teardown" or not hasattr(report, "node"):
+        return
+    run = report.node.config.stash.get(RUN, None)
+    for key, value in report.user_properties:
+        if key == "ec-finished":
+            suite, verdict = str(value).split(" ", 1)
+            _emit(run, event="item", suite=suite, verdict=verdict)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    run = node.config.stash.get(RUN, None)
+    if run is None or run.workers.get("collected"):
+        return
+    run.workers["collected"] = {"count": len(ids)}
+    per_suite: dict[str, int] = {}
+    for nodeid in ids:
+        # The suites' files are named for their catalogue file: suites/test_<suite>.py.
+        stem = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        name = stem.removeprefix("test_")
+        per_suite[name] = per_suite.get(name, 0) + 1
+    _emit(run, event="collected", suites=per_suite,
+          target=f"{node.config.getoption('target')} (pytest-xdist workers)")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """A pytest-xdist worker finished: keep what it judged for the controller's reports."""
+    run = node.config.stash.get(RUN, None)
+    output = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT)
+    if run is not None and output:
+        run.workers[str(node.gateway.id)] = json.loads(output)
+
+
+def _waited(exchanges: list, since: float) -> float:
+    """Seconds since ``since`` in which some request of ``exchanges`` awaited the engine.
+
+    Exchanges a check cites from earlier (a module fixture's) are clipped to its own
+    window, and requests in flight together count once.
+    """
     now = time.monotonic()
-    return sum((ex.finished or now) - ex.started for ex in exchanges if ex.started)
+    spans = sorted((max(ex.started, since), min(ex.finished or now, now))
+                   for ex in exchanges if ex.started)
+    total, end = 0.0, since
+    for start, finish in spans:
+        start = max(start, end)
+        if finish > start:
+            total += finish - start
+            end = finish
+    return total
 
 
-def _finished(item: pytest.Item, run: Run, rid: str) -> None:
+def _finished(item: pytest.Item, run: Run, rid: str) -> str | None:
     """After an item's last phase: its time waiting on the engine, and a progress event."""
     record = next((r for r in run.records.get(rid, []) if r.nodeid == item.nodeid), None)
     if record is None:
-        return
+        return None
     if run.client is not None:
-        record.engine_wait = _waited(run.client.exchanges[item.stash.get(ITEM_START, 0):])
+        record.engine_wait = _waited(run.client.exchanges[item.stash.get(ITEM_START, 0):],
+                                     item.stash.get(ITEM_CLOCK, 0.0))
     _emit(run, event="item", suite=run.catalogue[rid].suite, requirement=rid,
           verdict=record.verdict)
+    return record.verdict
 
 
 def _raised(
@@ -553,32 +695,47 @@ def _reshape(report: pytest.TestReport, req: Requirement, verdict: str, run: Run
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = session.config.stash.get(RUN, None)
-    if run is None or run.client is None:
+    if run is None:
         return
     config = session.config
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-    _emit(run, event="finishing", interrupted=interrupted)
-    removed = sweep(run.client, run)
-    preflight = {name: run.preflight[name].as_dict() if name in run.preflight
-                 else {"status": "not needed"} for name in SERVICES}
+    if run.client is not None:
+        _emit(run, event="finishing", interrupted=interrupted)
+        removed = sweep(run.client, run)
+        preflight = {name: run.preflight[name].as_dict() if name in run.preflight
+                     else {"status": "not needed"} for name in SERVICES}
+        if _worker_id(config):
+            config.workeroutput[WORKER_OUTPUT] = json.dumps(scrub({
+                "records": {rid: [asdict(r) for r in recs] for rid, recs in run.records.items()},
+                "target": run.target_info, "preflight": preflight, "removed": removed,
+                "complete": run.complete, "expectations": str(run.expectations_path or ""),
+            }, run.secrets), default=str)
+            run.client.close()
+            return
+        records, target_info, complete = run.records, run.target_info, run.complete
+    elif any(k != "collected" for k in run.workers):
+        records, target_info, preflight, removed, complete = _from_workers(run, config)
+    else:
+        return
     # An interrupted run judged only part of what it meant to: it is never complete.
-    complete = run.complete and not interrupted
+    complete = complete and not interrupted
     results = build_results(
-        run.catalogue, run.records, run.target_info,
+        run.catalogue, records, target_info,
         {"prefix": run.prefix, "complete": complete, "interrupted": interrupted,
          **({"command_line": json.loads(os.environ[COMMAND_LINE])}
             if os.environ.get(COMMAND_LINE) else {}),
          "cleanup_removed": removed, "preflight": preflight},
         run.started,
     )
+    unreachable = [p for p in preflight.values() if p.get("status") == "failed"]
     verdicts = {r["id"]: r["verdict"] for r in results["requirements"]}
     reasons = {r["id"]: r["reason"] for r in results["requirements"]}
     if config.getoption("update_expectations") and run.expectations_path:
         # Verdicts of a run that could not reach its own services describe the setup,
         # not the engine: they must not become its expectations.
-        updated = not interrupted and not run.unreachable
+        updated = not interrupted and not unreachable
         if updated:
-            expectations.write(run.expectations_path, run.target_info, verdicts, reasons,
+            expectations.write(run.expectations_path, target_info, verdicts, reasons,
                                prefix=run.prefix)
         results["expectations"] = {"file": str(run.expectations_path), "updated": updated}
     elif run.expected is not None:
@@ -589,13 +746,40 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                                    "mismatches": run.mismatches} | run.gate.as_dict()
         if not run.gate.passed and session.exitstatus == 0:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if run.unreachable and not interrupted:
+    if unreachable and not interrupted:
         session.exitstatus = CHILD_SUITE_UNREACHABLE
     results = scrub(results, run.secrets)
     run.results = results
     paths = write_reports(run.report_dir, results)
     _emit(run, event="reports", paths=[str(p) for p in paths])
-    run.client.close()
+    if run.client is not None:
+        run.client.close()
+
+
+def _from_workers(run: Run, config: pytest.Config) -> tuple[dict, dict, dict, list, bool]:
+    """What the pytest-xdist workers judged, as one run (the controller connects to nothing)."""
+    outputs = [v for k, v in sorted(run.workers.items()) if k != "collected"]
+    records: dict[str, list[Record]] = {}
+    for out in outputs:
+        for rid, recs in out["records"].items():
+            records.setdefault(rid, []).extend(Record(**r) for r in recs)
+    preflight = {}
+    for name in SERVICES:
+        seen = [o["preflight"][name] for o in outputs]
+        preflight[name] = (next((p for p in seen if p.get("status") == "failed"), None)
+                           or next((p for p in seen if p.get("status") == "ok"), None)
+                           or {"status": "not needed"})
+    expect = next((o["expectations"] for o in outputs if o["expectations"]), "")
+    if expect:
+        run.expectations_path = Path(expect)
+        if not config.getoption("update_expectations") and run.expectations_path.is_file():
+            run.expected = expectations.load(run.expectations_path)
+    removed = [ref for o in outputs for ref in o["removed"]]
+    # The scheduler spreads one collection over the workers: complete only if all finished.
+    workers = getattr(config.option, "numprocesses", None)
+    expected = workers if isinstance(workers, int) else len(outputs)
+    complete = all(o["complete"] for o in outputs) and len(outputs) >= expected
+    return records, outputs[0]["target"], preflight, removed, complete
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
