@@ -396,8 +396,8 @@ def _child(cmd: list[str], report_dir: Path, verbose: bool = False) -> _Child:
     """Run pytest with its output in ``pytest.log``, showing progress from its events.
 
     The child has a session of its own, so a terminal's Ctrl-C reaches this process
-    only, which passes one SIGINT on and waits for the clean-up (a second Ctrl-C
-    abandons it): a second signal would interrupt the clean-up itself.
+    only, which passes one SIGINT on to the child's group and waits for the clean-up
+    (a second Ctrl-C abandons it): a second signal would interrupt the clean-up itself.
     """
     report_dir.mkdir(parents=True, exist_ok=True)
     log = open(report_dir / LOG_FILE, "wb")  # noqa: SIM115 - closed below, after the tee
@@ -419,7 +419,11 @@ def _child(cmd: list[str], report_dir: Path, verbose: bool = False) -> _Child:
         state.code = child.wait()
     except KeyboardInterrupt:
         progress.interrupted()
-        child.send_signal(signal.SIGINT)
+        try:
+            # The child's whole group: pytest-xdist workers clean up what they created too.
+            os.killpg(child.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
         try:
             child.wait(120)
         except KeyboardInterrupt:
@@ -460,16 +464,18 @@ def _events(fd: int, progress: _Progress, state: _Child) -> None:
 
 
 class _Progress:
-    """Per suite, how many checks ran and how they went; live on a terminal."""
+    """Per suite, how many checks ran and how they went.
 
-    MARKS = {"pass": "pass", "fail": "fail", "error": "error", "skip": "skip"}
+    A line per suite when it completes; on a terminal, a status line of the suites
+    under way meanwhile (several at once under pytest-xdist).
+    """
 
     def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.live = out.isatty()
         self.totals: dict[str, int] = {}
         self.done: dict[str, dict[str, int]] = {}
-        self.current: str | None = None
+        self.status = False  # a status line is showing
         self.lock = threading.Lock()
 
     def event(self, event: dict[str, Any]) -> None:
@@ -482,42 +488,50 @@ class _Progress:
             elif kind == "item":
                 self._item(str(event["suite"]), str(event["verdict"]))
             elif kind == "finishing":
-                self._end_line()
+                self._unfinished()
                 if event.get("interrupted"):
                     self._write("cleaning up what the run created…\n")
 
     def interrupted(self) -> None:
         with self.lock:
-            self._end_line()
+            self._unfinished()
             self._write("interrupted: stopping the checks and cleaning up "
                         "(Ctrl-C again abandons the clean-up)\n")
 
     def _item(self, suite: str, verdict: str) -> None:
-        if suite != self.current:
-            self._end_line()
-            self.current = suite
         counts = self.done.setdefault(suite, {})
         counts[verdict] = counts.get(verdict, 0) + 1
-        line = self._line(suite)
-        finished = sum(counts.values()) >= self.totals.get(suite, 0)
+        self._clear()
+        if sum(counts.values()) == self.totals.get(suite, -1):
+            self._write(self._line(suite) + "\n")
         if self.live:
-            self._write("\r" + line + ("\n" if finished else ""))
-        elif finished:
-            self._write(line + "\n")
-        if finished:
-            self.current = None
+            under_way = [f"{name} {sum(c.values())}/{self.totals.get(name, '?')}"
+                         for name, c in self.done.items() if not self._complete(name)]
+            if under_way:
+                self._write("  … " + " · ".join(under_way))
+                self.status = True
+
+    def _complete(self, suite: str) -> bool:
+        return sum(self.done.get(suite, {}).values()) >= self.totals.get(suite, 0)
+
+    def _unfinished(self) -> None:
+        self._clear()
+        for suite in self.done:
+            if not self._complete(suite):
+                self._write(self._line(suite) + "\n")
+                self.totals[suite] = sum(self.done[suite].values())  # shown once
 
     def _line(self, suite: str) -> str:
         counts = self.done.get(suite, {})
         n = sum(counts.values())
-        detail = ", ".join(f"{counts[v]} {v}" for v in self.MARKS if counts.get(v))
+        detail = ", ".join(f"{counts[v]} {v}" for v in ("pass", "fail", "error", "skip")
+                           if counts.get(v))
         return f"  {suite:10} {n:3}/{self.totals.get(suite, n):<3} {detail}"
 
-    def _end_line(self) -> None:
-        if self.current is not None:
-            # An unfinished suite's line (a live one, or the only record of it when not live).
-            self._write("\n" if self.live else self._line(self.current) + "\n")
-            self.current = None
+    def _clear(self) -> None:
+        if self.status:
+            self._write("\r\033[K")
+            self.status = False
 
     def _write(self, text: str) -> None:
         try:
