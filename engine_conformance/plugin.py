@@ -91,6 +91,7 @@ class Run:
 RUN = pytest.StashKey[Run]()
 ITEM_START = pytest.StashKey[int]()
 ITEM_CLOCK = pytest.StashKey[float]()
+ITEM_DURATION = pytest.StashKey[float]()
 ITEM_OBS = pytest.StashKey[dict]()
 
 
@@ -555,6 +556,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     if run.secrets:
         report.sections = [(k, scrub(v, run.secrets)) for k, v in report.sections]
     req = run.catalogue[rid]
+    # Every phase's time counts, a passing setup's (a module fixture's work) too.
+    item.stash[ITEM_DURATION] = item.stash.get(ITEM_DURATION, 0.0) + report.duration
     verdict, reason = classify(report.when, report.outcome, *_raised(report, call))
     if verdict is None:
         if report.when == "teardown":
@@ -646,6 +649,7 @@ def _finished(item: pytest.Item, run: Run, rid: str) -> str | None:
     record = next((r for r in run.records.get(rid, []) if r.nodeid == item.nodeid), None)
     if record is None:
         return None
+    record.duration = item.stash.get(ITEM_DURATION, record.duration)
     if run.client is not None:
         record.engine_wait = _waited(run.client.exchanges[item.stash.get(ITEM_START, 0):],
                                      item.stash.get(ITEM_CLOCK, 0.0))
