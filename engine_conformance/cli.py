@@ -354,7 +354,7 @@ def _across_versions(judge: Any, report_dir: Path, versions: list[str]) -> int:
         sub.mkdir(parents=True, exist_ok=True)
         if (report_dir / "tls").is_dir() and not (sub / "tls").exists():
             (sub / "tls").symlink_to(report_dir / "tls")  # one CA for the whole run
-        print(f"API {version}:", file=sys.stderr)
+        print(f"API {version}:", flush=True)
         codes[version] = judge(sub, version, version == versions[-1])
         runs[version] = json.loads((sub / "results.json").read_text())
     write_reports(report_dir, merge_versions(runs))
@@ -410,7 +410,7 @@ def _child(cmd: list[str], report_dir: Path, verbose: bool = False) -> _Child:
     finally:
         os.close(write_fd)
     state = _Child()
-    progress = _Progress(sys.stderr)
+    progress = _Progress(sys.stdout)
     threads = [threading.Thread(target=_tee, args=(child.stdout, log, verbose), daemon=True),
                threading.Thread(target=_events, args=(read_fd, progress, state), daemon=True)]
     for t in threads:

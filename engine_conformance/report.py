@@ -54,7 +54,7 @@ def scrub(obj: Any, secrets: Iterable[str]) -> Any:
 
 def write_reports(report_dir: Path, results: dict) -> list[Path]:
     """Every report of a run into ``report_dir``; ``summary.md`` also to $GITHUB_STEP_SUMMARY."""
-    from .html import write_html
+    from .report_html import write_html
     from .summary import markdown
 
     report_dir = Path(report_dir)

@@ -1,5 +1,8 @@
 """``report.html``: one self-contained page a person reads instead of the logs.
 
+(Not named ``html``: run from an installed package's directory it would shadow the
+standard library's ``html``.)
+
 No network assets (styles and the filter script are inline), so it works from
 ``file://`` and as a CI artifact. Scores per level at the top, failures first
 with their evidence and a ``curl`` command that repeats each request, filters by
