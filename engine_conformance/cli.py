@@ -203,7 +203,8 @@ def _run(args: argparse.Namespace) -> int:
     for version in [args.api_version] if args.api_version else _listed(args.api_versions):
         problem = api_version_problem(version, None, None)
         if problem:
-            raise Refusal(problem.replace("--api-version ", "API version "), EXIT_USAGE)
+            raise Refusal(problem if args.api_version
+                          else problem.replace("--api-version ", "API version "), EXIT_USAGE)
     if (args.expectations and args.expectations != "auto" and not args.update_expectations
             and not Path(args.expectations).is_file()):
         raise Refusal(f"--expectations {args.expectations}: no such file", EXIT_USAGE)
