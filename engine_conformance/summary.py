@@ -4,11 +4,12 @@ Both are built from ``results.json`` alone, so the CLI, a plain ``pytest`` run
 and CI's job summary show the same thing.
 
     >>> lines = terminal_lines(json.loads(Path("results.json").read_text()))  # doctest: +SKIP
+    >>> lines[0]                                                            # doctest: +SKIP
+    ('target: docker 20.10.24+dfsg1 (graphdriver, API 1.41) at unix:///…', False)
 """
 
 from __future__ import annotations
 
-import json  # noqa: F401 - used in the docstring example
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -146,8 +147,7 @@ def markdown(results: Mapping[str, Any], title: str | None = None) -> str:
     lines = [f"## {title or 'images/create conformance'}: {_cell(target_line(results))}", ""]
     if not results["run"].get("complete", True):
         lines += ["**Partial run**: "
-                  + ("interrupted." if results["run"].get("interrupted") else "a selection.")
-                  + "", ""]
+                  + ("interrupted." if results["run"].get("interrupted") else "a selection."), ""]
     lines += ["| level | score | pass | fail | error | skip |", "|---|---|---|---|---|---|"]
     for level in LEVELS:
         c = s["by_level"][level]
