@@ -223,7 +223,9 @@ def _run(args: argparse.Namespace) -> int:
         info = _reachable(target, args.api_version)
         axis = _axis(args.api_versions, info) if args.api_versions else []
         # Under the current directory: an installed package's own folder is no place for output.
-        report_dir = args.report_dir or Path.cwd() / "reports" / time.strftime("%Y%m%d-%H%M%S")
+        # Absolute: the suites run with the package's directory as theirs, not this one.
+        report_dir = (args.report_dir
+                      or Path("reports") / time.strftime("%Y%m%d-%H%M%S")).resolve()
         prefix = f"ectest-{secrets.token_hex(4)}"
         if args.serve_tls:
             lab = None if args.registry else host_port(args.serve_host, registry_port)

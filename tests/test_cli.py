@@ -159,3 +159,13 @@ def test_signal_handling_is_restored_when_launched_ignored():
                           stderr=subprocess.PIPE, text=True, timeout=60,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert proc.stderr.strip().endswith("True"), proc.stderr
+
+
+def test_relative_report_dir_is_under_the_current_directory(docker, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "engine_conformance", "run", "--target",
+                           docker.target, "--requirement", "ERRORS-003", "--report-dir", "out"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert (tmp_path / "out" / "results.json").is_file()
+    assert (tmp_path / "out" / "pytest.log").is_file()
