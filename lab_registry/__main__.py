@@ -138,6 +138,9 @@ def serve(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Started from a background shell, Python inherits SIGINT ignored and Ctrl-C
+    # (or a test's SIGINT) would do nothing: a tool at a terminal must stop on it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     try:
         return serve(args.listen, args.prefix, args.large_mib, args.token_auth)
