@@ -127,11 +127,14 @@ class FaultRule:
     kinds: frozenset[str] = frozenset()
     methods: frozenset[str] = frozenset({"GET", "HEAD"})
     times: int | None = None
+    after: FaultRule | None = None
     hits: int = 0
     _table: FaultTable | None = field(default=None, repr=False)
 
     def matches(self, method: str, path: str, repository: str | None, kind: str) -> bool:
         if method not in self.methods or kind not in self.kinds:
+            return False
+        if self.after is not None and not self.after.spent:
             return False
         if method == "HEAD" and isinstance(self.fault, _BODY_FAULTS):
             return False
@@ -208,8 +211,16 @@ class FaultTable:
         kinds: Iterable[str] | None = None,
         methods: Iterable[str] = ("GET", "HEAD"),
         times: int | None = None,
+        after: FaultRule | None = None,
     ) -> FaultRule:
-        """Activate ``fault``; returns the rule (``rule.remove()`` or ``with`` to end it)."""
+        """Activate ``fault``; returns the rule (``rule.remove()`` or ``with`` to end it).
+
+        With ``after``, the rule applies only once that rule is spent: the switch from
+        one fault to the next happens inside the registry, between two requests, so no
+        client can slip a request in between (``fault(CutShort(n), times=1)`` and then
+        ``fault(ErrorStatus(404), after=cut)``: the first transfer is cut, every later
+        request is refused).
+        """
         if type(fault) not in _SLOTS:
             raise TypeError(f"not a fault: {fault!r}")
         rule = FaultRule(
@@ -219,6 +230,7 @@ class FaultTable:
             kinds=frozenset(kinds) if kinds is not None else _DEFAULT_KINDS[type(fault)],
             methods=frozenset(m.upper() for m in methods),
             times=times,
+            after=after,
             _table=self,
         )
         with self._lock:

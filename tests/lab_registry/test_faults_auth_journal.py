@@ -111,6 +111,22 @@ def test_cut_short(lab: LabRegistry, http: httpx.Client, lab_catalogue: Catalogu
     assert http.get(url).status_code == 200  # the fault is gone with the block
 
 
+def test_fault_after_another_is_spent(
+    lab: LabRegistry, http: httpx.Client, lab_catalogue: Catalogue
+) -> None:
+    layer = lab_catalogue.image("large", "latest").layers[0]
+    url = f"/v2/{lab_catalogue.name('large')}/blobs/{layer.digest}"
+    cut = lab.fault(CutShort(1000), prefix=url, times=1)
+    gone = lab.fault(ErrorStatus(404), prefix=url, after=cut)
+    try:
+        assert http.head(url).status_code == 200  # a HEAD spends no body fault
+        with pytest.raises(httpx.RemoteProtocolError):
+            http.get(url)
+        assert [http.get(url).status_code for _ in range(2)] == [404, 404]
+    finally:
+        gone.remove()
+
+
 def test_cut_short_manifest(lab: LabRegistry, lab_catalogue: Catalogue) -> None:
     lab.fault(CutShort(10), repository=lab_catalogue.name("single"))
     url = f"{lab.url}/v2/{lab_catalogue.name('single')}/manifests/v1"
