@@ -464,6 +464,7 @@ def test_token_flow_without_usable_credentials(client, images, lab_control, obse
     ex, ref, _ = pull(client, images, registry, {"X-Registry-Auth": EMPTY_FORMS[case]})
     token_evidence(registry, mark, ex, observe, f"X-Registry-Auth {case} on the token flow",
                    challenged=False)
+    observe[case] = observe.pop("answer")
     assert_pulled(client, registry, ex, ref,
                   f"X-Registry-Auth {case} on a public repository behind tokens")
 
@@ -488,6 +489,7 @@ def test_token_flow_other_encodings(client, images, token_protected, secret, obs
     ex, ref, _ = pull(client, images, registry, {"X-Registry-Auth": value})
     asked = token_evidence(registry, mark, ex, observe, f"{case} credentials on the token flow",
                            challenged=False)
+    observe[case] = observe.pop("answer")
     used = [r for r in granted_pull(registry, asked) if r.credential in ("basic", "password")]
     assert used and not failed(ex), (
         f"{case}: the pull answered {where(ex)}; the token endpoint did not receive the "
@@ -510,8 +512,9 @@ def _leak_setup(registry, secret, case: str) -> tuple[dict, str, dict]:
     if case == "token-endpoint-500":
         registry.fault(ErrorStatus(500), kinds=["token"], methods=("GET", "POST"))
     if case == "registry-500":
+        # On the blobs: the manifest's challenge makes the engine use the credentials first.
         registry.fault(ErrorStatus(500), repository=registry.catalogue.name(PROTECTED),
-                       kinds=["manifest"])
+                       kinds=["blob"])
     if case == "identitytoken-refused":
         return ({"identitytoken": WRONG_PASSWORD, "serveraddress": registry.address},
                 PROTECTED, {"the identity token": WRONG_PASSWORD})
