@@ -1,9 +1,11 @@
 """Registry credentials on pull: ``X-Registry-Auth`` against a protected lab repository.
 
-The lab registry protects one repository (``single``) with HTTP Basic for the
-length of one check (``lab_control.require_auth``; the fixture removes the rule
-afterwards). Every password, and every header value that carries one, is
-registered with ``secret`` so that reports redact it; the journal's
+The lab registry protects one repository (``single``) for the length of one
+check, with HTTP Basic (``lab_control.require_auth``) or with distribution's
+token flow (``lab_control.require_token_auth``: a Bearer challenge, the lab's
+``/token`` endpoint); the fixture removes the rule afterwards. Every password,
+and every header value that carries one, is registered with ``secret`` so that
+reports redact it; the journal's
 ``Authorization`` values are compared here but never shown.
 """
 

@@ -2,8 +2,9 @@
 and no password reaches a report, even from an engine that echoes credentials back.
 
 Rows without a deviation are plain Docker 20.10. Docker itself deviates on AUTH-003
-(it answers 500 where the document gives 404) and on AUTH-005 (INFO: it drops an
-unpadded header); fixing proxies show those checks pass on an engine that conforms.
+(it answers 500 where the document gives 404), on AUTH-005 and AUTH-013 (INFO: it drops
+an unpadded or standard-base64 header) and on AUTH-011 (INFO: it sends credentials named
+for another registry); fixing proxies show those checks pass on an engine that conforms.
 """
 
 from __future__ import annotations
