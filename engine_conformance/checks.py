@@ -194,3 +194,43 @@ def file_server_requests(file_server: Any, url: str, what: str,
     precondition(asked, f"the file server was never asked for {url}: the engine did not "
                  f"reach it, so {what} could not be judged")
     return asked
+
+
+# -- secrets in answers ---------------------------------------------------------------------
+
+
+def secret_forms(value: str) -> set[str]:
+    """How ``value`` can show in an answer: as is, JSON-escaped (Go's encoder writes <, >
+    and & as \\u003c, \\u003e, \\u0026), escaped twice (an error quoted inside an error), or
+    percent-encoded (a URL in a message)."""
+    from urllib.parse import quote, quote_plus
+
+    once = json.dumps(value)[1:-1]
+    go = once.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    forms = {value, once, go, json.dumps(once)[1:-1], json.dumps(go)[1:-1],
+             quote(value, safe=""), quote_plus(value)}
+    return {f for f in forms if f}
+
+
+def exposures(ex: Exchange, secrets: dict[str, str]) -> list[str]:
+    """Where the answer ``ex`` shows one of ``secrets`` (a description -> the value).
+
+    Read from the raw exchange (what the engine sent, before any report redacts it); the
+    result names the secret by its description and the place, never by its value.
+    """
+    places: list[tuple[str, str]] = [("the status line", f"{ex.status} {ex.reason}")]
+    places += [(f"header {name}", f"{name}: {value}") for name, value in ex.headers.items()]
+    if ex.messages:
+        places += [(f"stream message {i + 1} of {len(ex.messages)}",
+                    json.dumps(m.obj, ensure_ascii=False)) for i, m in enumerate(ex.messages)]
+    places.append(("the body" if ex.status == 200 else f"the HTTP {ex.status} error body",
+                   ex.body.decode("utf-8", "replace")))
+    found = []
+    for what, value in secrets.items():
+        forms = secret_forms(value)
+        for place, text in places:
+            if any(form in text for form in forms):
+                found.append(f"{what} in {place}")
+    # A message names where it showed; the raw body repeats what a message already shows.
+    shown = {f.split(" in ", 1)[0] for f in found if " in stream message " in f}
+    return [f for f in found if not (f.split(" in ", 1)[0] in shown and f.endswith(" body"))]

@@ -179,6 +179,7 @@ class Exchange:
     finished: float | None = None
     timed_out: bool = False
     stopped: bool = False  # the client hung up because ``until`` held
+    reason: str = ""  # the status line's reason phrase
 
     def __repr__(self) -> str:
         # Short, and without headers: pytest prints reprs in failure output,
@@ -333,6 +334,7 @@ class Client:
                 **({"timeout": timeout} if timeout else {}),
             ) as response:
                 exchange.status = response.status_code
+                exchange.reason = response.reason_phrase
                 exchange.headers = {k.lower(): v for k, v in response.headers.items()}
                 for chunk in response.iter_raw():
                     now = time.monotonic()

@@ -1,9 +1,11 @@
 """Registry credentials on pull: ``X-Registry-Auth`` against a protected lab repository.
 
-The lab registry protects one repository (``single``) with HTTP Basic for the
-length of one check (``lab_control.require_auth``; the fixture removes the rule
-afterwards). Every password, and every header value that carries one, is
-registered with ``secret`` so that reports redact it; the journal's
+The lab registry protects one repository (``single``) for the length of one
+check, with HTTP Basic (``lab_control.require_auth``) or with distribution's
+token flow (``lab_control.require_token_auth``: a Bearer challenge, the lab's
+``/token`` endpoint); the fixture removes the rule afterwards. Every password,
+and every header value that carries one, is registered with ``secret`` so that
+reports redact it; the journal's
 ``Authorization`` values are compared here but never shown.
 """
 
@@ -18,12 +20,15 @@ from engine_conformance.checks import (
     assert_refused,
     assert_stream_success,
     assert_visible_failure,
+    exposures,
     failed,
     image_ids,
     image_mismatch,
     registry_requests,
     where,
 )
+from engine_conformance.verdicts import precondition
+from lab_registry import ErrorStatus
 from lab_registry.auth import basic_header
 
 USER = "ecuser"
@@ -75,12 +80,13 @@ def header_for(secret, obj: dict, pad: bool = True) -> dict:
 
 
 
-def pull(client, images, registry, headers: dict | None, tag: str = TAG):
-    """Pull ``single:tag``; returns (exchange, the reference, image IDs that appeared)."""
-    ref = registry.reference(PROTECTED, tag)
+def pull(client, images, registry, headers: dict | None, tag: str = TAG,
+         repository: str = PROTECTED):
+    """Pull ``repository:tag``; returns (exchange, the reference, image IDs that appeared)."""
+    ref = registry.reference(repository, tag)
     images.track(ref)
     before = image_ids(client)
-    ex = client.create_image({"fromImage": registry.reference(PROTECTED), "tag": tag},
+    ex = client.create_image({"fromImage": registry.reference(repository), "tag": tag},
                              headers=headers)
     new = sorted(image_ids(client) - before)
     for image_id in new:
@@ -154,19 +160,28 @@ def test_credentials_pull_protected_repository(client, images, protected, secret
 
 # -- AUTH-002/003: refused pulls ------------------------------------------------------------
 
-REFUSALS = ["no-header", "wrong-password"]
+# "token-": the repository requires a Bearer token from the lab's token endpoint instead.
+REFUSALS = ["no-header", "wrong-password", "token-no-header", "token-wrong-password"]
 
 
 def refused_pull(client, images, protected, secret, case: str):
     """The pull the registry refuses; a precondition that the registry did refuse it."""
     headers = None
-    if case == "wrong-password":
+    if case.endswith("wrong-password"):
         headers = header_for(secret, credentials(protected, WRONG_PASSWORD))
+    if case.startswith("token-"):
+        require_tokens(protected)
     mark = protected.journal.mark()
     result = pull(client, images, protected, headers)
     registry_requests(protected.journal, mark, protected.catalogue.name(PROTECTED),
                       f"a pull the registry refuses ({case})", kinds=("base", "manifest"),
                       wanted=lambda e: e.status == 401)
+    if case.startswith("token-"):
+        asked = protected.journal.token_requests(mark)
+        precondition(asked and not any(f"repository:{protected.catalogue.name(PROTECTED)}:pull"
+                                       in r.granted for r in asked),
+                     f"{case}: the token endpoint was not asked, or granted a pull token "
+                     f"({[token_flow(r) for r in asked]}): the refusal was not set up")
     return result
 
 
@@ -249,3 +264,292 @@ def test_identity_token_does_not_break_a_pull(client, images, lab_control, secre
     ping = client.request("GET", "/_ping", versioned=False)
     status = ping.status
     assert status == 200, f"after an identity-token pull, /_ping answers HTTP {status}"
+
+
+# -- the token flow (distribution's token spec) ---------------------------------------------
+#
+# The registry answers 401 with a Bearer challenge naming the lab's /token endpoint; only a
+# token from there opens the repository. The token endpoint's journal (TokenRequest) tells
+# how the engine asked, never with a secret in it.
+
+REGISTRY_TOKEN_REFUSED = "ec-registry-token-the-lab-never-issued"
+
+
+def require_tokens(registry, repository: str | None = PROTECTED, **kwargs):
+    """``repository`` (None: every one) needs a Bearer token; USER/PASSWORD get one."""
+    name = registry.catalogue.name(repository) if repository else None
+    kwargs.setdefault("users", {USER: PASSWORD})
+    return registry.require_token_auth(repository=name, **kwargs)
+
+
+@pytest.fixture
+def token_protected(lab_control, secret):
+    """``single`` requires a Bearer token; the identity token IDENTITY_TOKEN stands for USER."""
+    for value in (PASSWORD, WRONG_PASSWORD, IDENTITY_TOKEN, REGISTRY_TOKEN_REFUSED,
+                  basic_header(USER, PASSWORD).split(" ", 1)[1]):
+        secret(value)
+    require_tokens(lab_control, refresh_tokens=[IDENTITY_TOKEN])
+    return lab_control
+
+
+def token_flow(r) -> str:
+    """One token request as the report shows it (no secret: the journal holds none)."""
+    return (f"{r.method} /token {r.grant_type or ''} {r.credential or 'unusable'}"
+            f"{f' as {r.username}' if r.username else ''} client_id={r.client_id} "
+            f"scope={' '.join(r.scopes) or '-'} -> {r.status}"
+            f"{' granted ' + ' '.join(r.granted) if r.granted else ''}")
+
+
+def registry_flow(registry, mark: int) -> list[str]:
+    return [f"{e.method} {e.kind} -> {e.status}, {e.auth_scheme or 'no'} auth"
+            for e in registry.journal.since(mark) if e.kind in ("base", "manifest", "blob")]
+
+
+def token_evidence(registry, mark: int, ex, observe: dict, what: str,
+                   challenged: bool = True) -> list:
+    """The token requests since ``mark``, recorded; with ``challenged``, a precondition
+    that the registry challenged the engine (the token flow began). Checks of headers an
+    engine may refuse before any request judge the answer instead."""
+    if challenged:
+        registry_requests(registry.journal, mark, registry.catalogue.name(PROTECTED), what,
+                          kinds=("base", "manifest"), wanted=lambda e: e.status == 401)
+    asked = registry.journal.token_requests(mark)
+    observe["answer"] = where(ex)
+    observe["token_endpoint"] = [token_flow(r) for r in asked] or ["never asked"]
+    observe["registry_saw"] = registry_flow(registry, mark)
+    return asked
+
+
+def granted_pull(registry, asked: list) -> list:
+    """Token requests that were granted a pull of ``single``."""
+    scope = f"repository:{registry.catalogue.name(PROTECTED)}:pull"
+    return [r for r in asked if r.status == 200 and scope in r.granted]
+
+
+def bearer_only(registry, mark: int) -> list[str]:
+    """Manifest/blob requests of ``single`` that carried anything but a Bearer token."""
+    name = registry.catalogue.name(PROTECTED)
+    return [f"{e.method} {e.kind} with {e.auth_scheme} auth"
+            for e in registry.journal.since(mark)
+            if e.repository == name and e.kind in ("manifest", "blob")
+            and e.auth_scheme not in (None, "Bearer")]
+
+
+# -- AUTH-007: username/password ------------------------------------------------------------
+
+
+@pytest.mark.requirement("AUTH-007")
+def test_token_flow_credentials(client, images, token_protected, secret, observe):
+    registry = token_protected
+    mark = registry.journal.mark()
+    ex, ref, _ = pull(client, images, registry, header_for(secret, credentials(registry)))
+    asked = token_evidence(registry, mark, ex, observe, "the token flow with credentials")
+    used = [r for r in granted_pull(registry, asked)
+            if r.credential in ("basic", "password") and r.username == USER]
+    assert used, (
+        f"the pull answered {where(ex)}; the token endpoint did not receive the credentials "
+        f"given (it was asked: {[token_flow(r) for r in asked] or 'never'})"
+    )
+    sent = bearer_only(registry, mark)
+    assert not sent, f"the credentials went to the registry itself, not as a token: {sent}"
+    assert_pulled(client, registry, ex, ref, "credentials on the token flow")
+
+
+# -- AUTH-008: identity token ----------------------------------------------------------------
+
+
+@pytest.mark.requirement("AUTH-008")
+def test_token_flow_identity_token(client, images, token_protected, secret, observe):
+    registry = token_protected
+    mark = registry.journal.mark()
+    header = header_for(secret, {"identitytoken": IDENTITY_TOKEN,
+                                 "serveraddress": registry.address})
+    ex, ref, _ = pull(client, images, registry, header)
+    asked = token_evidence(registry, mark, ex, observe, "the token flow with an identity token")
+    # The lab accepts only IDENTITY_TOKEN as a refresh token for USER: a 200 refresh grant
+    # as USER is proof the engine sent exactly that token.
+    used = [r for r in granted_pull(registry, asked)
+            if r.grant_type == "refresh_token" and r.username == USER]
+    assert used, (
+        f"the pull answered {where(ex)}; no refresh-token grant with the identity token given "
+        f"reached the token endpoint (it was asked: {[token_flow(r) for r in asked] or 'never'})"
+    )
+    assert_pulled(client, registry, ex, ref, "an identity token on the token flow")
+
+
+# -- AUTH-009: registry token ----------------------------------------------------------------
+
+
+@pytest.mark.requirement("AUTH-009")
+def test_registry_token_is_the_bearer_token(client, images, token_protected, secret, observe):
+    registry = token_protected
+    name = registry.catalogue.name(PROTECTED)
+    grant = registry.tokens.grant_password(USER, PASSWORD, [f"repository:{name}:pull"])
+    token = secret(grant.access_token)
+    mark = registry.journal.mark()
+    ex, ref, _ = pull(client, images, registry, header_for(secret, {"registrytoken": token}))
+    registry_requests(registry.journal, mark, name, "a registry token", kinds=("manifest",))
+    observe["answer"] = where(ex)
+    observe["token_endpoint"] = [token_flow(r) for r in registry.journal.token_requests(mark)]
+    observe["registry_saw"] = registry_flow(registry, mark)
+    manifests = [e for e in registry.journal.since(mark)
+                 if e.kind == "manifest" and e.repository == name]
+    carried = [e for e in manifests if e.authorization == f"Bearer {token}"]
+    how = [f"{e.method} {e.auth_scheme or 'no'} auth" for e in manifests]
+    assert carried, (
+        f"the pull answered {where(ex)}; the registry token was not sent as the Bearer token "
+        f"(manifest requests: {how})"
+    )
+    assert_pulled(client, registry, ex, ref, "a registry token")
+
+
+# -- AUTH-010: the scope asked for -----------------------------------------------------------
+
+
+@pytest.mark.requirement("AUTH-010")
+def test_token_scope_is_the_pulled_repository(client, images, lab_control, secret, observe):
+    registry = lab_control
+    for value in (PASSWORD, basic_header(USER, PASSWORD).split(" ", 1)[1]):
+        secret(value)
+    # Every repository needs a token, so any scope the engine asks for is seen.
+    require_tokens(registry, repository=None)
+    name = registry.catalogue.name(PROTECTED)
+    mark = registry.journal.mark()
+    ex, ref, _ = pull(client, images, registry, header_for(secret, credentials(registry)))
+    asked = token_evidence(registry, mark, ex, observe, "the scope of a token request")
+    precondition(asked, "the registry challenged the engine, but it never asked the token "
+                 "endpoint: the scope it asks for could not be judged")
+    wanted = f"repository:{name}:pull"
+    scopes = sorted({s for r in asked for s in r.scopes})
+    others = [s for s in scopes if s != wanted]
+    assert wanted in scopes and not others, (
+        f"the engine pulled {ref} but asked the token endpoint for {scopes or 'no scope'}: "
+        f"the scope must be {wanted}"
+        + (f", not also {others}" if others else "")
+    )
+    assert_pulled(client, registry, ex, ref, "credentials on the token flow")
+
+
+# -- AUTH-011: credentials named for another registry ---------------------------------------
+
+
+@pytest.mark.requirement("AUTH-011")
+def test_other_registrys_credentials_are_not_sent(client, images, token_protected, secret,
+                                                  observe):
+    registry = token_protected
+    other = dict(credentials(registry), serveraddress="registry.example:5000")
+    mark = registry.journal.mark()
+    ex, _, _ = pull(client, images, registry, header_for(secret, other))
+    asked = token_evidence(registry, mark, ex, observe, "credentials for another registry")
+    precondition(asked, "the registry challenged the engine, but it never asked the token "
+                 "endpoint: whether it sends the credentials could not be judged")
+    sent = [token_flow(r) for r in asked if r.credential in ("basic", "password")]
+    observe["pulled"] = not failed(ex)
+    assert not sent, (
+        f"credentials whose serveraddress names another registry were sent to this one's "
+        f"token endpoint: {sent}"
+    )
+
+
+# -- AUTH-012/013: X-Registry-Auth encodings on the token flow --------------------------------
+
+EMPTY_FORMS = dict(UNDECODABLE, **{"empty-object": base64.urlsafe_b64encode(b"{}").decode()})
+
+
+@pytest.mark.requirement("AUTH-012")
+@pytest.mark.parametrize("case", sorted(EMPTY_FORMS))
+def test_token_flow_without_usable_credentials(client, images, lab_control, observe, case):
+    registry = lab_control
+    # Public behind tokens: anyone gets a pull token, as on Docker Hub.
+    require_tokens(registry, users={}, public=True)
+    mark = registry.journal.mark()
+    ex, ref, _ = pull(client, images, registry, {"X-Registry-Auth": EMPTY_FORMS[case]})
+    token_evidence(registry, mark, ex, observe, f"X-Registry-Auth {case} on the token flow",
+                   challenged=False)
+    observe[case] = observe.pop("answer")
+    assert_pulled(client, registry, ex, ref,
+                  f"X-Registry-Auth {case} on a public repository behind tokens")
+
+
+def standard_base64(obj: dict) -> str:
+    return base64.b64encode(json.dumps(obj).encode()).decode()
+
+
+ENCODINGS = {
+    "unpadded-base64url": lambda obj: encode(obj, pad=False),
+    "standard-base64": standard_base64,
+}
+
+
+@pytest.mark.requirement("AUTH-013")
+@pytest.mark.parametrize("case", sorted(ENCODINGS))
+def test_token_flow_other_encodings(client, images, token_protected, secret, observe, case):
+    registry = token_protected
+    value = secret(ENCODINGS[case](credentials(registry)))
+    secret(value.rstrip("="))
+    mark = registry.journal.mark()
+    ex, ref, _ = pull(client, images, registry, {"X-Registry-Auth": value})
+    asked = token_evidence(registry, mark, ex, observe, f"{case} credentials on the token flow",
+                           challenged=False)
+    observe[case] = observe.pop("answer")
+    used = [r for r in granted_pull(registry, asked) if r.credential in ("basic", "password")]
+    assert used and not failed(ex), (
+        f"{case}: the pull answered {where(ex)}; the token endpoint did not receive the "
+        f"credentials given (it was asked: {[token_flow(r) for r in asked] or 'never'})"
+    )
+    assert_pulled(client, registry, ex, ref, f"{case} credentials on the token flow")
+
+
+# -- AUTH-014: credentials never leak --------------------------------------------------------
+
+
+def _leak_setup(registry, secret, case: str) -> tuple[dict, str, dict]:
+    """(X-Registry-Auth object, repository, the secrets it carries) for one leak case."""
+    creds = credentials(registry)
+    wrong = credentials(registry, WRONG_PASSWORD)
+    if case.startswith("basic-"):
+        registry.require_auth(USER, PASSWORD, repository=registry.catalogue.name(PROTECTED))
+    else:
+        require_tokens(registry, refresh_tokens=[IDENTITY_TOKEN])
+    if case == "token-endpoint-500":
+        registry.fault(ErrorStatus(500), kinds=["token"], methods=("GET", "POST"))
+    if case == "registry-500":
+        # On the blobs: the manifest's challenge makes the engine use the credentials first.
+        registry.fault(ErrorStatus(500), repository=registry.catalogue.name(PROTECTED),
+                       kinds=["blob"])
+    if case == "identitytoken-refused":
+        return ({"identitytoken": WRONG_PASSWORD, "serveraddress": registry.address},
+                PROTECTED, {"the identity token": WRONG_PASSWORD})
+    if case == "registrytoken-refused":
+        return ({"registrytoken": REGISTRY_TOKEN_REFUSED}, PROTECTED,
+                {"the registry token": REGISTRY_TOKEN_REFUSED})
+    if case == "identitytoken-success":
+        return ({"identitytoken": IDENTITY_TOKEN, "serveraddress": registry.address},
+                PROTECTED, {"the identity token": IDENTITY_TOKEN})
+    obj = wrong if case.endswith("wrong-password") else creds
+    repository = "ec-no-such-repository" if case == "unknown-repository" else PROTECTED
+    return obj, repository, {"the password": obj["password"]}
+
+
+LEAK_CASES = ["basic-success", "basic-wrong-password", "token-success", "token-wrong-password",
+              "identitytoken-success", "identitytoken-refused", "registrytoken-refused",
+              "unknown-repository", "token-endpoint-500", "registry-500"]
+
+
+@pytest.mark.requirement("AUTH-014")
+@pytest.mark.parametrize("case", LEAK_CASES)
+def test_credentials_never_leak(client, images, token_protected, secret, observe, case):
+    registry = token_protected
+    registry.tokens.clear()
+    obj, repository, carried = _leak_setup(registry, secret, case)
+    header = header_for(secret, obj)
+    mark = registry.journal.mark()
+    ex, _, _ = pull(client, images, registry, header, repository=repository)
+    observe[case] = where(ex)
+    precondition(registry.journal.since(mark), f"{case}: the lab registry saw no request: the "
+                 "engine never used the credentials, so what it echoes could not be judged")
+    secrets = dict(carried)
+    secrets["the X-Registry-Auth value"] = header["X-Registry-Auth"].rstrip("=")
+    shown = exposures(ex, secrets)
+    assert not shown, (
+        f"{case}: the answer ({where(ex)}) shows what X-Registry-Auth carried: {shown}")

@@ -20,6 +20,7 @@ sent: the others need the lab registry's faults and catalogue.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from engine_conformance import archives, spec
 from engine_conformance.checks import imported_id
 from engine_conformance.cleanup import Images
 from engine_conformance.target import Client, Exchange
+from engine_conformance.verdicts import precondition
 from lab_registry import CorruptBlob, ErrorStatus, Throttle, UnsupportedManifest, build_image
 
 LARGE_SIZE = 4 << 20
@@ -51,9 +53,30 @@ class Sent:
 
 
 @dataclass
+class Transfer:
+    """When the throttled layer's bytes flowed, on the client's clock (``time.monotonic``).
+
+    ``start`` is when the lab registry began answering the layer's GET; the throttle sends
+    ``size`` bytes no faster than LARGE_RATE, so they are still flowing until ``end``.
+    """
+
+    start: float
+    size: int
+
+    @property
+    def seconds(self) -> float:
+        return self.size / LARGE_RATE
+
+    @property
+    def end(self) -> float:
+        return self.start + self.seconds
+
+
+@dataclass
 class Traffic:
     sent: list[Sent]
     external: bool
+    transfer: Transfer | None = None
 
     @property
     def streams(self) -> list[Sent]:
@@ -85,6 +108,7 @@ def traffic(client: Client, lab, run_state) -> Iterator[Traffic]:
     tracker = Images(client, run_state)
     sent: list[Sent] = []
     served: list[str] = []
+    transfer: Transfer | None = None
 
     def do_pull(label: str, repository: str, tag: str) -> None:
         ref = lab.reference(repository, tag)
@@ -100,8 +124,16 @@ def traffic(client: Client, lab, run_state) -> Iterator[Traffic]:
             served.append(name)
             large = catalogue.add_large(name, "v1", LARGE_SIZE, seed=5001)
             layer = f"/v2/{name}/blobs/{large.layers[0].digest}"
+            mark = lab.journal.mark()
             with lab.fault(Throttle(LARGE_RATE), prefix=layer):
                 do_pull("large", name, "v1")
+            # The journal's times are wall-clock; the stream's arrivals monotonic.
+            shift = time.monotonic() - time.time()
+            gets = [e for e in lab.journal.since(mark)
+                    if e.path == layer and e.method == "GET" and e.bytes_sent > 0]
+            if gets:
+                transfer = Transfer(min(e.time for e in gets) + shift,
+                                    max(e.bytes_sent for e in gets))
         for short, tag in STANDARD:
             do_pull(short, short, tag)
         repo = tracker.name("progress-import")
@@ -127,7 +159,7 @@ def traffic(client: Client, lab, run_state) -> Iterator[Traffic]:
                     else:
                         faults.enter_context(lab.fault(UnsupportedManifest(), repository=name))
                     do_pull(label, name, "v1")
-        yield Traffic(sent, lab.external)
+        yield Traffic(sent, lab.external, transfer)
     finally:
         tracker.cleanup()
         for name in served:
@@ -319,3 +351,46 @@ def test_nothing_follows_an_error(client, traffic, observe):
             bad.append((s, f"{len(after)} line(s) follow the error {messages[first].obj}, "
                            f"first {after[0].obj}"))
     verdict(client, observe, judged, bad, "failed streams go on after their error line")
+
+
+# -- timing ------------------------------------------------------------------------------
+
+
+@pytest.mark.requirement("PROGRESS-009")
+def test_stream_arrives_as_it_happens(client, traffic, observe):
+    _lab_only(traffic)
+    large = next((s for s in traffic.sent if s.label == "large"), None)
+    precondition(large is not None and large.succeeded and traffic.transfer is not None,
+                 "the throttled pull of progress-large did not happen as set up (the image "
+                 "did not arrive, or the lab registry never served its layer): whether the "
+                 "stream arrives as it happens could not be judged")
+    ex, transfer = large.exchange, traffic.transfer
+    # Half the time the layer needs at the throttled rate: a stream quieter than that
+    # while bytes flow reports less than twice per transfer.
+    bound = transfer.seconds / 2
+    arrivals = [m.arrived for m in ex.messages]
+    precondition(ex.finished is not None and ex.finished >= transfer.end,
+                 "the pull ended before the throttled layer could have arrived: the lab "
+                 "registry's throttle did not hold")
+    observe["layer_seconds"] = round(transfer.seconds, 2)
+    observe["silence_bound_seconds"] = round(bound, 2)
+    observe["first_message_after"] = (round(arrivals[0] - ex.started, 2) if arrivals else None)
+    observe["pull_seconds"] = round(ex.finished - ex.started, 2)
+    client.cite([ex])
+    assert arrivals, f"the throttled pull answered {ex.status} with no stream message"
+    first = arrivals[0]
+    assert first <= transfer.end - bound, (
+        f"the first stream message arrived {first - ex.started:.2f} s after the request, "
+        f"{ex.finished - first:.2f} s before the pull ended, though the layer's bytes flowed "
+        f"for {transfer.seconds:.1f} s: it should arrive at least {bound:.1f} s before they "
+        "all could have (the stream is held back)")
+    inside = [t for t in arrivals if transfer.start < t < transfer.end]
+    edges = [transfer.start, *inside, transfer.end]
+    gaps = [(b - a, a) for a, b in zip(edges, edges[1:], strict=False)]
+    longest, at = max(gaps)
+    observe["longest_silence_seconds"] = round(longest, 2)
+    assert longest <= bound, (
+        f"while the layer's bytes flowed ({transfer.seconds:.1f} s at {LARGE_RATE} bytes/s), "
+        f"the stream was silent for {longest:.2f} s from {at - transfer.start:.2f} s into the "
+        f"transfer ({len(inside)} messages arrived during it): more than the {bound:.1f} s "
+        "allowed (half the transfer)")

@@ -2,8 +2,9 @@
 and no password reaches a report, even from an engine that echoes credentials back.
 
 Rows without a deviation are plain Docker 20.10. Docker itself deviates on AUTH-003
-(it answers 500 where the document gives 404) and on AUTH-005 (INFO: it drops an
-unpadded header); fixing proxies show those checks pass on an engine that conforms.
+(it answers 500 where the document gives 404), on AUTH-005 and AUTH-013 (INFO: it drops
+an unpadded or standard-base64 header) and on AUTH-011 (INFO: it sends credentials named
+for another registry); fixing proxies show those checks pass on an engine that conforms.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import pytest
 
 from deviant_proxy import DeviantProxy, Deviation, Request, Response
 from deviant_proxy.cases import Case, check
-from deviant_proxy.predicates import is_pull, refused, success_stream
+from deviant_proxy.predicates import is_pull, refused, split_name, success_stream
+from deviant_proxy.streaming import StreamDeviation
 from engine_conformance.runner import ROOT, run_suite
 
 _SUITE = ROOT / "suites" / "test_auth.py"
@@ -133,7 +135,83 @@ LEAKS_CREDENTIALS = Deviation(
     response=_echo_credentials,
 )
 
+def _mangle_identity_token(req: Request) -> Request:
+    obj = dict(decoded_auth(req) or {})
+    obj["identitytoken"] = obj["identitytoken"] + "-mangled"
+    return with_auth(req, base64.urlsafe_b64encode(json.dumps(obj).encode()).decode())
+
+
+# Passes on an identity token other than the one it was given.
+MANGLES_IDENTITY_TOKEN = Deviation(
+    "mangles-identity-token",
+    match=lambda req: is_pull(req) and "identitytoken" in (decoded_auth(req) or {}),
+    request=_mangle_identity_token,
+)
+
+
+def _another_repository(req: Request) -> Request:
+    name, _, _ = split_name(req.param("fromImage") or "")
+    # A tag no repository has: the engine asks for a token, then nothing is left behind.
+    return req.with_params(fromImage=name.rsplit("/", 1)[0] + "/multi", tag="ec-no-such-tag")
+
+
+# Asks the token endpoint for more than the pulled repository (modelled by the engine
+# reading another repository of the same registry on the way).
+WIDER_SCOPE = StreamDeviation(
+    "asks-another-repository-scope",
+    match=lambda req: is_pull(req) and auth_header(req) is not None
+    and "/single" in (req.param("fromImage") or ""),
+    prelude=_another_repository,
+)
+
+
+def _host(reference: str) -> str:
+    return reference.split("/", 1)[0]
+
+
+# Sends credentials only to the registry their serveraddress names (as the containerd
+# image store does).
+SCOPED_CREDENTIALS = Deviation(
+    "credentials-only-for-their-registry",
+    match=lambda req: is_pull(req) and "serveraddress" in (decoded_auth(req) or {})
+    and decoded_auth(req)["serveraddress"] != _host(req.param("fromImage") or ""),
+    request=lambda req: with_auth(req, None),
+)
+# Reads base64url, unpadded base64url and standard base64 alike (re-encoded for Docker).
+LENIENT_DECODER = Deviation(
+    "decodes-any-base64",
+    match=lambda req: is_pull(req) and decoded_auth(req) is not None,
+    request=lambda req: with_auth(
+        req, base64.urlsafe_b64encode(json.dumps(decoded_auth(req)).encode()).decode()),
+)
+
+
+def _append_password(req: Request, resp: Response) -> Response:
+    password = (decoded_auth(req) or {}).get("password")
+    if not password or not refused(resp):
+        return resp
+    if resp.status >= 400:
+        try:
+            message = json.loads(resp.body).get("message", "")
+        except ValueError:
+            message = resp.body.decode("utf-8", "replace")
+        return Response.json(resp.status, {"message": f"{message} (password {password})"})
+    lines = resp.lines()
+    last = dict(lines[-1])
+    text = f"{last.get('error', '')} (password {password})"
+    last.update(error=text, errorDetail={"message": text})
+    return Response.stream(lines[:-1] + [last])
+
+
+# Appends the password it was given to its error messages.
+PASSWORD_IN_ERRORS = Deviation(
+    "password-in-error-messages",
+    match=lambda req: is_pull(req) and auth_header(req) is not None,
+    response=_append_password,
+)
+
 NO_CREDENTIALS = "the registry did not receive the credentials given"
+NO_TOKEN_CREDENTIALS = "the token endpoint did not receive the credentials given"
 
 CASES = [
     Case("AUTH-001", "pass"),
@@ -153,6 +231,27 @@ CASES = [
     Case("AUTH-005", "fail", (REQUIRES_PADDING,), reason="answered HTTP 400"),
     Case("AUTH-006", "pass"),
     Case("AUTH-006", "fail", (TOKEN_CRASH,), reason="answered HTTP 500"),
+    Case("AUTH-007", "pass"),
+    Case("AUTH-007", "fail", (STRIPS_AUTH,), reason=NO_TOKEN_CREDENTIALS),
+    Case("AUTH-007", "fail", (STANDARD_ALPHABET,), reason=NO_TOKEN_CREDENTIALS),
+    Case("AUTH-008", "pass"),
+    Case("AUTH-008", "fail", (MANGLES_IDENTITY_TOKEN,),
+         reason="no refresh-token grant with the identity token given"),
+    Case("AUTH-009", "pass"),
+    Case("AUTH-009", "fail", (STRIPS_AUTH,), reason="not sent as the Bearer token"),
+    Case("AUTH-010", "pass"),
+    Case("AUTH-010", "fail", (WIDER_SCOPE,), reason="the scope must be"),
+    # INFO: Docker 20.10 sends credentials to any registry
+    Case("AUTH-011", "fail", reason="were sent to this one's token endpoint"),
+    Case("AUTH-011", "pass", (SCOPED_CREDENTIALS,)),
+    Case("AUTH-012", "pass"),
+    Case("AUTH-012", "fail", (STRICT_HEADER,), reason="answered HTTP 400"),
+    # INFO: Docker 20.10 drops unpadded and standard-base64 credentials
+    Case("AUTH-013", "fail", reason=NO_TOKEN_CREDENTIALS),
+    Case("AUTH-013", "pass", (LENIENT_DECODER,)),
+    Case("AUTH-014", "pass"),
+    Case("AUTH-014", "fail", (PASSWORD_IN_ERRORS,),
+         reason="shows what X-Registry-Auth carried: ['the password in"),
 ]
 
 

@@ -119,6 +119,12 @@ LINE_AFTER_ERROR = Deviation(
     response=on_stream(lambda lines: lines + [{"status": "Status: Image is up to date"}]),
 )
 
+# PROGRESS-009: the stream held back and sent whole when the pull has ended (any answer
+# rewrite reads the engine's whole answer first).
+BUFFERS_STREAM = Deviation(
+    "buffers-whole-stream", match=pulling("progress-large"), response=lambda req, resp: resp,
+)
+
 CASES = [
     Case("PROGRESS-001", "pass"),
     Case("PROGRESS-001", "fail", (TEXT_PLAIN,), reason="not application/json"),
@@ -137,6 +143,8 @@ CASES = [
     Case("PROGRESS-007", "fail", (ERROR_FIELD_ONLY,), reason="do not end with errorDetail"),
     Case("PROGRESS-008", "pass"),
     Case("PROGRESS-008", "fail", (LINE_AFTER_ERROR,), reason="go on after their error line"),
+    Case("PROGRESS-009", "pass"),
+    Case("PROGRESS-009", "fail", (BUFFERS_STREAM,), reason="the stream is held back"),
 ]
 
 

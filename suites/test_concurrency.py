@@ -1,0 +1,175 @@
+"""Requests at the same time: two pulls of one image, and a pull beside an import.
+
+An engine serves many clients at once (a CI runner's parallel jobs pull the same
+base image). The pulls are sent from two threads released together, and the
+image's layer is throttled so each pull lasts long enough for the other to start
+while it is under way; that they overlapped is checked on the client's clock
+(a precondition: otherwise nothing concurrent was judged).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from engine_conformance import archives
+from engine_conformance.checks import (
+    assert_stream_success,
+    image_ids,
+    image_mismatch,
+    imported_id,
+    registry_requests,
+    where,
+)
+from engine_conformance.target import Client, Exchange
+from engine_conformance.verdicts import precondition
+from lab_registry import Throttle
+
+LAYER_SIZE = 1 << 20
+LAYER_RATE = 1 << 20  # a second of transfer: time for the other request to start
+DEADLINE = 60.0
+
+
+def together(*calls: Callable[[], Exchange]) -> list[Exchange]:
+    """Run ``calls`` in threads released at once; their exchanges, in order."""
+    start = threading.Barrier(len(calls))
+    results: list[Exchange | BaseException | None] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:  # re-raised in the caller's thread
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    return results  # type: ignore[return-value]
+
+
+def overlapped(a: Exchange, b: Exchange) -> bool:
+    return (a.started < (b.finished or 0)) and (b.started < (a.finished or 0))
+
+
+@dataclass
+class Subject:
+    repository: str
+    ref: str
+    facts: object
+    layer: str
+
+
+@pytest.fixture
+def subject(lab_control, images) -> Iterator[Subject]:
+    """A fresh image whose layer the lab registry serves at LAYER_RATE."""
+    catalogue = lab_control.catalogue
+    name = catalogue.name("concurrent")
+    image = catalogue.add_large(name, "v1", LAYER_SIZE, seed=8001)
+    layer = f"/v2/{name}/blobs/{image.layers[0].digest}"
+    ref = lab_control.reference(name, "v1")
+    images.track(ref)
+    try:
+        with lab_control.fault(Throttle(LAYER_RATE), prefix=layer):
+            yield Subject(name, ref, catalogue.facts(name, "v1"), layer)
+    finally:
+        catalogue.remove(name)
+
+
+def pull(client: Client, subject: Subject) -> Callable[[], Exchange]:
+    return lambda: client.create_image(
+        {"fromImage": subject.ref.rsplit(":", 1)[0], "tag": "v1"}, deadline=DEADLINE)
+
+
+def assert_pulled(client: Client, subject: Subject, ex: Exchange, what: str) -> None:
+    assert_stream_success(ex)
+    image = client.inspect_image(subject.ref)
+    assert image is not None, f"{what}: answered {where(ex)}, but {subject.ref} does not exist"
+    mismatch = image_mismatch(image, subject.facts)
+    assert mismatch is None, f"{what}: {subject.ref} is not the registry's image: {mismatch}"
+
+
+def blob_fetches(lab, mark: int, subject: Subject) -> dict[str, int]:
+    """How many complete GETs of each blob of ``subject`` the registry served."""
+    counts: dict[str, int] = {}
+    for e in lab.journal.since(mark):
+        if (e.kind == "blob" and e.repository == subject.repository and e.method == "GET"
+                and e.status in (200, 206)):
+            digest = e.path.rsplit("/", 1)[-1]
+            counts[digest] = counts.get(digest, 0) + 1
+    return counts
+
+
+@pytest.fixture
+def two_pulls(client, lab_control, subject, observe):
+    """Two pulls of ``subject`` at once: (first, second, new image IDs, journal mark)."""
+    before = image_ids(client)
+    mark = lab_control.journal.mark()
+    first, second = together(pull(client, subject), pull(client, subject))
+    new = sorted(image_ids(client) - before)
+    registry_requests(lab_control.journal, mark, subject.repository, "two concurrent pulls")
+    observe["answers"] = [where(first), where(second)]
+    observe["seconds"] = [round((e.finished or 0) - e.started, 2) for e in (first, second)]
+    precondition(overlapped(first, second), "the two pulls did not overlap in time (each "
+                 f"lasted {observe['seconds']} s): nothing concurrent could be judged")
+    return first, second, new, mark
+
+
+@pytest.mark.exclusive
+@pytest.mark.requirement("CONCURRENCY-001")
+def test_concurrent_pulls_of_one_image(client, subject, two_pulls, observe):
+    first, second, new, _ = two_pulls
+    observe["new_images"] = new
+    for label, ex in (("the first pull", first), ("the second pull", second)):
+        assert_pulled(client, subject, ex, f"{label} of two at once")
+    assert len(new) == 1, (
+        f"two concurrent pulls of {subject.ref} left {len(new)} new images ({new}), not one")
+
+
+@pytest.mark.exclusive
+@pytest.mark.requirement("CONCURRENCY-002")
+def test_concurrent_pulls_fetch_each_blob_once(client, lab_control, subject, two_pulls,
+                                               observe):
+    first, second, _, mark = two_pulls
+    precondition(not any(where(e).startswith("HTTP 4") or where(e).startswith("HTTP 5")
+                         for e in (first, second)) and first.stream_error is None
+                 and second.stream_error is None,
+                 "a pull failed, so how often it fetched each blob says nothing "
+                 f"({where(first)}; {where(second)}): CONCURRENCY-001 judges that")
+    counts = blob_fetches(lab_control, mark, subject)
+    observe["fetches"] = {d[:19]: n for d, n in counts.items()}
+    twice = {d[:19]: n for d, n in counts.items() if n > 1}
+    assert not twice, f"two concurrent pulls of one image fetched blobs more than once: {twice}"
+
+
+@pytest.mark.exclusive
+@pytest.mark.requirement("CONCURRENCY-003")
+def test_pull_beside_an_import(client, lab_control, subject, images, observe):
+    repo = images.name("concurrent-import")
+    images.track(repo)
+    archive = archives.rootfs({"etc/ectest-concurrent": f"{repo}\n".encode()})
+    mark = lab_control.journal.mark()
+    pulled, imported = together(
+        pull(client, subject),
+        lambda: client.create_image({"fromSrc": "-", "repo": repo}, body=archive,
+                                    deadline=DEADLINE))
+    if found := imported_id(imported):
+        images.track(found)
+    registry_requests(lab_control.journal, mark, subject.repository, "a pull beside an import")
+    observe["answers"] = {"pull": where(pulled), "import": where(imported)}
+    # The import ends long before the throttled pull: the pull was under way throughout.
+    precondition(overlapped(pulled, imported), "the pull and the import did not overlap "
+                 "in time: nothing concurrent could be judged")
+    assert_pulled(client, subject, pulled, "a pull while an import ran")
+    assert_stream_success(imported)
+    made = client.inspect_image(repo)
+    assert made is not None, (
+        f"an import while a pull ran answered {where(imported)}, but {repo} does not exist")

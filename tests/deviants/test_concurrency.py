@@ -1,0 +1,80 @@
+"""Each concurrency requirement fails against an engine that mishandles requests at once.
+
+Rows without a deviation are plain Docker 20.10: it carries out both requests, but
+fetches the image configuration once per pull (CONCURRENCY-002, INFO); a proxy that
+holds the second pull back until the first has ended shows that check passing.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from deviant_proxy import Deviation, Request, Response
+from deviant_proxy.cases import Case, check
+from deviant_proxy.predicates import is_body_import, pulling
+
+_CONCURRENT = pulling("/concurrent")
+
+
+class EverySecond:
+    """Matches every second pull of the concurrency suite's image (the later of a pair)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, req: Request) -> bool:
+        if not _CONCURRENT(req):
+            return False
+        with self._lock:
+            self._count += 1
+            return self._count % 2 == 0
+
+
+class OneAtATime:
+    """Holds a pull of the image until the one before it has been answered."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def request(self, req: Request) -> Request:
+        self._lock.acquire()
+        return req
+
+    def response(self, req: Request, resp: Response) -> Response:
+        self._lock.release()
+        return resp
+
+
+_BUSY = {"message": "another pull is in progress, try again later"}
+
+# Refuses a pull of an image another request is pulling.
+REFUSES_SECOND_PULL = Deviation(
+    "refuses-a-second-pull", match=EverySecond(), answer=lambda req: Response.json(500, _BUSY))
+_SERIAL = OneAtATime()
+# Serves one pull at a time: the second finds the image there and fetches nothing.
+SERIAL_PULLS = Deviation("one-pull-at-a-time", match=_CONCURRENT, request=_SERIAL.request,
+                         response=_SERIAL.response)
+# Refuses an import while a pull is under way.
+REFUSES_IMPORT = Deviation(
+    "refuses-import-during-pull",
+    match=lambda req: is_body_import(req) and "concurrent-import" in (req.param("repo") or ""),
+    answer=lambda req: Response.json(500, _BUSY),
+)
+
+CASES = [
+    Case("CONCURRENCY-001", "pass"),
+    Case("CONCURRENCY-001", "fail", (REFUSES_SECOND_PULL,), reason="answered HTTP 500"),
+    # INFO: Docker 20.10 fetches the configuration once per pull
+    Case("CONCURRENCY-002", "fail", reason="fetched blobs more than once"),
+    Case("CONCURRENCY-002", "pass", (SERIAL_PULLS,)),
+    Case("CONCURRENCY-003", "pass"),
+    Case("CONCURRENCY-003", "fail", (REFUSES_IMPORT,), reason="answered HTTP 500"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_concurrency_verdicts(case, judge):
+    check(case, judge(case))
