@@ -213,12 +213,14 @@ def drafts(draw: Callable) -> Draft:
             query.append(("tag", tag))
     elif kind in ("import", "import-url"):
         body = draw(st.sampled_from(tuple(BODIES)))
-        fault = body in VALID_ARCHIVES
+        # Only an archive the engine can read and fetch leaves the client to blame for a
+        # refusal, whatever else was drawn (malformed or not).
+        import_fault = body in VALID_ARCHIVES
         if kind == "import":
             query.append(("fromSrc", "-"))
         else:
             missing = draw(st.booleans())
-            fault = fault and not missing
+            import_fault = import_fault and not missing
             query.append(("fromSrc", "{missing}" if missing else "{file:" + body + "}"))
             body = None
         if (tag := pick("tag", ("v1", "latest"), MALFORMED_TAGS)) is not None:
@@ -238,6 +240,8 @@ def drafts(draw: Callable) -> Draft:
                                                MALFORMED_PLATFORMS)) is not None:
         query.append(("platform", platform))
     auth, secret = _auth(draw, dict(case.headers or {}).get("X-Registry-Auth"))
+    if kind in ("import", "import-url"):
+        fault = import_fault
     return Draft(kind, mode, tuple(query), auth, body, secret, fault)
 
 
