@@ -51,6 +51,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis import strategies as st
+from hypothesis.database import InMemoryExampleDatabase, choices_to_bytes
 
 from . import archives, spec
 from .checks import error_answer_problems, imported_id
@@ -441,6 +442,7 @@ class PhaseResult:
     digest: str
     errors: list[str] = field(default_factory=list)
     outcome: str = ""
+    shrunk: dict[str, str] = field(default_factory=dict)  # finding -> how shrinking ended
 
     def findings_for(self, requirement: str) -> list[Finding]:
         return [f for f in self.findings if f.requirement == requirement]
@@ -454,7 +456,11 @@ class PhaseResult:
             "cases_digest": self.digest,
             "kinds": dict(sorted(Counter(d.kind for d, _ in self.sent).items())),
             "statuses": dict(sorted(Counter(str(e.status) for _, e in self.sent).items())),
+            "shrinking": self.shrunk,
         }
+
+
+_REPLAY_KEY = b"engine-conformance-property-phase"
 
 
 class _Violated(Exception):
@@ -484,6 +490,7 @@ class PropertyPhase:
         self._findings: dict[tuple[str, str], Finding] = {}
         self.sent: list[tuple[Draft, Exchange]] = []
         self.errors: list[str] = []
+        self.shrunk: dict[str, str] = {}  # finding -> how its shrinking ended
 
     # -- rendering --
 
@@ -561,35 +568,33 @@ class PropertyPhase:
             return time.monotonic() - start
 
         explore_until = None if seconds is None else seconds * (1 - SHRINK_SHARE)
-        first_hit: dict[tuple[str, str], int] = {}
-        calls = 0
+        first_hit: dict[tuple[str, str], tuple[Any, ...]] = {}
 
-        def explore(draft: Draft) -> None:
-            nonlocal calls
-            calls += 1
+        def explore(draft: Draft, choices: tuple[Any, ...]) -> None:
             for v in self._answer(draft, explore_until, spent):
-                first_hit.setdefault((v.requirement, v.shape), calls)
+                first_hit.setdefault((v.requirement, v.shape), choices)
 
         # Exploring never raises: Hypothesis stops drawing soon after a first failure,
         # and one early finding must not end the search for others.
-        outcome = self._hypothesis(explore, self.budget.examples, shrink=False,
+        outcome = self._hypothesis(explore, examples=self.budget.examples,
                                    out_of_budget=lambda: explore_until is not None
                                    and spent() >= explore_until)
-        # Then each finding alone: the same seed draws the same requests (answered from
-        # the cache) up to its first one, which Hypothesis shrinks.
-        for key, index in sorted(first_hit.items(), key=lambda kv: kv[1]):
-            def shrink(draft: Draft, key: tuple[str, str] = key) -> None:
+        # Then each finding alone: Hypothesis replays the choices of its first request
+        # and shrinks them, sending what it has not sent before while the budget lasts.
+        for key, choices in first_hit.items():
+            def shrink(draft: Draft, _: object, key: tuple[str, str] = key) -> None:
                 found = self._answer(draft, seconds, spent)
                 if any((v.requirement, v.shape) == key for v in found):
                     raise _violation_type(key)(key[1])
 
-            self._hypothesis(shrink, index + 10, shrink=True, out_of_budget=lambda: False)
+            self.shrunk[f"{key[0]}: {key[1]}"] = self._hypothesis(
+                shrink, examples=MAX_EXAMPLES, replay=choices, out_of_budget=lambda: False)
         findings = sorted(self._findings.values(), key=lambda f: (f.requirement, f.shape))
         self._reproduce(findings)
         digest = hashlib.sha256("\n".join(d.key() for d, _ in self.sent).encode(
             "utf-8", "surrogatepass")).hexdigest()[:16]
         return PhaseResult(self.seed, str(self.budget), findings, self.sent,
-                           spent(), digest, self.errors, outcome)
+                           spent(), digest, self.errors, outcome, self.shrunk)
 
     def _answer(self, draft: Draft, until: float | None,
                 spent: Callable[[], float]) -> list[Violation]:
@@ -601,19 +606,33 @@ class PropertyPhase:
             self._answers[key] = self._send(draft)
         return self._answers[key]
 
-    def _hypothesis(self, test: Callable[[Draft], None], examples: int, *, shrink: bool,
+    def _hypothesis(self, test: Callable[[Draft, tuple[Any, ...]], None], *,
+                    examples: int = 1, replay: tuple[Any, ...] | None = None,
                     out_of_budget: Callable[[], bool]) -> str:
-        @seed(self.seed)
-        @settings(max_examples=max(examples, 1), database=None, deadline=None,
-                  phases=[Phase.generate, Phase.shrink] if shrink else [Phase.generate],
+        """Draw ``examples`` drafts, or replay ``replay``'s choices and shrink them."""
+        database = None
+        if replay is not None:
+            database = InMemoryExampleDatabase()
+            # The secondary corpus: Hypothesis shrinks what it finds there (an entry of
+            # the primary one counts as shrunk already).
+            database.save(_REPLAY_KEY + b".secondary", choices_to_bytes(replay))
+
+        # settings after seed: seed() alone would turn the database (the replay) off.
+        @settings(max_examples=examples, database=database, deadline=None,
+                  phases=[Phase.reuse, Phase.shrink] if replay is not None else [Phase.generate],
                   suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
                   report_multiple_bugs=False, print_blob=False)
+        @seed(self.seed)
         @given(st.data())
         def probe(data: st.DataObject) -> None:
             if out_of_budget():
                 return  # no drawing either: the remaining examples cost nothing
-            test(data.draw(drafts()))
+            draft = data.draw(drafts())
+            test(draft, tuple(data.conjecture_data.choices))
 
+        # Where Hypothesis looks the replayed choices up (its own default is a digest of
+        # the function, which is the same for every finding).
+        probe._hypothesis_internal_database_key = _REPLAY_KEY  # type: ignore[attr-defined]
         with no_local_constants():
             try:
                 probe()
@@ -623,7 +642,7 @@ class PropertyPhase:
                 return "shrunk"
             except BaseException as exc:  # noqa: BLE001 - Hypothesis's own report (Flaky…)
                 return type(exc).__name__
-        return "explored"
+        return "explored" if replay is None else "did not reproduce"
 
     def _reproduce(self, findings: list[Finding]) -> None:
         directory = self.report_dir / "reproducers"
