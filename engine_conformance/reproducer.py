@@ -2,16 +2,17 @@
 
     >>> target = Target.parse("unix:///run/docker.sock")
     >>> curl(target, "POST", "/v1.44/images/create", [("fromSrc", "-")],
-    ...      {"Content-Type": "application/octet-stream"}, Path("/r/SCHEMA-004-1.body"))
-    "curl -sS -i --unix-socket /run/docker.sock -X POST -H 'Content-Type: \
-application/octet-stream' --data-binary @/r/SCHEMA-004-1.body \
-'http://localhost/v1.44/images/create?fromSrc=-'"
+    ...      {"Content-Type": "application/octet-stream"},
+    ...      Path("/r/SCHEMA-004-1.body"))                     # doctest: +NORMALIZE_WHITESPACE
+    "curl -sS -i --unix-socket /run/docker.sock -X POST -H 'Content-Type: application/octet-stream'
+     --data-binary @/r/SCHEMA-004-1.body 'http://localhost/v1.44/images/create?fromSrc=-'"
 
 schemathesis's own reproduction lines carry no ``--unix-socket`` and no client
 certificate, so they do not reach a Docker socket or a TLS engine: this module
 knows the three kinds of :class:`~engine_conformance.target.Target`. A body is
 never inlined: it is written to a file (an archive is binary) and sent with
-``--data-binary @FILE``, byte for byte.
+``--data-binary @FILE``, byte for byte. ``X-Registry-Auth`` is kept as sent: the
+property phase only ever sends credentials it made up.
 """
 
 from __future__ import annotations

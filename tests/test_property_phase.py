@@ -167,3 +167,20 @@ def test_findings_are_grouped_by_property_and_shape():
     assert a is pp._violation_type(("SCHEMA-004", "import -> HTTP 500"))
     assert a is not pp._violation_type(("SCHEMA-004", "pull -> HTTP 500"))
 
+
+
+def test_the_cli_refuses_a_bad_budget(capsys):
+    from engine_conformance import cli
+
+    code = cli.main(["run", "--target", "unix:///nonexistent.sock", "--property-budget", "soon"])
+    assert code == cli.EXIT_USAGE
+    assert "--property-budget" in capsys.readouterr().err
+
+
+def test_findings_are_listed_with_their_reproducers():
+    results = {"requirements": [{"id": "SCHEMA-004", "observations": {"findings": [
+        {"shape": "import -> HTTP 500", "requests": 3, "request": "POST /v1.44/images/create",
+         "reproducer": "curl -sS -i …"}]}}, {"id": "ERRORS-001", "observations": {}}]}
+    assert list(pp.finding_lines(results)) == [
+        "SCHEMA-004 import -> HTTP 500 (3 requests): POST /v1.44/images/create",
+        "  curl -sS -i …"]
