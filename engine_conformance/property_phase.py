@@ -69,6 +69,7 @@ DEFAULT_SEED = 20_240_601
 DEFAULT_BUDGET = "60s"
 MAX_EXAMPLES = 400  # with a time budget: an upper bound the clock normally comes first
 SHRINK_SHARE = 0.25  # of a time budget, kept for shrinking what generation found
+SHRINK_STOP = 0.95  # of a time budget: no request is started after it
 
 # -- what is drawn ------------------------------------------------------------------
 
@@ -309,10 +310,10 @@ def _ctype(ex: Exchange) -> str:
     return ex.content_type.split(";")[0].strip()
 
 
-def stream_end_problem(ex: Exchange, kind: str) -> str | None:
-    """Why a 200 stream does not end in success or an error line (None: it does)."""
+def stream_end_problem(ex: Exchange, kind: str) -> tuple[str, str] | None:
+    """How a 200 stream fails to end in success or an error line: (shape, detail), or None."""
     if not ex.messages:
-        return "has no line"
+        return "has no line", "the stream has no line"
     last = ex.messages[-1]
     if last.error is not None:
         return None
@@ -322,7 +323,13 @@ def stream_end_problem(ex: Exchange, kind: str) -> str | None:
     if kind == "pull" and any(str(m.obj.get("status", "")).startswith("Status: ")
                               for m in ex.messages):
         return None  # Docker may add a line after it (a platform WARNING)
-    return f"ends with {json.dumps(last.obj)[:160]}"
+    ending = f"ends with {json.dumps(last.obj)[:160]}"
+    errors = [i for i, m in enumerate(ex.messages) if m.error is not None]
+    if errors:
+        return ("goes on after its error line",
+                f"the stream reports an error at line {errors[0] + 1} of {len(ex.messages)} "
+                f"({ex.messages[errors[0]].error!r}) and goes on: it {ending}")
+    return "ends without success or errorDetail", f"the stream {ending}"
 
 
 def _snapshot(client: Client) -> dict[str, set[str]]:
@@ -372,9 +379,8 @@ def violations(ex: Exchange, draft: Draft, created: dict[str, set[str]],
         if shapes:
             found.append(Violation("SCHEMA-003", ", ".join(shapes), "; ".join(details)))
         elif not ex.timed_out and (problem := stream_end_problem(ex, draft.kind)):
-            found.append(Violation("SCHEMA-005", f"{draft.kind}: stream {problem.split(' ')[0]} "
-                                   "without success or errorDetail",
-                                   f"the stream {problem}"))
+            found.append(Violation("SCHEMA-005", f"{draft.kind}: stream {problem[0]}",
+                                   problem[1]))
     if draft.client_fault and status >= 500:
         found.append(Violation("SCHEMA-004", f"{draft.kind} -> HTTP {status}",
                                f"HTTP {status} for a request that is the client's fault: "
@@ -581,9 +587,11 @@ class PropertyPhase:
                                    and spent() >= explore_until)
         # Then each finding alone: Hypothesis replays the choices of its first request
         # and shrinks them, sending what it has not sent before while the budget lasts.
+        # A request under way when the budget runs out still has to finish: stop a little early.
+        shrink_until = None if seconds is None else seconds * SHRINK_STOP
         for key, choices in first_hit.items():
             def shrink(draft: Draft, _: object, key: tuple[str, str] = key) -> None:
-                found = self._answer(draft, seconds, spent)
+                found = self._answer(draft, shrink_until, spent)
                 if any((v.requirement, v.shape) == key for v in found):
                     raise _violation_type(key)(key[1])
 

@@ -158,6 +158,8 @@ def test_a_pull_may_end_with_a_warning_after_its_status():
             b'{"status":"WARNING: image with reference x was found but does not match"}\r\n')
     assert pp.stream_end_problem(_exchange(200, body), "pull") is None
     assert pp.stream_end_problem(_exchange(200, b'{"status":"Downloading"}\r\n'), "pull")
+    cut = _exchange(200, b'{"error":"x"}\r\n{"status":"y"}\r\n')
+    assert pp.stream_end_problem(cut, "pull")[0] == "goes on after its error line"
     assert pp.stream_end_problem(_exchange(200, b'{"errorDetail":{"message":"x"}}\r\n'),
                                  "pull") is None
 
