@@ -24,15 +24,19 @@ URL the lab file server, every ``repo`` a fresh name under the run prefix: a
 request can reach nothing off loopback and name nothing outside the run.
 
 **Judging.** Each answer is judged by every property as it arrives
-(:func:`violations`); a request that breaks one raises, so Hypothesis shrinks it,
-and distinct findings (requirement and the shape of the answer) are shrunk
-separately (each has its own exception type). A request is sent once per run:
-answers are cached by draft, so a replay while shrinking does not ask the engine
-again. Each finding keeps its smallest request and a ``curl`` reproducer
-(:mod:`.reproducer`), its body written into the report directory.
+(:func:`violations`). Distinct findings are grouped by requirement and the shape
+of the answer (``SCHEMA-004`` / ``pull -> HTTP 500``). The phase first explores
+(Hypothesis draws, nothing raises: Hypothesis would stop drawing soon after a
+first failure); then, for each finding, Hypothesis replays the choices of the
+first request that showed it, and the test raises for that finding only, so
+Hypothesis shrinks it to a minimal request. A request is sent once per run:
+answers are cached by draft, so a replay does not ask the engine again. Each
+finding keeps its smallest request and a ``curl`` reproducer
+(:mod:`.reproducer`), its body written into ``<report-dir>/reproducers/``.
 
-**Budget.** ``Budget.parse("60s")`` stops sending new requests after 60 s (the
-last quarter kept for shrinking); ``Budget.parse("200")`` draws 200 examples.
+**Budget.** ``Budget.parse("60s")``: exploring sends for 45 s, shrinking until
+57 s (no request is started later); ``Budget.parse("200")``: 200 examples
+explored, shrinking unbounded by time.
 """
 
 from __future__ import annotations
@@ -528,13 +532,18 @@ class PropertyPhase:
     def _send(self, draft: Draft) -> list[Violation]:
         tracker = Images(self.client, self.names)
         params, headers, body = self.request(draft, tracker.name("prop"))
-        before = _snapshot(self.client)
         try:
-            ex = self.client.create_image(params, body=body, headers=headers, deadline=60)
+            return self._exchange(draft, tracker, params, headers, body)
         except TargetError as exc:
+            # Not a property of the answer (the engine hung or went away): reported, not judged.
             self.errors.append(f"{draft.kind}: {exc}")
             tracker.cleanup()
             return []
+
+    def _exchange(self, draft: Draft, tracker: Images, params: list[tuple[str, str]],
+                  headers: dict[str, str], body: bytes | None) -> list[Violation]:
+        before = _snapshot(self.client)
+        ex = self.client.create_image(params, body=body, headers=headers, deadline=60)
         if ex.status == 200 and (image := imported_id(ex)):
             tracker.track(image)
         created = _new_names(before, _snapshot(self.client))
