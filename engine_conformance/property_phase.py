@@ -317,22 +317,22 @@ def _ctype(ex: Exchange) -> str:
 def stream_end_problem(ex: Exchange, kind: str) -> tuple[str, str] | None:
     """How a 200 stream fails to end in success or an error line: (shape, detail), or None."""
     if not ex.messages:
-        return "has no line", "the stream has no line"
+        return "ends without success or errorDetail (no line)", "the stream has no line"
     last = ex.messages[-1]
     if last.error is not None:
         return None
-    status = last.obj.get("status")
-    if kind.startswith("import") and imported_id(ex) == status:
-        return None
-    if kind == "pull" and any(str(m.obj.get("status", "")).startswith("Status: ")
-                              for m in ex.messages):
-        return None  # Docker may add a line after it (a platform WARNING)
     ending = f"ends with {json.dumps(last.obj)[:160]}"
     errors = [i for i, m in enumerate(ex.messages) if m.error is not None]
     if errors:
         return ("goes on after its error line",
                 f"the stream reports an error at line {errors[0] + 1} of {len(ex.messages)} "
                 f"({ex.messages[errors[0]].error!r}) and goes on: it {ending}")
+    status = last.obj.get("status")
+    if kind.startswith("import") and imported_id(ex) == status:
+        return None
+    if kind == "pull" and any(str(m.obj.get("status", "")).startswith("Status: ")
+                              for m in ex.messages):
+        return None  # Docker may add a line after it (a platform WARNING)
     return "ends without success or errorDetail", f"the stream {ending}"
 
 
