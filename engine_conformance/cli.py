@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .engines import ENGINES, EngineUnavailable, ManagedEngine, ManagedPodman, free_port
+from .property_phase import DEFAULT_BUDGET, DEFAULT_SEED, Budget, finding_lines
 from .requirements import Catalogue, CatalogueError
 from .runner import (
     CHILD_SUITE_UNREACHABLE,
@@ -161,6 +162,12 @@ def _parser() -> argparse.ArgumentParser:
                      help="pull from this external registry (plain HTTP, push allowed) "
                           "instead of the lab registry; journal and fault checks then skip")
     run.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    run.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                     help=f"seed of the property phase (SCHEMA), to replay a run "
+                          f"(default {DEFAULT_SEED})")
+    run.add_argument("--property-budget", metavar="SECONDS|EXAMPLES", default=None,
+                     help=f"bound of the property phase: '60s' or '200' examples "
+                          f"(default {DEFAULT_BUDGET})")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     req = sub.add_parser("requirements", help="list the requirement catalogue")
     req.add_argument("--format", choices=("text", "json"), default="text")
@@ -196,6 +203,11 @@ def _run(args: argparse.Namespace) -> int:
         raise Refusal("--timeout must be positive", EXIT_USAGE)
     if args.workers < 1:
         raise Refusal("--workers must be at least 1", EXIT_USAGE)
+    if args.property_budget is not None:
+        try:
+            Budget.parse(args.property_budget)
+        except ValueError as exc:
+            raise Refusal(str(exc), EXIT_USAGE) from None
     if args.workers > 1 and args.serve_tls:
         # The run's CA is placed for one lab registry address; each worker serves its own.
         raise Refusal("--workers and --serve-tls do not go together yet: use one of them",
@@ -247,6 +259,9 @@ def _run(args: argparse.Namespace) -> int:
                 keyword=args.keyword,
                 prefix=prefix,
                 extra=["--request-timeout", str(args.timeout), "--serve-host", args.serve_host,
+                       "--seed", str(args.seed),
+                       *(["--property-budget", args.property_budget]
+                         if args.property_budget else []),
                        "--registry-port", str(registry_port),
                        *(["--registry", args.registry] if args.registry else []),
                        *(["--serve-tls"] if args.serve_tls else []),
@@ -265,6 +280,7 @@ def _run(args: argparse.Namespace) -> int:
         else:
             result = judge(report_dir, args.api_version, True)
         _show(report_dir)
+        _show_findings(report_dir, args.seed)
         return EXIT_OK if args.update_expectations and result == EXIT_FAIL else result
     finally:
         if managed is not None:
@@ -553,6 +569,17 @@ def _show(report_dir: Path) -> None:
     red = sys.stdout.isatty()
     for line, bad in terminal_lines(results, report_dir):
         print(f"\033[31m{line}\033[0m" if red and bad else line)
+
+
+def _show_findings(report_dir: Path, seed: int) -> None:
+    """The property phase's findings with their reproducers, and the seed that replays them."""
+    path = report_dir / "results.json"
+    lines = list(finding_lines(json.loads(path.read_text()))) if path.is_file() else []
+    if lines:
+        print("property phase findings (reproduce with the curl line):")
+        for line in lines:
+            print(line)
+    print(f"seed: {seed} (replay with --seed {seed})")
 
 
 def _verdict_code(pytest_code: int, report_dir: Path) -> int:

@@ -129,6 +129,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--serve-tls", action="store_true",
                     help="serve the lab registry and file server over HTTPS with a CA made "
                          "for the run (<report-dir>/tls/ca.crt: the engine must trust it)")
+    from .property_phase import DEFAULT_BUDGET, DEFAULT_SEED
+
+    group.addoption("--seed", type=int, default=DEFAULT_SEED,
+                    help=f"seed of the property phase's draw (default {DEFAULT_SEED})")
+    group.addoption("--property-budget", metavar="SECONDS|EXAMPLES",
+                    default=os.environ.get("ENGINE_CONFORMANCE_PROPERTY_BUDGET", DEFAULT_BUDGET),
+                    help=f"bound of the property phase: '60s' or '200' examples "
+                         f"(default {DEFAULT_BUDGET}, or ENGINE_CONFORMANCE_PROPERTY_BUDGET)")
 
 
 def _terminate(signum: int, frame: object) -> None:
