@@ -24,7 +24,8 @@ from engine_conformance.engines import EngineUnavailable, ManagedPodman, free_po
 from engine_conformance.preflight import file_server_fix, registry_fix
 from engine_conformance.runner import CHILD_SUITE_UNREACHABLE, ROOT, run_suite
 
-LAB_SUITES = {"pull", "auth", "faults", "progress", "concurrency"}
+# schema: the property phase steers its pulls and URL imports to the lab.
+LAB_SUITES = {"pull", "auth", "faults", "progress", "concurrency", "schema"}
 """Suites whose every check pulls from the lab registry."""
 PREFLIGHT_SECONDS = 10.0
 """A generous bound: a small image and a small archive, from this machine."""

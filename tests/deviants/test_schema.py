@@ -12,8 +12,10 @@ it reports, run as it is, shows the deviation.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 
@@ -22,8 +24,10 @@ from deviant_proxy.cases import Case, check
 from deviant_proxy.common import TEXT_ERRORS
 from deviant_proxy.predicates import is_body_import, is_create
 from deviant_proxy.streaming import StreamingProxy
+from engine_conformance.cleanup import sweep
 from engine_conformance.runner import run_suite
 from engine_conformance.stream import StreamParser
+from engine_conformance.target import Client, Target
 
 BUDGET = "80"  # examples, not seconds: the same draw on any machine
 
@@ -175,6 +179,12 @@ def _reproduce(docker, tmp_path, deviation: Deviation, requirement: str, shape: 
         shown = subprocess.run(finding["reproducer"], shell=True, capture_output=True,
                                timeout=120)
         assert deviation.hits > hits, "the reproducer did not reach the proxy"
+    # The reproducer ran outside any suite run, so what it made is this test's to remove.
+    run = SimpleNamespace(prefix=out.results["run"]["prefix"], counter=itertools.count(),
+                          created=set())
+    with Client(Target.parse(docker.target)) as client:
+        client.negotiate()
+        sweep(client, run)
     assert shown.returncode == 0, shown.stderr
     return shown.stdout.decode("utf-8", "replace")
 
