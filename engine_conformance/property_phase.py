@@ -336,6 +336,22 @@ def stream_end_problem(ex: Exchange, kind: str) -> tuple[str, str] | None:
     return "ends without success or errorDetail", f"the stream {ending}"
 
 
+def status_class_problem(status: int) -> str | None:
+    """Why ``status`` breaks the document's statuses (SCHEMA-008), or None.
+
+    >>> status_class_problem(201)
+    'HTTP 201 is a success other than 200, the one success the document gives'
+    >>> status_class_problem(418) is None
+    True
+    """
+    if status == 200 or 400 <= status <= 599:
+        return None
+    if 200 <= status < 300:
+        return f"HTTP {status} is a success other than 200, the one success the document gives"
+    return (f"HTTP {status} is neither the documented success (200) nor an error status "
+            "(4xx, 5xx)")
+
+
 def _snapshot(client: Client) -> dict[str, set[str]]:
     """Image ID -> its names (tags and digest references), for every image on the engine."""
     shot: dict[str, set[str]] = {}
@@ -359,6 +375,8 @@ def violations(ex: Exchange, draft: Draft, created: dict[str, set[str]],
     if str(status) not in operation().responses.status_codes:
         found.append(Violation("SCHEMA-001", f"HTTP {status}",
                                f"HTTP {status} is not listed in the fragment"))
+    if (problem := status_class_problem(status)) is not None:
+        found.append(Violation("SCHEMA-008", f"HTTP {status}", problem))
     if status != 200:
         problems = error_answer_problems(ex)
         if problems:

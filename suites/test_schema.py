@@ -118,3 +118,11 @@ def test_secrets_are_not_echoed(client, phase, observe):
 def test_what_is_created_is_ours_and_removed(client, phase, observe):
     judge(client, phase, observe, "SCHEMA-007", phase.sent,
           "drawn requests (created outside the run prefix or left behind)")
+
+
+@pytest.mark.exclusive
+@pytest.mark.requirement("SCHEMA-008")
+def test_statuses_are_documented_success_or_errors(client, phase, observe):
+    judge(client, phase, observe, "SCHEMA-008", phase.sent,
+          "drawn requests (a success other than 200, or a status that is neither "
+          "a success nor an error)")

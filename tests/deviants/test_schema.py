@@ -48,6 +48,21 @@ TEAPOT = Deviation(
     answer=lambda req: Response.json(418, {"message": "I'm a teapot"}),
 )
 
+# SCHEMA-008: a successful import from the body answered 201 (the same stream), and
+# refusals answered with a redirect.
+CREATED_201 = Deviation(
+    "import-created-201",
+    match=is_body_import,
+    response=_on_200(lambda resp: resp.replace(status=201)),
+)
+REFUSALS_REDIRECT = Deviation(
+    "refusals-303",
+    match=is_create,
+    response=lambda req, resp: Response(
+        303, {"Location": "/images/json", "Content-Type": "application/json"}, resp.body)
+    if resp.status >= 400 else resp,
+)
+
 # SCHEMA-002: errors as JSON without `message` (TEXT_ERRORS: errors in plain text).
 ERRORS_WITHOUT_MESSAGE = Deviation(
     "errors-without-message",
@@ -154,6 +169,9 @@ CASES = [
     Case("SCHEMA-006", "fail", (AUTH_ECHOED,), reason="secret echoed"),
     Case("SCHEMA-007", "pass"),
     Case("SCHEMA-007", "fail", (REPO_IGNORED,), reason="not named under the run prefix"),
+    Case("SCHEMA-008", "pass"),
+    Case("SCHEMA-008", "fail", (CREATED_201,), reason="a success other than 200"),
+    Case("SCHEMA-008", "fail", (REFUSALS_REDIRECT,), reason="nor an error status"),
 ]
 
 
