@@ -53,6 +53,7 @@ from .runner import (
     PROGRESS_FD,
     ROOT,
     api_version_problem,
+    child_environment,
     pytest_command,
 )
 from .summary import LOG_FILE, terminal_lines
@@ -421,7 +422,7 @@ def _child(cmd: list[str], report_dir: Path, verbose: bool = False) -> _Child:
     report_dir.mkdir(parents=True, exist_ok=True)
     log = open(report_dir / LOG_FILE, "wb")  # noqa: SIM115 - closed below, after the tee
     read_fd, write_fd = os.pipe()
-    env = dict(os.environ, **{PROGRESS_FD: str(write_fd),
+    env = dict(child_environment(), **{PROGRESS_FD: str(write_fd),
                               COMMAND_LINE: json.dumps(["engine-conformance", *sys.argv[1:]])})
     try:
         child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
