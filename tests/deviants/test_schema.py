@@ -2,7 +2,7 @@
 
 The property phase draws its requests (suites/test_schema.py), so each deviation
 below matches a kind of request the draw sends often: an import from the body,
-an error answer. The rows run the phase with a budget of 80 examples
+an error answer. The rows run the phase with a budget of 40 examples
 (``ENGINE_CONFORMANCE_PROPERTY_BUDGET``); the pass rows are Docker's full run.
 The last tests show that the phase alone catches a proxy that turns a client
 error into a 500 and one that breaks the stream framing, and that the reproducer
@@ -29,7 +29,7 @@ from engine_conformance.runner import run_suite
 from engine_conformance.stream import StreamParser
 from engine_conformance.target import Client, Target
 
-BUDGET = "80"  # examples, not seconds: the same draw on any machine
+BUDGET = "40"  # examples, not seconds: the same draw on any machine
 
 
 @pytest.fixture(autouse=True)
