@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from engine_conformance.axis import all_versions
+from engine_conformance.axis import all_versions, version_tuple
 from engine_conformance.report import validate
 from engine_conformance.runner import ROOT
 
@@ -48,3 +48,23 @@ def test_api_versions_outside_the_engine_or_not_versions_are_usage_errors(docker
              "--api-versions", spec], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2 and words in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_all_runs_every_version_the_engine_serves_end_to_end(docker, tmp_path):
+    # One cheap requirement keeps the runs (1.12 to 1.41 on Docker 20.10: the catalogue
+    # has requirements below 1.24) short; ERRORS-003 applies from 1.24.
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine_conformance", "run", "--target", docker.target,
+         "--api-versions", "all", "--requirement", "ERRORS-003",
+         "--report-dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    validate(results)
+    target = results["target"]
+    expected = all_versions(target["min_api_version"], target["max_api_version"])
+    assert len(expected) > 2 and results["run"]["api_versions"] == expected
+    (errors_003,) = [r for r in results["requirements"] if r["id"] == "ERRORS-003"]
+    assert errors_003["versions_judged"] == {
+        v: "pass" if version_tuple(v) >= (1, 24) else "skip" for v in expected}
+    assert all((tmp_path / f"api-{v}" / "results.json").is_file() for v in expected)
