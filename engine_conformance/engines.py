@@ -7,9 +7,15 @@
 
 They never touch the host's own engines: every path (socket, data root, exec
 root, pid file, registries.conf) lives under one temporary directory that is
-removed on stop. ``ManagedDocker(tls=True)`` also listens on TCP with mutual
-TLS, using certificates made by trustme; ``cert_path`` is then a directory
-laid out like ``DOCKER_CERT_PATH``.
+removed on stop. The one exception is the registry CA a managed Docker is
+given (``trust_registry_ca``): dockerd reads it only from the host-wide
+``/etc/docker/certs.d``, so that one entry is written there, marked as this
+process's, removed on stop, and reclaimed by a later run if this one is killed
+hard (:mod:`engine_conformance.certsd`).
+
+``ManagedDocker(tls=True)`` also listens on TCP with mutual TLS, using
+certificates made by trustme; ``cert_path`` is then a directory laid out like
+``DOCKER_CERT_PATH``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from pathlib import Path
 import httpx
 
 from lab_registry.distribution import free_port  # one place for it; re-exported
+
+from . import certsd
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -203,15 +211,17 @@ class ManagedDocker(ManagedEngine):
     name = "docker"
 
     def __init__(self, tls: bool = False, *, root: Path | None = None,
-                 containerd_store: bool = False) -> None:
+                 containerd_store: bool = False, certs_dir: Path | None = None) -> None:
         super().__init__()
+        self.certs_dir = certs_dir  # None: DOCKER_CERTS_DIR, the one dockerd reads
         self.tls = tls
         self.root = root
         self.containerd_store = containerd_store
         self.tcp_port: int | None = None
         self.cert_path: str | None = None
-        self._registry_cas: list[Path] = []
+        self._registry_cas: list[tuple[Path, str, certsd.Owner]] = []
         self._made_certs_dir = False
+        self.reclaimed_certs: list[str] = []
 
     @property
     def dockerd(self) -> str:
@@ -235,24 +245,25 @@ class ManagedDocker(ManagedEngine):
         A rootful dockerd (20.10, 26.1, either image store) has no certs
         directory of its own: ``registry.CertsDir()`` is that global one unless
         it runs under RootlessKit, and it is read at each pull. Only this one
-        ADDRESS entry is written, and never over an entry that exists.
+        ADDRESS entry is written, with an owner marker, and never over an entry
+        that exists (:class:`certsd.EntryTaken`). Entries earlier runs left when
+        they were killed are reclaimed first (``reclaimed_certs`` names them);
+        see :mod:`engine_conformance.certsd`.
         """
-        entry = DOCKER_CERTS_DIR / address
-        if entry.exists():
-            raise FileExistsError(f"{entry} exists and is not ours to change")
-        if not DOCKER_CERTS_DIR.exists():
-            self._made_certs_dir = True
-        self._registry_cas.append(entry)
-        entry.mkdir(parents=True)
-        shutil.copyfile(ca_path, entry / "ca.crt")
+        certs_dir = self.certs_dir if self.certs_dir is not None else DOCKER_CERTS_DIR
+        self._made_certs_dir = self._made_certs_dir or not certs_dir.exists()
+        owner = certsd.this_process(self.dir, address)
+        self.reclaimed_certs += certsd.claim(certs_dir, address, ca_path, owner)
+        self._registry_cas.append((certs_dir, address, owner))
 
     def _forget_trust(self) -> None:
         while self._registry_cas:
-            shutil.rmtree(self._registry_cas.pop(), ignore_errors=True)
+            certsd.release(*self._registry_cas.pop())
         if self._made_certs_dir:
             self._made_certs_dir = False
+            certs_dir = self.certs_dir if self.certs_dir is not None else DOCKER_CERTS_DIR
             try:
-                DOCKER_CERTS_DIR.rmdir()  # ours, and only if nothing else went in since
+                certs_dir.rmdir()  # ours, and only if nothing else went in since
             except OSError:
                 pass
 

@@ -10,14 +10,17 @@ certs.d entry, not the system roots, is what the engine used.
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from engine_conformance import archives
+from engine_conformance import archives, certsd
 from engine_conformance.engines import (
     DOCKER_CERTS_DIR,
     ENGINES,
@@ -141,9 +144,78 @@ def test_docker_certs_entry_is_only_ours_and_goes_on_stop() -> None:
         assert not (DOCKER_CERTS_DIR / address).exists()
         assert (DOCKER_CERTS_DIR / neighbour).is_dir()
     finally:
+        shutil.rmtree(DOCKER_CERTS_DIR / address, ignore_errors=True)
         (DOCKER_CERTS_DIR / neighbour).rmdir()
         if made_root:
             DOCKER_CERTS_DIR.rmdir()
+
+
+def _exited_pid() -> int:
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
+
+
+@pytest.mark.engine
+def test_docker_reclaims_the_entry_a_killed_run_left(tmp_path: Path) -> None:
+    # A run killed hard left its entry, with another CA, at the address this run's
+    # registry gets; the entry of a user's registry sits next to it.
+    host = outward_address()
+    verifies = host != "127.0.0.1"  # else the graphdriver store skips verification
+    crashed_tls = ServeTLS.create(tmp_path / "crashed", host)
+    registry_tls = ServeTLS.create(tmp_path / "registry", host)
+    me = certsd.this_process()
+    foreign = f"ectest-{secrets.token_hex(4)}.invalid:{free_port()}"
+    made_root = not DOCKER_CERTS_DIR.exists()
+    written: list[Path] = []  # only these are removed at the end, whatever happens
+    prefix = f"ectest-{secrets.token_hex(3)}"
+    try:
+        with (
+            standard(prefix) as catalogue,
+            LabRegistry(catalogue, host=host, tls=registry_tls.server_context()) as lab,
+        ):
+            stale = DOCKER_CERTS_DIR / lab.address
+            stale.mkdir(parents=True)
+            written.append(stale)
+            shutil.copyfile(crashed_tls.ca_path, stale / "ca.crt")
+            (stale / certsd.MARKER).write_text(certsd.Owner(
+                _exited_pid(), me.start_time, me.boot_id, me.pid_ns, "/tmp/ec-docker-killed",
+                lab.address).to_json())
+            users = DOCKER_CERTS_DIR / foreign
+            users.mkdir()
+            written.append(users)
+            (users / "ca.crt").write_bytes(b"the user's")
+
+            managed = _start("docker")
+            try:
+                managed.trust_registry_ca(lab.address, registry_tls.ca_path)
+                assert lab.address in managed.reclaimed_certs
+                assert (stale / "ca.crt").read_bytes() == registry_tls.ca_path.read_bytes()
+                owner = certsd.Owner.from_json((stale / certsd.MARKER).read_text())
+                assert owner is not None and owner.pid == os.getpid()
+                assert owner.private_dir == str(managed.dir)
+                with pytest.raises(certsd.EntryTaken, match=certsd.MARKER):
+                    managed.trust_registry_ca(foreign, registry_tls.ca_path)
+                if verifies:  # the replaced entry is the one the engine reads
+                    with Client(Target.parse(managed.target)) as client:
+                        client.negotiate()
+                        ref = lab.reference("single", "v1")
+                        pulled = client.create_image({"fromImage": ref})
+                        assert not _failed(pulled), _last(pulled)
+                        client.delete_image(ref, force=True)
+            finally:
+                managed.stop()
+            assert not stale.exists()
+            assert [p.name for p in users.iterdir()] == ["ca.crt"]
+            assert (users / "ca.crt").read_bytes() == b"the user's"
+    finally:
+        for entry in written:
+            shutil.rmtree(entry, ignore_errors=True)
+        if made_root:
+            try:
+                DOCKER_CERTS_DIR.rmdir()  # not if someone else's went in since
+            except OSError:
+                pass
 
 
 @pytest.mark.engine
