@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from .certsd import EntryTaken
 from .engines import ENGINES, EngineUnavailable, ManagedEngine, ManagedPodman, free_port
 from .property_phase import DEFAULT_BUDGET, DEFAULT_SEED, Budget, finding_lines
 from .requirements import Catalogue, CatalogueError
@@ -242,7 +243,12 @@ def _run(args: argparse.Namespace) -> int:
         prefix = f"ectest-{secrets.token_hex(4)}"
         if args.serve_tls:
             lab = None if args.registry else host_port(args.serve_host, registry_port)
-            _, advice = prepare_run(report_dir, args.serve_host, lab, target, managed)
+            try:
+                _, advice = prepare_run(report_dir, args.serve_host, lab, target, managed)
+            except EntryTaken as exc:
+                # Someone else's certs.d entry for the lab's address: never overwritten.
+                raise Refusal(f"{exc}: remove it, or run again (the port is picked anew)",
+                              EXIT_USAGE) from None
             if advice:
                 print(f"engine-conformance: {advice}", file=sys.stderr)
 

@@ -249,3 +249,30 @@ def test_advice_for_the_users_engine(kind: str, where: str) -> None:
     line = ca_advice(kind, "10.0.0.5:5000", Path("/r/tls/ca.crt"))
     assert "\n" not in line
     assert "/r/tls/ca.crt" in line and where in line
+
+
+def test_cli_refuses_a_foreign_certs_entry_in_one_line(tmp_path: Path, monkeypatch,
+                                                       capsys) -> None:
+    # The lab's port is random; fixed here so that it meets an entry someone else made.
+    from engine_conformance import cli
+
+    host = outward_address()
+    port = free_port(host)
+    monkeypatch.setattr(cli, "free_port", lambda _host: port)
+    entry = DOCKER_CERTS_DIR / f"{host}:{port}"
+    made_root = not DOCKER_CERTS_DIR.exists()
+    entry.mkdir(parents=True)
+    (entry / "ca.crt").write_text("someone else's CA\n")
+    try:
+        code = cli.main(["run", "--managed", "docker", "--serve-tls", "--serve-host", host,
+                         "--requirement", "PULL-001", "--report-dir", str(tmp_path)])
+        err = capsys.readouterr().err
+        assert code == cli.EXIT_USAGE, err
+        lines = [line for line in err.splitlines() if line.startswith("engine-conformance:")]
+        assert len(lines) == 1 and str(entry) in lines[0], err
+        assert "Traceback" not in err
+        assert (entry / "ca.crt").read_text() == "someone else's CA\n"
+    finally:
+        shutil.rmtree(entry)
+        if made_root:
+            DOCKER_CERTS_DIR.rmdir()
