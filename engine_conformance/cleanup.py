@@ -18,8 +18,8 @@ stopped container, has no name that says so, and the lab's deterministic
 content reproduces its ID. Such an image is never deleted by ID nor with
 ``force``; the run removes its own names from it (``force=False``) only while a
 name outside the run stays on it, because removing an image's last name
-deletes the image. Otherwise the run's names stay on it, and the image with
-them: a name left under the run prefix is the lesser harm.
+deletes the image. Otherwise the run's names stay on it, and so does the image:
+a name left under the run prefix is the lesser harm.
 
     >>> may_delete_by_id({"Id": "sha256:1", "RepoTags": ["ectest-1/a:v1"]}, "ectest-1",
     ...                  preexisting=frozenset({"sha256:1"}))
