@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 from . import expectations
-from .cleanup import Images, sweep
+from .cleanup import Images, record_preexisting, sweep
 from .fileserver import FileServer
 from .preflight import Probe, probe_file_server, probe_registry
 from .report import scrub, write_reports
@@ -70,6 +70,7 @@ class Run:
     records: dict[str, list[Record]] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
     created: set[str] = field(default_factory=set)
+    preexisting: frozenset[str] = frozenset()  # image IDs before the run: never deleted
     expected: dict[str, str] | None = None
     expectations_path: Path | None = None
     started: float = field(default_factory=time.time)
@@ -292,6 +293,7 @@ def _connect(config: pytest.Config, run: Run) -> None:
         )
         client.negotiate()
         info = client.info()
+        preexisting = record_preexisting(client)
     except UsageError as exc:
         _refuse(config, f"bad target: {exc}", CHILD_USAGE)
     except TargetError as exc:
@@ -303,6 +305,7 @@ def _connect(config: pytest.Config, run: Run) -> None:
             client.close()
             _refuse(config, problem, CHILD_USAGE)
     run.client = client
+    run.preexisting = preexisting
     run.target_info = describe_target(client, info)
     expect = config.getoption("expectations")
     if expect:

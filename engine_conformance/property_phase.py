@@ -59,7 +59,7 @@ from hypothesis.database import InMemoryExampleDatabase, choices_to_bytes
 
 from . import archives, spec
 from .checks import error_answer_problems, imported_id
-from .cleanup import Images, RunNames, remove_created
+from .cleanup import Images, RunNames, may_remove_run_names, preexisting_of, remove_created
 from .determinism import no_local_constants
 from .reproducer import curl
 from .target import Client, Exchange, TargetError
@@ -569,9 +569,15 @@ class PropertyPhase:
         tracker.cleanup()
         # What the tracker did not know of, removed as well: "left behind" is what the
         # engine keeps although the run deleted it, never what the harness overlooked.
-        for image, names in _new_names(before, _snapshot(self.client)).items():
+        preexisting, kept = preexisting_of(self.names), {}
+        after = _snapshot(self.client)
+        for image, names in _new_names(before, after).items():
             if image not in before:
-                remove_created(self.client, image, self.names.prefix)
+                remove_created(self.client, image, self.names.prefix, preexisting)
+                continue
+            if not may_remove_run_names({"Id": image, "RepoTags": sorted(after[image])},
+                                        self.names.prefix, preexisting):
+                kept[image] = names  # their removal would delete an image the run found there
                 continue
             for name in names:
                 if f"{self.names.prefix}/" in name:
@@ -579,7 +585,9 @@ class PropertyPhase:
                         self.client.delete_image(name, force=False)
                     except TargetError:
                         pass
-        left = _new_names(before, _snapshot(self.client))
+        left = {i: names - kept.get(i, set())
+                for i, names in _new_names(before, _snapshot(self.client)).items()
+                if i not in kept or names - kept[i]}
         self.sent.append((draft, ex))
         found = violations(ex, draft, created, left, self.names.prefix)
         for v in found:

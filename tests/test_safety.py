@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,10 +17,17 @@ import time
 
 from deviant_proxy import DeviantProxy, Deviation
 from deviant_proxy.predicates import is_body_import
-from engine_conformance.cleanup import created_refs
+from engine_conformance.cleanup import (
+    created_refs,
+    may_delete_by_id,
+    may_remove_run_names,
+    record_preexisting,
+    remove_created,
+)
 from engine_conformance.runner import ROOT, run_suite
 from engine_conformance.stream import Message
 from engine_conformance.target import Client, Exchange, Target
+from lab_registry import LabRegistry, standard
 
 
 def test_sentinels_untouched_and_nothing_left(suite, request):
@@ -103,3 +111,107 @@ def test_created_refs_are_what_the_engine_said_it_made():
     ]
     assert created_refs(exchanges, "ectest-1") == [
         image_id, f"127.0.0.1:5000/ectest-1/single@{digest}"]
+
+
+RUN, OTHER_ID = "ectest-1", "sha256:" + "c" * 64
+RUN_NAMES = {"Id": OTHER_ID, "RepoTags": [f"127.0.0.1:5000/{RUN}/single:v1"],
+             "RepoDigests": [f"127.0.0.1:5000/{RUN}/single@sha256:{'d' * 64}"]}
+
+
+def test_an_image_there_before_the_run_is_never_deleted_by_id():
+    before = frozenset({OTHER_ID})
+    nameless = {"Id": OTHER_ID, "RepoTags": ["<none>:<none>"], "RepoDigests": ["<none>@<none>"]}
+    also_theirs = {**RUN_NAMES, "RepoTags": [*RUN_NAMES["RepoTags"], "theirs:1"]}
+    # The hole: with no record, an image whose only names are the run's (or that has none
+    # at all) counts as the run's, and is deleted by ID with force.
+    assert may_delete_by_id(RUN_NAMES, RUN, frozenset())
+    assert may_delete_by_id(nameless, RUN, frozenset())
+    for image in (RUN_NAMES, nameless, also_theirs):
+        assert not may_delete_by_id(image, RUN, before)
+        # Engines differ in showing "sha256:"; the record matches either way.
+        assert not may_delete_by_id({**image, "Id": OTHER_ID[7:]}, RUN, before)
+        assert not may_delete_by_id(image, RUN, frozenset({OTHER_ID[7:]}))
+    # Its run names go only while a name of someone else's keeps it: the last name's
+    # removal would delete it.
+    assert not may_remove_run_names(RUN_NAMES, RUN, before)
+    assert may_remove_run_names(also_theirs, RUN, before)
+    # What the run made itself is cleaned up as before.
+    assert may_remove_run_names(RUN_NAMES, RUN, frozenset({"sha256:" + "e" * 64}))
+    assert may_delete_by_id(RUN_NAMES, RUN, frozenset({"sha256:" + "e" * 64}))
+    assert not may_delete_by_id(also_theirs, RUN, frozenset())
+
+
+def _dangling_lab_image(client: Client, lab: LabRegistry) -> str:
+    """single:v1 of the lab, with no name at all: returns its ID.
+
+    Pulled under a name, saved by ID (a tarball that names nothing), deleted and
+    loaded back: an image only its ID leads to, as a user's dangling image is.
+    """
+    ref = lab.reference("single", "v1")
+    pulled = client.create_image({"fromImage": ref.rsplit(":", 1)[0], "tag": "v1"})
+    image = client.inspect_image(ref)
+    assert pulled.status == 200 and image is not None, pulled.body[-500:]
+    image_id = image["Id"]
+    saved = client.request("GET", f"/images/{image_id}/get")
+    assert saved.status == 200, saved.body[:500]
+    assert client.delete_image(image_id, force=True) == 200
+    loaded = client.request("POST", "/images/load", params={"quiet": "1"}, content=saved.body,
+                            headers={"Content-Type": "application/x-tar"})
+    assert loaded.status == 200, loaded.body[:500]
+    image = client.inspect_image(image_id)
+    assert image is not None and not [
+        n for n in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+        if not n.startswith("<none>")], image
+    return image_id
+
+
+def _container_ids(client: Client) -> set[str]:
+    return {c["Id"] for c in client.request("GET", "/containers/json", params={"all": "1"}).json()}
+
+
+def test_a_dangling_image_with_the_runs_content_survives_the_run(docker, tmp_path):
+    # The user's image: no name, kept only by a stopped container, and the same content
+    # (so the same ID) as the lab image PULL-001 pulls, since lab content is deterministic.
+    client = Client(Target.parse(docker.target))
+    client.negotiate()
+    images_before = {image["Id"] for image in client.list_images()}
+    containers_before = _container_ids(client)
+    image_id = container = None
+    try:
+        with standard(f"ecsafety-{secrets.token_hex(3)}") as catalogue, \
+                LabRegistry(catalogue) as lab:
+            image_id = catalogue.facts("single", "v1").image_id  # removed at the end, always
+            assert _dangling_lab_image(client, lab) == image_id
+        made = client.request("POST", "/containers/create",
+                              params={"name": f"ecsafety-{secrets.token_hex(4)}"},
+                              content=json.dumps({"Image": image_id, "Cmd": ["true"]}).encode(),
+                              headers={"Content-Type": "application/json"})
+        assert made.status == 201, made.body[:500]
+        container = made.json()["Id"]
+        assert image_id in record_preexisting(client)
+
+        outcome = run_suite(docker.target, tmp_path, requirements=["PULL-001"])
+        assert outcome.results is not None, outcome.output[-3000:]
+        prefix = outcome.results["run"]["prefix"]
+
+        image = client.inspect_image(image_id)
+        assert image is not None, "the run deleted an image that was there before it"
+        assert client.request("GET", f"/containers/{container}/json").status == 200
+        names = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+        # The run's pull landed on this very image (else the test proves nothing); its
+        # names stay, since removing them would delete the image.
+        assert any(f"{prefix}/" in n for n in names), (names, outcome.output[-3000:])
+        assert all(f"{prefix}/" in n for n in names if not n.startswith("<none>")), names
+        # The old policy (no record of what was there) deletes it: stopped container or not.
+        assert may_delete_by_id(image, prefix, frozenset())
+        remove_created(client, image_id, prefix)
+        assert client.inspect_image(image_id) is None
+    finally:
+        if container is not None:
+            client.request("DELETE", f"/containers/{container}", params={"force": "1"})
+        if image_id is not None:
+            client.delete_image(image_id, force=True)
+        left = ({image["Id"] for image in client.list_images()} - images_before,
+                _container_ids(client) - containers_before)
+        client.close()
+    assert left == (set(), set()), "the test left images or containers behind"
