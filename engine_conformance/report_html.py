@@ -5,24 +5,21 @@ standard library's ``html``.)
 
 No network assets (styles and the filter script are inline), so it works from
 ``file://`` and as a CI artifact. Scores per level at the top, failures first
-with their evidence and a ``curl`` command that repeats each request, filters by
-verdict, suite and level, and each requirement's spec text.
-
-    >>> curl_command("unix:///run/docker.sock", {"request": "POST /v1.41/images/create?fromImage=a",
-    ...                                           "request_headers": {}})
-    "curl -sS --unix-socket /run/docker.sock -X POST 'http://localhost/v1.41/images/create?fromImage=a'"
+with their evidence and a ``curl`` command that repeats each request
+(:func:`~engine_conformance.reproducer.curl_for_evidence`), the property phase's
+findings with their reproducers, filters by verdict, suite and level, and each
+requirement's spec text.
 """
 
 from __future__ import annotations
 
 import json
-import shlex
 from collections.abc import Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from .reproducer import curl_for_evidence
 from .requirements import LEVELS
 from .summary import gate_lines, target_line, totals_line
 
@@ -83,38 +80,6 @@ _JS = """
 """
 
 
-def curl_command(target_url: str, evidence: Mapping[str, Any]) -> str:
-    """A ``curl`` command that sends the request of ``evidence`` to the target again.
-
-    A unix-socket target gets ``--unix-socket``; redacted headers stay redacted
-    (fill in your own credentials); an import from the request body reads it
-    from a file named ``rootfs.tar``.
-    """
-    method, _, path = str(evidence.get("request", "GET /")).partition(" ")
-    url = urlsplit(target_url)
-    cmd = ["curl", "-sS"]
-    if url.scheme == "unix":
-        cmd += ["--unix-socket", url.path]
-        base = "http://localhost"
-    else:
-        scheme = "https" if url.scheme == "https" else "http"
-        base = f"{scheme}://{url.netloc}"
-        if scheme == "https":
-            cmd += ["--cacert", "$DOCKER_CERT_PATH/ca.pem", "--cert", "$DOCKER_CERT_PATH/cert.pem",
-                    "--key", "$DOCKER_CERT_PATH/key.pem"]
-    if method != "GET":
-        cmd += ["-X", method]
-    for name, value in (evidence.get("request_headers") or {}).items():
-        if name.lower() in ("host", "content-length", "user-agent", "accept-encoding",
-                            "connection", "accept"):
-            continue
-        cmd += ["-H", f"{name}: {value}"]
-    if method == "POST" and "fromSrc=-" in path:
-        cmd += ["--data-binary", "@rootfs.tar"]
-    cmd.append(f"{base}{path}")
-    return " ".join(shlex.quote(c) if not c.startswith("$DOCKER") else f'"{c}"' for c in cmd)
-
-
 def _evidence(target_url: str, ev: Mapping[str, Any]) -> str:
     headers = "\n".join(f"{k}: {v}" for k, v in (ev.get("headers") or {}).items())
     stream = [json.dumps(m) for m in ev.get("first_messages") or []]
@@ -132,9 +97,26 @@ def _evidence(target_url: str, ev: Mapping[str, Any]) -> str:
         parts.append(f"<pre class=stream>{escape(str(ev['body']))}</pre>")
     if ev.get("framing_errors"):
         parts.append(f"<pre>{escape(chr(10).join(ev['framing_errors']))}</pre>")
-    parts.append(f"<div>reproduce:</div><pre class=curl>{escape(curl_command(target_url, ev))}"
+    parts.append(f"<div>reproduce:</div><pre class=curl>{escape(curl_for_evidence(target_url, ev))}"
                  "</pre></div>")
     return "".join(parts)
+
+
+def _findings(findings: list[Mapping[str, Any]]) -> str:
+    """The property phase's findings: each shrunk request, its answer and its reproducer."""
+    items = []
+    for f in findings:
+        items.append(
+            f"<div class=evidence><div><b>{escape(str(f.get('shape')))}</b> "
+            f"({escape(str(f.get('requests')))} requests, {escape(str(f.get('generation')))} "
+            f"generation)</div><b class=request>{escape(str(f.get('request')))}</b> → "
+            f"<b class=status>HTTP {escape(str(f.get('status')))}</b>"
+            f"<pre class=stream>{escape(str(f.get('answer') or f.get('detail') or ''))}</pre>"
+            f"<div>reproduce:</div><pre class=curl>{escape(str(f.get('reproducer')))}</pre>"
+            "</div>")
+    return (f"<div class=findings><div>property phase: {len(findings)} distinct "
+            f"finding{'s' if len(findings) != 1 else ''}, each shrunk to a minimal request"
+            "</div>" + "".join(items) + "</div>")
 
 
 def _requirement(r: Mapping[str, Any], target_url: str) -> str:
@@ -148,6 +130,9 @@ def _requirement(r: Mapping[str, Any], target_url: str) -> str:
     if r.get("reason"):
         body.append(f"<div class=reason>{escape(r['reason'])}</div>")
     body.append(f"<div class=spec>{escape(r.get('spec', ''))}</div>")
+    findings = (r.get("observations") or {}).get("findings") or []
+    if findings:
+        body.append(_findings(findings))
     if r["verdict"] in ("fail", "error"):
         body += [_evidence(target_url, ev) for ev in r.get("evidence") or []]
     elif r.get("evidence"):

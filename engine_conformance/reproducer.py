@@ -20,11 +20,12 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
 
 from .target import Target
 
-__all__ = ["curl", "url"]
+__all__ = ["curl", "curl_for_evidence", "url"]
 
 
 def url(target: Target, path: str, params: Sequence[tuple[str, str]]) -> str:
@@ -41,24 +42,66 @@ def curl(target: Target, method: str, path: str, params: Sequence[tuple[str, str
     ``path`` is the path as sent (versioned); ``headers`` as sent, the secret ones
     included: a reproducer that leaves out ``X-Registry-Auth`` reproduces another request.
     """
-    words = ["curl", "-sS", "-i"]
+    transport: list[str] = []
     if target.uds:
-        words += ["--unix-socket", target.uds]
+        transport += ["--unix-socket", target.uds]
     if target.tls:
-        if target.tls.ca:
-            words += ["--cacert", target.tls.ca]
-        if target.tls.cert:
-            words += ["--cert", target.tls.cert]
-        if target.tls.key:
-            words += ["--key", target.tls.key]
+        for option, path_ in (("--cacert", target.tls.ca), ("--cert", target.tls.cert),
+                              ("--key", target.tls.key)):
+            if path_:
+                transport += [option, path_]
         if not target.tls.verify:
-            words.append("-k")
-    words += ["-X", method.upper()]
+            transport.append("-k")
+    return _command(transport, method, url(target, path, params), headers,
+                    f"@{body_file}" if body_file is not None else None, show_status=True)
+
+
+def curl_for_evidence(target_url: str, evidence: Mapping[str, Any]) -> str:
+    """A ``curl`` command that sends the request of a report's ``evidence`` again.
+
+    A unix-socket target gets ``--unix-socket``; redacted headers stay redacted
+    (fill in your own credentials); an import from the request body reads it
+    from a file named ``rootfs.tar``; a TLS target's client certificate is the one
+    in ``$DOCKER_CERT_PATH``.
+
+        >>> curl_for_evidence("unix:///run/docker.sock",
+        ...                   {"request": "POST /v1.41/images/create?fromImage=a"})
+        "curl -sS --unix-socket /run/docker.sock -X POST 'http://localhost/v1.41/images/create?fromImage=a'"
+    """
+    method, _, path = str(evidence.get("request", "GET /")).partition(" ")
+    parts = urlsplit(target_url)
+    transport: list[str] = []
+    if parts.scheme == "unix":
+        transport += ["--unix-socket", parts.path]
+        base = "http://localhost"
+    else:
+        scheme = "https" if parts.scheme == "https" else "http"
+        base = f"{scheme}://{parts.netloc}"
+        if scheme == "https":
+            transport += ["--cacert", "$DOCKER_CERT_PATH/ca.pem",
+                          "--cert", "$DOCKER_CERT_PATH/cert.pem",
+                          "--key", "$DOCKER_CERT_PATH/key.pem"]
+    data = "@rootfs.tar" if method == "POST" and "fromSrc=-" in path else None
+    return _command(transport, method, f"{base}{path}", evidence.get("request_headers") or {},
+                    data, show_status=False)
+
+
+# Headers curl sets itself, or that only describe the client that sent the request.
+_NOT_REPEATED = frozenset({"host", "content-length", "user-agent", "accept-encoding",
+                           "connection", "accept"})
+
+
+def _command(transport: Sequence[str], method: str, full_url: str, headers: Mapping[str, str],
+             data: str | None, *, show_status: bool) -> str:
+    words = ["curl", "-sS", *(["-i"] if show_status else []), *transport]
+    if method.upper() != "GET":
+        words += ["-X", method.upper()]
     for name, value in headers.items():
-        if name.lower() in ("content-length", "host"):
-            continue
-        words += ["-H", f"{name}: {value}"]
-    if body_file is not None:
-        words += ["--data-binary", f"@{body_file}"]
-    words.append(url(target, path, params))
-    return " ".join(shlex.quote(w) for w in words)
+        if name.lower() not in _NOT_REPEATED:
+            words += ["-H", f"{name}: {value}"]
+    if data is not None:
+        words += ["--data-binary", data]
+    words.append(full_url)
+    # "$DOCKER_CERT_PATH/..." stays expandable by the shell the user pastes it into.
+    return " ".join(f'"{w}"' if w.startswith("$DOCKER_CERT_PATH") else shlex.quote(w)
+                    for w in words)

@@ -13,7 +13,7 @@ import pytest
 
 from engine_conformance import browser
 from engine_conformance.report import SCHEMA, validate
-from engine_conformance.report_html import curl_command
+from engine_conformance.reproducer import curl_for_evidence as curl_command
 from engine_conformance.runner import ROOT
 
 # ERRORS-005 fails on Docker 20.10 (it answers 500 where the spec wants a 4xx): a

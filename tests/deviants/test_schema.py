@@ -12,6 +12,7 @@ it reports, run as it is, shows the deviation.
 from __future__ import annotations
 
 import base64
+import html
 import itertools
 import json
 import subprocess
@@ -193,6 +194,9 @@ def _reproduce(docker, tmp_path, deviation: Deviation, requirement: str, shape: 
         assert findings, got["observations"]["findings"]
         finding = findings[0]
         assert "127.0.0.1" in finding["reproducer"] and "/images/create?" in finding["reproducer"]
+        # People read it in report.html too, next to the finding's minimal request.
+        page = (tmp_path / "report.html").read_text()
+        assert html.escape(finding["reproducer"]) in page and "property phase:" in page
         hits = deviation.hits
         shown = subprocess.run(finding["reproducer"], shell=True, capture_output=True,
                                timeout=120)
