@@ -173,6 +173,18 @@ def engine_key(target: str) -> str:
         return describe_target(client, client.info())["engine_key"]
 
 
+def _phase_line(results: dict) -> str:
+    """How the property phase went, so CI's log shows it kept within its budget."""
+    for req in results["requirements"]:
+        phase = req.get("observations") or {}
+        if req["id"].startswith("SCHEMA-") and "requests" in phase:
+            found = sum(len((r.get("observations") or {}).get("findings") or [])
+                        for r in results["requirements"] if r["id"].startswith("SCHEMA-"))
+            return (f"; property phase: {phase['requests']} requests in {phase['seconds']} s "
+                    f"(budget {phase['budget']}), {found} distinct findings")
+    return ""
+
+
 def full_run(engine: Engine, lab_port: int, tmp_path_factory) -> SuiteRun:
     before = seed_sentinels(engine.target)
     ids_before = image_ids(engine.target)
@@ -188,7 +200,8 @@ def full_run(engine: Engine, lab_port: int, tmp_path_factory) -> SuiteRun:
     assert outcome.results is not None, outcome.output[-4000:]
     t = outcome.results["target"]
     JUDGED[engine.kind] = (f"{t['engine']} {t['version']} ({t.get('image_store')}, "
-                           f"API {t['api_version']}) -> {t['engine_key']}")
+                           f"API {t['api_version']}) -> {t['engine_key']}"
+                           + _phase_line(outcome.results))
     after, leftovers = look(engine.target)
     new = sorted(image_ids(engine.target) - ids_before)
     return SuiteRun(outcome, before, after, leftovers, new)
