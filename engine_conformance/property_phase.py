@@ -35,8 +35,9 @@ finding keeps its smallest request and a ``curl`` reproducer
 (:mod:`.reproducer`), its body written into ``<report-dir>/reproducers/``.
 
 **Budget.** ``Budget.parse("60s")``: exploring sends for 45 s, shrinking until
-57 s (no request is started later); ``Budget.parse("200")``: 200 examples
-explored, shrinking unbounded by time.
+57 s (no request is started that would end later, as slow as the slowest so far);
+``Budget.parse("200")``: 200 examples explored, then at most 200 to shrink each
+finding, with no bound in time.
 """
 
 from __future__ import annotations
@@ -631,8 +632,21 @@ class PropertyPhase:
                 if any((v.requirement, v.shape) == key for v in found):
                     raise _violation_type(key)(key[1])
 
-            self.shrunk[f"{key[0]}: {key[1]}"] = self._hypothesis(
-                shrink, examples=MAX_EXAMPLES, replay=choices, out_of_budget=lambda: False)
+            def out_of_time() -> bool:
+                return shrink_until is not None and spent() >= shrink_until
+
+            name = f"{key[0]}: {key[1]}"
+            if out_of_time():
+                self.shrunk[name] = "not shrunk: budget spent"
+                continue
+            # A budget in examples bounds each finding's shrinking by as many again.
+            ended = self._hypothesis(
+                shrink, examples=MAX_EXAMPLES if seconds is not None else self.budget.examples,
+                replay=choices,
+                # Past the budget Hypothesis would go on shrinking on cached answers alone.
+                out_of_budget=out_of_time)
+            self.shrunk[name] = ("shrinking cut short: budget spent"
+                                 if ended != "shrunk" and out_of_time() else ended)
         findings = sorted(self._findings.values(), key=lambda f: (f.requirement, f.shape))
         self._reproduce(findings)
         digest = hashlib.sha256("\n".join(d.key() for d, _ in self.sent).encode(

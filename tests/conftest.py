@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
@@ -207,24 +208,78 @@ def full_run(engine: Engine, lab_port: int, tmp_path_factory) -> SuiteRun:
     return SuiteRun(outcome, before, after, leftovers, new)
 
 
-@pytest.fixture(scope="session")
-def docker_suite(docker, lab_port, tmp_path_factory) -> SuiteRun:
-    return full_run(docker, lab_port, tmp_path_factory)
+ENGINE_OF = {"docker_suite": "docker", "docker26_suite": "docker26",
+             "docker26_containerd_suite": "docker26_containerd", "podman_suite": "podman"}
+"""The engine fixture each full run judges."""
+
+NEEDED: set[str] = set()
+"""The full runs the collected tests need (see ``pytest_collection_modifyitems``)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        NEEDED.update(name for name in item.fixturenames if name in ENGINE_OF)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("suite") in ENGINE_OF:
+            NEEDED.add(callspec.params["suite"])
 
 
 @pytest.fixture(scope="session")
-def docker26_suite(docker26, lab_port, tmp_path_factory) -> SuiteRun:
-    return full_run(docker26, lab_port, tmp_path_factory)
+def full_runs(request: pytest.FixtureRequest, lab_port: int,
+              tmp_path_factory) -> dict[str, SuiteRun | BaseException]:
+    """Every full run the session needs, side by side: each engine mostly waits on I/O,
+    so together they take about as long as the slowest alone. Podman gets the lab port
+    it was told about; each Docker a port of its own (127.0.0.0/8 is insecure to it)."""
+    engines: dict[str, Engine] = {}
+    runs: dict[str, SuiteRun | BaseException] = {}
+    for name in sorted(NEEDED):
+        try:
+            engines[name] = request.getfixturevalue(ENGINE_OF[name])
+        except (pytest.skip.Exception, pytest.fail.Exception) as exc:
+            runs[name] = exc  # raised again by the suite fixture, in its own test
+    with ThreadPoolExecutor(max_workers=max(1, len(engines))) as pool:
+        futures = {name: pool.submit(full_run, engine,
+                                     lab_port if name == "podman_suite" else free_port(),
+                                     tmp_path_factory)
+                   for name, engine in engines.items()}
+        for name, future in futures.items():
+            try:
+                runs[name] = future.result()
+            except Exception as exc:  # noqa: BLE001 - reported by the test that needs it
+                runs[name] = exc
+    return runs
+
+
+def _suite(request: pytest.FixtureRequest, name: str) -> SuiteRun:
+    runs = request.getfixturevalue("full_runs")
+    if name not in runs:  # asked for by name at run time only: run it now, alone
+        runs[name] = full_run(request.getfixturevalue(ENGINE_OF[name]),
+                              request.getfixturevalue("lab_port"),
+                              request.getfixturevalue("tmp_path_factory"))
+    got = runs[name]
+    if isinstance(got, BaseException):
+        raise got
+    return got
 
 
 @pytest.fixture(scope="session")
-def docker26_containerd_suite(docker26_containerd, lab_port, tmp_path_factory) -> SuiteRun:
-    return full_run(docker26_containerd, lab_port, tmp_path_factory)
+def docker_suite(request) -> SuiteRun:
+    return _suite(request, "docker_suite")
 
 
 @pytest.fixture(scope="session")
-def podman_suite(podman, lab_port, tmp_path_factory) -> SuiteRun:
-    return full_run(podman, lab_port, tmp_path_factory)
+def docker26_suite(request) -> SuiteRun:
+    return _suite(request, "docker26_suite")
+
+
+@pytest.fixture(scope="session")
+def docker26_containerd_suite(request) -> SuiteRun:
+    return _suite(request, "docker26_containerd_suite")
+
+
+@pytest.fixture(scope="session")
+def podman_suite(request) -> SuiteRun:
+    return _suite(request, "podman_suite")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
