@@ -26,8 +26,7 @@ a name left under the run prefix is the lesser harm.
     False
 
 The run records those IDs once, when it connects (``RunNames.preexisting``; with
-pytest-xdist every worker at its own start, before any check runs). A run object
-without that record (a test's hand-made namespace) claims nothing pre-existed.
+pytest-xdist every worker at its own start, before any check runs).
 """
 
 from __future__ import annotations
@@ -46,17 +45,12 @@ _DIGEST = re.compile(r"\bDigest: (sha256:[0-9a-f]{64})\b")
 
 class RunNames(Protocol):
     """What clean-up needs of a run: its prefix, a name counter, what it created and
-    the image IDs on the target before it started (read with :func:`preexisting_of`)."""
+    the image IDs on the target before it started."""
 
     prefix: str
     counter: itertools.count
     created: set[str]
     preexisting: frozenset[str]
-
-
-def preexisting_of(run: object) -> frozenset[str]:
-    """``run.preexisting``, or nothing for a run that recorded none."""
-    return getattr(run, "preexisting", None) or frozenset()
 
 
 def record_preexisting(client: Client) -> frozenset[str]:
@@ -117,7 +111,7 @@ class Images:
             if ref not in self.refs:
                 self.track(ref)
         for ref in reversed(self.refs):
-            remove_created(self.client, ref, self.run.prefix, preexisting_of(self.run))
+            remove_created(self.client, ref, self.run.prefix, self.run.preexisting)
         self._start = len(self.client.exchanges)
 
 
@@ -191,7 +185,7 @@ def _only_ours(image: dict, prefix: str) -> bool:
 def sweep(client: Client, run: RunNames) -> list[str]:
     """Remove whatever is left under the run prefix; returns what it removed."""
     removed = []
-    preexisting = preexisting_of(run)
+    preexisting = run.preexisting
     for ref in sorted(run.created):
         remove_created(client, ref, run.prefix, preexisting)
     try:

@@ -213,7 +213,8 @@ class ManagedDocker(ManagedEngine):
     def __init__(self, tls: bool = False, *, root: Path | None = None,
                  containerd_store: bool = False, certs_dir: Path | None = None) -> None:
         super().__init__()
-        self.certs_dir = certs_dir  # None: DOCKER_CERTS_DIR, the one dockerd reads
+        # By default the one a rootful dockerd reads; tests give a directory of their own.
+        self.certs_dir = certs_dir if certs_dir is not None else DOCKER_CERTS_DIR
         self.tls = tls
         self.root = root
         self.containerd_store = containerd_store
@@ -250,20 +251,18 @@ class ManagedDocker(ManagedEngine):
         they were killed are reclaimed first (``reclaimed_certs`` names them);
         see :mod:`engine_conformance.certsd`.
         """
-        certs_dir = self.certs_dir if self.certs_dir is not None else DOCKER_CERTS_DIR
-        self._made_certs_dir = self._made_certs_dir or not certs_dir.exists()
+        self._made_certs_dir = self._made_certs_dir or not self.certs_dir.exists()
         owner = certsd.this_process(self.dir, address)
-        self.reclaimed_certs += certsd.claim(certs_dir, address, ca_path, owner)
-        self._registry_cas.append((certs_dir, address, owner))
+        self.reclaimed_certs += certsd.claim(self.certs_dir, address, ca_path, owner)
+        self._registry_cas.append((self.certs_dir, address, owner))
 
     def _forget_trust(self) -> None:
         while self._registry_cas:
             certsd.release(*self._registry_cas.pop())
         if self._made_certs_dir:
             self._made_certs_dir = False
-            certs_dir = self.certs_dir if self.certs_dir is not None else DOCKER_CERTS_DIR
             try:
-                certs_dir.rmdir()  # ours, and only if nothing else went in since
+                self.certs_dir.rmdir()  # ours, and only if nothing else went in since
             except OSError:
                 pass
 

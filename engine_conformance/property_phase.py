@@ -60,7 +60,7 @@ from hypothesis.database import InMemoryExampleDatabase, choices_to_bytes
 
 from . import archives, spec
 from .checks import error_answer_problems, imported_id
-from .cleanup import Images, RunNames, may_remove_run_names, preexisting_of, remove_created
+from .cleanup import Images, RunNames, may_remove_run_names, remove_created
 from .determinism import no_local_constants
 from .reproducer import curl
 from .target import Client, Exchange, TargetError
@@ -570,7 +570,7 @@ class PropertyPhase:
         tracker.cleanup()
         # What the tracker did not know of, removed as well: "left behind" is what the
         # engine keeps although the run deleted it, never what the harness overlooked.
-        preexisting, kept = preexisting_of(self.names), {}
+        preexisting, kept = self.names.preexisting, {}
         after = _snapshot(self.client)
         for image, names in _new_names(before, after).items():
             if image not in before:

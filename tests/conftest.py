@@ -59,8 +59,11 @@ class SuiteRun:
     new_images: list[str]
 
 
-SUITES = ("docker_suite", "docker26_suite", "docker26_containerd_suite", "podman_suite")
-"""The full suite runs, one per engine CI judges."""
+ENGINE_OF = {"docker_suite": "docker", "docker26_suite": "docker26",
+             "docker26_containerd_suite": "docker26_containerd", "podman_suite": "podman"}
+"""The full suite runs, one per engine CI judges, and the engine fixture each judges."""
+
+SUITES = tuple(ENGINE_OF)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -207,10 +210,6 @@ def full_run(engine: Engine, lab_port: int, tmp_path_factory) -> SuiteRun:
     new = sorted(image_ids(engine.target) - ids_before)
     return SuiteRun(outcome, before, after, leftovers, new)
 
-
-ENGINE_OF = {"docker_suite": "docker", "docker26_suite": "docker26",
-             "docker26_containerd_suite": "docker26_containerd", "podman_suite": "podman"}
-"""The engine fixture each full run judges."""
 
 NEEDED: set[str] = set()
 """The full runs the collected tests need (see ``pytest_collection_modifyitems``)."""

@@ -56,7 +56,8 @@ class _Files:
 
 
 def _phase(tmp_path) -> pp.PropertyPhase:
-    names = SimpleNamespace(prefix=PREFIX, counter=iter(range(10**6)), created=set())
+    names = SimpleNamespace(prefix=PREFIX, counter=iter(range(10**6)), created=set(),
+                            preexisting=frozenset())
     return pp.PropertyPhase(SimpleNamespace(), names, _Lab(), _Files(), tmp_path)
 
 

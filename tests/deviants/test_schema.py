@@ -203,7 +203,7 @@ def _reproduce(docker, tmp_path, deviation: Deviation, requirement: str, shape: 
         assert deviation.hits > hits, "the reproducer did not reach the proxy"
     # The reproducer ran outside any suite run, so what it made is this test's to remove.
     run = SimpleNamespace(prefix=out.results["run"]["prefix"], counter=itertools.count(),
-                          created=set())
+                          created=set(), preexisting=frozenset())
     with Client(Target.parse(docker.target)) as client:
         client.negotiate()
         sweep(client, run)
