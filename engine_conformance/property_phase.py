@@ -59,7 +59,7 @@ from hypothesis import strategies as st
 from hypothesis.database import InMemoryExampleDatabase, choices_to_bytes
 
 from . import archives, spec
-from .checks import error_answer_problems, imported_id
+from .checks import error_answer_problems, exposures, imported_id
 from .cleanup import Images, RunNames, may_remove_run_names, remove_created
 from .determinism import no_local_constants
 from .reproducer import curl
@@ -408,14 +408,12 @@ def violations(ex: Exchange, draft: Draft, created: dict[str, set[str]],
         found.append(Violation("SCHEMA-004", f"{draft.kind} -> HTTP {status}",
                                f"HTTP {status} for a request that is the client's fault: "
                                f"{ex.body[:160].decode('utf-8', 'replace').strip()!r}"))
-    if draft.secret:
-        where = [w for w, text in (("body", ex.body.decode("utf-8", "replace")),
-                                   ("headers", json.dumps(ex.headers)))
-                 if draft.secret in text]
-        if where:
-            found.append(Violation("SCHEMA-006", f"secret echoed in the {' and '.join(where)}",
-                                   f"the X-Registry-Auth secret comes back in the "
-                                   f"{' and '.join(where)}"))
+    if draft.secret and (shown := exposures(ex, {"the X-Registry-Auth secret": draft.secret})):
+        # Grouped by the kind of place (the same finding whichever message or header).
+        kinds = sorted({"headers" if " in header " in w else "status line"
+                        if w.endswith("status line") else "body" for w in shown})
+        found.append(Violation("SCHEMA-006", f"secret echoed in the {' and '.join(kinds)}",
+                               "; ".join(shown)))
     outside = {i: n for i, n in created.items() if not any(f"{prefix}/" in x for x in n)
                or any(f"{prefix}/" not in x for x in n)}
     if outside:

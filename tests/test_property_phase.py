@@ -187,3 +187,17 @@ def test_findings_are_listed_with_their_reproducers():
     assert list(pp.finding_lines(results)) == [
         "SCHEMA-004 import -> HTTP 500 (3 requests): POST /v1.44/images/create",
         "  curl -sS -i …"]
+
+
+def test_an_echoed_secret_is_found_where_checks_find_it():
+    # SCHEMA-006 asks checks.exposures, as AUTH-014 does: headers, status line, each
+    # stream message and the body, the secret as is or escaped.
+    draft = _draft(secret="ec-secret-1")
+    ex = _exchange(400, b'{"message":"x"}')
+    ex.headers["x-detail"] = "ec-secret-1"
+    (v,) = [v for v in pp.violations(ex, draft, {}, {}, PREFIX) if v.requirement == "SCHEMA-006"]
+    assert v.shape == "secret echoed in the headers" and "header x-detail" in v.detail
+    ex = _exchange(200, b'{"status":"using ec-secret-1"}\r\n{"errorDetail":{"message":"x"}}\r\n')
+    (v,) = [v for v in pp.violations(ex, draft, {}, {}, PREFIX) if v.requirement == "SCHEMA-006"]
+    assert v.shape == "secret echoed in the body" and "stream message 1 of 2" in v.detail
+    assert "ec-secret-1" not in v.detail  # the finding names the place, never the value
