@@ -12,9 +12,11 @@ does not blame the engine for what it could not judge.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from engine_conformance.runner import Outcome
+from engine_conformance.runner import ROOT, Outcome
 
 from .proxy import Deviation
 
@@ -26,6 +28,15 @@ class Case:
     deviations: tuple[Deviation, ...] = field(default=())
     api_version: str | None = None
     reason: str = ""
+    where: str = field(default="", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # The row records the file:line it is written at: `requirements --where` lists it.
+        if not self.where:
+            caller = sys._getframe(2)
+            path = Path(caller.f_code.co_filename)
+            shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+            object.__setattr__(self, "where", f"{shown}:{caller.f_lineno}")
 
     def __str__(self) -> str:
         how = "+".join(d.name for d in self.deviations) or "docker"

@@ -173,6 +173,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     req = sub.add_parser("requirements", help="list the requirement catalogue")
     req.add_argument("--format", choices=("text", "json"), default="text")
+    req.add_argument("--where", metavar="ID",
+                     help="one requirement: its level and basis per API version range, "
+                          "its check (file:line) and its deviant rows")
     cmp = sub.add_parser("compare", help="a matrix of verdicts across runs (Markdown and HTML)")
     cmp.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json")
     cmp.add_argument("--out", type=Path, default=Path("."),
@@ -187,12 +190,28 @@ def _requirements(args: argparse.Namespace) -> int:
         catalogue = Catalogue.load()
     except CatalogueError as exc:
         raise Refusal(f"requirement catalogue: {exc}", EXIT_HARNESS) from None
+    catalogue = catalogue.unresolved()
+    if args.where:
+        from . import links
+
+        req = catalogue.get(args.where.upper())
+        if req is None:
+            raise Refusal(f"no requirement {args.where} in the catalogue", EXIT_USAGE)
+        try:
+            found = links.where(req)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            raise Refusal(str(exc), EXIT_HARNESS) from None
+        print(json.dumps(found, indent=2) if args.format == "json"
+              else "\n".join(links.where_lines(found)))
+        return EXIT_OK
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in catalogue.values()], indent=2))
         return EXIT_OK
     for r in catalogue.values():
-        print(f"{r.id:12} {r.level:6} {r.versions:10} {r.title}")
-    print(f"{len(catalogue)} requirements")
+        levels = ", ".join(f"{level} {span}" for span, level, _ in r.levels())
+        print(f"{r.id:16} {levels:28} {r.title}")
+    print(f"{len(catalogue)} requirements (level per API version range; "
+          "requirements --where ID for the basis)")
     return EXIT_OK
 
 

@@ -19,10 +19,11 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from .requirements import LEVELS
+from .requirements import LEVELS, reference_note
 from .verdicts import scores
 
 MARK = {"pass": "pass", "fail": "**FAIL**", "error": "*error*", "skip": "skip", None: "–"}
+PLAIN = {"pass": "pass", "fail": "fail", "error": "error", "skip": "skip", None: "–"}
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Column:
     detail: str  # engine, version, image store and API version
     verdicts: dict[str, str]
     scores: dict[str, float | None]
+    levels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,16 +51,29 @@ class Matrix:
                       f"API {t.get('api_version')}")
             reqs = results["requirements"]
             columns.append(Column(label, detail, {r["id"]: r["verdict"] for r in reqs},
-                                  results.get("summary", {}).get("score") or scores(reqs)))
+                                  results.get("summary", {}).get("score") or scores(reqs),
+                                  {r["id"]: r["level"] for r in reqs}))
             for r in reqs:
                 if r["id"] not in seen:
                     seen.add(r["id"])
-                    rows.append({k: r[k] for k in ("id", "title", "level", "suite")})
+                    rows.append({k: r[k] for k in ("id", "title", "suite")} | {"note": ""})
+                row = next(x for x in rows if x["id"] == r["id"])
+                row["note"] = row["note"] or reference_note(r)
+        for row in rows:
+            row["level"] = " / ".join(dict.fromkeys(
+                c.levels[row["id"]] for c in columns if row["id"] in c.levels))
         rows.sort(key=lambda r: (r["suite"], r["id"]))
         return cls(columns, rows)
 
     def verdicts(self, rid: str) -> list[str | None]:
         return [c.verdicts.get(rid) for c in self.columns]
+
+    def cell(self, column: Column, row: Mapping[str, str], marks: Mapping = MARK) -> str:
+        """A verdict, with the column's level where the level differs across columns."""
+        verdict = column.verdicts.get(row["id"])
+        if verdict and " / " in row["level"]:
+            return f"{marks[verdict]} ({column.levels[row['id']]})"
+        return marks[verdict]
 
     def differs(self, rid: str) -> bool:
         return len(set(self.verdicts(rid))) > 1
@@ -73,12 +88,14 @@ class Matrix:
                                                     for c in self.columns) + " |")
         differing = sum(1 for r in self.rows if self.differs(r["id"]))
         lines += ["", f"{differing} of {len(self.rows)} requirements differ (marked ≠).", "",
-                  f"| requirement | level | {head} | |", "|---|---|" + "---|" * len(self.columns)
-                  + "---|"]
+                  "A level written A / B differs with the API version judged; each cell then "
+                  "names its own.", "",
+                  f"| requirement | level | {head} | | note |",
+                  "|---|---|" + "---|" * len(self.columns) + "---|---|"]
         for r in self.rows:
-            cells = " | ".join(MARK[v] for v in self.verdicts(r["id"]))
+            cells = " | ".join(self.cell(c, r) for c in self.columns)
             lines.append(f"| {r['id']} | {r['level']} | {cells} | "
-                         f"{'≠' if self.differs(r['id']) else ''} |")
+                         f"{'≠' if self.differs(r['id']) else ''} | {r['note']} |")
         return "\n".join(lines) + "\n"
 
     def html(self, title: str = "Verdicts across runs") -> str:
@@ -90,12 +107,15 @@ class Matrix:
             for level in LEVELS)
         rows = []
         for r in self.rows:
-            cells = "".join(f"<td class='{escape(v or 'none')}'>{escape(v or '–')}</td>"
-                            for v in self.verdicts(r["id"]))
+            cells = "".join(
+                f"<td class='{escape(c.verdicts.get(r['id']) or 'none')}'>"
+                f"{escape(self.cell(c, r, PLAIN))}</td>"
+                for c in self.columns)
             diff = self.differs(r["id"])
             rows.append(f"<tr class='{'differs' if diff else 'same'}'><th title='"
                         f"{escape(r['title'])}'>{escape(r['id'])}</th><td>{escape(r['level'])}"
-                        f"</td>{cells}<td>{'≠' if diff else ''}</td></tr>")
+                        f"</td>{cells}<td>{'≠' if diff else ''}</td>"
+                        f"<td class=note>{escape(r['note'])}</td></tr>")
         detail = "".join(f"<li><b>{escape(c.label)}</b>: {escape(c.detail)}</li>"
                          for c in self.columns)
         return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}
@@ -110,7 +130,8 @@ body.only-differs tr.same{{display:none}}
 <h2>Score per level</h2><table id=scores><tr><th></th>{head}</tr>{score_rows}</table>
 <h2>Requirements</h2><label><input type=checkbox id=differs> differs only</label>
 <span id=shown></span>
-<table id=matrix><tr><th>requirement</th><th>level</th>{head}<th></th></tr>{''.join(rows)}
+<table id=matrix><tr><th>requirement</th><th>level</th>{head}<th></th><th>note</th></tr>
+{''.join(rows)}
 </table><script>
 (function(){{var box=document.getElementById('differs');
 function apply(){{document.body.classList.toggle('only-differs',box.checked);

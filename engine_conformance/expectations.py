@@ -38,6 +38,24 @@ def path_for(engine_key: str) -> Path:
     return EXPECTATIONS_DIR / f"{engine_key}.yaml"
 
 
+REFERENCE_ENGINE = "docker"
+"""Expectation files of the reference engine are named ``docker-<major.minor>[-store].yaml``."""
+
+
+def reference_deviations(directory: Path = EXPECTATIONS_DIR) -> dict[str, list[str]]:
+    """Per requirement, the reference engine's expectation keys that record a ``fail``.
+
+    A maintainer of another engine who gets a ``fail`` sees at once whether
+    Docker itself deviates from the document there.
+    """
+    out: dict[str, list[str]] = {}
+    for path in sorted(directory.glob(f"{REFERENCE_ENGINE}-*.yaml")):
+        for rid, verdict in load(path).items():
+            if verdict == "fail":
+                out.setdefault(rid, []).append(path.stem)
+    return out
+
+
 def load(path: Path) -> dict[str, str]:
     data = yaml.safe_load(Path(path).read_text()) or {}
     return {str(k): str(v) for k, v in (data.get("verdicts") or {}).items()}

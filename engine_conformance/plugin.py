@@ -115,6 +115,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds for a whole progress stream")
     group.addoption("--requirement", action="append", default=[], metavar="ID",
                     help="judge only this requirement (repeatable)")
+    group.addoption("--links-out", default=None, metavar="FILE",
+                    help="collect only: write each requirement's checks (file:line) to FILE "
+                         "as JSON, connecting to nothing (`engine-conformance requirements "
+                         "--where` reads it)")
     group.addoption("--registry-port", type=int, default=0,
                     help="port for the lab registry (0: any free one); a managed Podman must "
                          "have been told it is insecure")
@@ -227,6 +231,22 @@ def _requirement_of(item: pytest.Item) -> str | None:
     return str(marker.args[0]) if marker and marker.args else None
 
 
+def check_links(items: list[pytest.Item]) -> dict[str, list[dict[str, Any]]]:
+    """Per requirement, the checks its marker names: file (from the rootdir), line, test name.
+
+    The marker is the link: whatever carries ``requirement(ID)`` at collection is the
+    requirement's check, wherever it is written.
+    """
+    links: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        rid = _requirement_of(item)
+        path, line, name = item.location
+        entry = {"file": path, "line": (line or 0) + 1, "name": name.split("[")[0]}
+        if rid and entry not in links.setdefault(rid, []):
+            links[rid].append(entry)
+    return links
+
+
 # -- collection: connect once, before anything runs ------------------------------
 
 
@@ -249,6 +269,11 @@ def pytest_collection_modifyitems(
         rid = _requirement_of(item)
         if rid not in run.catalogue:
             raise pytest.UsageError(f"{item.nodeid}: requirement {rid} is not in the catalogue")
+    links_out = config.getoption("links_out")
+    if links_out:
+        Path(links_out).write_text(json.dumps(check_links(suite_items)))
+        items[:] = []
+        return
     if not suite_items:
         return
     run.complete = {_requirement_of(i) for i in suite_items} >= set(run.catalogue)
@@ -305,6 +330,9 @@ def _connect(config: pytest.Config, run: Run) -> None:
             client.close()
             _refuse(config, problem, CHILD_USAGE)
     run.client = client
+    # Levels follow the basis in force at the API version judged (v1.48 documents
+    # what v1.44 leaves to the reference engine, say).
+    run.catalogue = run.catalogue.at(client.api_version)
     run.preexisting = preexisting
     run.target_info = describe_target(client, info)
     expect = config.getoption("expectations")
@@ -741,6 +769,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             if os.environ.get(COMMAND_LINE) else {}),
          "cleanup_removed": removed, "preflight": preflight},
         run.started,
+        reference=expectations.reference_deviations(),
     )
     unreachable = [p for p in preflight.values() if p.get("status") == "failed"]
     verdicts = {r["id"]: r["verdict"] for r in results["requirements"]}

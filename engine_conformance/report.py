@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .requirements import cite, reference_note
 from .target import REDACTED
 
 SCHEMA = paths.SPEC / "results.schema.json"
@@ -100,6 +101,10 @@ def write_junit(path: Path, results: dict) -> None:
         for name in ("id", "level", "suite", "versions", "verdict"):
             key = "requirement" if name == "id" else name
             ET.SubElement(props, "property", name=key, value=str(r.get(name, "")))
+        for line in cite(r):
+            ET.SubElement(props, "property", name="basis", value=line)
+        if reference_note(r):
+            ET.SubElement(props, "property", name="reference", value=reference_note(r))
         reason = r.get("reason") or ""
         if r["verdict"] == "fail" and r["level"] != "INFO":
             ET.SubElement(case, "failure", message=reason[:500]).text = _detail(r)
@@ -113,7 +118,11 @@ def write_junit(path: Path, results: dict) -> None:
 
 
 def _detail(r: dict) -> str:
-    lines = [f"{r['level']} ({r['basis']}), API {r['versions']}: {r['verdict']}", r["spec"]]
+    at = f" at API {r['judged_at']}" if r.get("judged_at") else ""
+    lines = [f"{r['level']}{at}, applies to API {r['versions']}: {r['verdict']}",
+             *(f"basis: {line}" for line in cite(r)), r["spec"]]
+    if reference_note(r):
+        lines.append(reference_note(r))
     if r.get("reason"):
         lines.append(f"reason: {r['reason']}")
     for ev in r.get("evidence", [])[:3]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .reproducer import curl_for_evidence
-from .requirements import LEVELS
+from .requirements import LEVELS, cite, reference_note
 from .summary import gate_lines, target_line, totals_line
 
 ORDER = {"fail": 0, "error": 1, "pass": 2, "skip": 3}
@@ -52,6 +52,8 @@ details.req .body{padding:0 12px 12px}
 .lvl{color:#555;min-width:52px}
 .reason{white-space:pre-wrap;background:#fff7f7;border-left:3px solid #c33;padding:6px 10px}
 .spec{white-space:pre-wrap;color:#333;border-left:3px solid #99a;padding:4px 10px;margin:8px 0}
+.reference{background:#fff3b0;padding:4px 10px;margin:6px 0;font-weight:600}
+.basis{margin:6px 0;padding-left:22px;color:#223}
 pre{background:#1d2330;color:#e8e8e8;padding:8px 10px;border-radius:4px;overflow:auto;
  font-size:12px;white-space:pre-wrap;word-break:break-all}
 table.m{border-collapse:collapse;background:#fff}
@@ -123,12 +125,17 @@ def _requirement(r: Mapping[str, Any], target_url: str) -> str:
     attrs = (f'data-verdict="{escape(r["verdict"])}" data-suite="{escape(r["suite"])}" '
              f'data-level="{escape(r["level"])}" id="{escape(r["id"])}"')
     open_ = " open" if r["verdict"] in ("fail", "error") and r["level"] != "INFO" else ""
-    body = [f"<div class=meta>{escape(r['level'])} ({escape(r.get('basis', ''))}), "
-            f"suite {escape(r['suite'])}, API {escape(r.get('versions', ''))}, "
+    at = f" at API {r['judged_at']}" if r.get("judged_at") else ""
+    body = [f"<div class=meta>{escape(r['level'])}{escape(at)}, "
+            f"suite {escape(r['suite'])}, applies to API {escape(r.get('versions', ''))}, "
             f"{r.get('duration', 0):.2f} s ({r.get('engine_wait', 0):.2f} s waiting on the engine)"
             "</div>"]
     if r.get("reason"):
         body.append(f"<div class=reason>{escape(r['reason'])}</div>")
+    if reference_note(r):
+        body.append(f"<div class=reference>{escape(reference_note(r))}</div>")
+    body.append("<ul class=basis>" + "".join(f"<li>{escape(line)}</li>" for line in cite(r))
+                + "</ul>")
     body.append(f"<div class=spec>{escape(r.get('spec', ''))}</div>")
     findings = (r.get("observations") or {}).get("findings") or []
     if findings:

@@ -49,6 +49,7 @@ A suite check names its requirement with ``@pytest.mark.requirement("IMPORT-001"
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -314,3 +315,25 @@ def _requirement(entry: object, suite: str, where: str) -> Requirement:
         raise CatalogueError(f"{where}: {rid} has no basis at API {', '.join(uncovered[:3])}"
                              f"{'…' if len(uncovered) > 3 else ''}")
     return req
+
+
+def cite(entry: Mapping[str, Any]) -> list[str]:
+    """The basis of a judged requirement (a results.json entry), one line each.
+
+    >>> cite({"basis": [{"kind": "reference", "engines": "Docker 26.1", "note": "400"}]})
+    ['reference engine (Docker 26.1): 400']
+    """
+    return [Basis(**{k: v for k, v in b.items() if k != "level"}).cite()
+            for b in entry.get("basis") or [] if isinstance(b, Mapping)]
+
+
+def reference_note(entry: Mapping[str, Any]) -> str:
+    """For a fail: whether the reference engine deviates here too ('' when not, or not a fail).
+
+    >>> reference_note({"verdict": "fail", "reference_deviates": ["docker-26.1"]})
+    'the reference engine deviates here too (docker-26.1)'
+    """
+    seen = entry.get("reference_deviates") or []
+    if entry.get("verdict") != "fail" or not seen:
+        return ""
+    return f"the reference engine deviates here too ({', '.join(seen)})"

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .requirements import LEVELS, VERDICTS
+from .requirements import LEVELS, VERDICTS, reference_note
 
 REPORT_FILES = ("report.html", "summary.md", "results.json", "junit.xml")
 LOG_FILE = "pytest.log"  # the pytest detail (tracebacks) of a CLI run
@@ -98,6 +98,8 @@ def terminal_lines(results: Mapping[str, Any],
         out.append(("not passing:", False))
         for r in sorted(bad, key=lambda r: (r["verdict"], LEVELS.index(r["level"]), r["id"])):
             reason = (r.get("reason") or "").splitlines()[0][:140] if r.get("reason") else ""
+            if reference_note(r):
+                reason = f"[{reference_note(r)}] {reason}"
             out.append((f"  {r['verdict'].upper():5} {r['id']:12} {r['level']:6} {r['title']}"
                         + (f" -- {reason}" if reason else ""),
                         r["verdict"] == "error" or r["level"] != "INFO"))
@@ -163,8 +165,9 @@ def markdown(results: Mapping[str, Any], title: str | None = None) -> str:
     if bad:
         lines += ["| verdict | requirement | level | suite | reason |", "|---|---|---|---|---|"]
         for r in sorted(bad, key=lambda r: (r["verdict"], LEVELS.index(r["level"]), r["id"])):
+            note = f"_{reference_note(r)}_ — " if reference_note(r) else ""
             lines.append(f"| {r['verdict']} | {r['id']} {_cell(r['title'])} | {r['level']} "
-                         f"| {r['suite']} | {_cell((r.get('reason') or '')[:200])} |")
+                         f"| {r['suite']} | {note}{_cell((r.get('reason') or '')[:200])} |")
         lines.append("")
     lines.append(f"_{results['tool']['name']} {results['tool']['version']}, "
                  f"{results['run']['started']}, {results['run']['duration']:.1f} s_")

@@ -153,8 +153,13 @@ def build_results(
     target: dict,
     run: dict,
     started: float,
+    reference: Mapping[str, list[str]] | None = None,
 ) -> dict:
-    """The content of ``results.json``: per requirement its verdict, reason and evidence."""
+    """The content of ``results.json``: per requirement its verdict, reason and evidence.
+
+    ``reference`` names, per requirement, the reference engine's runs known to fail
+    it (:func:`expectations.reference_deviations`): kept beside each verdict.
+    """
     reqs = []
     for rid, req in catalogue.items():
         items = records.get(rid)
@@ -172,6 +177,8 @@ def build_results(
                 "observations": {k: v for r in items for k, v in r.observations.items()},
                 "cases": [r.case() for r in items],
             }
+            | ({"reference_deviates": list(reference[rid])}
+               if reference and reference.get(rid) else {})
         )
     summary: dict[str, Any] = counts(reqs)
     summary["gating_failures"] = sum(

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from engine_conformance.requirements import Catalogue, CatalogueError, Requirement, version_in
+from engine_conformance.requirements import (
+    Basis,
+    Catalogue,
+    CatalogueError,
+    Requirement,
+    version_in,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 # Marks may be built in code (pytest.param(..., marks=requirement(rid))), so any
@@ -74,7 +80,10 @@ def test_malformed_catalogue_is_refused(tmp_path):
         Catalogue.load(tmp_path)
 
 
-def test_levels_give_the_basis():
-    req = Requirement("X-001", "t", "SHOULD", "s", "x")
-    assert (req.basis, req.gating) == ("reference", True)
-    assert not Requirement("X-002", "t", "INFO", "s", "x").gating
+def test_levels_follow_the_basis():
+    should = Requirement("X-001", "t", "SHOULD", "s", "x",
+                         all_basis=(Basis("reference", ">=1.24", engines="D", note="n"),))
+    assert (should.at("1.41").level, should.at("1.41").gating) == ("SHOULD", True)
+    info = Requirement("X-002", "t", "MUST", "s", "x",
+                       all_basis=(Basis("observation", ">=1.24", note="n"),))
+    assert not info.at("1.41").gating

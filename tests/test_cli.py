@@ -65,6 +65,42 @@ def test_requirements_catalogue_as_json():
     assert len({r["id"] for r in catalogue}) == len(catalogue)
 
 
+def test_requirements_json_carries_level_and_basis_per_version_range():
+    catalogue = {r["id"]: r for r in json.loads(cli("requirements", "--format", "json").stdout)}
+    for req in catalogue.values():
+        assert req["levels"], req["id"]
+        for span in req["levels"]:
+            assert span["level"] in ("MUST", "SHOULD", "INFO") and span["basis"], req["id"]
+            assert all(b["level"] for b in span["basis"])
+
+
+def test_requirements_where_names_the_check_and_its_deviant_rows():
+    proc = cli("requirements", "--where", "ERRORS-004", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    (check,) = found["checks"]
+    source = (ROOT / check["file"]).read_text().splitlines()
+    # The line starts the check's own definition (its decorators), and its marker names
+    # the requirement.
+    head = source[check["line"] - 1:]
+    upto = next(i for i, line in enumerate(head) if line.lstrip().startswith("def "))
+    assert head[upto].lstrip().startswith(f"def {check['name']}(")
+    assert '"ERRORS-004"' in "\n".join(head[:upto])
+    rows = found["deviant_rows"]
+    assert {r["expect"] for r in rows} >= {"pass", "fail"}
+    for row in rows:
+        path, line = row["where"].rsplit(":", 1)
+        assert "ERRORS-004" in (ROOT / path).read_text().splitlines()[int(line) - 1]
+    text = cli("requirements", "--where", "ERRORS-004").stdout
+    assert f"{check['file']}:{check['line']}" in text and "deviant rows:" in text
+
+
+def test_requirements_where_an_unknown_id_is_exit_2():
+    proc = cli("requirements", "--where", "NOPE-999")
+    assert proc.returncode == 2
+    assert "NOPE-999" in one_line(proc)
+
+
 def test_run_writes_reports_and_exit_code_follows_verdicts(docker, tmp_path):
     ok = cli("run", "--target", docker.target, "--requirement", "ERRORS-003",
              "--report-dir", str(tmp_path / "ok"))
