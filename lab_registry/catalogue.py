@@ -330,6 +330,16 @@ def _small_image(short: str, tag: str, platform: str, fmt: Format) -> Image:
     )
 
 
+def _no_layer_image(short: str, tag: str) -> Image:
+    # No layer at all: the configuration (environment, labels) is the whole image.
+    return build_image(
+        layers=[],
+        env={"LAB_IMAGE": short, "LAB_TAG": tag},
+        cmd=None,
+        labels={"org.opencontainers.image.title": short, "lab.tag": tag},
+    )
+
+
 def standard(prefix: str) -> Catalogue:
     """The catalogue a conformance run needs, under ``<prefix>/``:
 
@@ -338,6 +348,8 @@ def standard(prefix: str) -> Catalogue:
     - ``multi``: Docker manifest list of linux/amd64, linux/arm64/v8, linux/arm/v7, tag ``latest``
     - ``multi-oci``: the same platforms as an OCI image index, tag ``latest``
     - ``arm-only``: Docker schema 2, linux/arm64/v8 only, tag ``latest``
+    - ``no-layers``: Docker schema 2, linux/amd64, tag ``latest``, a manifest whose
+      ``layers`` list is empty (a configuration only, as ``FROM scratch`` + ``ENV`` builds)
     """
     cat = Catalogue(prefix)
     for tag in ("v1", "v2", "latest"):
@@ -351,4 +363,5 @@ def standard(prefix: str) -> Catalogue:
         "latest",
         _small_image("arm-only", "latest", "linux/arm64/v8", "docker"),
     )
+    cat.add(cat.name("no-layers"), "latest", _no_layer_image("no-layers", "latest"))
     return cat

@@ -10,7 +10,9 @@
 The fault kinds:
 
 - ``ErrorStatus(status)``: answer ``status`` (401, 403, 404, 429, 500, 503...)
-  with an OCI error body; a 401 carries ``WWW-Authenticate: Basic realm=...``.
+  with an OCI error body; a 401 carries ``WWW-Authenticate: Basic realm=...``;
+  ``delay=S`` answers only after S seconds (a refusal that takes a while, so that
+  requests sent together are refused while all of them are under way).
 - ``Throttle(bytes_per_second)``: send the body at that rate.
 - ``CutShort(after_bytes)``: announce the full length, send that many bytes, close.
 - ``CorruptBlob()``: serve blob bytes that do not hash to the requested digest.
@@ -51,6 +53,7 @@ class ErrorStatus:
 
     ``code`` defaults by status (404 picks MANIFEST_UNKNOWN or BLOB_UNKNOWN by
     request kind). ``retry_after`` adds a ``Retry-After`` header (429, 503).
+    ``delay`` is how many seconds the registry waits before it answers.
     """
 
     status: int
@@ -58,10 +61,13 @@ class ErrorStatus:
     message: str | None = None
     retry_after: int | None = None
     realm: str = "lab"
+    delay: float = 0.0
 
     def __post_init__(self) -> None:
         if not 400 <= self.status <= 599:
             raise ValueError(f"an error status is 4xx or 5xx, not {self.status}")
+        if self.delay < 0:
+            raise ValueError(f"delay must not be negative, not {self.delay}")
 
     def code_for(self, kind: str) -> str:
         if self.code:

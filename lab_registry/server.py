@@ -561,6 +561,8 @@ class _Handler(GoProtocolErrors):
     def _send_fault_status(
         self, fault: ErrorStatus, kind: str, repository: str | None, reference: str | None
     ) -> None:
+        if fault.delay:
+            time.sleep(fault.delay)
         extra: dict[str, str] = {}
         if fault.status == 401:
             extra["WWW-Authenticate"] = f'Basic realm="{fault.realm}"'
