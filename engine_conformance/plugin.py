@@ -371,6 +371,7 @@ def describe_target(client: Client, info: dict) -> dict:
         "arch": v.get("Arch") or info.get("Architecture"),
         "storage_driver": info.get("Driver"),
         "operating_system": info.get("OperatingSystem"),
+        "security_options": [str(o) for o in info.get("SecurityOptions") or []],
     }
 
 

@@ -19,6 +19,8 @@ detected engine kind. The canary is removed again straight away.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,8 +30,16 @@ from urllib.parse import urlsplit
 
 from . import archives
 from .checks import imported_id
+from .diagnosis import (
+    LOOPBACK,
+    Setup,
+    cause,
+    engine_kind,
+    file_server_steps,
+    numbered,
+    registry_steps,
+)
 from .target import Client, Exchange, TargetError
-from .tls import ca_advice
 
 if TYPE_CHECKING:
     from lab_registry import Image
@@ -38,7 +48,6 @@ if TYPE_CHECKING:
     from .registries import ExternalRegistry, LabRegistry
 
 CANARY_TAG = "canary"
-LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
 
 @dataclass
@@ -52,6 +61,8 @@ class Probe:
     answer: str = ""  # what the engine answered the canary request, in one line
     seen: list[str] = field(default_factory=list)  # what the service saw of the canary
     evidence: dict[str, Any] | None = None
+    cause: str = ""  # when not ok: one of diagnosis.CAUSES
+    steps: list[str] = field(default_factory=list)  # when not ok: the one-time steps
 
     def as_dict(self) -> dict[str, Any]:
         """The entry under ``run.preflight`` in ``results.json``."""
@@ -62,6 +73,7 @@ class Probe:
             "engine_answer": self.answer,
             "service_saw": self.seen,
             "evidence": self.evidence,
+            **({"cause": self.cause, "steps": self.steps} if not self.ok else {}),
         }
 
 
@@ -120,11 +132,16 @@ def probe_registry(
     probe = Probe("registry", reached, seconds=time.monotonic() - started, answer=answer,
                   seen=seen, evidence=ex.evidence() if ex else None)
     if not reached:
+        probe.cause = cause(answer, answered=ex is not None)
+        steps = registry_steps(probe.cause, engine_kind(target_info), setup_of(
+            target_info, registry_host(registry), int(registry.address.rsplit(":", 1)[-1]),
+            client, ca))
+        probe.steps = steps
         probe.reason = (
             f"preflight: the engine cannot pull from the {_which(registry)} {registry.address}: "
             f"it answered {answer}, and the registry saw "
             f"{'; '.join(seen) if seen else 'no request for an image'}. "
-            f"Fix: {registry_fix(target_info, registry.address, registry_host(registry), ca)}"
+            f"Fix: {numbered(steps)}"
         )
     return probe
 
@@ -157,12 +174,17 @@ def probe_file_server(
                   seen=[f"{m} {p.replace(path, '<canary>')} {s}" for m, p, s in fetched],
                   evidence=ex.evidence() if ex else None)
     if not reached:
+        probe.cause = "untrusted" if failed_tls else cause(answer, answered=ex is not None)
+        split = urlsplit(files.base_url)
+        steps = file_server_steps(probe.cause, engine_kind(target_info), setup_of(
+            target_info, split.hostname or "", 0, client, ca, file_server_port=split.port or 0))
+        probe.steps = steps
         probe.reason = (
             f"preflight: the engine cannot import from the file server {files.base_url}: "
             f"it answered {answer}, and the file server saw "
             f"no request for the canary archive"
             + (f" (failed TLS handshakes: {'; '.join(failed_tls)})" if failed_tls else "")
-            + f". Fix: {file_server_fix(target_info, files.base_url, ca, bool(failed_tls))}"
+            + f". Fix: {numbered(steps)}"
         )
     return probe
 
@@ -176,50 +198,28 @@ def canary_image(prefix: str, target_info: dict) -> Image:
                        platform=platform, env={"EC_PREFLIGHT": prefix}, cmd=None)
 
 
-def registry_fix(target_info: dict, address: str, serve_host: str,
-                 ca: Path | None = None) -> str:
-    """How to let this engine pull from ``address``: over plain HTTP, or trusting ``ca``.
-
-    ``ca`` is the run's CA when the registry serves HTTPS (``--serve-tls``).
-    """
-    port = address.rsplit(":", 1)[-1]
-    remote = _remote_hint(target_info, serve_host)
-    remote = f"{remote}; then " if remote else ""
-    if ca is not None:
-        return remote + ca_advice(str(target_info.get("engine")), address, ca)
-    keep = f"keep the port with --registry-port {port}"
-    if target_info.get("engine") == "podman":
-        return remote + (
-            f'for Podman, add [[registry]] location = "{address}" insecure = true to the '
-            f"registries.conf its service reads (CONTAINERS_REGISTRIES_CONF, else "
-            f"/etc/containers/registries.conf) before the service starts, and {keep}; or run "
-            f"with --serve-tls and put the CA it writes at /etc/containers/certs.d/{address}/ca.crt"
-        )
-    kind = ("Docker with the containerd image store"
-            if target_info.get("image_store") == "containerd" else "Docker")
-    return remote + (
-        f'for {kind}, add "insecure-registries": ["{address}"] to its daemon.json '
-        f"(/etc/docker/daemon.json) and restart it, and {keep}; or run with --serve-tls and put "
-        f"the CA it writes at /etc/docker/certs.d/{address}/ca.crt (no restart needed)"
-    )
+def setup_of(target_info: dict, serve_host: str, registry_port: int, client: Client,
+             ca: Path | None, file_server_port: int = 0) -> Setup:
+    """What the steps refer to: how this run serves, and this machine's addresses."""
+    url = urlsplit(str(target_info.get("url", "")))
+    remote = url.scheme not in ("unix", "npipe", "") and not (url.hostname or "").startswith(
+        LOOPBACK)
+    return Setup(serve_host=serve_host, registry_port=registry_port,
+                 file_server_port=file_server_port,
+                 tls_dir=str(ca.parent) if ca is not None else "", serving_tls=ca is not None,
+                 local_addresses=local_addresses(), timeout=client.timeouts.read,
+                 remote=remote)
 
 
-def file_server_fix(target_info: dict, base_url: str, ca: Path | None = None,
-                    refused_certificate: bool = False) -> str:
-    """How to let this engine fetch ``fromSrc`` URLs from the suite's file server.
-
-    ``refused_certificate``: the engine got as far as the TLS handshake, so only trust is missing.
-    """
-    trust = (f"the engine's host must trust {ca or 'the run CA'} in its system trust store "
-             f"(update-ca-certificates, then restart the engine)")
-    if refused_certificate:
-        return trust
-    host = urlsplit(base_url).hostname or ""
-    fix = _remote_hint(target_info, host) or (
-        f"the engine must be able to open {base_url}: pass --serve-host with an address of this "
-        f"machine the engine reaches, and let that port through any firewall"
-    )
-    return f"{fix}; over HTTPS {trust}" if base_url.startswith("https:") else fix
+def local_addresses() -> tuple[str, ...]:
+    """This machine's addresses an engine elsewhere might reach (loopback left out)."""
+    try:
+        out = subprocess.run(["ip", "-o", "addr", "show", "scope", "global"],
+                             capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    found = re.findall(r"\binet6?\s+([0-9a-f.:]+)/", out)
+    return tuple(dict.fromkeys(found))
 
 
 def registry_host(registry: LabRegistry | ExternalRegistry) -> str:
@@ -260,15 +260,6 @@ def _remove(client: Client, *names: str | None) -> None:
                 client.delete_image(name, force=True)
             except TargetError:
                 pass
-
-
-def _remote_hint(target_info: dict, serve_host: str) -> str:
-    target_host = urlsplit(str(target_info.get("url", ""))).hostname or ""
-    unix = str(target_info.get("url", "")).startswith("unix:")
-    if unix or target_host.startswith(LOOPBACK) or not serve_host.startswith(LOOPBACK):
-        return ""
-    return (f"the engine runs on {target_host}, where {serve_host} is not this machine: pass "
-            f"--serve-host with an address of this machine it reaches")
 
 
 def _which(registry: LabRegistry | ExternalRegistry) -> str:

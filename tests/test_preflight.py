@@ -21,7 +21,6 @@ from deviant_proxy.proxy import Deviation, Request
 from deviant_proxy.streaming import StreamingProxy
 from engine_conformance import expectations
 from engine_conformance.engines import EngineUnavailable, ManagedPodman, free_port
-from engine_conformance.preflight import file_server_fix, registry_fix
 from engine_conformance.runner import CHILD_SUITE_UNREACHABLE, ROOT, run_suite
 
 # schema: the property phase steers its pulls and URL imports to the lab.
@@ -125,7 +124,10 @@ def test_docker_that_cannot_reach_either_service(docker, tmp_path):
                                                               "file_server": "failed"}
     pull, url_import = out.requirement("PULL-001"), out.requirement("IMPORT-020")
     assert pull["verdict"] == url_import["verdict"] == "error"
-    assert '"insecure-registries": ["127.0.0.1:' in pull["reason"]
+    # Connection refused: the engine is not on this machine's network. No setting of the
+    # engine's makes another machine's loopback reachable, so no insecure-registries advice.
+    assert "connection refused" in pull["reason"] and "--serve-host" in pull["reason"]
+    assert '"insecure-registries": ["127.0.0.1:' not in pull["reason"]
     assert "the registry saw no request" in pull["reason"]
     assert "--serve-host" in url_import["reason"]
     assert "the file server saw no request" in url_import["reason"]
@@ -138,28 +140,3 @@ def test_preflight_passes_on_every_engine_ci_judges(suite, request):
         assert probe["status"] == "ok", f"{service}: {probe['reason']}"
         assert probe["seconds"] < PREFLIGHT_SECONDS, f"{service} took {probe['seconds']} s"
         assert probe["service_saw"], service
-
-
-@pytest.mark.parametrize("info, says", [
-    ({"engine": "docker", "image_store": "graphdriver"},
-     'for Docker, add "insecure-registries": ["10.0.0.2:5000"] to its daemon.json'),
-    ({"engine": "docker", "image_store": "containerd"},
-     "for Docker with the containerd image store, add \"insecure-registries\""),
-    ({"engine": "podman", "image_store": "containers-storage"},
-     '[[registry]] location = "10.0.0.2:5000" insecure = true'),
-])
-def test_fix_names_the_engine_kind(info, says):
-    fix = registry_fix(info | {"url": "unix:///run/docker.sock"}, "10.0.0.2:5000", "10.0.0.2")
-    assert says in fix
-    assert "certs.d/10.0.0.2:5000/ca.crt" in fix
-    assert "--registry-port 5000" in fix
-    assert "--serve-host" not in fix
-
-
-def test_remote_engine_is_told_to_serve_on_a_reachable_address():
-    info = {"engine": "docker", "image_store": "graphdriver", "url": "tcp://engine.example:2376"}
-    assert registry_fix(info, "127.0.0.1:5000", "127.0.0.1").startswith(
-        "the engine runs on engine.example")
-    assert "--serve-host" in file_server_fix(info, "http://127.0.0.1:8000")
-    local = info | {"url": "unix:///var/run/docker.sock"}
-    assert "--serve-host" in file_server_fix(local, "http://127.0.0.1:8000")

@@ -1,0 +1,127 @@
+"""The preflight's diagnosis: each cause and engine kind gets its own fix.
+
+The engine answers below are the real ones, as Docker 20.10/26.1 and Podman 4.3
+gave them here (what the preflight puts in its reason as ``it answered …``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from engine_conformance.diagnosis import (
+    KINDS,
+    Setup,
+    cause,
+    engine_kind,
+    file_server_steps,
+    numbered,
+    registry_steps,
+)
+
+REFUSED = ("HTTP 500 'Get \"http://127.0.0.1:40081/v2/\": dial tcp 127.0.0.1:40081: connect: "
+           "connection refused'")
+PLAIN = ("HTTP 500 'Get \"https://10.0.0.2:5000/v2/\": http: server gave HTTP response to "
+         "HTTPS client'")
+PODMAN_PLAIN = ("HTTP 200 with the stream error 'initializing source docker://127.0.0.1:5000/x:"
+                "canary: pinging container registry 127.0.0.1:5000: Get \"https://127.0.0.1:5000"
+                "/v2/\": http: server gave HTTP response to HTTPS client'")
+UNTRUSTED = ("HTTP 500 'Get \"https://10.0.0.2:5000/v2/\": tls: failed to verify certificate: "
+             "x509: certificate signed by unknown authority'")
+HUNG = ("unix:///tmp/ec-docker-x/docker.sock did not answer POST /v1.41/images/create?"
+        "fromImage=… in time (ReadTimeout)")
+
+
+@pytest.mark.parametrize(("answer", "expected"), [
+    (REFUSED, "unreachable"), (PLAIN, "plain-http"), (PODMAN_PLAIN, "plain-http"),
+    (UNTRUSTED, "untrusted"),
+    ("HTTP 500 'dial tcp 10.0.0.2:5000: connect: no route to host'", "unreachable"),
+    ("HTTP 500 'dial tcp 10.0.0.2:5000: i/o timeout'", "unreachable"),
+    ("HTTP 404 'manifest unknown'", "other"),
+])
+def test_the_cause_is_read_from_the_engine_answer(answer, expected):
+    assert cause(answer) == expected
+
+
+def test_no_answer_at_all_is_a_hang_or_unknown_never_the_registry():
+    assert cause(HUNG, answered=False) == "hung"
+    assert cause("cannot reach unix:///x.sock: connection refused", answered=False) == "other"
+
+
+@pytest.mark.parametrize(("info", "kind"), [
+    ({"engine": "docker"}, "docker"),
+    ({"engine": "docker", "security_options": ["name=seccomp,profile=builtin",
+                                               "name=rootless"]}, "docker-rootless"),
+    ({"engine": "docker", "operating_system": "Docker Desktop"}, "docker-desktop"),
+    ({"engine": "podman", "operating_system": "debian"}, "podman"),
+    ({"engine": "podman", "security_options": ["name=rootless"]}, "podman-rootless"),
+    ({"engine": "podman", "operating_system": "fedora coreos"}, "podman-machine"),
+])
+def test_the_engine_kind_comes_from_its_own_answers(info, kind):
+    assert engine_kind(info).name == kind
+
+
+def setup(**kw) -> Setup:
+    return Setup(**({"serve_host": "127.0.0.1", "registry_port": 40081,
+                     "local_addresses": ("192.0.2.10",), "timeout": 60.0} | kw))
+
+
+def test_refused_on_loopback_means_serve_host_not_insecure_registries():
+    steps = registry_steps("unreachable", KINDS["docker"], setup())
+    assert "not on this machine's network" in steps[0] and "--serve-host ADDRESS" in steps[0]
+    assert "192.0.2.10" in steps[0] and "--registry-port 40081" in steps[0]
+    # Then the non-loopback address must be usable: plain HTTP declared, or the CA placed.
+    assert '"insecure-registries": ["192.0.2.10:40081"]' in steps[1]
+    assert "/etc/docker/certs.d/192.0.2.10:40081/ca.crt" in steps[1]
+    assert '"insecure-registries": ["127.0.0.1' not in numbered(steps)
+
+
+def test_rootless_docker_is_pointed_at_its_own_config():
+    steps = registry_steps("unreachable", KINDS["docker-rootless"], setup())
+    assert "~/.config/docker/daemon.json" in steps[1]
+    assert "~/.config/docker/certs.d/192.0.2.10:40081/ca.crt" in steps[1]
+    assert "systemctl --user restart docker" in steps[1]
+
+
+@pytest.mark.parametrize(("kind", "alias"), [("docker-desktop", "host.docker.internal"),
+                                             ("podman-machine", "host.containers.internal")])
+def test_vm_engines_reach_this_machine_by_their_alias(kind, alias):
+    steps = registry_steps("plain-http", KINDS[kind], setup())
+    assert "--serve-host 0.0.0.0" in steps[0] and alias in steps[0]
+    assert f"{alias}:40081" in steps[1]
+
+
+def test_plain_http_on_podman_names_registries_conf_and_restart():
+    steps = registry_steps("plain-http", KINDS["podman"], setup())
+    assert len(steps) == 1
+    assert '[[registry]] location = "127.0.0.1:40081" insecure = true' in steps[0]
+    assert "/etc/containers/registries.conf" in steps[0] and "restart its service" in steps[0]
+    rootless = registry_steps("plain-http", KINDS["podman-rootless"], setup())[0]
+    assert "~/.config/containers/registries.conf" in rootless
+
+
+def test_untrusted_ca_names_the_certs_d_place_and_a_lasting_tls_dir():
+    steps = registry_steps("untrusted", KINDS["docker"],
+                           setup(serve_host="192.0.2.10", serving_tls=True))
+    assert "copy DIR/ca.crt to /etc/docker/certs.d/192.0.2.10:40081/ca.crt" in steps[0]
+    assert "--tls-dir" in steps[1]
+    kept = registry_steps("untrusted", KINDS["docker"],
+                          setup(serve_host="192.0.2.10", serving_tls=True, tls_dir="/srv/ec-tls"))
+    assert kept == [kept[0]] and "/srv/ec-tls/ca.crt" in kept[0]
+
+
+def test_a_hung_engine_is_said_to_have_hung_and_nothing_learned():
+    (step,) = registry_steps("hung", KINDS["docker"], setup())
+    assert "did not answer the canary request within 60 s" in step
+    assert "nothing about its reach" in step and "insecure" not in step
+
+
+def test_remote_target_with_loopback_serving_is_told_to_serve_host():
+    steps = registry_steps("other", KINDS["docker"], setup(remote=True))
+    assert "--serve-host ADDRESS" in steps[0]
+
+
+def test_file_server_steps():
+    assert "--file-server-port" in file_server_steps(
+        "unreachable", KINDS["docker"], setup(file_server_port=40082))[0]
+    trust = file_server_steps("untrusted", KINDS["docker"], setup(tls_dir="/srv/ec-tls"))
+    assert "update-ca-certificates" in trust[0] and "/srv/ec-tls/ca.crt" in trust[0]
