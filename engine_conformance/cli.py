@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .certsd import EntryTaken
+from .doctor import Serving
 from .engines import ENGINES, EngineUnavailable, ManagedEngine, ManagedPodman, free_port
 from .property_phase import DEFAULT_BUDGET, DEFAULT_SEED, Budget, finding_lines
 from .requirements import Catalogue, CatalogueError
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "requirements":
             return _requirements(args)
+        if args.command == "doctor":
+            return _doctor(args)
         if args.command == "compare":
             from .compare import main as compare_main
 
@@ -153,13 +156,7 @@ def _parser() -> argparse.ArgumentParser:
                           "worker at a time (default 1: serially)")
     run.add_argument("-v", "--verbose", action="store_true",
                      help="show pytest's detail (tracebacks) on the terminal too")
-    run.add_argument("--serve-host", default="127.0.0.1", metavar="ADDRESS",
-                     help="address the suite's lab registry and file server listen on; "
-                          "the engine must reach it (default 127.0.0.1, for a local engine)")
-    run.add_argument("--serve-tls", action="store_true",
-                     help="serve the lab registry and file server over HTTPS with a CA made for "
-                          "the run (REPORT_DIR/tls/ca.crt); a managed engine is given it, your "
-                          "own engine must trust it (the run says where)")
+    _serving_options(run)
     run.add_argument("--registry", metavar="HOST:PORT",
                      help="pull from this external registry (plain HTTP, push allowed) "
                           "instead of the lab registry; journal and fault checks then skip")
@@ -171,6 +168,12 @@ def _parser() -> argparse.ArgumentParser:
                      help=f"bound of the property phase: '60s' or '200' examples "
                           f"(default {DEFAULT_BUDGET})")
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    doc = sub.add_parser("doctor", help="only the preflight: is the engine ready to be "
+                         "judged, and if not, the one-time steps for it")
+    doc.add_argument("--target", help="unix:///path, tcp://host:port or https://host:port "
+                     "(default: DOCKER_HOST, then /var/run/docker.sock)")
+    _serving_options(doc)
+    doc.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     req = sub.add_parser("requirements", help="list the requirement catalogue")
     req.add_argument("--format", choices=("text", "json"), default="text")
     req.add_argument("--where", metavar="ID",
@@ -183,6 +186,65 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--label", action="append", default=[],
                      help="a column's name, in the order of the files (default: the engine)")
     return parser
+
+
+def _serving_options(parser: argparse.ArgumentParser) -> None:
+    """How the suite serves its lab registry and file server (``run`` and ``doctor``)."""
+    parser.add_argument("--serve-host", default="127.0.0.1", metavar="ADDRESS",
+                        help="address the suite's lab registry and file server listen on; "
+                             "the engine must reach it (default 127.0.0.1, for a local engine)")
+    parser.add_argument("--registry-port", type=int, default=0, metavar="PORT",
+                        help="the lab registry's port (default: any free one); fix it when "
+                             "the engine was told about this registry once")
+    parser.add_argument("--file-server-port", type=int, default=0, metavar="PORT",
+                        help="the file server's port, for fromSrc URLs (default: any free one)")
+    parser.add_argument("--serve-tls", action="store_true",
+                        help="serve the lab registry and file server over HTTPS with a CA made "
+                             "for the run (REPORT_DIR/tls/ca.crt, or --tls-dir); a managed "
+                             "engine is given it, your own engine must trust it (the run says "
+                             "where)")
+    parser.add_argument("--tls-dir", metavar="DIR",
+                        help="with --serve-tls (implied): keep the CA and server key in DIR, "
+                             "made on first use and reused, so a CA copied once into the "
+                             "engine's certs.d serves every later run")
+
+
+def _serving(args: argparse.Namespace) -> Serving:
+    for name in ("registry_port", "file_server_port"):
+        port = getattr(args, name)
+        if not 0 <= port <= 65535:
+            raise Refusal(f"--{name.replace('_', '-')} {port} is not a port", EXIT_USAGE)
+    return Serving(args.serve_host, args.registry_port, args.file_server_port,
+                   str(Path(args.tls_dir).resolve()) if args.tls_dir else "",
+                   bool(args.serve_tls or args.tls_dir))
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import diagnose
+
+    serving = _serving(args)
+    if args.timeout <= 0:
+        raise Refusal("--timeout must be positive", EXIT_USAGE)
+    try:
+        target = Target.parse(args.target) if args.target else Target.default()
+    except UsageError as exc:
+        raise Refusal(f"bad target: {exc}", EXIT_USAGE) from None
+    if target is None:
+        raise Refusal("no target: give --target or set DOCKER_HOST", EXIT_NO_ENGINE)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ec-doctor-") as scratch:
+        try:
+            report = diagnose(target, serving, timeout=args.timeout,
+                              api_version=os.environ.get("DOCKER_API_VERSION"),
+                              report_dir=Path(scratch))
+        except TargetError as exc:
+            raise Refusal(str(exc), EXIT_UNREACHABLE) from None
+        except OSError as exc:
+            raise Refusal(f"cannot serve on --serve-host {args.serve_host}: "
+                          f"{exc.strerror or exc}", EXIT_USAGE) from None
+    print("\n".join(report.lines()))
+    return EXIT_OK if report.ready else EXIT_SUITE_UNREACHABLE
 
 
 def _requirements(args: argparse.Namespace) -> int:
@@ -241,11 +303,17 @@ def _run(args: argparse.Namespace) -> int:
     if (args.expectations and args.expectations != "auto" and not args.update_expectations
             and not Path(args.expectations).is_file()):
         raise Refusal(f"--expectations {args.expectations}: no such file", EXIT_USAGE)
+    serving = _serving(args)
+    args.serve_tls = serving.tls
+    if args.workers > 1 and args.registry_port:
+        raise Refusal("--workers and --registry-port do not go together yet: each worker "
+                      "serves a registry of its own", EXIT_USAGE)
     managed: ManagedEngine | None = None
     # The lab registry's port is fixed up front: a managed Podman must be
     # told before it starts that this address is a plain-HTTP registry.
     try:
-        ports = ([free_port(args.serve_host) for _ in range(args.workers)]
+        ports = ([args.registry_port] if args.registry_port
+                 else [free_port(args.serve_host) for _ in range(args.workers)]
                  if args.registry is None else [0])
         registry_port = ports[0]
     except OSError as exc:
@@ -263,7 +331,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.serve_tls:
             lab = None if args.registry else host_port(args.serve_host, registry_port)
             try:
-                _, advice = prepare_run(report_dir, args.serve_host, lab, target, managed)
+                _, advice = prepare_run(report_dir, args.serve_host, lab, target, managed,
+                                        tls_dir=serving.tls_dir or None)
             except EntryTaken as exc:
                 # Someone else's certs.d entry for the lab's address: never overwritten.
                 raise Refusal(f"{exc}: remove it, or run again (the port is picked anew)",
@@ -289,6 +358,9 @@ def _run(args: argparse.Namespace) -> int:
                        *(["--property-budget", args.property_budget]
                          if args.property_budget else []),
                        "--registry-port", str(registry_port),
+                       *(["--file-server-port", str(args.file_server_port)]
+                         if args.file_server_port else []),
+                       *(["--tls-dir", serving.tls_dir] if serving.tls_dir else []),
                        *(["--registry", args.registry] if args.registry else []),
                        *(["--serve-tls"] if args.serve_tls else []),
                        *(["--strict-gate"] if args.strict and gated else []),

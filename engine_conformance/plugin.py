@@ -40,6 +40,7 @@ import pytest
 from . import expectations
 from .cleanup import Images, record_preexisting, sweep
 from .fileserver import FileServer
+from .identity import describe_target
 from .preflight import Probe, probe_file_server, probe_registry
 from .report import scrub, write_reports
 from .requirements import Catalogue, CatalogueError, Requirement
@@ -122,6 +123,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--registry-port", type=int, default=0,
                     help="port for the lab registry (0: any free one); a managed Podman must "
                          "have been told it is insecure")
+    group.addoption("--file-server-port", type=int, default=0,
+                    help="port for the file server of fromSrc URLs (0: any free one)")
+    group.addoption("--tls-dir", default=None, metavar="DIR",
+                    help="with --serve-tls: keep the CA and server key in DIR, made on first "
+                         "use and reused, so a CA placed once serves every later run")
     group.addoption("--registry-ports", default=None, metavar="PORT,PORT",
                     help="under pytest-xdist: the lab registry's port for each worker (gw0, "
                          "gw1, …), each declared insecure to a managed Podman")
@@ -348,43 +354,6 @@ def _connect(config: pytest.Config, run: Run) -> None:
             run.expected = expectations.load(path)
 
 
-def describe_target(client: Client, info: dict) -> dict:
-    """Engine identity for reports and for picking an expectation file."""
-    v = client.version_info
-    components = [c.get("Name", "") for c in v.get("Components") or []]
-    product = "podman" if any("podman" in c.lower() for c in components) else "docker"
-    version = str(v.get("Version", "unknown"))
-    major_minor = ".".join(version.split("+")[0].split(".")[:2])
-    store = image_store(product, info)
-    # The key tells Docker's two image stores apart: they judge differently.
-    key = f"{product}-{major_minor}" + ("-containerd" if store == "containerd" else "")
-    return {
-        "url": client.target.url,
-        "engine": product,
-        "version": version,
-        "engine_key": key,
-        "image_store": store,
-        "api_version": client.api_version,
-        "max_api_version": v.get("ApiVersion"),
-        "min_api_version": v.get("MinAPIVersion"),
-        "os": v.get("Os") or info.get("OSType"),
-        "arch": v.get("Arch") or info.get("Architecture"),
-        "storage_driver": info.get("Driver"),
-        "operating_system": info.get("OperatingSystem"),
-        "security_options": [str(o) for o in info.get("SecurityOptions") or []],
-    }
-
-
-def image_store(product: str, info: dict) -> str:
-    """``containerd`` (Docker's containerd store), ``graphdriver`` or ``containers-storage``."""
-    if product == "podman":
-        return "containers-storage"
-    status = {str(k): str(v) for k, v in (info.get("DriverStatus") or []) if k}
-    if status.get("driver-type", "").startswith("io.containerd.snapshotter"):
-        return "containerd"
-    return "graphdriver"
-
-
 # -- fixtures ---------------------------------------------------------------------
 
 
@@ -424,8 +393,14 @@ def file_server(request: pytest.FixtureRequest, run_state: Run, client: Client,
 
     config = request.config
     tls = server_context_for(config.getoption("serve_tls"), run_state.report_dir,
-                             config.getoption("serve_host"))
-    with FileServer(config.getoption("serve_host"), tls=tls) as server:
+                             config.getoption("serve_host"), config.getoption("tls_dir"))
+    try:
+        # The socket is bound here: a port that is taken is the user's to fix.
+        server = FileServer(config.getoption("serve_host"), config.getoption("file_server_port"),
+                            tls=tls)
+    except OSError as exc:
+        _refuse(config, f"cannot serve the file server: {exc}", CHILD_USAGE)
+    with server:
         _preflight(run_state, lambda: probe_file_server(
             client, server, target_info, run_state.prefix, run_state.created.add,
             _ca(config, run_state)))
@@ -446,7 +421,7 @@ def lab(request: pytest.FixtureRequest, run_state: Run, client: Client, target_i
 
     config = request.config
     tls = server_context_for(config.getoption("serve_tls"), run_state.report_dir,
-                             config.getoption("serve_host"))
+                             config.getoption("serve_host"), config.getoption("tls_dir"))
     try:
         with serve(run_state.prefix, host=config.getoption("serve_host"),
                    port=_registry_port(config),
@@ -462,7 +437,8 @@ def _ca(config: pytest.Config, run: Run) -> Path | None:
     """The run's CA file when its servers speak HTTPS, for the preflight's advice."""
     from .tls import CA_FILE, run_directory
 
-    return run_directory(run.report_dir) / CA_FILE if config.getoption("serve_tls") else None
+    return (run_directory(run.report_dir, config.getoption("tls_dir")) / CA_FILE
+            if config.getoption("serve_tls") else None)
 
 
 def _preflight(run: Run, probe: Callable[[], Probe]) -> None:

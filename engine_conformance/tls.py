@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .target import Target
 
 CA_FILE = "ca.crt"
+CA_KEY_FILE = "ca.key"
 CERT_FILE = "server.crt"
 KEY_FILE = "server.key"
 
@@ -60,28 +61,56 @@ class ServeTLS:
         return self.directory / KEY_FILE
 
     @classmethod
-    def create(cls, directory: Path, *hosts: str) -> ServeTLS:
-        """Make a CA and a certificate for ``hosts`` (the serve host; IPs or names)."""
+    def create(cls, directory: Path, *hosts: str, keep_ca_key: bool = False) -> ServeTLS:
+        """Make a CA and a certificate for ``hosts`` (the serve host; IPs or names).
+
+        ``keep_ca_key`` keeps the CA's key (``ca.key``, mode 0600) beside it, so that a
+        lasting directory (``--tls-dir``) can issue a certificate for another host later
+        without a new CA: the engine trusts the CA once.
+        """
         import trustme
 
-        names = list(dict.fromkeys([*hosts, "127.0.0.1", "localhost"]))
-        ca = trustme.CA(organization_name="engine-conformance per-run CA")
-        leaf = ca.issue_cert(*names)
+        ca = trustme.CA(organization_name="engine-conformance CA")
         directory.mkdir(parents=True, exist_ok=True)
         ca.cert_pem.write_to_path(str(directory / CA_FILE))
-        leaf.cert_chain_pems[0].write_to_path(str(directory / CERT_FILE))
-        key = directory / KEY_FILE
-        key.touch(mode=0o600)
-        leaf.private_key_pem.write_to_path(str(key))
-        return cls(directory)
+        if keep_ca_key:
+            _private(directory / CA_KEY_FILE, ca.private_key_pem.bytes())
+        material = cls(directory)
+        material._issue(ca, hosts)
+        return material
 
     @classmethod
-    def ensure(cls, directory: Path, *hosts: str) -> ServeTLS:
-        """The material in ``directory`` if it is complete, else new material there."""
+    def ensure(cls, directory: Path, *hosts: str, keep_ca_key: bool = False) -> ServeTLS:
+        """The material in ``directory`` if it is complete, else new material there.
+
+        When the CA's key is kept there and the certificate does not name every one of
+        ``hosts``, a new certificate is issued by the same CA.
+        """
         found = cls(directory)
-        if all(p.is_file() for p in (found.ca_path, found.cert_path, found.key_path)):
-            return found
-        return cls.create(directory, *hosts)
+        if not all(p.is_file() for p in (found.ca_path, found.cert_path, found.key_path)):
+            return cls.create(directory, *hosts, keep_ca_key=keep_ca_key)
+        ca_key = directory / CA_KEY_FILE
+        if ca_key.is_file() and not set(hosts) <= found.names():
+            import trustme
+
+            found._issue(trustme.CA.from_pem(found.ca_path.read_bytes(), ca_key.read_bytes()),
+                         hosts)
+        return found
+
+    def names(self) -> set[str]:
+        """The hosts (names and addresses) the server certificate is valid for."""
+        from cryptography import x509
+
+        cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return {str(n) for n in alt.get_values_for_type(x509.DNSName)} | {
+            str(a) for a in alt.get_values_for_type(x509.IPAddress)}
+
+    def _issue(self, ca: object, hosts: tuple[str, ...]) -> None:
+        names = list(dict.fromkeys([*hosts, "127.0.0.1", "localhost"]))
+        leaf = ca.issue_cert(*names)  # type: ignore[attr-defined]
+        leaf.cert_chain_pems[0].write_to_path(str(self.cert_path))
+        _private(self.key_path, leaf.private_key_pem.bytes())
 
     def server_context(self) -> ssl.SSLContext:
         """For the lab registry and the file server (``tls=``)."""
@@ -118,22 +147,36 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def run_directory(report_dir: Path) -> Path:
-    """Where a run keeps its material: ``<report-dir>/tls``."""
-    return Path(report_dir) / "tls"
+def _private(path: Path, data: bytes) -> None:
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_bytes(data)
+
+
+def run_directory(report_dir: Path, tls_dir: Path | str | None = None) -> Path:
+    """Where a run keeps its material: ``--tls-dir`` when given, else ``<report-dir>/tls``."""
+    return Path(tls_dir) if tls_dir else Path(report_dir) / "tls"
+
+
+def material_for(report_dir: Path, serve_host: str,
+                 tls_dir: Path | str | None = None) -> ServeTLS:
+    """The run's material: made once in ``--tls-dir`` and reused by every later run
+    (the CA an engine was given once keeps serving), else made for this run."""
+    return ServeTLS.ensure(run_directory(report_dir, tls_dir), serve_host,
+                           keep_ca_key=bool(tls_dir))
 
 
 def server_context_for(
-    enabled: bool, report_dir: Path, serve_host: str
+    enabled: bool, report_dir: Path, serve_host: str, tls_dir: Path | str | None = None
 ) -> ssl.SSLContext | None:
     """The ``--serve-tls`` option as a server context: None without it.
 
-    Material already in ``<report-dir>/tls`` (made by the process that started
-    the engine, see :func:`prepare_run`) is used, else it is made now.
+    Material already there (made by the process that started the engine, see
+    :func:`prepare_run`, or by an earlier run in ``--tls-dir``) is used, else made now.
     """
     if not enabled:
         return None
-    return ServeTLS.ensure(run_directory(report_dir), serve_host).server_context()
+    return material_for(report_dir, serve_host, tls_dir).server_context()
 
 
 def prepare_run(
@@ -142,6 +185,7 @@ def prepare_run(
     registry_address: str | None,
     target: Target,
     managed: ManagedEngine | None = None,
+    tls_dir: Path | str | None = None,
 ) -> tuple[ServeTLS, str | None]:
     """Material for a run in ``<report-dir>/tls``, trusted by a ``managed`` engine.
 
@@ -150,7 +194,7 @@ def prepare_run(
     the registry's CA in certs.d, and the CA for ``fromSrc`` URLs before the
     engine's first TLS check).
     """
-    material = ServeTLS.ensure(run_directory(report_dir), serve_host)
+    material = material_for(report_dir, serve_host, tls_dir)
     if managed is not None:
         managed.trust_ca(material.ca_path)
         if registry_address:
