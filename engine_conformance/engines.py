@@ -61,6 +61,11 @@ class ManagedEngine:
         return shutil.which(cls.program) is not None
 
     @property
+    def missing(self) -> str:
+        """What to say when ``available()`` is false."""
+        return f"{self.program} is not installed"
+
+    @property
     def target(self) -> str:
         return f"unix://{self.socket}"
 
@@ -106,7 +111,7 @@ class ManagedEngine:
 
     def start(self) -> ManagedEngine:
         if not self.available():
-            raise EngineUnavailable(f"{self.program} is not installed")
+            raise EngineUnavailable(self.missing)
         # Unix socket paths are limited to 108 bytes, so stay short and in /tmp.
         self.dir = Path(tempfile.mkdtemp(prefix=f"ec-{self.name}-", dir="/tmp"))
         self.socket = str(self.dir / f"{self.name}.sock")
@@ -195,16 +200,26 @@ class ManagedEngine:
 DOCKER_CERTS_DIR = Path("/etc/docker/certs.d")
 """moby's ``registry.CertsDir()`` for a rootful dockerd."""
 
-DOCKER26_DIR = Path(os.environ.get("EC_DOCKER26_DIR", "/opt/engine-conformance/docker26"))
-"""Where ``scripts/fetch-docker26`` unpacks Debian 13's docker.io and containerd."""
+UNPACKED = {
+    "docker26": "Debian 13's Docker 26.1 and containerd 1.7",
+    "docker28": "Debian unstable's Docker 28.5 and containerd 2.1",
+}
+"""The Dockers ``scripts/fetch-engine NAME`` unpacks (not installs), by name."""
+
+
+def unpacked_dir(name: str) -> Path:
+    """Where ``scripts/fetch-engine NAME`` unpacked it: ``EC_<NAME>_DIR``, else
+    ``/opt/engine-conformance/NAME``."""
+    return Path(os.environ.get(f"EC_{name.upper()}_DIR", f"/opt/engine-conformance/{name}"))
 
 
 class ManagedDocker(ManagedEngine):
     """``dockerd`` from Debian's docker.io, private to one directory.
 
-    ``ManagedDocker(root=DOCKER26_DIR)`` runs an unpacked dockerd instead (its own
-    ``containerd`` first on PATH); ``containerd_store=True`` switches it to the
-    containerd image store (``features.containerd-snapshotter``).
+    ``ManagedDocker(root=unpacked_dir("docker28"))`` runs an unpacked dockerd instead
+    (its own ``containerd`` first on PATH; :func:`unpacked_docker` makes such
+    factories); ``containerd_store=True`` switches it to the containerd image store
+    (``features.containerd-snapshotter``).
     """
 
     program = "dockerd"
@@ -233,6 +248,13 @@ class ManagedDocker(ManagedEngine):
             return os.access(self.dockerd, os.X_OK)
         return shutil.which("dockerd") is not None
 
+    @property
+    def missing(self) -> str:
+        if self.root is not None:
+            return (f"{self.dockerd} is missing (scripts/fetch-engine unpacks it; "
+                    "bash scripts/setup runs that)")
+        return super().missing
+
     def environment(self) -> dict[str, str]:
         env = self._trusting_environment(dict(os.environ))
         if self.root is not None:
@@ -243,7 +265,7 @@ class ManagedDocker(ManagedEngine):
     def trust_registry_ca(self, address: str, ca_path: Path) -> None:
         """``/etc/docker/certs.d/ADDRESS/ca.crt``, removed again on ``stop``.
 
-        A rootful dockerd (20.10, 26.1, either image store) has no certs
+        A rootful dockerd (20.10, 26.1, 28.5, either image store) has no certs
         directory of its own: ``registry.CertsDir()`` is that global one unless
         it runs under RootlessKit, and it is read at each pull. Only this one
         ADDRESS entry is written, with an owner marker, and never over an entry
@@ -377,23 +399,34 @@ class ManagedPodman(ManagedEngine):
         ]  # fmt: skip
 
 
-__all__ = ["ENGINES", "EngineUnavailable", "ManagedDocker", "ManagedEngine", "ManagedPodman",
-           "free_port"]
+def unpacked_docker(name: str, containerd_store: bool = False) -> Callable[..., ManagedDocker]:
+    """A factory for the unpacked Docker ``name`` (see :data:`UNPACKED`), graphdriver
+    store (overlay2) or, with ``containerd_store``, the containerd image store."""
 
-def docker26(**kwargs: object) -> ManagedDocker:
-    """Debian 13's Docker 26.1, unpacked by ``scripts/fetch-docker26`` (graphdriver store)."""
-    return ManagedDocker(root=DOCKER26_DIR, **kwargs)  # type: ignore[arg-type]
+    def make(**kwargs: object) -> ManagedDocker:
+        return ManagedDocker(root=unpacked_dir(name), containerd_store=containerd_store,
+                             **kwargs)  # type: ignore[arg-type]
+
+    store = "the containerd image store" if containerd_store else "the graphdriver store"
+    make.__name__ = name + ("_containerd" if containerd_store else "")
+    make.__doc__ = f"{UNPACKED[name]}, unpacked by ``scripts/fetch-engine {name}``, {store}."
+    return make
 
 
-def docker26_containerd(**kwargs: object) -> ManagedDocker:
-    """Debian 13's Docker 26.1 with the containerd image store."""
-    return ManagedDocker(root=DOCKER26_DIR, containerd_store=True, **kwargs)  # type: ignore[arg-type]
-
+docker26 = unpacked_docker("docker26")
+docker26_containerd = unpacked_docker("docker26", containerd_store=True)
+docker28 = unpacked_docker("docker28")
+docker28_containerd = unpacked_docker("docker28", containerd_store=True)
 
 ENGINES: dict[str, Callable[..., ManagedEngine]] = {
     "docker": ManagedDocker,
     "docker26": docker26,
     "docker26-containerd": docker26_containerd,
+    "docker28": docker28,
+    "docker28-containerd": docker28_containerd,
     "podman": ManagedPodman,
 }
 """What ``--managed NAME`` starts."""
+
+__all__ = ["ENGINES", "UNPACKED", "EngineUnavailable", "ManagedDocker", "ManagedEngine",
+           "ManagedPodman", "free_port", "unpacked_docker", "unpacked_dir"]

@@ -2,29 +2,35 @@
 
 The engines CI judges, each a managed engine in a private directory started once
 per session: ``docker`` (Debian's docker.io: 20.10 on Debian 12, 26.1 on Debian
-13), ``docker26`` and ``docker26_containerd`` (Debian 13's Docker 26.1 unpacked
-by ``scripts/fetch-docker26``, graphdriver and containerd image store) and
+13), ``docker26`` and ``docker26_containerd`` (Debian 13's Docker 26.1),
+``docker28`` and ``docker28_containerd`` (Debian unstable's Docker 28.5), each
+unpacked by ``scripts/fetch-engine``, graphdriver and containerd image store, and
 ``podman``. Set ``EC_TEST_DOCKER`` / ``EC_TEST_DOCKER26`` /
-``EC_TEST_DOCKER26_CONTAINERD`` / ``EC_TEST_PODMAN`` to a target URL to reuse an
+``EC_TEST_DOCKER26_CONTAINERD`` / ``EC_TEST_DOCKER28`` /
+``EC_TEST_DOCKER28_CONTAINERD`` / ``EC_TEST_PODMAN`` to a target URL to reuse an
 engine that is already running (it must be disposable).
 
 ``<engine>_suite`` is one full suite run against each, checked against its
-expectation file, with sentinel images seeded before and looked at after.
+expectation file, with sentinel images seeded before and looked at after; it
+judges at the engine's default API version (the lower of 1.44 and the engine's
+maximum) unless ``API_VERSION_OF`` names one (Docker 28.5: its maximum, 1.51).
 Its reports (results.json, junit.xml, report.html, summary.md) stay under
 ``reports/ci/<engine kind>/``; the session ends with a line per engine saying
-which engine was judged, and the comparison of them in ``reports/ci/comparison.*``
-(``scripts/update-matrix`` copies it to ``docs/``).
+which engine was judged and how long its run took, and the comparison of them in
+``reports/ci/comparison.*`` (``scripts/update-matrix`` copies it to ``docs/``).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
+import yaml
 
 from engine_conformance import archives, expectations
 from engine_conformance.engines import (
@@ -35,6 +41,8 @@ from engine_conformance.engines import (
 )
 from engine_conformance.engines import docker26 as managed_docker26
 from engine_conformance.engines import docker26_containerd as managed_docker26_containerd
+from engine_conformance.engines import docker28 as managed_docker28
+from engine_conformance.engines import docker28_containerd as managed_docker28_containerd
 from engine_conformance.plugin import describe_target
 from engine_conformance.runner import ROOT, Outcome, run_suite
 from engine_conformance.target import Client, Target
@@ -60,8 +68,14 @@ class SuiteRun:
 
 
 ENGINE_OF = {"docker_suite": "docker", "docker26_suite": "docker26",
-             "docker26_containerd_suite": "docker26_containerd", "podman_suite": "podman"}
+             "docker26_containerd_suite": "docker26_containerd", "docker28_suite": "docker28",
+             "docker28_containerd_suite": "docker28_containerd", "podman_suite": "podman"}
 """The full suite runs, one per engine CI judges, and the engine fixture each judges."""
+
+API_VERSION_OF = {"docker28_suite": "1.51", "docker28_containerd_suite": "1.51"}
+"""Full runs pinned to an API version other than the default (the lower of 1.44 and the
+engine's maximum): Docker 28.5 at its maximum, so the v1.48+ rules are judged. Its
+expectation files record the same version (``api_version``); ``full_run`` checks that."""
 
 SUITES = tuple(ENGINE_OF)
 
@@ -84,7 +98,7 @@ def _engine(kind: str, env: str, factory) -> Iterator[Engine]:
         return
     managed = factory()
     if not managed.available():
-        pytest.skip(f"{kind}: {managed.program} is not installed (bash scripts/setup installs it)")
+        pytest.skip(f"{kind}: {managed.missing} (bash scripts/setup installs it)")
     try:
         managed.start()
     except EngineUnavailable as exc:
@@ -118,6 +132,19 @@ def docker26_containerd() -> Iterator[Engine]:
     """Debian 13's Docker 26.1, unpacked, with the containerd image store."""
     yield from _engine("docker26-containerd", "EC_TEST_DOCKER26_CONTAINERD",
                        managed_docker26_containerd)
+
+
+@pytest.fixture(scope="session")
+def docker28() -> Iterator[Engine]:
+    """Debian unstable's Docker 28.5, unpacked, with the graphdriver image store (overlay2)."""
+    yield from _engine("docker28", "EC_TEST_DOCKER28", managed_docker28)
+
+
+@pytest.fixture(scope="session")
+def docker28_containerd() -> Iterator[Engine]:
+    """Debian unstable's Docker 28.5, unpacked, with the containerd image store."""
+    yield from _engine("docker28-containerd", "EC_TEST_DOCKER28_CONTAINERD",
+                       managed_docker28_containerd)
 
 
 @pytest.fixture(scope="session")
@@ -189,25 +216,35 @@ def _phase_line(results: dict) -> str:
     return ""
 
 
-def full_run(engine: Engine, lab_port: int, tmp_path_factory) -> SuiteRun:
+def full_run(engine: Engine, lab_port: int, tmp_path_factory,
+             api_version: str | None = None) -> SuiteRun:
     before = seed_sentinels(engine.target)
     ids_before = image_ids(engine.target)
     # An engine with no expectation file (Podman 5.4 on Debian 13, say) is still
     # judged; the expectation test then says plainly that there was nothing to compare.
     key = engine_key(engine.target)
-    known = expectations.path_for(key).is_file()
+    path = expectations.path_for(key)
+    known = path.is_file()
     report_dir = CI_REPORTS / engine.kind
     shutil.rmtree(report_dir, ignore_errors=True)
-    outcome = run_suite(engine.target, report_dir,
+    started = time.monotonic()
+    outcome = run_suite(engine.target, report_dir, api_version=api_version,
                         expectations="auto" if known else None,
                         extra=["--registry-port", str(lab_port)])
     assert outcome.results is not None, outcome.output[-4000:]
     t = outcome.results["target"]
     JUDGED[engine.kind] = (f"{t['engine']} {t['version']} ({t.get('image_store')}, "
-                           f"API {t['api_version']}) -> {t['engine_key']}"
+                           f"API {t['api_version']}) -> {t['engine_key']} "
+                           f"in {time.monotonic() - started:.0f} s"
                            + _phase_line(outcome.results))
     after, leftovers = look(engine.target)
     new = sorted(image_ids(engine.target) - ids_before)
+    # The file is judged at the API version it was made at, or it judges other rules.
+    recorded = (yaml.safe_load(path.read_text()) or {}).get("api_version") if known else None
+    assert recorded in (None, t["api_version"]), (
+        f"{path} records API {recorded}, but the test command judged {engine.kind} at "
+        f"{t['api_version']}: regenerate it at that version (--api-version), or change "
+        "API_VERSION_OF in tests/conftest.py")
     return SuiteRun(outcome, before, after, leftovers, new)
 
 
@@ -215,6 +252,7 @@ NEEDED: set[str] = set()
 """The full runs the collected tests need (see ``pytest_collection_modifyitems``)."""
 
 
+@pytest.hookimpl(trylast=True)  # after -k / -m deselected: only the runs the session will use
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         NEEDED.update(name for name in item.fixturenames if name in ENGINE_OF)
@@ -239,7 +277,7 @@ def full_runs(request: pytest.FixtureRequest, lab_port: int,
     with ThreadPoolExecutor(max_workers=max(1, len(engines))) as pool:
         futures = {name: pool.submit(full_run, engine,
                                      lab_port if name == "podman_suite" else free_port(),
-                                     tmp_path_factory)
+                                     tmp_path_factory, API_VERSION_OF.get(name))
                    for name, engine in engines.items()}
         for name, future in futures.items():
             try:
@@ -254,7 +292,8 @@ def _suite(request: pytest.FixtureRequest, name: str) -> SuiteRun:
     if name not in runs:  # asked for by name at run time only: run it now, alone
         runs[name] = full_run(request.getfixturevalue(ENGINE_OF[name]),
                               request.getfixturevalue("lab_port"),
-                              request.getfixturevalue("tmp_path_factory"))
+                              request.getfixturevalue("tmp_path_factory"),
+                              API_VERSION_OF.get(name))
     got = runs[name]
     if isinstance(got, BaseException):
         raise got
@@ -274,6 +313,16 @@ def docker26_suite(request) -> SuiteRun:
 @pytest.fixture(scope="session")
 def docker26_containerd_suite(request) -> SuiteRun:
     return _suite(request, "docker26_containerd_suite")
+
+
+@pytest.fixture(scope="session")
+def docker28_suite(request) -> SuiteRun:
+    return _suite(request, "docker28_suite")
+
+
+@pytest.fixture(scope="session")
+def docker28_containerd_suite(request) -> SuiteRun:
+    return _suite(request, "docker28_containerd_suite")
 
 
 @pytest.fixture(scope="session")
