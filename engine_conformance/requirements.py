@@ -25,9 +25,12 @@ kind                level   fields
 ==================  ======  ===================================================
 document            MUST    ``at`` (``parameter NAME``, ``response CODE``,
                             ``definition NAME``, ``info SECTION``,
-                            ``operation``), ``quote`` (exact words)
+                            ``operation``, ``changelog VERSION``),
+                            ``quote`` (exact words)
 rfc                 MUST or ``source`` (``RFC 9110 §15.5``), ``keyword``
-                    SHOULD  (MUST gives MUST, SHOULD gives SHOULD), ``quote``
+                    SHOULD  (MUST gives MUST; SHOULD, or ``none`` for a
+                            definition with no requirement word, gives
+                            SHOULD), ``quote``
 registry-protocol   SHOULD  ``source`` (distribution / token / image spec and
                             section), ``quote``
 reference           SHOULD  ``engines`` (the Docker versions seen), ``note``
@@ -72,8 +75,11 @@ KINDS: dict[str, tuple[str, ...]] = {
     "reference": ("engines", "note"),
     "observation": ("note",),
 }
-LOCATORS = ("parameter", "response", "definition", "info", "operation")
-"""How a ``document`` basis names where its quote stands (first word of ``at``)."""
+LOCATORS = ("parameter", "response", "definition", "info", "operation", "changelog")
+"""How a ``document`` basis names where its quote stands (first word of ``at``).
+
+``changelog 1.22`` is the API version history's section for v1.22: a change the
+document records once and that holds from then on (checked in that section only)."""
 
 
 class CatalogueError(Exception):
@@ -98,7 +104,7 @@ class Basis:
         """The level this basis gives: see the module's table."""
         if self.kind == "document":
             return "MUST"
-        if self.kind == "rfc":
+        if self.kind == "rfc":  # keyword "none": the RFC defines, with no requirement word
             return "MUST" if self.keyword == "MUST" else "SHOULD"
         if self.kind in ("registry-protocol", "reference"):
             return "SHOULD"
@@ -273,8 +279,8 @@ def _basis(raw: object, req_id: str, versions: str, where: str) -> Basis:
     if kind == "document" and basis.at.split()[0] not in LOCATORS:
         raise CatalogueError(f"{where}: {req_id} document basis 'at' starts with one of "
                              f"{', '.join(LOCATORS)}, not {basis.at!r}")
-    if kind == "rfc" and basis.keyword not in ("MUST", "SHOULD"):
-        raise CatalogueError(f"{where}: {req_id} rfc basis keyword is MUST or SHOULD")
+    if kind == "rfc" and basis.keyword not in ("MUST", "SHOULD", "none"):
+        raise CatalogueError(f"{where}: {req_id} rfc basis keyword is MUST, SHOULD or none")
     try:
         version_in("1.41", basis.versions)
     except Exception as exc:
