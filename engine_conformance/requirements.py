@@ -258,9 +258,6 @@ class Catalogue(dict[str, Requirement]):
                           for rid, req in self.items()})
 
 
-_LEGACY = {"MUST": "document", "SHOULD": "reference", "INFO": "observation"}
-
-
 def _basis(raw: object, req_id: str, versions: str, where: str) -> Basis:
     if not isinstance(raw, dict):
         raise CatalogueError(f"{where}: {req_id} basis entries are mappings")
@@ -303,12 +300,9 @@ def _requirement(entry: object, suite: str, where: str) -> Requirement:
         version_in("1.41", versions)
     except Exception as exc:
         raise CatalogueError(f"{where}: {rid} versions {versions!r}: {exc}") from None
-    raw = entry.get("basis")
-    if "level" in entry and raw is None:  # TRANSITION: not yet audited; removed once all are
-        raw = [{"kind": _LEGACY[str(entry["level"])], "at": "operation", "quote": "legacy",
-                "engines": "legacy", "note": "legacy"}]
-    elif "level" in entry:
+    if "level" in entry:
         raise CatalogueError(f"{where}: {rid} states a level; the level follows from its basis")
+    raw = entry.get("basis")
     if not isinstance(raw, list) or not raw:
         raise CatalogueError(f"{where}: {rid} lacks its basis (a list of what it rests on)")
     basis = tuple(_basis(b, rid, versions, where) for b in raw)

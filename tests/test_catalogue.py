@@ -75,7 +75,7 @@ def test_version_ranges(version, spec, inside):
 
 
 def test_malformed_catalogue_is_refused(tmp_path):
-    (tmp_path / "x.yaml").write_text("- id: bad\n  title: t\n  level: MUST\n  spec: s\n")
+    (tmp_path / "x.yaml").write_text("- id: bad\n  title: t\n  spec: s\n")
     with pytest.raises(CatalogueError, match="bad requirement id"):
         Catalogue.load(tmp_path)
 
