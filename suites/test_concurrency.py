@@ -1,10 +1,12 @@
-"""Requests at the same time: two pulls of one image, and a pull beside an import.
+"""Requests at the same time: two pulls of one image, a pull beside an import, and two
+pulls the registry refuses.
 
 An engine serves many clients at once (a CI runner's parallel jobs pull the same
 base image). The pulls are sent from two threads released together, and the
 image's layer is throttled so each pull lasts long enough for the other to start
 while it is under way; that they overlapped is checked on the client's clock
-(a precondition: otherwise nothing concurrent was judged).
+(a precondition: otherwise nothing concurrent was judged). Two pulls the registry refuses
+are refused after REFUSAL_DELAY, for the same reason.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 from engine_conformance import archives
 from engine_conformance.checks import (
     assert_stream_success,
+    assert_visible_failure,
     image_ids,
     image_mismatch,
     imported_id,
@@ -26,7 +29,7 @@ from engine_conformance.checks import (
 )
 from engine_conformance.target import Client, Exchange
 from engine_conformance.verdicts import precondition
-from lab_registry import Throttle
+from lab_registry import ErrorStatus, JournalEntry, Throttle, build_image
 
 LAYER_SIZE = 1 << 20
 LAYER_RATE = 1 << 20  # a second of transfer: time for the other request to start
@@ -173,3 +176,101 @@ def test_pull_beside_an_import(client, lab_control, subject, images, observe):
     made = client.inspect_image(repo)
     assert made is not None, (
         f"an import while a pull ran answered {where(imported)}, but {repo} does not exist")
+
+
+# -- pulls that fail at the same time -----------------------------------------------------
+
+REFUSAL_DELAY = 1.0  # seconds the registry takes to refuse: both pulls are under way meanwhile
+REFUSALS = {
+    # The reference itself: its manifest is unknown to the registry.
+    "manifest": ErrorStatus(404, delay=REFUSAL_DELAY),
+    # The manifest is served, its layer denied: the transfer two pulls may share fails.
+    "layer": ErrorStatus(403, delay=REFUSAL_DELAY),
+}
+
+
+@dataclass
+class Refused:
+    subject: Subject
+    case: str
+    fault: ErrorStatus
+
+    def met(self, entry: JournalEntry) -> bool:
+        """Whether a journal entry is the registry refusing what this case refuses."""
+        if entry.status != self.fault.status:
+            return False
+        if self.case == "manifest":
+            return entry.kind == "manifest"
+        return entry.path == self.subject.layer
+
+
+@pytest.fixture(params=sorted(REFUSALS))
+def refused(request, lab_control, images, client) -> Iterator[Refused]:
+    """An image of its own the lab registry refuses, after REFUSAL_DELAY, in one way."""
+    case = request.param
+    catalogue = lab_control.catalogue
+    name = catalogue.name(f"concurrent-refused-{case}")
+    image = catalogue.add(name, "v1", build_image(
+        {"lab/refused.txt": f"engine-conformance concurrent refused {case}\n"},
+        env={"LAB_REFUSED": case}, cmd=["/bin/sh"]))
+    layer = f"/v2/{name}/blobs/{image.layers[0].digest}"
+    ref = lab_control.reference(name, "v1")
+    images.track(ref)
+    fault = REFUSALS[case]
+    scope = ({"repository": name, "kinds": ["manifest"]} if case == "manifest"
+             else {"prefix": layer})
+    try:
+        precondition(client.inspect_image(ref) is None,
+                     f"{ref} existed before the check, which judges that none is left")
+        with lab_control.fault(fault, **scope):
+            yield Refused(Subject(name, ref, catalogue.facts(name, "v1"), layer), case, fault)
+    finally:
+        catalogue.remove(name)
+
+
+@pytest.fixture
+def two_failed_pulls(client, lab_control, refused, images,
+                     observe) -> tuple[Exchange, Exchange, list[str]]:
+    """Two pulls at once of what the registry refuses: (first, second, new image IDs)."""
+    subject = refused.subject
+    before = image_ids(client)
+    mark = lab_control.journal.mark()
+    first, second = together(pull(client, subject), pull(client, subject))
+    new = sorted(image_ids(client) - before)
+    for image_id in new:
+        images.track(image_id)
+    registry_requests(lab_control.journal, mark, subject.repository,
+                      f"two concurrent pulls refused at the {refused.case}",
+                      kinds=("manifest", "blob"), wanted=refused.met)
+    observe[f"{refused.case}: answers"] = [where(first), where(second)]
+    seconds = [round((e.finished or 0) - e.started, 2) for e in (first, second)]
+    observe[f"{refused.case}: seconds"] = seconds
+    precondition(overlapped(first, second), "the two refused pulls did not overlap in time "
+                 f"(each lasted {seconds} s): nothing concurrent could be judged")
+    return first, second, new
+
+
+@pytest.mark.exclusive
+@pytest.mark.requirement("CONCURRENCY-004")
+def test_concurrent_failing_pulls_both_fail(refused, two_failed_pulls):
+    first, second, _ = two_failed_pulls
+    what = (f"the registry refused {refused.subject.ref} (HTTP {refused.fault.status} on its "
+            f"{refused.case}) to two pulls at once")
+    problems = []
+    for label, ex in (("the first pull", first), ("the second pull", second)):
+        try:
+            assert_visible_failure(ex, f"{what}; {label}")
+        except AssertionError as exc:
+            problems.append(str(exc))
+    assert not problems, "; ".join(problems)
+
+
+@pytest.mark.exclusive
+@pytest.mark.requirement("CONCURRENCY-005")
+def test_concurrent_failing_pulls_leave_nothing(client, refused, two_failed_pulls, observe):
+    _, _, new = two_failed_pulls
+    named = client.inspect_image(refused.subject.ref) is not None
+    observe[f"{refused.case}: new_images"] = new
+    left = (["an image under the name"] if named else []) + ([f"new images {new}"] if new else [])
+    assert not left, (f"two concurrent pulls of {refused.subject.ref}, refused at the "
+                      f"{refused.case}, left {' and '.join(left)} behind")

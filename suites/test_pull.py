@@ -24,6 +24,7 @@ from engine_conformance.checks import (
 )
 from engine_conformance.target import version_tuple
 from engine_conformance.verdicts import precondition
+from lab_registry import Image, build_image
 from lab_registry.catalogue import MULTI_PLATFORMS
 
 ZERO_DIGEST = "sha256:" + "0" * 64
@@ -588,3 +589,140 @@ def test_inspect_reports_the_variant(client, images, registry, observe, short, p
         f"the {platform} image of {short} (its config says variant {facts.variant!r}) is "
         f"inspected with Variant {image.get('Variant')!r}"
     )
+
+
+# -- what the registry decides --------------------------------------------------------------
+
+
+@pytest.mark.requirement("PULL-022")
+def test_stored_digest_is_checked_with_the_other_repository(client, images, registry, observe):
+    digest = registry.catalogue.manifest_digest("single", "v1")
+    other_name = registry.catalogue.name("oci")
+    precondition(registry.catalogue.manifest(other_name, digest) is None,
+                 f"the lab registry serves {digest} in {other_name} too: nothing to judge")
+    ref = registry.reference("single", "v1")
+    first = pull(client, images, {"fromImage": repo_name(registry, "single"), "tag": "v1"}, [ref])
+    held = client.inspect_image(ref)
+    precondition(first.status == 200 and first.stream_error is None and held is not None,
+                 f"the first pull, of {ref}, did not succeed ({where(first)}; PULL-001 judges "
+                 "that): the engine holds nothing by that digest")
+    other = registry.reference("oci", digest=digest)
+    # Podman finds any <repo>@<digest> by the digest alone: what resolves before the pull
+    # says nothing of what the pull recorded.
+    resolved_before = client.inspect_image(other) is not None
+    observe["name_resolved_before_the_pull"] = resolved_before
+    mark = journal_mark(registry)
+    ex = pull(client, images, {"fromImage": other}, [other])
+    observe["answer"] = where(ex)
+    fetched = manifests_fetched(registry, mark, "oci", "", required=False)
+    if fetched is not None:
+        observe["registry_answers"] = sorted({
+            f"{e.method} {e.reference} -> {e.status}" for e in registry.journal.since(mark)
+            if e.repository == other_name and e.kind == "manifest"})
+        assert digest in fetched, (
+            f"{other} was pulled while the engine held {digest} from {ref}, but the engine "
+            f"did not ask the registry's {other_name} for it (manifests fetched there: "
+            f"{fetched or 'none'}): it answered from what it holds, not from the registry")
+    assert_visible_failure(ex, f"{other_name} does not have {digest} (the registry answers "
+                               "404 manifest unknown)")
+    named = not resolved_before and client.inspect_image(other) is not None
+    after = client.inspect_image(held["Id"]) or {}
+    names = (after.get("RepoDigests") or []) + (after.get("RepoTags") or [])
+    recorded = [n for n in names if n.startswith(f"{repo_name(registry, 'oci')}@")]
+    assert not named and not recorded, (
+        f"the pull of {other} failed, yet the engine recorded the name: "
+        + (f"{other} can be inspected now (not before the pull)" if named else "")
+        + ("; " if named and recorded else "")
+        + (f"the image held from {ref} is named {recorded}" if recorded else ""))
+
+
+def moving_image(label: str) -> Image:
+    """An image of PULL-023's own, one of two its tag points at (the same in every run)."""
+    return build_image({"lab/moving.txt": f"engine-conformance moving tag: {label}\n"},
+                       env={"LAB_MOVING": label}, cmd=["/bin/sh"])
+
+
+@pytest.mark.requirement("PULL-023")
+def test_moved_tag_gives_the_new_image_and_keeps_the_old(client, images, lab_control, observe):
+    catalogue = lab_control.catalogue
+    name = catalogue.name("moving")
+    ref = lab_control.reference(name, "v1")
+    params = {"fromImage": lab_control.reference(name), "tag": "v1"}
+    catalogue.add(name, "v1", moving_image("before"))
+    try:
+        old = catalogue.facts(name, "v1")
+        first = pull(client, images, params, [ref])
+        before = client.inspect_image(ref)
+        precondition(first.status == 200 and first.stream_error is None and before is not None
+                     and image_mismatch(before, old) is None,
+                     f"the first pull of {ref} did not give the registry's image ({where(first)}"
+                     "; PULL-001 judges that): there is no old image to judge")
+        old_id = before["Id"]
+        images.track(old_id)
+        catalogue.add(name, "v1", moving_image("after"))  # the registry moves the tag
+        new = catalogue.facts(name, "v1")
+        mark = lab_control.journal.mark()
+        second = pull(client, images, params)
+        observe["second_pull"] = where(second)
+        observe["second_pull_manifests"] = manifests_fetched(
+            lab_control, mark, "moving", "the pull after the tag moved", required=False)
+        assert_stream_success(second)
+        now = client.inspect_image(ref)
+        assert now is not None, f"after the tag moved, the re-pull answered 200 but {ref} is gone"
+        mismatch = image_mismatch(now, new)
+        assert mismatch is None, (
+            f"the registry moved {ref} to a new image ({new.manifest_digest}), the re-pull "
+            f"answered 200, but {ref} is not the new image: {mismatch}"
+            + (" (it is still the old one)" if image_mismatch(now, old) is None else ""))
+        kept = client.inspect_image(old_id)
+        observe["old_image"] = kept and {"RepoTags": kept.get("RepoTags"),
+                                         "RepoDigests": kept.get("RepoDigests")}
+        assert kept is not None, (
+            f"the re-pull gave {ref} the new image and the old one ({old_id}) no longer "
+            "exists: reference engines keep it, untagged, inspectable by its ID")
+    finally:
+        catalogue.remove(name)
+
+
+@pytest.mark.requirement("PULL-024")
+def test_image_without_layers(client, images, registry, observe):
+    facts = registry.catalogue.facts("no-layers", "latest")
+    precondition(not facts.layer_digests, "the lab's no-layers image has layers")
+    ref = registry.reference("no-layers", "latest")
+    mark = journal_mark(registry)
+    ex = pull(client, images, {"fromImage": repo_name(registry, "no-layers"), "tag": "latest"},
+              [ref])
+    manifests_fetched(registry, mark, "no-layers", "a manifest with no layers")
+    observe["answer"] = where(ex)
+    assert_stream_success(ex)
+    image = expect_image(client, ref, facts, "a manifest whose layers list is empty")
+    observe["RootFS"] = image.get("RootFS")
+
+
+@pytest.mark.requirement("PULL-025")
+def test_one_tag_pulls_only_that_tag(client, images, registry, observe):
+    full = registry.catalogue.name("single")
+    others = {t: registry.reference("single", t)
+              for t in registry.catalogue.tags(full) or [] if t != "v1"}
+    present = sorted(t for t, r in others.items() if client.inspect_image(r) is not None)
+    precondition(others and not present,
+                 f"the other tags of {full} ({sorted(others)}) must be absent before the "
+                 f"pull, but {present} exist")
+    ref = registry.reference("single", "v1")
+    allowed = {"v1", registry.catalogue.manifest_digest("single", "v1")}
+    mark = journal_mark(registry)
+    ex = pull(client, images, {"fromImage": repo_name(registry, "single"), "tag": "v1"},
+              [ref, *others.values()])
+    precondition(ex.status == 200 and ex.stream_error is None,
+                 f"the pull of {ref} failed ({where(ex)}; PULL-001 judges that)")
+    fetched = manifests_fetched(registry, mark, "single", "a pull of one tag") or []
+    observe["manifests_fetched"] = fetched
+    if mark is not None:
+        observe["tags_listed"] = any(e.kind == "tags" and e.repository == full
+                                     for e in registry.journal.since(mark))
+    extra = sorted(set(fetched) - allowed)
+    pulled = sorted(t for t, r in others.items() if client.inspect_image(r) is not None)
+    assert not extra and not pulled, (
+        f"fromImage={repo_name(registry, 'single')}&tag=v1 must pull v1 only, but the engine "
+        + "; ".join(([f"also fetched the manifests {extra}"] if extra else [])
+                    + ([f"also pulled the tags {pulled}"] if pulled else [])))

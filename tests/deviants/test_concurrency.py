@@ -2,31 +2,38 @@
 
 Rows without a deviation are plain Docker 20.10: it carries out both requests, but
 fetches the image configuration once per pull (CONCURRENCY-002, INFO); a proxy that
-holds the second pull back until the first has ended shows that check passing.
+holds the second pull back until the first has ended shows that check passing. Two
+pulls the registry refuses (CONCURRENCY-004/005) are bent by hiding the later one's
+failure, or by an image left under the name (an import the proxy sends first).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
 from deviant_proxy import Deviation, Request, Response
 from deviant_proxy.cases import Case, check
-from deviant_proxy.predicates import is_body_import, pulling
+from deviant_proxy.predicates import is_body_import, pulling, refused, success_stream
+from deviant_proxy.streaming import StreamDeviation
+from engine_conformance import archives
 
 _CONCURRENT = pulling("/concurrent")
 
 
 class EverySecond:
-    """Matches every second pull of the concurrency suite's image (the later of a pair)."""
+    """Matches every second pull ``match`` picks (default: the concurrency suite's image),
+    the later of a pair."""
 
-    def __init__(self) -> None:
+    def __init__(self, match: Callable[[Request], bool] = _CONCURRENT) -> None:
+        self._match = match
         self._count = 0
         self._lock = threading.Lock()
 
     def __call__(self, req: Request) -> bool:
-        if not _CONCURRENT(req):
+        if not self._match(req):
             return False
         with self._lock:
             self._count += 1
@@ -64,6 +71,28 @@ REFUSES_IMPORT = Deviation(
     answer=lambda req: Response.json(500, _BUSY),
 )
 
+_REFUSED = pulling("/concurrent-refused-")
+
+
+def _as_success(req: Request, resp: Response) -> Response:
+    return success_stream(req) if refused(resp) else resp
+
+
+def _import_under_pulled_name(req: Request) -> Request:
+    """An import that makes an image under the name being pulled."""
+    name = f"{req.param('fromImage')}:{req.param('tag')}"
+    return Request(method="POST", path=req.path, query=(("fromSrc", "-"), ("repo", name)),
+                   headers={"content-type": "application/x-tar"},
+                   body=archives.rootfs({"etc/ectest-left-behind": f"{name}\n".encode()}))
+
+
+# Answers the later of two refused pulls as a success.
+HIDES_SECOND_REFUSAL = Deviation("hides-the-second-refusal", match=EverySecond(_REFUSED),
+                                 response=_as_success)
+# Leaves an image under the name of a refused pull.
+LEAVES_IMAGE = StreamDeviation("refused-pull-leaves-an-image", match=_REFUSED,
+                               prelude=_import_under_pulled_name, limit=1)
+
 CASES = [
     Case("CONCURRENCY-001", "pass"),
     Case("CONCURRENCY-001", "fail", (REFUSES_SECOND_PULL,), reason="answered HTTP 500"),
@@ -72,6 +101,11 @@ CASES = [
     Case("CONCURRENCY-002", "pass", (SERIAL_PULLS,)),
     Case("CONCURRENCY-003", "pass"),
     Case("CONCURRENCY-003", "fail", (REFUSES_IMPORT,), reason="answered HTTP 500"),
+    Case("CONCURRENCY-004", "pass"),
+    Case("CONCURRENCY-004", "fail", (HIDES_SECOND_REFUSAL,),
+         reason="a client cannot tell the request failed"),
+    Case("CONCURRENCY-005", "pass"),
+    Case("CONCURRENCY-005", "fail", (LEAVES_IMAGE,), reason="left an image under the name"),
 ]
 
 

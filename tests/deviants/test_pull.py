@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from urllib.parse import quote
 
 import httpx
@@ -21,6 +22,7 @@ from deviant_proxy.predicates import (
     has_error_line,
     inspected_name,
     is_pull,
+    pulling,
     refused,
     rewrite_json,
     split_name,
@@ -229,6 +231,74 @@ STRIPS_WARNINGS = Deviation(
     if resp.status == 200 else resp,
 )
 
+# -- PULL-022..025: what the registry decides (issue 13) -------------------------------------
+
+# Answers a pull by digest from the other repository from what it holds: never asks.
+TRUSTS_HELD_DIGEST = Deviation("answers-digest-from-what-it-holds", match=pulling("/oci@sha256:"),
+                               answer=success_stream)
+
+
+def repeated(fragment: str) -> Callable[[Request], bool]:
+    """Matches a pull of ``fragment``'s repository that was pulled before (the re-pull)."""
+    seen: set[tuple[str | None, str | None]] = set()
+    first = pulling(fragment)
+
+    def match(req: Request) -> bool:
+        if not first(req):
+            return False
+        key = (req.param("fromImage"), req.param("tag"))
+        if key in seen:
+            return True
+        seen.add(key)
+        return False
+
+    return match
+
+
+def _up_to_date(req: Request) -> Response:
+    ref = f"{req.param('fromImage')}:{req.param('tag')}"
+    return Response.stream([{"status": f"Pulling from {req.param('fromImage')}",
+                             "id": req.param("tag")},
+                            {"status": f"Status: Image is up to date for {ref}"}])
+
+
+def _drop_held_image(req: Request) -> Request:
+    """Deletes the image the pull's name names now, by its ID, and lets the pull go on."""
+    name = f"{req.param('fromImage')}:{req.param('tag')}"
+    with Target.parse(ENGINE["target"]).http_client(httpx.Timeout(30.0)) as http:
+        found = http.get(f"/images/{quote(name, safe='/:@')}/json")
+        if found.status_code == 200:
+            http.delete(f"/images/{found.json()['Id']}", params={"force": "1"})
+    return req
+
+
+# Keeps the tag where it was: a re-pull asks nothing and says "up to date".
+STALE_TAG = Deviation("re-pull-keeps-the-old-image", match=repeated("/moving"),
+                      answer=_up_to_date)
+# Deletes the image a tag named when the re-pull moves the tag.
+DROPS_OLD_IMAGE = Deviation("re-pull-deletes-the-old-image", match=repeated("/moving"),
+                            request=_drop_held_image)
+
+
+def _refuse_after_reading(req: Request, resp: Response) -> Response:
+    """The engine read the manifest, then refused it: the image goes, an error line ends."""
+    _drop_held_image(req)
+    return Response.stream([
+        {"status": f"Pulling from {req.param('fromImage')}", "id": req.param("tag")},
+        {"errorDetail": {"message": "no layers in manifest"}, "error": "no layers in manifest"}])
+
+
+# Fetches the manifest of an image without layers and refuses it.
+REFUSES_NO_LAYERS = Deviation("refuses-an-image-without-layers", match=pulling("/no-layers"),
+                              response=_refuse_after_reading)
+
+# Pulls every tag when asked for one.
+ONE_TAG_PULLS_EVERY_TAG = Deviation(
+    "one-tag-pulls-every-tag",
+    match=lambda req: pulling("/single")(req) and req.param("tag") == "v1",
+    request=lambda req: req.with_params(tag=None),
+)
+
 NOT_THERE = "does not exist"
 CANNOT_TELL = "a client cannot tell the request failed"
 
@@ -284,6 +354,16 @@ CASES = [
     Case("PULL-020", "fail", (HIDES_FAILURE,), reason=CANNOT_TELL),
     Case("PULL-021", "pass"),
     Case("PULL-021", "fail", (NO_VARIANT,), reason="is inspected with Variant"),
+    Case("PULL-022", "pass"),
+    Case("PULL-022", "fail", (TRUSTS_HELD_DIGEST,), reason="did not ask the registry's"),
+    Case("PULL-022", "fail", (HIDES_FAILURE,), reason=CANNOT_TELL),
+    Case("PULL-023", "pass"),
+    Case("PULL-023", "fail", (STALE_TAG,), reason="(it is still the old one)"),
+    Case("PULL-023", "fail", (DROPS_OLD_IMAGE,), reason="no longer exists"),
+    Case("PULL-024", "pass"),
+    Case("PULL-024", "fail", (REFUSES_NO_LAYERS,), reason="stream reports an error"),
+    Case("PULL-025", "pass"),
+    Case("PULL-025", "fail", (ONE_TAG_PULLS_EVERY_TAG,), reason="must pull v1 only"),
 ]
 
 
