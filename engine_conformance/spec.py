@@ -1,14 +1,17 @@
 """Read the OpenAPI fragment in ``spec/images-create.yaml``.
 
-The fragment describes ``POST /images/create`` at Engine API v1.44 plus the
-harness's own observation calls. This module is the one place the suite reads
-it from; it imports nothing from the rest of the project.
+The fragment describes ``POST /images/create`` at Engine API v1.44 and nothing
+else (no other path: a generic tool pointed at it reaches only this endpoint).
+This module is the one place the suite reads it from; it imports nothing from the
+rest of the project.
 
 Usage::
 
     from engine_conformance import spec
 
     spec.since("platform")                 # "1.32"
+    spec.since("changes")                  # "1.40": first listed in the v1.40 document
+    spec.reference_since("changes")        # "1.24": the reference engine reads it earlier
     spec.parameter("changes")["explode"]   # True
     spec.response_source(400)              # "reference"
     spec.response_source(418)              # "undocumented"
@@ -47,7 +50,9 @@ __all__ = [
     "parameter",
     "query_parameter_names",
     "since",
+    "reference_since",
     "version_notes",
+    "departures",
     "response",
     "response_source",
     "resolve",
@@ -55,8 +60,6 @@ __all__ = [
     "error_schema",
     "validate_stream_item",
     "validate_error",
-    "harness_paths",
-    "is_harness_path",
     "quote",
 ]
 
@@ -131,24 +134,69 @@ def query_parameter_names() -> list[str]:
 
 
 def since(name: str) -> str:
-    """API version in which parameter ``name`` appeared (its ``x-since``).
+    """The first API version whose document lists parameter ``name`` (its ``x-since``).
 
-    ``"1.24"`` (the minimum) means "present at or before the oldest version the
-    suite targets".
+    ``"1.24"`` (the minimum) means "listed in the v1.24 document", the oldest the
+    suite targets. An engine may read a parameter before its document lists it:
+    :func:`reference_since` says from when the reference engine does.
 
-    >>> since("platform")
-    '1.32'
+    >>> since("platform"), since("message"), since("changes")
+    ('1.32', '1.39', '1.40')
     """
     return str(parameter(name)["x-since"])
+
+
+def reference_since(name: str) -> str:
+    """The API version from which the reference engine reads parameter ``name``.
+
+    Its ``x-reference-since`` where the fragment records one (``message`` and
+    ``changes``: read at every version, listed only from v1.39 and v1.40), else
+    :func:`since`.
+
+    >>> reference_since("changes"), reference_since("platform")
+    ('1.24', '1.32')
+    """
+    param = parameter(name)
+    return str(param.get("x-reference-since", param["x-since"]))
 
 
 def version_notes(name: str) -> list[dict[str, Any]]:
     """The ``x-version-notes`` of parameter ``name``: ``[{since, versioned, note}, …]``.
 
-    ``versioned: false`` marks a daemon change that applies at every API version
-    on engines that have it, rather than one gated on the requested version.
+    ``versioned: false`` marks a change that is not gated on the requested API
+    version (a daemon change that applies at every version on engines that have it,
+    or a change of the document only). ``source`` says where the note comes from
+    (``changelog``, ``document`` or ``reference``); ``quote``, where present, is the
+    source's own words.
     """
     return list(parameter(name).get("x-version-notes", []))
+
+
+def departures() -> list[tuple[str, dict[str, Any]]]:
+    """Every ``x-departs-from-document`` entry: ``(JSON pointer of its node, entry)``.
+
+    An entry names the ``keys`` of its node that say more than, or otherwise than,
+    the v1.44 document, with ``source`` (``reference``, ``documents`` or
+    ``openapi``), what the ``document`` says and the ``reason``.
+
+    >>> [e["keys"] for p, e in departures() if p.endswith("/parameters/5")][0]
+    ['style', 'explode']
+    """
+    found: list[tuple[str, dict[str, Any]]] = []
+
+    def walk(node: Any, pointer: str) -> None:
+        if isinstance(node, dict):
+            for entry in node.get("x-departs-from-document", []):
+                found.append((pointer, entry))
+            for key, value in node.items():
+                if key != "x-departs-from-document":
+                    walk(value, f"{pointer}/{key.replace('~', '~0').replace('/', '~1')}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{pointer}/{index}")
+
+    walk(load(), "")
+    return found
 
 
 def response(status: int | str) -> dict[str, Any] | None:
@@ -261,22 +309,6 @@ def validate_stream_item(obj: Any) -> list[str]:
 def validate_error(obj: Any) -> list[str]:
     """Check a decoded error body against ``ErrorResponse``; empty list when it conforms."""
     return _messages(_error_validator(), obj)
-
-
-def harness_paths() -> list[str]:
-    """Paths marked ``x-harness: true``: the harness's observation calls, not under test."""
-    return [path for path, item in load()["paths"].items() if item.get("x-harness") is True]
-
-
-def is_harness_path(path: str) -> bool:
-    """Whether ``path`` (an OpenAPI path template) is a harness observation call.
-
-    Handy as a schemathesis filter::
-
-        schema.exclude(func=lambda ctx: spec.is_harness_path(ctx.operation.path))
-    """
-    item = load()["paths"].get(path)
-    return bool(item and item.get("x-harness") is True)
 
 
 def quote(pointer: str) -> str:
