@@ -3,6 +3,11 @@
 Every image a check causes is named under the run prefix (``images.name``) and,
 when the stream names an ID, that ID is tracked too, so nothing is left behind
 even when an engine names the image differently than asked.
+
+What ``repo``, ``tag``, ``message`` and ``changes`` do is judged by one helper each
+(``judge_naming``, ``judge_message``, ``judge_documented_change``), on an archive in
+the request body and (IMPORT-030, IMPORT-031) on the same archive fetched from the
+suite's file server: ``via`` is None for the body, or the file server.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from engine_conformance.checks import (
     imported_id,
     where,
 )
+from engine_conformance.fileserver import FileServer
+from engine_conformance.target import Exchange
 from engine_conformance.verdicts import precondition
 
 ID_STATUS = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -45,6 +52,28 @@ def do_import(client, images, params: dict, body: bytes | None = None):
         images.track(found)
     return ex
 
+
+def import_archive(client, images, observe: dict, params: dict, archive: bytes,
+                   via: FileServer | None = None) -> Exchange:
+    """Import ``archive`` with ``params``: in the request body, or ``via`` the file server
+    (``fromSrc`` is then a URL it serves ``archive`` at; its log is observed).
+
+    A URL import is judged here only on an archive the engine fetched: whether it
+    fetches the URL at all is IMPORT-020's to judge, so a file server that never saw
+    the request makes the verdict ``error``.
+    """
+    if via is None:
+        return do_import(client, images, {"fromSrc": "-", **params}, archive)
+    url = via.add("rootfs.tar", archive)
+    ex = do_import(client, images, {"fromSrc": url, **params})
+    observe[f"file server, {params['repo']}"] = file_server_requests(
+        via, url, f"what an import from a URL applies ({where(ex)})", statuses=(200,))
+    return ex
+
+
+def url_note(via: FileServer | None) -> str:
+    """How a reason starts: says the archive came from a URL (nothing for the body)."""
+    return "" if via is None else "imported from a URL: "
 
 
 def leftovers(client, images, before: set[str], names: list[str]) -> str | None:
@@ -83,6 +112,14 @@ def top_history(client, name: str) -> dict:
     entries = client.history(name)
     assert entries, f"GET /images/{name}/history gave no entries"
     return entries[0]
+
+
+def host_platform(target_info: dict) -> tuple[str, str]:
+    """The engine's own OS and architecture, as GET /version names them."""
+    host_os, host_arch = target_info.get("os"), target_info.get("arch")
+    precondition(host_os and host_arch, f"GET /version gave Os {host_os!r} and Arch "
+                 f"{host_arch!r}: the host's platform is unknown, so it cannot be compared")
+    return str(host_os), str(host_arch)
 
 
 def other_arch(host_arch: str | None, variant: bool = False) -> tuple[str, str | None]:
@@ -139,37 +176,43 @@ def test_last_message_names_the_image_id(client, images, observe):
 # -- names ---------------------------------------------------------------------------
 
 
-@pytest.mark.requirement("IMPORT-003")
-@pytest.mark.parametrize("form", ["repo", "repo-with-tag"])
-def test_repo_names_the_image(client, images, observe, form):
-    name = images.name("imp-repo")
+NAMING_FORMS = ("repo", "repo-with-tag", "repo-and-tag")
+"""``repo=NAME``, ``repo=NAME:ectag``, ``repo=NAME&tag=ectag``."""
+
+
+def judge_naming(client, images, observe, form: str, via: FileServer | None = None) -> None:
+    """The import's ``repo`` (and ``tag``) name the image imported (see NAMING_FORMS)."""
+    name = images.name("imp-tag" if form == "repo-and-tag" else "imp-repo")
     ref = name if form == "repo" else f"{name}:ectag"
     images.track(ref)
-    ex = do_import(client, images, {"fromSrc": "-", "repo": ref}, unique_rootfs(name))
+    params = {"repo": name, "tag": "ectag"} if form == "repo-and-tag" else {"repo": ref}
+    ex = import_archive(client, images, observe, params, unique_rootfs(name), via)
     assert_stream_success(ex)
     image = client.inspect_image(ref)
     observe[form] = image and image.get("RepoTags")
-    assert image is not None, f"repo={ref} was imported (200, no error) but {ref} does not exist"
+    if image is None and form == "repo-and-tag":
+        other = client.inspect_image(name)
+        observe["named_instead"] = other and other.get("RepoTags")
+    sent = "&".join(f"{k}={v}" for k, v in params.items())
+    assert image is not None, (
+        f"{url_note(via)}{sent} was imported (200, no error) but {ref} does not exist"
+    )
     found = imported_id(ex)
     if found:
-        assert image["Id"] == found, f"{ref} is {image['Id']}, not the image imported ({found})"
+        assert image["Id"] == found, (
+            f"{url_note(via)}{ref} is {image['Id']}, not the image imported ({found})"
+        )
+
+
+@pytest.mark.requirement("IMPORT-003")
+@pytest.mark.parametrize("form", ["repo", "repo-with-tag"])
+def test_repo_names_the_image(client, images, observe, form):
+    judge_naming(client, images, observe, form)
 
 
 @pytest.mark.requirement("IMPORT-004")
 def test_repo_and_tag_name_the_image(client, images, observe):
-    name = images.name("imp-tag")
-    ref = f"{name}:ectag"
-    images.track(ref)
-    ex = do_import(client, images, {"fromSrc": "-", "repo": name, "tag": "ectag"},
-                   unique_rootfs(name))
-    assert_stream_success(ex)
-    image = client.inspect_image(ref)
-    if image is None:
-        other = client.inspect_image(name)
-        observe["named_instead"] = other and other.get("RepoTags")
-    assert image is not None, (
-        f"repo={name}&tag=ectag was imported (200, no error) but {ref} does not exist"
-    )
+    judge_naming(client, images, observe, "repo-and-tag")
 
 
 @pytest.mark.requirement("IMPORT-005")
@@ -190,17 +233,24 @@ def test_tag_wins_over_tag_in_repo(client, images, observe):
 # -- message ---------------------------------------------------------------------------
 
 
-@pytest.mark.requirement("IMPORT-006")
-def test_message_is_the_history_comment(client, images, observe):
+def judge_message(client, images, observe, via: FileServer | None = None) -> None:
+    """The import's ``message`` is the comment of the image's newest history entry."""
     name = images.name("imp-msg")
     message = "engine-conformance: imported & checked (100%)"
-    ex = do_import(client, images, {"fromSrc": "-", "repo": name, "message": message},
-                   unique_rootfs(name))
+    ex = import_archive(client, images, observe, {"repo": name, "message": message},
+                        unique_rootfs(name), via)
     assert_stream_success(ex)
     inspect_imported(client, name)
     comment = top_history(client, name).get("Comment")
     observe["comment"] = comment
-    assert comment == message, f"the history comment is {comment!r}, not the message {message!r}"
+    assert comment == message, (
+        f"{url_note(via)}the history comment is {comment!r}, not the message {message!r}"
+    )
+
+
+@pytest.mark.requirement("IMPORT-006")
+def test_message_is_the_history_comment(client, images, observe):
+    judge_message(client, images, observe)
 
 
 @pytest.mark.requirement("IMPORT-007")
@@ -245,24 +295,33 @@ def config_has(config: dict, key: str, expected) -> bool:
     return got == expected
 
 
-def import_with_changes(client, images, label: str, changes: list[str]) -> tuple[dict, object]:
+def import_with_changes(client, images, label: str, changes: list[str],
+                        via: FileServer | None = None,
+                        observe: dict | None = None) -> tuple[dict, Exchange]:
     name = images.name(label)
-    ex = do_import(client, images, {"fromSrc": "-", "repo": name, "changes": changes},
-                   unique_rootfs(name))
+    ex = import_archive(client, images, {} if observe is None else observe,
+                        {"repo": name, "changes": changes}, unique_rootfs(name), via)
     assert_stream_success(ex)
     return (inspect_imported(client, name).get("Config") or {}), ex
+
+
+def judge_documented_change(client, images, observe, instruction: str,
+                            via: FileServer | None = None) -> None:
+    """One documented ``changes`` instruction shows in the imported image's Config."""
+    change, key, expected = DOCUMENTED_CHANGES[instruction]
+    config, _ = import_with_changes(client, images, f"imp-{instruction.lower()}", [change],
+                                    via, observe)
+    observe[key] = config.get(key)
+    assert config_has(config, key, expected), (
+        f"{url_note(via)}changes={change!r}: Config.{key} is {config.get(key)!r}, expected "
+        f"{'to contain ' if key in MEMBER_KEYS else ''}{expected!r}"
+    )
 
 
 @pytest.mark.requirement("IMPORT-008")
 @pytest.mark.parametrize("instruction", sorted(DOCUMENTED_CHANGES))
 def test_documented_change_applies(client, images, observe, instruction):
-    change, key, expected = DOCUMENTED_CHANGES[instruction]
-    config, _ = import_with_changes(client, images, f"imp-{instruction.lower()}", [change])
-    observe[key] = config.get(key)
-    assert config_has(config, key, expected), (
-        f"changes={change!r}: Config.{key} is {config.get(key)!r}, expected "
-        f"{'to contain ' if key in MEMBER_KEYS else ''}{expected!r}"
-    )
+    judge_documented_change(client, images, observe, instruction)
 
 
 @pytest.mark.requirement("IMPORT-009")
@@ -343,6 +402,22 @@ def test_disallowed_change_is_refused(client, images, observe, change):
     assert_refused_400(client, images, ex, before, name, f"changes={change!r}")
 
 
+# A Dockerfile instruction whose exec form holds a comma: one value, so one instruction.
+COMMA_CHANGE = ('ENTRYPOINT ["/bin/sh", "-c"]', "Entrypoint", ["/bin/sh", "-c"])
+
+
+@pytest.mark.requirement("IMPORT-029")
+def test_change_with_a_comma_applies_whole(client, images, observe):
+    change, key, expected = COMMA_CHANGE
+    config, ex = import_with_changes(client, images, "imp-comma", [change])
+    observe["request"] = ex.request_line
+    observe[key] = config.get(key)
+    assert config.get(key) == expected, (
+        f"changes={change!r} (one value that holds a comma): Config.{key} is "
+        f"{config.get(key)!r}, not {expected!r}"
+    )
+
+
 # -- archives -------------------------------------------------------------------------
 
 
@@ -385,6 +460,30 @@ def test_non_archive_body_fails(client, images, observe):
     observe["stream_error"] = ex.stream_error
     assert_visible_failure(ex, "the body is not an archive")
     assert_nothing_created(client, images, before, [name], "the import failed")
+
+
+ZERO_PADDING = 8 << 20
+"""Bytes of zeros after an archive's end-of-archive blocks (moby's own test uses 8 GiB)."""
+
+
+@pytest.mark.requirement("IMPORT-022")
+def test_archive_with_zero_padding_imports(client, images, observe):
+    name = images.name("imp-padded")
+    tar = unique_rootfs(name)
+    ex = do_import(client, images, {"fromSrc": "-", "repo": name}, tar + bytes(ZERO_PADDING))
+    observe["archive_bytes"] = len(tar)
+    observe["zero_bytes_after_it"] = ZERO_PADDING
+    observe["status"] = ex.status
+    what = f"a {len(tar)}-byte archive followed by {ZERO_PADDING >> 20} MiB of zeros"
+    assert not failed(ex), (
+        f"{what} did not import: {where(ex)} ({ex.stream_error or ex.body[:300]!r})"
+    )
+    assert_stream_success(ex)
+    image = inspect_imported(client, name)
+    layers = (image.get("RootFS") or {}).get("Layers") or []
+    observe["layers"] = layers
+    observe["size"] = image.get("Size")
+    assert len(layers) == 1, f"{what} imported as an image with layers {layers}, not one"
 
 
 # -- platform -----------------------------------------------------------------------------
@@ -440,6 +539,88 @@ def test_invalid_platform_is_refused(client, images, observe, platform):
     assert_refused_400(client, images, ex, before, name, f"platform={platform!r}")
 
 
+def import_with_platform(client, images, label: str, platform: str | None) -> Exchange:
+    """A body import with ``platform`` (None: without the parameter) that must succeed."""
+    name = images.name(label)
+    params = {"fromSrc": "-", "repo": name} | ({} if platform is None else {"platform": platform})
+    ex = do_import(client, images, params, unique_rootfs(name))
+    sent = "no platform" if platform is None else f"platform={platform!r}"
+    assert not failed(ex), (
+        f"{sent} was refused: {where(ex)} ({ex.stream_error or ex.body[:300]!r})"
+    )
+    assert_stream_success(ex)
+    return ex
+
+
+def imported_platform(client, ex: Exchange) -> tuple[str | None, str | None]:
+    """The Os and Architecture of the image ``ex`` imported under its ``repo``."""
+    image = inspect_imported(client, dict(ex.params)["repo"])
+    return image.get("Os"), image.get("Architecture")
+
+
+@pytest.mark.requirement("IMPORT-023")
+@pytest.mark.parametrize("form", ["absent", "empty"])
+def test_no_platform_means_the_hosts(client, images, target_info, observe, form):
+    host = host_platform(target_info)
+    ex = import_with_platform(client, images, "imp-noplat", None if form == "absent" else "")
+    got = imported_platform(client, ex)
+    observe[form] = list(got)
+    observe["host"] = list(host)
+    sent = "without platform" if form == "absent" else "with platform= (empty)"
+    assert got == host, (
+        f"imported {sent}: the image has Os/Architecture {got}, not the host's {host} "
+        "(GET /version)"
+    )
+
+
+@pytest.mark.requirement("IMPORT-024")
+@pytest.mark.parametrize("form", ["os", "os/arch"])
+def test_platform_os_in_capitals_is_normalised(client, images, target_info, observe, form):
+    host_os, host_arch = host_platform(target_info)
+    platform = host_os.upper() + (f"/{host_arch}" if form == "os/arch" else "")
+    ex = import_with_platform(client, images, "imp-platcase", platform)
+    got = imported_platform(client, ex)
+    observe[platform] = list(got)
+    assert got[0] == host_os, f"platform={platform}: the image's Os is {got[0]!r}, not {host_os!r}"
+
+
+@pytest.mark.requirement("IMPORT-025")
+def test_unknown_architecture_is_kept(client, images, target_info, observe):
+    host_os, _ = host_platform(target_info)
+    platform = f"{host_os}/ectestarch"
+    ex = import_with_platform(client, images, "imp-platarch", platform)
+    got = imported_platform(client, ex)
+    observe[platform] = list(got)
+    assert got == (host_os, "ectestarch"), (
+        f"platform={platform}: the image has Os/Architecture {got}, not {(host_os, 'ectestarch')}"
+    )
+
+
+UNSUPPORTED_OS = "ectestos"
+"""A well-formed OS name no engine runs."""
+
+
+@pytest.mark.requirement("IMPORT-026")
+def test_unsupported_os_is_refused_or_kept(client, images, target_info, observe):
+    _, host_arch = host_platform(target_info)
+    platform = f"{UNSUPPORTED_OS}/{host_arch}"
+    name = images.name("imp-platos")
+    before = image_ids(client)
+    ex = do_import(client, images, {"fromSrc": "-", "repo": name, "platform": platform},
+                   unique_rootfs(name))
+    observe["status"] = ex.status
+    observe["stream_error"] = ex.stream_error
+    if ex.status == 200 and not failed(ex):
+        got = imported_platform(client, ex)
+        observe["imported_as"] = list(got)
+        assert got == (UNSUPPORTED_OS, host_arch), (
+            f"platform={platform} was imported (200, no error) with Os/Architecture {got}: "
+            "neither refused (400) nor recorded as given"
+        )
+        return
+    assert_refused_400(client, images, ex, before, name, f"platform={platform!r}")
+
+
 # -- fromSrc=<URL> -------------------------------------------------------------------------
 
 
@@ -477,3 +658,64 @@ def test_url_404_fails(client, images, file_server, observe):
     observe["stream_error"] = ex.stream_error
     assert_visible_failure(ex, f"fromSrc={url} answered 404")
     assert_nothing_created(client, images, before, [name], "the import from a 404 URL failed")
+
+
+@pytest.mark.requirement("IMPORT-027")
+def test_url_without_scheme_is_fetched_over_http(client, images, file_server, observe):
+    if file_server.tls:
+        pytest.skip("the file server speaks HTTPS only (--serve-tls), and a fromSrc without "
+                    "a scheme is fetched over plain http")
+    name = images.name("imp-noscheme")
+    url = file_server.add("rootfs.tar", unique_rootfs(name))
+    bare = url.split("://", 1)[1]
+    path = url.removeprefix(file_server.base_url)
+    ex = do_import(client, images, {"fromSrc": bare, "repo": name})
+    # The preflight proved that the engine reaches the file server by a full URL.
+    asked = [r for r in file_server.requests if r[1] == path]
+    observe["file_server_saw"] = asked
+    observe["status"] = ex.status
+    assert ("GET", path, 200) in asked, (
+        f"fromSrc={bare} (no scheme) answered {where(ex)}"
+        + (f" ({ex.stream_error or ex.body[:200]!r})" if failed(ex) else "")
+        + f", and the file server saw {asked or 'no request'} for {path}: the engine did not "
+        "fetch it as http://" + bare
+    )
+    assert_stream_success(ex)
+    inspect_imported(client, name)
+
+
+@pytest.mark.requirement("IMPORT-028")
+def test_url_without_host_fails(client, images, observe):
+    name = images.name("imp-nohost")
+    src = f"http:///{name}/rootfs.tar"
+    before = image_ids(client)
+    ex = do_import(client, images, {"fromSrc": src, "repo": name})
+    observe["status"] = ex.status
+    observe["stream_error"] = ex.stream_error
+    assert_visible_failure(ex, f"fromSrc={src} names no host to fetch from")
+    assert_nothing_created(client, images, before, [name],
+                           "the import from a URL with no host failed")
+
+
+URL_ASPECTS = ["repo", "repo-with-tag", "message",
+               *(f"changes-{i}" for i in sorted(DOCUMENTED_CHANGES))]
+"""What IMPORT-030 judges on a URL import, each as its body-import check does
+(IMPORT-003, -006, -008); IMPORT-031 judges ``tag`` as IMPORT-004 does."""
+
+
+@pytest.mark.requirement("IMPORT-030")
+@pytest.mark.parametrize("aspect", URL_ASPECTS)
+def test_url_import_applies_what_a_body_import_does(client, images, file_server, observe,
+                                                    aspect):
+    if aspect == "message":
+        judge_message(client, images, observe, via=file_server)
+    elif aspect.startswith("changes-"):
+        judge_documented_change(client, images, observe, aspect.removeprefix("changes-"),
+                                via=file_server)
+    else:
+        judge_naming(client, images, observe, aspect, via=file_server)
+
+
+@pytest.mark.requirement("IMPORT-031")
+def test_url_import_repo_and_tag_name_the_image(client, images, file_server, observe):
+    judge_naming(client, images, observe, "repo-and-tag", via=file_server)

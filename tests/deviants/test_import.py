@@ -2,7 +2,9 @@
 
 Rows without a deviation are plain Docker 20.10; where Docker itself deviates
 (STOPSIGNAL, and the architecture of an import at API >= 1.42), a fixing proxy
-shows that the check passes on an engine that conforms.
+shows that the check passes on an engine that conforms. A proxy that changes what
+an engine records (an image's Os, say) edits the inspect answers for the images
+it imported (:func:`recording`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Callable
 from urllib.parse import unquote_plus
 
 import pytest
@@ -49,6 +52,39 @@ def drop_changes(prefixes: tuple[str, ...]):
 def has_change(prefix: str):
     return lambda req: is_create(req) and any(
         c.upper().startswith(prefix) for c in req.params("changes"))
+
+
+def recording(name: str, imports: Callable[[Request], bool],
+              edit: Callable[[dict, Request], None],
+              forward: Callable[[Request], Request] = lambda req: req) -> Deviation:
+    """An engine that records the images of the imports ``imports`` matches differently:
+    ``edit(inspected, import_request)`` changes the inspect answer for each one's repo.
+    ``forward`` rewrites what those imports send to the real engine."""
+    sent: dict[str, Request] = {}
+
+    def on_request(req: Request) -> Request:
+        if not imports(req):
+            return req
+        sent[req.param("repo") or ""] = req
+        return forward(req)
+
+    def on_response(req: Request, resp: Response) -> Response:
+        name = inspected_name(req)
+        if name not in sent:
+            return resp
+        return rewrite_json(resp, lambda obj: edit(obj, sent[name]))
+
+    return Deviation(name, match=lambda req: imports(req) or inspected_name(req) in sent,
+                     request=on_request, response=on_response)
+
+
+def checks_import(label: str, url: bool = False) -> Callable[[Request], bool]:
+    """Matches the imports of the checks whose images are named ``<prefix>/<label>-N``
+    (never the preflight's canary), from the body or, with ``url``, from a URL."""
+    def match(req: Request) -> bool:
+        kind = is_url_import(req) if url else is_body_import(req)
+        return kind and f"/{label}" in (req.param("repo") or "")
+    return match
 
 
 def with_last_message(obj: dict):
@@ -272,6 +308,104 @@ URL_404_LEAVES_IMAGE = StreamDeviation(
     response=lambda req, resp: Response.json(404, {"message": "failed to GET: 404 Not Found"}),
 )
 
+# -- IMPORT-022: zeros after the archive ------------------------------------------------------
+
+# Reads the zeros after the end-of-archive blocks as more archive, and fails.
+REFUSES_PADDING = Deviation(
+    "refuses-zero-padding",
+    match=lambda req: is_body_import(req) and req.body.endswith(bytes(1 << 20)),
+    answer=lambda req: Response.stream([{"errorDetail": {"message": "invalid tar header"},
+                                         "error": "invalid tar header"}]),
+)
+
+# -- IMPORT-023..026: platform values --------------------------------------------------------
+
+
+def _swap_architecture(obj: dict, req: Request) -> None:
+    obj["Architecture"] = "arm64" if obj.get("Architecture") != "arm64" else "amd64"
+
+
+# Gives an import without a platform another architecture than the host's.
+NO_PLATFORM_NOT_HOST = recording(
+    "no-platform-not-the-hosts",
+    lambda req: checks_import("imp-noplat")(req) and not req.param("platform"),
+    _swap_architecture)
+# Records the platform's OS as written, capitals and all.
+KEEPS_OS_CASE = recording(
+    "keeps-os-case",
+    lambda req: checks_import("imp-platcase")(req)
+    and (req.param("platform") or "").split("/")[0].isupper(),
+    lambda obj, req: obj.update(Os=(req.param("platform") or "").split("/")[0]))
+
+
+def _unsupported_os(req: Request) -> bool:
+    return checks_import("imp-platos")(req) and (req.param("platform") or "").startswith(
+        "ectestos")
+
+
+# Ignores a platform whose OS it cannot run, and imports for the host's.
+UNSUPPORTED_OS_AS_HOST = Deviation("unsupported-os-imported-as-host", match=_unsupported_os,
+                                   request=lambda req: req.with_params(platform=None))
+UNSUPPORTED_OS_IS_500 = Deviation(
+    "unsupported-os-is-500", match=_unsupported_os,
+    answer=lambda req: Response.json(500, {"message": "operating system is not supported"}))
+# Imports it with that OS, as Docker's containerd image store does: conforms too.
+UNSUPPORTED_OS_RECORDED = recording(
+    "unsupported-os-recorded", _unsupported_os,
+    lambda obj, req: _apply_platform(obj, req.param("platform") or ""),
+    forward=lambda req: req.with_params(platform=None))
+
+# -- IMPORT-027/028: fromSrc without a scheme, without a host ----------------------------------
+
+
+def _schemeless(req: Request) -> bool:
+    src = req.param("fromSrc") or ""
+    return is_create(req) and src not in ("", "-") and "://" not in src
+
+
+# Fetches a fromSrc without a scheme over https (the file server speaks http).
+SCHEMELESS_AS_HTTPS = Deviation(
+    "schemeless-fetched-over-https", match=_schemeless,
+    request=lambda req: req.with_params(fromSrc="https://" + (req.param("fromSrc") or "")))
+# Reads it as a path on the engine's own file system.
+SCHEMELESS_AS_PATH = Deviation(
+    "schemeless-read-as-a-path", match=_schemeless,
+    answer=lambda req: Response.json(500, {"message": f"open {req.param('fromSrc')}: no such "
+                                                     "file or directory"}))
+
+
+def _hostless(req: Request) -> bool:
+    return is_create(req) and (req.param("fromSrc") or "").startswith("http:///")
+
+
+HOSTLESS_CLAIMS_SUCCESS = Deviation(
+    "hostless-url-claims-success", match=_hostless,
+    answer=lambda req: Response.stream([{"status": "sha256:" + "3" * 64}]))
+# Reports the failure, but has imported something under the name anyway.
+HOSTLESS_LEAVES_IMAGE = Deviation(
+    "hostless-url-leaves-image", match=_hostless,
+    request=lambda req: req.with_params(fromSrc="-").replace(body=OTHER_TAR),
+    response=lambda req, resp: Response.json(500, {"message": "no Host in request URL"}))
+
+# -- IMPORT-029: a changes value with a comma -----------------------------------------------------
+
+# Splits each changes value at commas and applies the first part only.
+SPLITS_AT_COMMAS = Deviation(
+    "splits-changes-at-commas",
+    match=lambda req: is_create(req) and any("," in c for c in req.params("changes")),
+    request=lambda req: req.with_params(changes=[c.split(",")[0]
+                                                 for c in req.params("changes")]))
+
+# -- IMPORT-030/031: what a URL import applies ------------------------------------------------
+
+# Each forgets one parameter on a URL import only (a body import is applied in full).
+URL_DROPS_CHANGES = Deviation("url-import-drops-changes", match=checks_import("imp-", url=True),
+                              request=lambda req: req.with_params(changes=None))
+URL_DROPS_MESSAGE = Deviation("url-import-drops-message", match=checks_import("imp-", url=True),
+                              request=lambda req: req.with_params(message=None))
+URL_DROPS_TAG = Deviation("url-import-drops-tag", match=checks_import("imp-", url=True),
+                          request=lambda req: req.with_params(tag=None))
+
 CASES = [
     Case("IMPORT-001", "pass"),
     Case("IMPORT-001", "fail", (CLAIMS_SUCCESS,), reason="no image exists"),
@@ -325,6 +459,37 @@ CASES = [
     Case("IMPORT-021", "pass"),
     Case("IMPORT-021", "fail", (HIDES_404,), reason="a client cannot tell the request failed"),
     Case("IMPORT-021", "fail", (URL_404_LEAVES_IMAGE,), reason="left an image behind"),
+    Case("IMPORT-022", "pass"),
+    Case("IMPORT-022", "fail", (REFUSES_PADDING,), reason="MiB of zeros did not import"),
+    Case("IMPORT-023", "pass"),
+    Case("IMPORT-023", "fail", (NO_PLATFORM_NOT_HOST,), reason="not the host's"),
+    Case("IMPORT-024", "pass"),
+    Case("IMPORT-024", "fail", (KEEPS_OS_CASE,), reason="the image's Os is 'LINUX'"),
+    Case("IMPORT-025", "skip"),  # Docker 20.10 speaks 1.41 and applies only the OS
+    Case("IMPORT-025", "fail", (SPEAKS_142_AS_141, CLAIMS_142), api_version="1.42",
+         reason="the image has Os/Architecture"),
+    Case("IMPORT-025", "pass", (PLATFORM_AT_142, CLAIMS_142), api_version="1.42"),
+    Case("IMPORT-026", "pass"),  # Docker 20.10 refuses it with 400
+    Case("IMPORT-026", "pass", (UNSUPPORTED_OS_RECORDED,)),
+    Case("IMPORT-026", "fail", (UNSUPPORTED_OS_AS_HOST,),
+         reason="neither refused (400) nor recorded as given"),
+    Case("IMPORT-026", "fail", (UNSUPPORTED_OS_IS_500,), reason="expected HTTP 400"),
+    Case("IMPORT-027", "pass"),
+    Case("IMPORT-027", "fail", (SCHEMELESS_AS_HTTPS,), reason="the engine did not fetch it"),
+    Case("IMPORT-027", "fail", (SCHEMELESS_AS_PATH,), reason="the engine did not fetch it"),
+    Case("IMPORT-028", "pass"),
+    Case("IMPORT-028", "fail", (HOSTLESS_CLAIMS_SUCCESS,),
+         reason="a client cannot tell the request failed"),
+    Case("IMPORT-028", "fail", (HOSTLESS_LEAVES_IMAGE,), reason="left an image behind"),
+    Case("IMPORT-029", "pass"),
+    Case("IMPORT-029", "fail", (SPLITS_AT_COMMAS,), reason="Config.Entrypoint is"),
+    Case("IMPORT-030", "pass"),
+    Case("IMPORT-030", "fail", (URL_DROPS_CHANGES,),
+         reason="imported from a URL: changes='CMD"),
+    Case("IMPORT-030", "fail", (URL_DROPS_MESSAGE,),
+         reason="imported from a URL: the history comment is"),
+    Case("IMPORT-031", "pass"),
+    Case("IMPORT-031", "fail", (URL_DROPS_TAG,), reason="imported from a URL: repo="),
 ]
 
 
