@@ -14,7 +14,11 @@ DeviantProxy, plain :class:`Deviation` rows included, and also honours
 ``keep_reading`` keeps the engine's answer flowing into the proxy after the
 client has gone, so the engine never learns of the hang-up. ``drop_line`` leaves
 out the stream lines for which it holds, as they flow (an engine that reports
-no progress). ``prelude`` sends
+no progress). ``unterminated`` ends a 200 answer by closing the connection
+after the engine's last line, so that every line arrives but the message is
+incomplete (RFC 9112 §8): ``"chunked"`` leaves out HTTP's last chunk
+(``0\\r\\n\\r\\n``), ``"content-length"`` sends the engine's whole answer under a
+Content-Length 1024 bytes larger than it. ``prelude`` sends
 the engine one extra request before the real one (its answer is discarded): a
 way to make an engine look as if it had done something it did not, such as
 leaving an image behind.
@@ -31,9 +35,11 @@ from http.server import BaseHTTPRequestHandler
 
 import httpx
 
-from .proxy import DeviantProxy, Deviation, Request, send_chunked_head
+from .proxy import _HOP_BY_HOP, DeviantProxy, Deviation, Request, Response, send_chunked_head
 
 _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+SHORT_BY = 1024
+"""How many bytes more than it sends an ``unterminated="content-length"`` answer declares."""
 
 
 @dataclass
@@ -47,6 +53,7 @@ class StreamDeviation(Deviation):
 
     keep_reading: bool = False
     drop_line: Callable[[bytes], bool] | None = None
+    unterminated: str = ""  # "", "chunked" or "content-length"
     prelude: Callable[[Request], Request | None] | None = None
     client_left: threading.Event = field(default_factory=threading.Event)
     drained: threading.Event = field(default_factory=threading.Event)
@@ -71,8 +78,11 @@ class StreamingProxy(DeviantProxy):
     def _forward_streaming(self, req: Request, handler: BaseHTTPRequestHandler) -> None:
         deviation = getattr(self._picked, "deviation", None)
         self._picked.deviation = None
-        if isinstance(deviation, StreamDeviation) and (deviation.keep_reading
-                                                       or deviation.drop_line is not None):
+        if isinstance(deviation, StreamDeviation) and deviation.unterminated == "content-length":
+            self._forward_short(req, handler)
+        elif isinstance(deviation, StreamDeviation) and (deviation.keep_reading
+                                                         or deviation.drop_line is not None
+                                                         or deviation.unterminated):
             self._forward_deaf(req, handler, deviation)
         else:
             super()._forward_streaming(req, handler)
@@ -80,7 +90,8 @@ class StreamingProxy(DeviantProxy):
     def _forward_deaf(self, req: Request, handler: BaseHTTPRequestHandler,
                       deviation: StreamDeviation) -> None:
         """Stream the answer through, without the lines ``drop_line`` picks; if the client
-        hangs up, go on reading it to its end when ``keep_reading``, else hang up too."""
+        hangs up, go on reading it to its end when ``keep_reading``, else hang up too.
+        An ``unterminated`` 200 answer ends with the connection closed, not the last chunk."""
         resp = self._http.send(self._outgoing(req), stream=True)
         gone = False
         pending = b""
@@ -117,13 +128,37 @@ class StreamingProxy(DeviantProxy):
             else:
                 if pending and not (deviation.drop_line and deviation.drop_line(pending)):
                     handler.wfile.write(b"%x\r\n%s\r\n" % (len(pending), pending))
-                handler.wfile.write(b"0\r\n\r\n")
+                if deviation.unterminated and resp.status_code == 200:
+                    handler.wfile.flush()
+                    handler.close_connection = True  # the server closes it: EOF, no last chunk
+                else:
+                    handler.wfile.write(b"0\r\n\r\n")
         except _GONE:
             pass
         except (OSError, httpx.HTTPError):
             pass  # the proxy is stopping: its client to the engine was closed under us
         finally:
             resp.close()
+
+    def _forward_short(self, req: Request, handler: BaseHTTPRequestHandler) -> None:
+        """The engine's whole answer; a 200 one under a Content-Length larger than its
+        body, after which the connection is closed (the message is incomplete)."""
+        resp = self._http.send(self._outgoing(req))
+        if resp.status_code != 200:
+            handler._send(Response(resp.status_code, dict(resp.headers), resp.content))  # type: ignore[attr-defined]
+            return
+        try:
+            handler.send_response(200)
+            for key, value in resp.headers.items():
+                if key.lower() not in _HOP_BY_HOP:
+                    handler.send_header(key, value)
+            handler.send_header("Content-Length", str(len(resp.content) + SHORT_BY))
+            handler.end_headers()
+            handler.wfile.write(resp.content)
+            handler.wfile.flush()
+        except _GONE:
+            pass
+        handler.close_connection = True
 
 
 def _client_gone(handler: BaseHTTPRequestHandler) -> bool:

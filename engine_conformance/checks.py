@@ -8,6 +8,11 @@ so it says what was expected, what came, and on what grounds. What a check
 relies on but does not judge (the engine reached the lab registry or the file
 server: :func:`registry_requests`, :func:`file_server_requests`) is a
 precondition: when it does not hold the verdict is ``error``, never ``fail``.
+
+An incomplete answer (``ex.incomplete``: the connection ended it before its last
+chunk or its declared length) is judged by PROGRESS-010 alone; every other check
+judges the lines that arrived. A check that needs the end of a stream the cut may
+have taken calls :func:`require_end`: ``error`` naming the cut, never ``fail``.
 """
 
 from __future__ import annotations
@@ -80,14 +85,31 @@ def error_location(ex: Exchange) -> str | None:
     return None
 
 
+def require_end(ex: Exchange, what: str) -> None:
+    """Precondition: the message of ``ex`` arrived whole, for a check that needs its end.
+
+    Call it where the lines that arrived do not show what the check looks for at the
+    end of the stream: if the message was cut (``ex.incomplete``), the lines that
+    would have shown it may be the ones lost, so the verdict is ``error``, naming the
+    cut, which PROGRESS-010 judges; if it arrived whole, nothing happens.
+    """
+    precondition(not ex.incomplete,
+                 f"{ex.request_line} answered HTTP {ex.status} in an incomplete message "
+                 f"({ex.incomplete}): {what} needs its end, which never arrived "
+                 "(PROGRESS-010 judges the incomplete message)")
+
+
 def assert_visible_failure(ex: Exchange, what: str) -> None:
     """``ex`` must report an error: an error status, or a 200 stream ending with an error line.
 
     The one rule for "the failure is visible" (:func:`error_location`); ``what`` says
-    why the request could not succeed.
+    why the request could not succeed. A cut 200 stream whose lines show no such end
+    is not judged (:func:`require_end`): its error line may be what the cut took.
     """
     if error_location(ex) is not None:
         return
+    if ex.status == 200:
+        require_end(ex, f"whether a client can tell the request failed ({what})")
     errors = [i for i, m in enumerate(ex.messages) if m.error is not None]
     if ex.status != 200:
         how = f"answered HTTP {ex.status}"
@@ -126,9 +148,10 @@ def where(ex: Exchange) -> str:
     found = error_location(ex)
     if found is not None:
         return found
+    cut = f" in an incomplete message ({ex.incomplete})" if ex.incomplete else ""
     if ex.stream_error is not None:
-        return f"HTTP {ex.status}, an error line that more lines follow"
-    return f"HTTP {ex.status} with no error line"
+        return f"HTTP {ex.status}, an error line that more lines follow{cut}"
+    return f"HTTP {ex.status} with no error line{cut}"
 
 
 def image_mismatch(image: dict, facts: Any) -> str | None:

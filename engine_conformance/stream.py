@@ -11,6 +11,16 @@ never raises on bad input: a line that is not a JSON object becomes a
     [{'status': 'a'}]
     >>> [m.obj for m in p.feed(b'tus":"b"}', now=0.1) + p.close(now=0.2)]
     [{'status': 'b'}]
+
+A body that ended before its end (an incomplete HTTP message) is closed with
+``cut=True``: its unterminated last line counts if it is one whole object, and is
+otherwise kept in ``cut_line``, not reported as a framing error, since the cut
+and not the engine's framing is what shortened it.
+
+    >>> p = StreamParser()
+    >>> _ = p.feed(b'{"status":"a"}\\r\\n{"status":"Down', now=0.0)
+    >>> p.close(now=0.1, cut=True), p.errors, p.cut_line
+    ([], [], b'{"status":"Down')
 """
 
 from __future__ import annotations
@@ -57,6 +67,7 @@ class StreamParser:
 
     messages: list[Message] = field(default_factory=list)
     errors: list[FramingError] = field(default_factory=list)
+    cut_line: bytes = b""  # the partial last line of a body closed with ``cut=True``
     _buffer: bytearray = field(default_factory=bytearray)
     _offset: int = 0  # body offset of _buffer[0]
     _first_arrival: float | None = None
@@ -79,11 +90,20 @@ class StreamParser:
         self._offset += start
         return out
 
-    def close(self, now: float | None = None) -> list[Message]:
-        """End of body: a trailing line without a newline still counts."""
+    def close(self, now: float | None = None, *, cut: bool = False) -> list[Message]:
+        """End of body: a trailing line without a newline still counts.
+
+        With ``cut`` (the message ended before its end), a trailing line that is not
+        one JSON object is kept in ``cut_line`` instead of becoming a framing error.
+        """
         now = time.monotonic() if now is None else now
         out: list[Message] = []
         if self._buffer:
+            if cut and not _one_object(bytes(self._buffer)):
+                self.cut_line = bytes(self._buffer)
+                self._offset += len(self._buffer)
+                self._buffer.clear()
+                return out
             self._take(bytes(self._buffer), self._offset, now, out)
             self._offset += len(self._buffer)
             self._buffer.clear()
@@ -111,6 +131,18 @@ class StreamParser:
         message = Message(obj, offset, now)
         self.messages.append(message)
         out.append(message)
+
+
+def _one_object(line: bytes) -> bool:
+    """Whether ``line`` (blank ones included, which count as nothing) parses as the
+    parser would take it: one JSON object, or nothing."""
+    text = line[:-1] if line.endswith(b"\r") else line
+    if not text.strip():
+        return True
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
 
 
 def parse(body: bytes | Iterable[bytes]) -> StreamParser:

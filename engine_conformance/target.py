@@ -12,6 +12,11 @@ standard socket. ``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH`` select TLS with
 client certificates, ``DOCKER_API_VERSION`` pins the version. Every request has
 a timeout, and a stream also has an overall deadline, so a hung engine gives
 :class:`TargetError` rather than a hang.
+
+An answer whose body ends before its end (the connection closed before a chunked
+body's last chunk, or short of its Content-Length; RFC 9112 §8) is not an error
+of the client: everything that arrived is kept, and ``exchange.incomplete`` says
+what was missing. Judging that is PROGRESS-010's.
 """
 
 from __future__ import annotations
@@ -162,7 +167,10 @@ class Exchange:
     """One request and what came back: the evidence a verdict shows.
 
     ``messages``/``framing_errors`` come from the stream parser; ``timed_out``
-    is set when the overall deadline cut the body short.
+    is set when the overall deadline cut the body short. ``incomplete`` says why
+    the message ended before its end (RFC 9112 §8: a chunked body without its
+    last chunk, a body short of its Content-Length, a connection that broke
+    mid-body); empty when the message arrived whole. What did arrive is kept.
     """
 
     method: str
@@ -180,6 +188,7 @@ class Exchange:
     timed_out: bool = False
     stopped: bool = False  # the client hung up because ``until`` held
     reason: str = ""  # the status line's reason phrase
+    incomplete: str = ""  # what the message lacked when the connection ended it; "" if whole
 
     def __repr__(self) -> str:
         # Short, and without headers: pytest prints reprs in failure output,
@@ -194,6 +203,15 @@ class Exchange:
     @property
     def content_type(self) -> str:
         return self.headers.get("content-type", "")
+
+    @property
+    def framing(self) -> str:
+        """How the body is delimited (RFC 9112 §6.3): ``chunked``, ``content-length``, ``close``."""
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            return "chunked"
+        if "content-length" in self.headers:
+            return "content-length"
+        return "close"
 
     def json(self) -> Any:
         import json
@@ -221,6 +239,7 @@ class Exchange:
             "framing_errors": [f"{e.offset}: {e.detail}" for e in self.framing_errors],
             "body": body_text,
             "timed_out": self.timed_out,
+            "incomplete": self.incomplete or None,
         }
 
 
@@ -336,18 +355,23 @@ class Client:
                 exchange.status = response.status_code
                 exchange.reason = response.reason_phrase
                 exchange.headers = {k.lower(): v for k, v in response.headers.items()}
-                for chunk in response.iter_raw():
-                    now = time.monotonic()
-                    if exchange.first_byte is None:
-                        exchange.first_byte = now
-                    body += chunk
-                    new = parser.feed(chunk, now)
-                    if until and exchange.status == 200 and any(until(m) for m in new):
-                        exchange.stopped = True
-                        break
-                    if now - exchange.started > limit:
-                        exchange.timed_out = True
-                        break
+                try:
+                    for chunk in response.iter_raw():
+                        now = time.monotonic()
+                        if exchange.first_byte is None:
+                            exchange.first_byte = now
+                        body += chunk
+                        new = parser.feed(chunk, now)
+                        if until and exchange.status == 200 and any(until(m) for m in new):
+                            exchange.stopped = True
+                            break
+                        if now - exchange.started > limit:
+                            exchange.timed_out = True
+                            break
+                except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                    # The head arrived and the body ended early: the engine's incomplete
+                    # message (RFC 9112 §8), recorded as such; a timeout is still a hang.
+                    exchange.incomplete = _incomplete(exchange, len(body), exc)
         except httpx.TimeoutException as exc:
             if until is not None:
                 exchange.timed_out = True
@@ -358,7 +382,10 @@ class Client:
                 ) from None
         except (httpx.TransportError, OSError) as exc:
             raise TargetError(f"cannot reach {self.target.url}: {_reason(exc)}") from None
-        parser.close()
+        parser.close(cut=bool(exchange.incomplete))
+        if parser.cut_line:
+            exchange.incomplete += (f"; it ends inside a line ({len(parser.cut_line)} bytes: "
+                                    f"{parser.cut_line[:60]!r}), which is not judged as one")
         exchange.finished = time.monotonic()
         exchange.body = bytes(body)
         if exchange.content_type.startswith("application/json") or exchange.status == 200:
@@ -452,6 +479,25 @@ def _pairs(params: Mapping[str, Any] | list[tuple[str, str]] | None) -> list[tup
         elif value is not None:
             pairs.append((key, str(value)))
     return pairs
+
+
+def _incomplete(exchange: Exchange, received: int, exc: BaseException) -> str:
+    """What an answer whose body ended early lacked, in the words of RFC 9112 §8."""
+    declared = exchange.headers.get("content-length", "")
+    if isinstance(exc, httpx.ReadError):
+        how = f"the connection broke ({_reason(exc)})"
+    else:
+        how = "the connection closed"
+    if exchange.framing == "chunked":
+        if isinstance(exc, httpx.RemoteProtocolError) and "incomplete chunked read" not in str(exc):
+            return (f"its chunked body could not be decoded after {received} bytes ({exc}), "
+                    "so it never reached its last chunk")
+        return (f"{how} after {received} body bytes, before the chunked body's last chunk "
+                "(0\\r\\n\\r\\n)")
+    if exchange.framing == "content-length" and declared.strip().isdigit():
+        return (f"{how} after {received} of the {int(declared)} body bytes its "
+                "Content-Length declared")
+    return f"{how} after {received} body bytes, before the end of the message ({exc})"
 
 
 def _reason(exc: BaseException) -> str:

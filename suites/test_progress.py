@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import pytest
 
 from engine_conformance import archives, spec
-from engine_conformance.checks import imported_id
+from engine_conformance.checks import imported_id, require_end
 from engine_conformance.cleanup import Images
 from engine_conformance.target import Client, Exchange
 from engine_conformance.verdicts import precondition
@@ -322,15 +322,24 @@ def test_failed_stream_ends_with_error_detail(client, traffic, observe):
                                         if s.exchange.status != 200]
     if not failed:
         pytest.skip("every failing pull was refused with an error status before the stream")
-    bad = []
+    bad, cut = [], []
     for s in failed:
         messages = s.exchange.messages
         last = messages[-1].obj if messages else None
         detail = last.get("errorDetail") if last else None
         text = detail.get("message") if isinstance(detail, dict) else None
         if not (isinstance(text, str) and text.strip()):
+            if s.exchange.incomplete:
+                cut.append(s)  # its last line may be what the cut took
+                continue
             bad.append((s, f"no image was made, yet the last of {len(messages)} lines is {last}, "
                            "without errorDetail.message"))
+    observe["cut_before_an_error_line"] = [s.label for s in cut]
+    if not bad:
+        client.cite(s.exchange for s in cut[:6])
+        for s in cut:
+            require_end(s.exchange, f"whether the stream of the failed pull {s.label} ends "
+                        "with errorDetail.message")
     verdict(client, observe, failed, bad, "200 streams of failed pulls do not end with "
             "errorDetail.message")
 
@@ -394,3 +403,18 @@ def test_stream_arrives_as_it_happens(client, traffic, observe):
         f"the stream was silent for {longest:.2f} s from {at - transfer.start:.2f} s into the "
         f"transfer ({len(inside)} messages arrived during it): more than the {bound:.1f} s "
         "allowed (half the transfer)")
+
+
+# -- the HTTP message ----------------------------------------------------------------------
+
+
+@pytest.mark.requirement("PROGRESS-010")
+def test_stream_is_a_complete_message(client, traffic, observe):
+    streams = traffic.streams
+    observe["framing"] = {s.label: s.exchange.framing for s in streams}
+    if not streams:
+        pytest.skip("no progress request was answered 200")
+    bad = [(s, f"an incomplete HTTP message: {s.exchange.incomplete}")
+           for s in streams if s.exchange.incomplete]
+    verdict(client, observe, streams, bad, "200 answers are incomplete HTTP messages "
+            "(RFC 9112 §8)")

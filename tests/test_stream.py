@@ -145,6 +145,69 @@ def test_close_twice_adds_nothing():
     assert len(p.messages) == 1
 
 
+# -- a body cut short (an incomplete HTTP message) -------------------------------------------
+
+
+def test_a_cut_inside_a_line_is_kept_aside_not_a_framing_error():
+    p = StreamParser()
+    p.feed(b'{"a":1}\r\n{"status":"Downloading","progressDe', now=0.0)
+    assert p.close(now=1.0, cut=True) == []
+    assert [m.obj for m in p.messages] == [{"a": 1}]
+    assert p.errors == []
+    assert p.cut_line == b'{"status":"Downloading","progressDe'
+    assert p.bytes_seen == len(b'{"a":1}\r\n{"status":"Downloading","progressDe')
+
+
+@pytest.mark.parametrize("tail", [b'{"b":2}', b'{"b":2}\r'], ids=["bare", "CR"])
+def test_a_cut_after_a_whole_object_keeps_it(tail):
+    # Podman ends a single-line answer without a newline; a cut right after it lost nothing.
+    p = StreamParser()
+    p.feed(b'{"a":1}\n' + tail, now=0.0)
+    assert [m.obj for m in p.close(now=1.0, cut=True)] == [{"b": 2}]
+    assert p.cut_line == b""
+    assert p.errors == []
+
+
+@pytest.mark.parametrize("tail", [b"", b"  ", b"\r"], ids=["nothing", "blanks", "CR"])
+def test_a_cut_between_lines_leaves_nothing_aside(tail):
+    p = StreamParser()
+    p.feed(b'{"a":1}\r\n' + tail, now=0.0)
+    assert p.close(now=1.0, cut=True) == []
+    assert (p.cut_line, p.errors, len(p.messages)) == (b"", [], 1)
+
+
+def test_a_whole_body_still_reports_its_bad_last_line():
+    # Without ``cut`` the engine sent the line so: a framing error, as before.
+    p = StreamParser()
+    p.feed(b'{"a":1}\r\n{"status":"Down', now=0.0)
+    p.close(now=1.0)
+    assert [(e.offset, e.raw) for e in p.errors] == [(9, b'{"status":"Down')]
+    assert p.cut_line == b""
+
+
+@seed(SEED)
+@FIXED
+@given(chunked())
+def test_a_cut_changes_nothing_but_how_a_broken_tail_counts(body_and_chunks):
+    body, chunks = body_and_chunks
+    whole = parse(body)
+    cut = StreamParser()
+    for chunk in chunks:
+        cut.feed(chunk, now=0.0)
+    cut.close(now=0.0, cut=True)
+    # The same messages; the one framing error a whole body's broken tail gives is, in a
+    # cut body, the line the cut shortened.
+    assert summary(cut)[0] == summary(whole)[0]
+    tail = [(e.offset, e.detail, e.raw) for e in whole.errors
+            if e.offset == len(body) - len(body.rsplit(b"\n", 1)[-1])
+            and not body.endswith(b"\n")]
+    assert summary(cut)[1] + tail == summary(whole)[1]
+    assert bool(cut.cut_line) == bool(tail)
+    if cut.cut_line:
+        assert body.endswith(cut.cut_line)
+    assert cut.bytes_seen == len(body)
+
+
 @pytest.mark.parametrize(
     "line, detail",
     [

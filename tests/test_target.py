@@ -1,13 +1,26 @@
-"""The one target client: parsing, environment, negotiation, TLS, timeouts."""
+"""The one target client: parsing, environment, negotiation, TLS, timeouts, answers cut short."""
 
 from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from deviant_proxy import DeviantProxy, Deviation, Response
 from engine_conformance.engines import ManagedDocker
 from engine_conformance.runner import run_suite
-from engine_conformance.target import Client, Target, TargetError, Timeouts, UsageError
+from engine_conformance.target import (
+    Client,
+    Exchange,
+    Target,
+    TargetError,
+    Timeouts,
+    UsageError,
+)
 
 
 @pytest.mark.parametrize(
@@ -97,6 +110,117 @@ def test_hung_engine_is_an_error_verdict_not_a_fail(docker, tmp_path):
         out = run_suite(proxy.target, tmp_path, requirements=["ERRORS-003"],
                         extra=["--request-timeout", "1"])
     assert out.verdict("ERRORS-003") == "error", out.output[-2000:]
+
+
+# -- an answer cut short: an incomplete message, not a failure to reach the engine --------------
+
+
+HEAD_200 = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+LINES = b'{"status":"Pulling from ectest/x"}\r\n{"status":"Digest: sha256:0"}\r\n'
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@contextmanager
+def raw_engine(answer: bytes, *, hang: bool = False) -> Iterator[str]:
+    """A one-answer "engine" on loopback: it reads a request, sends ``answer`` (bytes as
+    they go on the wire) and closes the connection, or with ``hang`` keeps it open."""
+    server = socket.create_server(("127.0.0.1", 0))
+    release = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            conn.sendall(answer)
+            if hang:
+                release.wait(30)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        release.set()
+        server.close()
+        thread.join(5)
+
+
+def _create(target: str, read: float = 5.0) -> Exchange:
+    with Client(Target.parse(target, env={}), timeouts=Timeouts(read=read)) as client:
+        return client.create_image({"fromImage": "ectest/x"})
+
+
+def test_a_chunked_answer_without_its_last_chunk_keeps_every_line():
+    with raw_engine(HEAD_200 + _chunk(LINES)) as target:
+        ex = _create(target)
+    assert ex.status == 200
+    assert [m.obj["status"] for m in ex.messages] == ["Pulling from ectest/x",
+                                                       "Digest: sha256:0"]
+    assert ex.framing_errors == []
+    assert ex.framing == "chunked"
+    assert "before the chunked body's last chunk" in ex.incomplete
+    assert f"after {len(LINES)} body bytes" in ex.incomplete
+    assert ex.evidence()["incomplete"] == ex.incomplete
+
+
+def test_a_cut_inside_a_line_is_no_framing_error():
+    with raw_engine(HEAD_200 + _chunk(LINES + b'{"status":"Downl')) as target:
+        ex = _create(target)
+    assert len(ex.messages) == 2
+    assert ex.framing_errors == []
+    assert "ends inside a line (16 bytes" in ex.incomplete
+
+
+def test_a_cut_inside_a_chunk_keeps_what_arrived():
+    with raw_engine(HEAD_200 + b"%x\r\n" % (len(LINES) + 100) + LINES) as target:
+        ex = _create(target)
+    assert len(ex.messages) == 2
+    assert "last chunk" in ex.incomplete
+
+
+def test_a_chunked_body_that_cannot_be_decoded_is_incomplete():
+    with raw_engine(HEAD_200 + _chunk(LINES) + b"zz\r\n") as target:
+        ex = _create(target)
+    assert len(ex.messages) == 2
+    assert "could not be decoded" in ex.incomplete
+
+
+def test_a_body_short_of_its_content_length_is_incomplete():
+    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (len(LINES) + 10))
+    with raw_engine(head + LINES) as target:
+        ex = _create(target)
+    assert len(ex.messages) == 2
+    assert ex.framing == "content-length"
+    assert (f"the connection closed after {len(LINES)} of the {len(LINES) + 10} body bytes"
+            in ex.incomplete)
+
+
+def test_a_whole_answer_is_not_incomplete():
+    with raw_engine(HEAD_200 + _chunk(LINES) + b"0\r\n\r\n") as target:
+        ex = _create(target)
+    assert (len(ex.messages), ex.incomplete) == (2, "")
+    assert ex.evidence()["incomplete"] is None
+
+
+def test_a_connection_closed_before_the_status_line_is_still_unreachable():
+    with raw_engine(b"") as target, pytest.raises(TargetError, match="cannot reach"):
+        _create(target)
+
+
+def test_a_cut_is_not_a_hang_and_a_hang_is_still_an_error():
+    # The same lines, but the connection stays open: the read timeout, not an outcome.
+    with raw_engine(HEAD_200 + _chunk(LINES), hang=True) as target:
+        started = time.monotonic()
+        with pytest.raises(TargetError, match="did not answer"):
+            _create(target, read=1.0)
+    assert time.monotonic() - started < 10
 
 
 @pytest.fixture(scope="module")

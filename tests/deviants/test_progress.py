@@ -6,6 +6,11 @@ suites/test_progress.py always sends: the throttled ``progress-large`` pull, who
 stream has many Downloading lines, and the pulls the lab registry makes fail
 (``progress-corrupt-layer``, ``progress-layer-unknown``,
 ``progress-unsupported-manifest``), whose streams end with an error line.
+
+PROGRESS-010's deviations end a 200 answer before its end (``StreamDeviation``'s
+``unterminated``): every line arrives, the message is incomplete. The last test
+runs the whole suite behind such a proxy: the cut is reported once, by
+PROGRESS-010, and every other verdict is Docker's own.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import pytest
 from deviant_proxy import Deviation, Request, Response
 from deviant_proxy.cases import Case, check
 from deviant_proxy.predicates import pulling
+from deviant_proxy.streaming import StreamDeviation, StreamingProxy
+from engine_conformance.runner import Outcome, run_suite
 
 FAILING = ("progress-corrupt-layer", "progress-layer-unknown", "progress-unsupported-manifest")
 
@@ -125,6 +132,19 @@ BUFFERS_STREAM = Deviation(
     "buffers-whole-stream", match=pulling("progress-large"), response=lambda req, resp: resp,
 )
 
+# PROGRESS-010: every 200 answer ends without HTTP's last chunk, or short of its
+# Content-Length; every line the engine sent still arrives.
+UNTERMINATED = StreamDeviation("unterminated-chunked", unterminated="chunked")
+SHORT_LENGTH = StreamDeviation("short-content-length", unterminated="content-length")
+# PROGRESS-007 judges a cut stream on what arrived: cut after its error line, it is judged
+# (pass); cut with its error line gone, it cannot be (error, naming the cut).
+CUT_FAILING = StreamDeviation("failing-pulls-unterminated", match=pulling(*FAILING),
+                              unterminated="chunked")
+CUT_ERROR_LINES = StreamDeviation(
+    "failing-pulls-cut-without-error-lines", match=pulling(*FAILING), unterminated="chunked",
+    drop_line=lambda line: b'"errorDetail"' in line or b'"error"' in line,
+)
+
 CASES = [
     Case("PROGRESS-001", "pass"),
     Case("PROGRESS-001", "fail", (TEXT_PLAIN,), reason="not application/json"),
@@ -145,9 +165,38 @@ CASES = [
     Case("PROGRESS-008", "fail", (LINE_AFTER_ERROR,), reason="go on after their error line"),
     Case("PROGRESS-009", "pass"),
     Case("PROGRESS-009", "fail", (BUFFERS_STREAM,), reason="the stream is held back"),
+    Case("PROGRESS-010", "pass"),
+    Case("PROGRESS-010", "fail", (UNTERMINATED,), reason="before the chunked body's last chunk"),
+    Case("PROGRESS-010", "fail", (SHORT_LENGTH,),
+         reason="body bytes its Content-Length declared"),
+    Case("PROGRESS-007", "pass", (CUT_FAILING,)),
+    Case("PROGRESS-007", "error", (CUT_ERROR_LINES,), reason="in an incomplete message"),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_progress_verdicts(case, judge):
     check(case, judge(case))
+
+
+def verdicts(outcome: Outcome) -> dict[str, str]:
+    assert outcome.results is not None, outcome.output[-3000:]
+    return {r["id"]: r["verdict"] for r in outcome.results["requirements"]}
+
+
+def test_a_cut_stream_is_reported_once_and_judged_everywhere_else(docker, docker_suite,
+                                                                    tmp_path):
+    """Behind a proxy that ends every 200 answer of /images/create without its last chunk,
+    the whole suite gives Docker's own verdicts, but for PROGRESS-010: no check turns into
+    ``error`` because the message was incomplete, when every line it sent arrived."""
+    cut = StreamDeviation("unterminated-chunked-whole-run", unterminated="chunked")
+    with StreamingProxy(docker.target, [cut]) as proxy:
+        out = run_suite(proxy.target, tmp_path)
+    assert cut.hits > 50, f"the proxy cut {cut.hits} answers"
+    own, behind = verdicts(docker_suite.outcome), verdicts(out)
+    differ = {rid: f"{own.get(rid)} -> {verdict}" for rid, verdict in behind.items()
+              if verdict != own.get(rid)}
+    assert differ == {"PROGRESS-010": "pass -> fail"}, {
+        rid: out.requirement(rid)["reason"][:300] for rid in differ}
+    errors = [rid for rid, verdict in behind.items() if verdict == "error"]
+    assert not [rid for rid in errors if "incomplete" in out.requirement(rid)["reason"]]
