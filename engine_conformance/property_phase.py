@@ -316,17 +316,19 @@ def _ctype(ex: Exchange) -> str:
 
 def stream_end_problem(ex: Exchange, kind: str) -> tuple[str, str] | None:
     """How a 200 stream fails to end in success or an error line: (shape, detail), or None."""
+    errors = [i for i, m in enumerate(ex.messages) if m.error is not None]
+    if errors and errors[0] < len(ex.messages) - 1:
+        return ("goes on after its error line",
+                f"the stream reports an error at line {errors[0] + 1} of {len(ex.messages)} "
+                f"({ex.messages[errors[0]].error!r}) and goes on: it "
+                f"ends with {json.dumps(ex.messages[-1].obj)[:160]}")
+    if errors or ex.incomplete:
+        # An incomplete message lost its end: PROGRESS-010 judges the cut, not this.
+        return None
     if not ex.messages:
         return "ends without success or errorDetail (no line)", "the stream has no line"
     last = ex.messages[-1]
-    if last.error is not None:
-        return None
     ending = f"ends with {json.dumps(last.obj)[:160]}"
-    errors = [i for i, m in enumerate(ex.messages) if m.error is not None]
-    if errors:
-        return ("goes on after its error line",
-                f"the stream reports an error at line {errors[0] + 1} of {len(ex.messages)} "
-                f"({ex.messages[errors[0]].error!r}) and goes on: it {ending}")
     status = last.obj.get("status")
     if kind.startswith("import") and imported_id(ex) == status:
         return None

@@ -91,6 +91,9 @@ def _evidence(target_url: str, ev: Mapping[str, Any]) -> str:
              f" → <b class=status>HTTP {escape(str(ev.get('status')))}</b>"]
     if ev.get("timed_out"):
         parts.append(" (timed out)")
+    if ev.get("incomplete"):
+        parts.append(f"<div class=reason>incomplete message: {escape(str(ev['incomplete']))}"
+                     "</div>")
     if headers:
         parts.append(f"<pre class=headers>{escape(headers)}</pre>")
     if stream:

@@ -27,6 +27,7 @@ from engine_conformance.checks import (
     file_server_requests,
     image_ids,
     imported_id,
+    require_end,
     where,
 )
 from engine_conformance.fileserver import FileServer
@@ -158,6 +159,7 @@ def test_last_message_names_the_image_id(client, images, observe):
     name = images.name("imp-id")
     ex = do_import(client, images, {"fromSrc": "-", "repo": name}, unique_rootfs(name))
     assert_stream_success(ex)
+    require_end(ex, "the import stream's last message")
     assert ex.messages, "the import stream has no messages"
     last = ex.messages[-1].obj
     observe["last_message"] = last

@@ -20,6 +20,7 @@ from engine_conformance.checks import (
     image_ids,
     image_mismatch,
     registry_requests,
+    require_end,
     where,
 )
 from engine_conformance.target import version_tuple
@@ -554,6 +555,8 @@ def test_single_platform_mismatch(client, images, registry, observe, case):
         "warnings": warnings,
         "pulled": image and f"{image.get('Os')}/{image.get('Architecture')}",
     }
+    if not (error_location(ex) or warnings):
+        require_end(ex, "whether the pull reported the missing platform")
     assert error_location(ex) or warnings, (
         f"{short}:{tag} has no {platform} image, yet the pull answered {where(ex)}, "
         f"pulled {observe[case]['pulled']} and gave no warning"
