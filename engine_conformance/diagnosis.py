@@ -50,8 +50,11 @@ class EngineKind:
 
 def _kinds() -> dict[str, EngineKind]:
     docker_insecure = 'add "insecure-registries": ["{address}"] to {path}'
-    podman_insecure = ('add [[registry]] location = "{address}" insecure = true to {path} '
-                       "(CONTAINERS_REGISTRIES_CONF names another file if set)")
+    # TOML: the table header and each key on a line of their own (pasted as one line,
+    # every pull fails with "expected a top-level item to end with a newline").
+    podman_insecure = ('add [[registry]] location = "{address}" insecure = true to {path} as '
+                       'three lines: `[[registry]]`, `location = "{address}"`, `insecure = true` '
+                       "(CONTAINERS_REGISTRIES_CONF names another file if set{also})")
     return {k.name: k for k in (
         EngineKind("docker", "Docker",
                    docker_insecure.replace("{path}", "/etc/docker/daemon.json"),
@@ -66,17 +69,20 @@ def _kinds() -> dict[str, EngineKind]:
                    "~/.docker/certs.d", "Apply & restart",
                    host_alias="host.docker.internal", shares_loopback=False),
         EngineKind("podman", "Podman",
-                   podman_insecure.replace("{path}", "/etc/containers/registries.conf"),
+                   podman_insecure.replace("{path}", "/etc/containers/registries.conf")
+                   .replace("{also}", ""),
                    "/etc/containers/certs.d",
                    "restart its service (a running service does not re-read registries.conf)"),
         EngineKind("podman-rootless", "rootless Podman",
-                   podman_insecure.replace("{path}", "~/.config/containers/registries.conf"),
+                   podman_insecure.replace("{path}", "~/.config/containers/registries.conf")
+                   .replace("{also}", "; a user's registries.conf is read instead of "
+                            "/etc/containers/registries.conf: make it from a copy of that"),
                    "~/.config/containers/certs.d",
                    "restart its service (systemctl --user restart podman.socket podman)"),
         EngineKind("podman-machine", "Podman machine",
                    podman_insecure.replace(
                        "{path}", "/etc/containers/registries.conf inside the machine "
-                       "(podman machine ssh)"),
+                       "(podman machine ssh)").replace("{also}", ""),
                    "/etc/containers/certs.d (inside the machine)",
                    "podman machine stop && podman machine start",
                    host_alias="host.containers.internal", shares_loopback=False),
@@ -89,13 +95,16 @@ KINDS = _kinds()
 def engine_kind(target_info: dict) -> EngineKind:
     """The kind of engine, from its own answers (``/version`` and ``/info`` as the run saw them).
 
-    Rootless: ``/info`` SecurityOptions holds ``name=rootless``. Docker Desktop:
+    Rootless: ``rootless`` is true (:func:`engine_conformance.identity.is_rootless`:
+    Podman says so only in its libpod ``/info``), or ``/info`` SecurityOptions holds
+    ``name=rootless`` (Docker). Docker Desktop:
     OperatingSystem ``Docker Desktop``. Podman machine: a Podman whose host is
     Fedora CoreOS (the machine image).
     """
     podman = target_info.get("engine") == "podman"
     system = str(target_info.get("operating_system") or "")
-    rootless = any("rootless" in str(o) for o in target_info.get("security_options") or [])
+    rootless = target_info.get("rootless") is True or any(
+        "rootless" in str(o) for o in target_info.get("security_options") or [])
     if podman:
         if "coreos" in system.lower():
             return KINDS["podman-machine"]
@@ -154,7 +163,8 @@ def registry_steps(why: str, kind: EngineKind, setup: Setup) -> list[str]:
     host = setup.serve_host
     steps: list[str] = []
     if why == "unreachable" or (loopback and setup.elsewhere(kind)):
-        host = kind.host_alias or (setup.local_addresses[0] if setup.local_addresses
+        # With several addresses to choose from, the next steps name the one chosen.
+        host = kind.host_alias or (setup.local_addresses[0] if len(setup.local_addresses) == 1
                                    else "ADDRESS")
         steps.append(_serve_host(kind, setup, loopback))
     port = setup.registry_port or "PORT"
@@ -221,8 +231,9 @@ def _serve_host(kind: EngineKind, setup: Setup, loopback: bool, server: str = "l
                 f"own): run with --serve-host ADDRESS{fixed}, ADDRESS being an address of this "
                 f"machine the engine reaches (this machine's: {where})")
     return (f"the engine could not connect to {setup.serve_host}: it does not reach that "
-            f"address, or a firewall stops the {server}'s port; run with another --serve-host "
-            f"(this machine's: {where}){fixed}")
+            f"address, or a firewall stops the {server}'s port; run with --serve-host ADDRESS"
+            f"{fixed}, ADDRESS being another address of this machine the engine reaches (this "
+            f"machine's: {where})")
 
 
 def _hung(kind: EngineKind, setup: Setup) -> str:

@@ -6,7 +6,10 @@
 
 from __future__ import annotations
 
-from .target import Client
+from .target import Client, TargetError
+
+LIBPOD_INFO = "/v4.0.0/libpod/info"
+"""Podman's own ``/info`` (Podman 4 and 5 serve it): the one that says rootless."""
 
 
 def describe_target(client: Client, info: dict) -> dict:
@@ -17,6 +20,7 @@ def describe_target(client: Client, info: dict) -> dict:
     version = str(v.get("Version", "unknown"))
     major_minor = ".".join(version.split("+")[0].split(".")[:2])
     store = image_store(product, info)
+    rootless = is_rootless(client, product, info)
     # The key tells Docker's two image stores apart: they judge differently.
     key = f"{product}-{major_minor}" + ("-containerd" if store == "containerd" else "")
     return {
@@ -33,7 +37,33 @@ def describe_target(client: Client, info: dict) -> dict:
         "storage_driver": info.get("Driver"),
         "operating_system": info.get("OperatingSystem"),
         "security_options": [str(o) for o in info.get("SecurityOptions") or []],
+        "rootless": rootless,
     }
+
+
+def is_rootless(client: Client, product: str, info: dict) -> bool:
+    """Whether the engine runs as an unprivileged user, from its own answers.
+
+    Docker says so in ``/info``: SecurityOptions holds ``name=rootless``. Podman's
+    compatible ``/info`` does not (only ``name=seccomp,…``); its libpod ``/info``
+    does (``host.security.rootless``), and is asked of Podman only, once. Its
+    exchange is an observation, kept out of the evidence like ``/info``'s.
+    """
+    if any("rootless" in str(o) for o in info.get("SecurityOptions") or []):
+        return True
+    if product != "podman":
+        return False
+    start = len(client.exchanges)
+    try:
+        ex = client.request("GET", LIBPOD_INFO, versioned=False, deadline=client.timeouts.read)
+        libpod = ex.json() if ex.status == 200 else {}
+    except (TargetError, ValueError):
+        return False
+    finally:
+        del client.exchanges[start:]
+    host = libpod.get("host") if isinstance(libpod, dict) else None
+    security = host.get("security") if isinstance(host, dict) else None
+    return isinstance(security, dict) and security.get("rootless") is True
 
 
 def image_store(product: str, info: dict) -> str:

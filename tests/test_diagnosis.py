@@ -54,6 +54,11 @@ def test_no_answer_at_all_is_a_hang_or_unknown_never_the_registry():
     ({"engine": "docker", "operating_system": "Docker Desktop"}, "docker-desktop"),
     ({"engine": "podman", "operating_system": "debian"}, "podman"),
     ({"engine": "podman", "security_options": ["name=rootless"]}, "podman-rootless"),
+    # Rootless Podman 4.3's compatible /info says only seccomp; its libpod /info says rootless.
+    ({"engine": "podman", "security_options": ["name=seccomp,profile=default"],
+      "rootless": True}, "podman-rootless"),
+    ({"engine": "podman", "security_options": ["name=seccomp,profile=default"],
+      "rootless": False}, "podman"),
     ({"engine": "podman", "operating_system": "fedora coreos"}, "podman-machine"),
 ])
 def test_the_engine_kind_comes_from_its_own_answers(info, kind):
@@ -125,3 +130,39 @@ def test_file_server_steps():
         "unreachable", KINDS["docker"], setup(file_server_port=40082))[0]
     trust = file_server_steps("untrusted", KINDS["docker"], setup(tls_dir="/srv/ec-tls"))
     assert "update-ca-certificates" in trust[0] and "/srv/ec-tls/ca.crt" in trust[0]
+
+
+@pytest.mark.parametrize("kind", ["podman", "podman-rootless", "podman-machine"])
+def test_the_podman_entry_is_given_as_the_lines_to_write(kind):
+    # As one line, [[registry]] location = … insecure = true is not TOML: every pull then
+    # fails ("expected a top-level item to end with a newline"). The step names the lines.
+    import re
+    import tomllib
+
+    step = registry_steps("plain-http", KINDS[kind], setup())[-1]
+    address = "host.containers.internal:40081" if kind == "podman-machine" else "127.0.0.1:40081"
+    lines = re.search(r"as three lines: `([^`]+)`, `([^`]+)`, `([^`]+)`", step)
+    assert lines, step
+    assert tomllib.loads("\n".join(lines.groups())) == {
+        "registry": [{"location": address, "insecure": True}]}
+
+
+def test_rootless_podman_is_told_its_own_file_replaces_the_system_one():
+    (step,) = registry_steps("plain-http", KINDS["podman-rootless"], setup())
+    assert "read instead of /etc/containers/registries.conf" in step
+    assert "read instead of" not in registry_steps("plain-http", KINDS["podman"], setup())[0]
+
+
+def test_with_several_addresses_the_steps_name_the_one_chosen():
+    # Step 1 lets the user pick ADDRESS; the steps after it must not name another one.
+    steps = registry_steps("unreachable", KINDS["docker-rootless"],
+                           setup(local_addresses=("192.0.2.10", "198.51.100.7")))
+    assert "192.0.2.10, 198.51.100.7" in steps[0] and "--serve-host ADDRESS" in steps[0]
+    assert '"insecure-registries": ["ADDRESS:40081"]' in steps[1]
+    assert "~/.config/docker/certs.d/ADDRESS:40081/ca.crt" in steps[1]
+    assert "192.0.2.10:40081" not in numbered(steps)
+    moved = registry_steps("unreachable", KINDS["docker"],
+                           setup(serve_host="192.0.2.10",
+                                 local_addresses=("192.0.2.10", "198.51.100.7")))
+    assert "--serve-host ADDRESS" in moved[0] and "another address" in moved[0]
+    assert '"insecure-registries": ["ADDRESS:40081"]' in moved[1]
