@@ -45,6 +45,7 @@ from typing import IO, Any
 from .certsd import EntryTaken
 from .doctor import Serving
 from .engines import ENGINES, EngineUnavailable, ManagedEngine, ManagedPodman, free_port
+from .fetch import RELEASES, FetchError, fetch
 from .property_phase import DEFAULT_BUDGET, DEFAULT_SEED, Budget, finding_lines
 from .requirements import Catalogue, CatalogueError
 from .runner import (
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             return _requirements(args)
         if args.command == "doctor":
             return _doctor(args)
+        if args.command == "engines":
+            return _engines(args)
         if args.command == "compare":
             from .compare import main as compare_main
 
@@ -174,6 +177,14 @@ def _parser() -> argparse.ArgumentParser:
                      "(default: DOCKER_HOST, then /var/run/docker.sock)")
     _serving_options(doc)
     doc.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    eng = sub.add_parser("engines", help="the engines --managed starts: list them, or fetch "
+                         "the Debian Dockers it unpacks (not installs)")
+    eng_sub = eng.add_subparsers(dest="engines_command", required=True, parser_class=_Parser)
+    eng_sub.add_parser("list", help="each managed engine and whether it is here")
+    fetch = eng_sub.add_parser("fetch", help="download and unpack Debian's docker.io and "
+                               "containerd for these engines")
+    fetch.add_argument("names", nargs="+", metavar="NAME", choices=sorted(RELEASES),
+                       help=f"one of {', '.join(sorted(RELEASES))}")
     req = sub.add_parser("requirements", help="list the requirement catalogue")
     req.add_argument("--format", choices=("text", "json"), default="text")
     req.add_argument("--where", metavar="ID",
@@ -186,6 +197,22 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--label", action="append", default=[],
                      help="a column's name, in the order of the files (default: the engine)")
     return parser
+
+
+def _engines(args: argparse.Namespace) -> int:
+    if args.engines_command == "fetch":
+        for name in args.names:
+            try:
+                fetch(name, log=lambda line: print(f"engine-conformance: {line}",
+                                                   file=sys.stderr))
+            except FetchError as exc:
+                raise Refusal(f"engines fetch {name}: {exc}", EXIT_NO_ENGINE) from None
+        return EXIT_OK
+    for name, factory in sorted(ENGINES.items()):
+        engine = factory()
+        state = "ready" if engine.available() else f"missing: {engine.missing}"
+        print(f"{name:22} {state}")
+    return EXIT_OK
 
 
 def _serving_options(parser: argparse.ArgumentParser) -> None:
