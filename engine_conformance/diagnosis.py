@@ -46,10 +46,16 @@ class EngineKind:
     restart: str  # what makes the engine read its configuration again
     host_alias: str = ""  # this machine's name as the engine sees it (VM engines)
     shares_loopback: bool = True  # whether the engine's 127.0.0.1 can be this machine's
+    insecure_note: str = ""  # how the entry goes into a file that is new or has it already
 
 
 def _kinds() -> dict[str, EngineKind]:
     docker_insecure = 'add "insecure-registries": ["{address}"] to {path}'
+    # daemon.json is one JSON object, and Debian's docker.io ships none: the key alone,
+    # written as a new file, stops dockerd ("cannot unmarshal string into Go value").
+    docker_note = ('daemon.json is one JSON object: a file that is missing or empty becomes '
+                   '{{"insecure-registries": ["{address}"]}}; where the key is there already, '
+                   '"{address}" joins its list')
     # TOML: the table header and each key on a line of their own (pasted as one line,
     # every pull fails with "expected a top-level item to end with a newline").
     podman_insecure = ('add [[registry]] location = "{address}" insecure = true to {path} as '
@@ -58,16 +64,19 @@ def _kinds() -> dict[str, EngineKind]:
     return {k.name: k for k in (
         EngineKind("docker", "Docker",
                    docker_insecure.replace("{path}", "/etc/docker/daemon.json"),
-                   "/etc/docker/certs.d", "restart it (systemctl restart docker)"),
+                   "/etc/docker/certs.d", "restart it (systemctl restart docker)",
+                   insecure_note=docker_note),
         EngineKind("docker-rootless", "rootless Docker",
                    docker_insecure.replace("{path}", "~/.config/docker/daemon.json"),
                    "~/.config/docker/certs.d",
-                   "restart it (systemctl --user restart docker)", shares_loopback=False),
+                   "restart it (systemctl --user restart docker)", shares_loopback=False,
+                   insecure_note=docker_note),
         EngineKind("docker-desktop", "Docker Desktop",
                    docker_insecure.replace(
                        "{path}", "Settings → Docker Engine (the daemon.json editor)"),
                    "~/.docker/certs.d", "Apply & restart",
-                   host_alias="host.docker.internal", shares_loopback=False),
+                   host_alias="host.docker.internal", shares_loopback=False,
+                   insecure_note=docker_note),
         EngineKind("podman", "Podman",
                    podman_insecure.replace("{path}", "/etc/containers/registries.conf")
                    .replace("{also}", ""),
@@ -186,9 +195,10 @@ def registry_steps(why: str, kind: EngineKind, setup: Setup) -> list[str]:
             steps.append("keep giving the same --tls-dir DIR: without it each run makes a new "
                          "CA, which the engine will not trust")
         return steps
+    note = f" ({kind.insecure_note.format(address=address)})" if kind.insecure_note else ""
     steps.append(f"declare {address} a plain-HTTP registry: "
                  f"{kind.insecure.format(address=address)}, then {kind.restart}, and keep the "
-                 f"port with --registry-port {port}; {ca_step}")
+                 f"port with --registry-port {port}{note}; {ca_step}")
     return steps
 
 

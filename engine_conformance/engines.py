@@ -36,6 +36,7 @@ import httpx
 from lab_registry.distribution import free_port  # one place for it; re-exported
 
 from . import certsd
+from .tls import host_port
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -116,7 +117,19 @@ class ManagedEngine:
         self.dir = Path(tempfile.mkdtemp(prefix=f"ec-{self.name}-", dir="/tmp"))
         self.socket = str(self.dir / f"{self.name}.sock")
         self.prepare()
-        log = open(self.log_path, "wb")
+        self._launch()
+        return self
+
+    def restart(self) -> None:
+        """Stop the engine's process and start it again in the same directory, as
+        ``systemctl restart`` does a service: it reads its configuration anew, and keeps
+        its images."""
+        assert self.dir is not None, "not started"
+        self._terminate()
+        self._launch()
+
+    def _launch(self) -> None:
+        log = open(self.log_path, "ab")  # a restart appends to the log
         try:
             self.process = subprocess.Popen(
                 self.command(),
@@ -133,7 +146,6 @@ class ManagedEngine:
         except BaseException:
             self.stop()
             raise
-        return self
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -162,6 +174,14 @@ class ManagedEngine:
         return lines[-1][-300:] if lines else ""
 
     def stop(self) -> None:
+        self._terminate()
+        self._forget_trust()
+        if self.dir is not None:
+            self._unmount_below(self.dir)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+    def _terminate(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -170,11 +190,6 @@ class ManagedEngine:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(STOP_TIMEOUT)
         self.process = None
-        self._forget_trust()
-        if self.dir is not None:
-            self._unmount_below(self.dir)
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = None
 
     def _forget_trust(self) -> None:
         """Undo ``trust_registry_ca`` where it wrote outside the private directory."""
@@ -226,14 +241,18 @@ class ManagedDocker(ManagedEngine):
     name = "docker"
 
     def __init__(self, tls: bool = False, *, root: Path | None = None,
-                 containerd_store: bool = False, certs_dir: Path | None = None) -> None:
+                 containerd_store: bool = False, certs_dir: Path | None = None,
+                 tcp_host: str = "127.0.0.1", tcp_port: int | None = None) -> None:
         super().__init__()
         # By default the one a rootful dockerd reads; tests give a directory of their own.
         self.certs_dir = certs_dir if certs_dir is not None else DOCKER_CERTS_DIR
         self.tls = tls
         self.root = root
         self.containerd_store = containerd_store
-        self.tcp_port: int | None = None
+        # With tls: where the TCP listener binds (and what its certificate names), and
+        # its port (default: a free one on this machine's loopback).
+        self.tcp_host = tcp_host
+        self.tcp_port: int | None = tcp_port
         self.cert_path: str | None = None
         self._registry_cas: list[tuple[Path, str, certsd.Owner]] = []
         self._made_certs_dir = False
@@ -291,7 +310,14 @@ class ManagedDocker(ManagedEngine):
     @property
     def tls_target(self) -> str:
         assert self.tcp_port is not None, "started without tls=True"
-        return f"https://127.0.0.1:{self.tcp_port}"
+        return f"https://{host_port(self.tcp_host, self.tcp_port)}"
+
+    @property
+    def config_path(self) -> Path:
+        """The engine's own ``daemon.json`` (``--config-file``): what
+        ``/etc/docker/daemon.json`` is to a system Docker."""
+        assert self.dir is not None, "not started"
+        return self.dir / "daemon.json"
 
     def prepare(self) -> None:
         assert self.dir is not None
@@ -306,7 +332,7 @@ class ManagedDocker(ManagedEngine):
 
         assert self.dir is not None
         ca = trustme.CA()
-        server = ca.issue_cert("127.0.0.1", "localhost")
+        server = ca.issue_cert(*dict.fromkeys([self.tcp_host, "127.0.0.1", "localhost"]))
         client = ca.issue_cert("engine-conformance-client")
         server_dir, client_dir = self.dir / "server-certs", self.dir / "client-certs"
         server_dir.mkdir()
@@ -318,7 +344,7 @@ class ManagedDocker(ManagedEngine):
         client.cert_chain_pems[0].write_to_path(str(client_dir / "cert.pem"))
         client.private_key_pem.write_to_path(str(client_dir / "key.pem"))
         self.cert_path = str(client_dir)
-        self.tcp_port = free_port()
+        self.tcp_port = self.tcp_port or free_port()
 
     def command(self) -> list[str]:
         assert self.dir is not None
@@ -336,7 +362,7 @@ class ManagedDocker(ManagedEngine):
         if self.tls:
             certs = self.dir / "server-certs"
             cmd += [
-                "--host", f"tcp://127.0.0.1:{self.tcp_port}",
+                "--host", f"tcp://{host_port(self.tcp_host, self.tcp_port)}",
                 "--tlsverify",
                 "--tlscacert", str(certs / "ca.pem"),
                 "--tlscert", str(certs / "cert.pem"),

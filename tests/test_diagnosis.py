@@ -166,3 +166,24 @@ def test_with_several_addresses_the_steps_name_the_one_chosen():
                                  local_addresses=("192.0.2.10", "198.51.100.7")))
     assert "--serve-host ADDRESS" in moved[0] and "another address" in moved[0]
     assert '"insecure-registries": ["ADDRESS:40081"]' in moved[1]
+
+
+@pytest.mark.parametrize("kind", ["docker", "docker-rootless", "docker-desktop"])
+def test_the_docker_entry_says_how_it_goes_into_daemon_json(kind):
+    # daemon.json is one JSON object, and Debian's docker.io ships none: the key alone,
+    # written as the new file, stops dockerd ("cannot unmarshal string into Go value").
+    import json
+    import re
+
+    step = registry_steps("plain-http", KINDS[kind], setup())[-1]
+    address = re.search(r'add "insecure-registries": \["([^"]+)"\]', step)[1]
+    assert address.endswith(":40081")
+    new = re.search(r"a file that is missing or empty becomes (\{.*?\});", step)
+    assert new, step
+    assert json.loads(new[1]) == {"insecure-registries": [address]}
+    assert f'where the key is there already, "{address}" joins its list' in step
+    # The note follows the restart and the port: the step still reads as before up to there.
+    assert re.search(r'add "insecure-registries": \["[^"]+"\] to .+, then .+, and keep the port '
+                     r"with --registry-port 40081 \(daemon\.json is one JSON object", step)
+    assert "daemon.json is one JSON object" not in registry_steps(
+        "plain-http", KINDS["podman"], setup())[-1]

@@ -8,11 +8,10 @@ plain schemathesis then sent ``DELETE /images/0?force=…``, and Docker takes ``
 for an image ID prefix and removes the image whose ID starts with 0.)
 
 The engine is a managed Docker 20.10 started, with ``nsenter --net``, inside a
-network namespace made for these tests that has nothing but loopback: whatever
-a drawn ``fromImage`` or ``fromSrc`` names, the engine cannot reach it, not even
-with a DNS query. (``ip netns exec`` would remount /sys, and dockerd would stop
-with "Devices cgroup isn't mounted"; ``nsenter`` changes the network namespace
-only.) Its unix socket is a file, reachable from the host's namespace; the tests
+network namespace made for these tests that has nothing but loopback
+(:mod:`engine_conformance.netns`, without its veth pair): whatever a drawn
+``fromImage`` or ``fromSrc`` names, the engine cannot reach it, not even with a
+DNS query. Its unix socket is a file, reachable from the host's namespace; the tests
 run a recording forwarder on the host's 127.0.0.1 that passes each request to
 the socket and writes down its method, target and whether it is one of
 schemathesis's two capability probes (``GET /`` and ``GET /schemathesis-probe…``,
@@ -33,8 +32,6 @@ is what keeps it away (``test_a_thorough_run_needs_exclude_method_delete``).
 from __future__ import annotations
 
 import os
-import secrets
-import shutil
 import subprocess
 import sys
 import threading
@@ -47,8 +44,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from engine_conformance import archives, spec
+from engine_conformance import archives, netns, spec
 from engine_conformance.engines import EngineUnavailable, ManagedDocker
+from engine_conformance.netns import Namespace, NamespacedDocker
 from engine_conformance.target import Client, Target
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,12 +70,9 @@ def _schemathesis_cli() -> Path | None:
 
 def _missing() -> str | None:
     """Why these tests cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "needs root: it makes a network namespace (ip netns add) and starts dockerd in it"
-    if shutil.which("ip") is None:
-        return "needs ip (iproute2) to make a network namespace: apt-get install iproute2"
-    if shutil.which("nsenter") is None:
-        return "needs nsenter (util-linux) to start dockerd in the network namespace"
+    lacking = netns.missing()
+    if lacking:
+        return lacking
     if not ManagedDocker().available():
         return "docker: dockerd is not installed (bash scripts/setup installs it)"
     if _schemathesis_cli() is None:
@@ -89,42 +84,20 @@ pytestmark = [pytest.mark.engine,
               pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
 
 
-class NamespacedDocker(ManagedDocker):
-    """A managed Docker whose dockerd (and the containerd it starts) runs in ``netns``."""
-
-    def __init__(self, netns: str) -> None:
-        super().__init__()
-        self.netns = netns
-
-    def command(self) -> list[str]:
-        return ["nsenter", f"--net=/run/netns/{self.netns}", "--", *super().command()]
-
-
-def _ip(*args: str) -> str:
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True,
-                          timeout=30).stdout
-
-
 @pytest.fixture(scope="module")
-def netns() -> Iterator[str]:
+def namespace() -> Iterator[Namespace]:
     """A fresh network namespace with loopback up and nothing else; removed afterwards."""
-    name = f"ec-plain-st-{os.getpid()}-{secrets.token_hex(4)}"
-    _ip("netns", "add", name)
-    try:
-        _ip("-n", name, "link", "set", "lo", "up")
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=30,
-                       check=False)
+    with Namespace("ec-plain-st") as made:
+        yield made
 
 
 @pytest.fixture(scope="module")
-def docker(netns: str) -> Iterator[NamespacedDocker]:
-    engine = NamespacedDocker(netns)
+def docker(namespace: Namespace) -> Iterator[NamespacedDocker]:
+    engine = NamespacedDocker(namespace)
     try:
         engine.start()
     except EngineUnavailable as exc:
-        pytest.fail(f"dockerd would not start in network namespace {netns}: {exc}")
+        pytest.fail(f"dockerd would not start in network namespace {namespace.name}: {exc}")
     try:
         yield engine
     finally:
@@ -276,15 +249,14 @@ def _probes_only(sent: list[Sent]) -> None:
     assert {p for _, p in probes} <= {"/", "/schemathesis-probe%5C%1B%01"}, probes
 
 
-def test_only_loopback_in_the_namespace(netns: str, docker: NamespacedDocker) -> None:
+def test_only_loopback_in_the_namespace(namespace: Namespace, docker: NamespacedDocker) -> None:
     """The premise: the engine's network is a namespace with loopback and nothing else."""
-    links = [line.split(":")[1].strip().split("@")[0]
-             for line in _ip("-n", netns, "-o", "link", "show").splitlines()]
-    assert links == ["lo"]
-    routes = _ip("-n", netns, "route", "show") + _ip("-n", netns, "-6", "route", "show")
+    assert namespace.links() == ["lo"]
+    routes = (netns.ip("-n", namespace.name, "route", "show")
+              + netns.ip("-n", namespace.name, "-6", "route", "show"))
     assert all(" dev lo " in f" {line} " for line in routes.splitlines()), routes
     assert docker.process is not None
-    inode = os.stat(f"/run/netns/{netns}").st_ino
+    inode = os.stat(namespace.path).st_ino
     assert os.readlink(f"/proc/{docker.process.pid}/ns/net") == f"net:[{inode}]"
     assert os.readlink(f"/proc/{docker.process.pid}/ns/net") != os.readlink("/proc/self/ns/net")
 
