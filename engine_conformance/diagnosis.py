@@ -177,7 +177,7 @@ def registry_steps(why: str, kind: EngineKind, setup: Setup) -> list[str]:
                                    else "ADDRESS")
         steps.append(_serve_host(kind, setup, loopback))
     port = setup.registry_port or "PORT"
-    address = f"{host}:{port}"
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
     needs_trust = not host.startswith(LOOPBACK) or why in ("plain-http", "untrusted") \
         or kind.name.startswith("podman")
     if not needs_trust:

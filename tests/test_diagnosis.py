@@ -187,3 +187,8 @@ def test_the_docker_entry_says_how_it_goes_into_daemon_json(kind):
                      r"with --registry-port 40081 \(daemon\.json is one JSON object", step)
     assert "daemon.json is one JSON object" not in registry_steps(
         "plain-http", KINDS["podman"], setup())[-1]
+
+
+def test_an_ipv6_serve_host_is_written_in_brackets():
+    steps = registry_steps("plain-http", KINDS["docker"], setup(serve_host="fd00::2"))
+    assert '"insecure-registries": ["[fd00::2]:40081"]' in steps[0]
