@@ -426,13 +426,31 @@ class Client:
 
     # -- observation calls (not judged, only read) -------------------------------
 
-    def inspect_image(self, name: str) -> dict | None:
-        """``GET /images/{name}/json``; None when the engine answers 404."""
-        ex = self._observe("GET", f"/images/{name}/json")
+    def inspect_image(self, name: str, *, platform: str | Mapping[str, str] | None = None,
+                      manifests: bool = False) -> dict | None:
+        """``GET /images/{name}/json``; None when the engine answers 404.
+
+        ``platform`` asks for the view of one platform of a multi-platform image
+        (``platform=<JSON-encoded OCI platform>``, API 1.49 on): ``"linux/arm64/v8"``
+        or an OCI platform object (``{"os": ..., "architecture": ..., "variant": ...}``).
+        ``manifests`` asks for the ``Manifests`` list (``manifests=1``, API 1.48 on).
+        The document makes them mutually exclusive. An engine that does not serve
+        them ignores them (the Versioning rule) and answers the default view.
+        """
+        if platform is not None and manifests:
+            raise ValueError("platform and manifests are mutually exclusive (API v1.49)")
+        params: dict[str, str] = {}
+        if platform is not None:
+            params["platform"] = oci_platform_json(platform)
+        if manifests:
+            params["manifests"] = "1"
+        ex = self._observe("GET", f"/images/{name}/json", params=params or None)
         if ex.status == 404:
             return None
         if ex.status != 200:
-            raise TargetError(f"inspect {name}: HTTP {ex.status}: {ex.body[:200]!r}")
+            raise TargetError(f"inspect {name}"
+                              + (f" ({urlencode(params)})" if params else "")
+                              + f": HTTP {ex.status}: {ex.body[:200]!r}")
         return ex.json()
 
     def history(self, name: str) -> list[dict]:
@@ -464,6 +482,19 @@ class Client:
         ex = self.request(method, path, params=params, deadline=self.timeouts.read)
         self.exchanges.remove(ex)
         return ex
+
+
+def oci_platform_json(platform: str | Mapping[str, str]) -> str:
+    """The JSON-encoded OCI platform (``{"os":"linux","architecture":"arm64","variant":"v8"}``)
+    of ``os[/arch[/variant]]`` or of an OCI platform object, as the Engine API takes it."""
+    import json
+
+    if isinstance(platform, str):
+        keys = ("os", "architecture", "variant")
+        obj = {k: v for k, v in zip(keys, platform.split("/"), strict=False) if v}
+    else:
+        obj = {k: v for k, v in platform.items() if v}
+    return json.dumps(obj, separators=(",", ":"))
 
 
 def _pairs(params: Mapping[str, Any] | list[tuple[str, str]] | None) -> list[tuple[str, str]]:

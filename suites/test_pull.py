@@ -9,6 +9,7 @@ check may cause is tracked (by name, by digest and by ID) so that it is removed.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -23,10 +24,10 @@ from engine_conformance.checks import (
     require_end,
     where,
 )
-from engine_conformance.target import version_tuple
+from engine_conformance.target import Exchange, TargetError, oci_platform_json, version_tuple
 from engine_conformance.verdicts import precondition
 from lab_registry import Image, build_image
-from lab_registry.catalogue import MULTI_PLATFORMS
+from lab_registry.catalogue import MULTI_PLATFORMS, ImageFacts
 
 ZERO_DIGEST = "sha256:" + "0" * 64
 MISSING_PLATFORM = "linux/s390x"
@@ -446,31 +447,235 @@ def test_scratch_is_403(client, images, registry, api_version, observe):
 # -- platform -------------------------------------------------------------------------------
 
 
-def pull_platform(client, images, registry, short: str, platform: str) -> tuple[object, dict]:
-    """Pull ``short:latest`` (an index) for ``platform``: the registry's facts and the inspect."""
+PLATFORM_VIEW_SINCE = "1.49"
+"""``GET /images/{name}/json?platform=<JSON-encoded OCI platform>``: one platform's view."""
+MANIFESTS_VIEW_SINCE = "1.48"
+"""``GET /images/{name}/json?manifests=1``: the ``Manifests`` list, which says what is Available."""
+
+
+def shown(view: dict) -> str:
+    """What an inspect view shows, for a reason: ``os/arch/variant, N layer(s)``."""
+    layers = (view.get("RootFS") or {}).get("Layers") or []
+    return (f"{view.get('Os') or '-'}/{view.get('Architecture') or '-'}/"
+            f"{view.get('Variant') or '-'}, {len(layers)} layer(s)")
+
+
+def empty_view(view: dict) -> bool:
+    """No Os, no Architecture, no layers: a view that shows no image.
+
+    Docker 29 (containerd image store) answers the default inspect of an index whose
+    host-platform image is absent so: the host's view of that index. It is evidence
+    neither that the engine pulled the platform asked for nor that it pulled another.
+    """
+    return (not view.get("Os") and not view.get("Architecture")
+            and not (view.get("RootFS") or {}).get("Layers"))
+
+
+@dataclass
+class PlatformPull:
+    """A pull of ``short:latest`` (an index) for ``platform``, and what shows which image it took.
+
+    ``proofs``: evidence that the engine took the index's ``platform`` image (the lab
+    registry's journal, a platform-aware inspect); ``against``: evidence that it took
+    another, or nothing; ``neutral``: what was looked at and proves neither. The default
+    view counts against the engine when it shows another image, never for it alone:
+    ``default_is_image`` only lets PULL-021 read its Variant.
+    """
+
+    short: str
+    platform: str
+    ref: str
+    facts: ImageFacts
+    exchange: Exchange
+    default: dict | None = None
+    default_is_image: bool = False
+    platform_view: dict | None = None  # the platform-aware view, when it is the image
+    seen: dict[str, dict] = field(default_factory=dict)  # every view read, by name
+    proofs: list[str] = field(default_factory=list)
+    against: list[str] = field(default_factory=list)
+    neutral: list[str] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exchange.status == 200 and self.exchange.stream_error is None
+
+    def observation(self) -> dict:
+        return {"views": {k: {"Id": v.get("Id"), "shows": shown(v)} for k, v in self.seen.items()},
+                "for": self.proofs, "against": self.against, "neither": self.neutral}
+
+
+def journal_evidence(registry, mark: int | None, pulled: PlatformPull) -> None:
+    """What the lab registry served: which of the index's manifests, and whose blobs.
+
+    The manifest of ``pulled.platform`` fetched (and no other platform's config or
+    layers) proves the choice; its blobs are fetched or were not needed (held by the
+    engine). Another platform's manifest fetched instead of it, or another platform's
+    config or layers fetched, shows the engine took another image.
+    """
+    journal = "the lab registry's journal"
+    if registry.external or mark is None:
+        pulled.neutral.append("no journal: the registry is external")
+        return
+    facts = pulled.facts
+    repository = registry.catalogue.name(pulled.short)
+    served = [e for e in registry.journal.since(mark)
+              if e.repository == repository and e.method == "GET" and e.status < 400]
+    manifests = {e.reference for e in served if e.kind == "manifest"}
+    blobs = {e.reference for e in served if e.kind == "blob"}
+    own = [facts.config_digest, *facts.layer_digests]
+    others = {p: registry.catalogue.facts(pulled.short, "latest", platform=p)
+              for p in MULTI_PLATFORMS if p != pulled.platform}
+    other_manifests = {p: f.manifest_digest for p, f in others.items()
+                       if f.manifest_digest in manifests}
+    other_blobs = {p: sorted(({f.config_digest, *f.layer_digests} - set(own)) & blobs)
+                   for p, f in others.items()}
+    other_blobs = {p: d for p, d in other_blobs.items() if d}
+    chosen = facts.manifest_digest in manifests
+    if other_blobs:
+        pulled.against.append(
+            f"{journal} shows the config or layers of the index's "
+            + ", ".join(f"{p} image fetched ({len(d)} blob(s))" for p, d in other_blobs.items()))
+    if other_manifests and not chosen:
+        pulled.against.append(
+            f"{journal} shows the index's {', '.join(other_manifests)} manifest(s) fetched "
+            f"({', '.join(other_manifests.values())}), not its {pulled.platform} manifest "
+            f"({facts.manifest_digest})")
+    if chosen and not other_blobs:
+        held = [d for d in own if d not in blobs]
+        pulled.proofs.append(
+            f"{journal} shows the index's {pulled.platform} manifest fetched "
+            f"({facts.manifest_digest}), and {len(own) - len(held)} of its {len(own)} blobs "
+            "(config and layers)"
+            + (f"; the other {len(held)} were not needed (the engine held them)" if held else "")
+            + (f"; the {', '.join(other_manifests)} manifest(s) were fetched too, but none of "
+               "their config or layers" if other_manifests else ""))
+    if not chosen and not other_manifests:
+        pulled.neutral.append(
+            f"{journal} shows none of the index's platform manifests fetched (asked for "
+            f"{sorted(manifests) or 'none'}): the engine held them, so it does not say which")
+
+
+def manifests_evidence(client, pulled: PlatformPull) -> None:
+    """The ``Manifests`` list (``manifests=1``): is the platform's manifest Available?"""
+    asked = "the Manifests list (?manifests=1)"
+    try:
+        view = client.inspect_image(pulled.ref, manifests=True)
+    except TargetError as exc:
+        pulled.neutral.append(f"{asked} could not be read ({exc})")
+        return
+    listed = [m for m in (view or {}).get("Manifests") or [] if isinstance(m, dict)]
+    if not listed:
+        pulled.neutral.append(f"{asked} is absent or empty (the document: populated only by a "
+                              "multi-platform image store)")
+        return
+    digest = pulled.facts.manifest_digest
+
+    def platform_of(m: dict) -> str:
+        p = (m.get("ImageData") or {}).get("Platform") or (m.get("Descriptor") or {}).get(
+            "platform") or {}
+        return "/".join(p.get(k) or "" for k in ("os", "architecture", "variant")).rstrip("/")
+
+    entry = next((m for m in listed if digest in (m.get("ID"), (m.get("Descriptor") or {})
+                                                   .get("digest"))), None)
+    available = sorted(platform_of(m) or str(m.get("ID")) for m in listed if m.get("Available"))
+    if entry is not None and entry.get("Available") is True:
+        pulled.proofs.append(f"{asked} lists the {pulled.platform} manifest ({digest}) as "
+                             f"Available (available: {available})")
+    else:
+        pulled.against.append(
+            f"{asked} lists the {pulled.platform} manifest ({digest}) "
+            + ("as not Available" if entry is not None else "not at all")
+            + f" (available: {available or 'none'})")
+
+
+def view_evidence(client, api_version: str, pulled: PlatformPull) -> None:
+    """The engine's views of ``pulled.ref``: platform-aware where the API version serves one,
+    and the default view, which counts only when it shows another image."""
+    facts, ref, platform = pulled.facts, pulled.ref, pulled.platform
+    version = version_tuple(api_version)
+    if version >= version_tuple(PLATFORM_VIEW_SINCE):
+        asked = f"the platform-aware view (?platform={oci_platform_json(platform)})"
+        try:
+            view = client.inspect_image(ref, platform=platform)
+        except TargetError as exc:
+            pulled.neutral.append(f"{asked} could not be read ({exc})")
+        else:
+            if view is not None:
+                pulled.seen["platform-aware"] = view
+            if view is None:
+                pulled.against.append(f"{asked} answered 404: the engine holds no {platform} "
+                                      f"image under {ref}")
+            elif (mismatch := image_mismatch(view, facts)) is None:
+                pulled.platform_view = view
+                pulled.proofs.append(f"{asked} shows the {platform} image ({shown(view)})")
+            else:
+                pulled.against.append(f"{asked} shows another image ({shown(view)}): {mismatch}")
+    elif version >= version_tuple(MANIFESTS_VIEW_SINCE):
+        pulled.neutral.append(f"API {api_version} serves no platform-aware view (?platform= "
+                              f"from {PLATFORM_VIEW_SINCE})")
+    else:
+        pulled.neutral.append(f"API {api_version} serves neither the platform-aware view "
+                              f"(?platform= from {PLATFORM_VIEW_SINCE}) nor the Manifests list "
+                              f"(?manifests=1 from {MANIFESTS_VIEW_SINCE})")
+    if version >= version_tuple(MANIFESTS_VIEW_SINCE):
+        manifests_evidence(client, pulled)
+    asked = "the default view"
+    pulled.default = client.inspect_image(ref)
+    if pulled.default is not None:
+        pulled.seen["default"] = pulled.default
+    if pulled.default is None:
+        pulled.against.append(f"{ref} does not exist after a pull that reported success")
+    elif empty_view(pulled.default):
+        pulled.neutral.append(f"{asked} is empty (Os {pulled.default.get('Os')!r}, Architecture "
+                              f"{pulled.default.get('Architecture')!r}, no layers): the host "
+                              "platform's view of an index whose host image is absent, evidence "
+                              "of nothing")
+    elif (mismatch := image_mismatch(pulled.default, facts)) is None:
+        pulled.default_is_image = True
+        pulled.neutral.append(f"{asked} is the {platform} image ({shown(pulled.default)}), "
+                              "which alone does not prove what the pull fetched")
+    else:
+        pulled.against.append(f"{asked} shows another image ({shown(pulled.default)}): "
+                              f"{mismatch}")
+
+
+def pull_platform(client, images, registry, api_version: str, short: str,
+                  platform: str) -> PlatformPull:
+    """Pull ``short:latest`` (an index) for ``platform``; if it succeeded, gather the evidence
+    of which image it took: the journal first, then the engine's views."""
     facts = registry.catalogue.facts(short, "latest", platform=platform)
     ref = registry.reference(short, "latest")
+    mark = journal_mark(registry)
     ex = pull(client, images, {"fromImage": repo_name(registry, short), "tag": "latest",
                                "platform": platform}, [ref])
-    assert_stream_success(ex)
-    image = client.inspect_image(ref)
-    assert image is not None, f"{ref} does not exist after a pull that reported success"
-    return facts, image
+    pulled = PlatformPull(short, platform, ref, facts, ex)
+    if pulled.succeeded:
+        journal_evidence(registry, mark, pulled)
+        view_evidence(client, api_version, pulled)
+    return pulled
 
 
 @pytest.mark.requirement("PULL-015")
 @pytest.mark.parametrize("platform", MULTI_PLATFORMS)
 @pytest.mark.parametrize("short", ["multi", "multi-oci"])
-def test_platform_picks_the_manifest(client, images, registry, observe, short, platform):
-    facts, image = pull_platform(client, images, registry, short, platform)
-    got = f"{image.get('Os')}/{image.get('Architecture')}/{image.get('Variant') or '-'}"
-    observe[f"{short} {platform}"] = {"Id": image["Id"], "platform": got}
+def test_platform_picks_the_manifest(client, images, registry, api_version, observe, short,
+                                     platform):
+    pulled = pull_platform(client, images, registry, api_version, short, platform)
+    assert_stream_success(pulled.exchange)
+    observe[f"{short} {platform}"] = pulled.observation()
     # Layers and Id name the manifest chosen exactly; Os/Architecture are only recorded.
-    mismatch = image_mismatch(image, facts)
-    assert mismatch is None, (
-        f"platform={platform} from {short}: the pulled image ({got}) is not the index's "
-        f"{platform} image: {mismatch}"
-    )
+    assert not pulled.against, (
+        f"platform={platform} from {short}: what the engine pulled is not the index's "
+        f"{platform} image: " + "; ".join(pulled.against)
+        + (f" (yet: {'; '.join(pulled.proofs)})" if pulled.proofs else ""))
+    if not pulled.proofs and registry.external:
+        # As the checks that need the lab registry's journal do: not judged here.
+        pytest.skip(f"platform={platform} from {short}: an external registry keeps no journal, "
+                    "and no platform-aware view shows which image the pull took (the default "
+                    "view alone does not prove it): " + "; ".join(pulled.neutral))
+    precondition(pulled.proofs, (
+        f"platform={platform} from {short}: nothing shows which image the pull took, and the "
+        "default view alone does not prove it: " + "; ".join(pulled.neutral)))
 
 
 @pytest.mark.requirement("PULL-016")
@@ -582,15 +787,25 @@ VARIANT_PLATFORMS = [p for p in MULTI_PLATFORMS if len(p.split("/")) == 3]
 @pytest.mark.requirement("PULL-021")
 @pytest.mark.parametrize("platform", VARIANT_PLATFORMS)
 @pytest.mark.parametrize("short", ["multi", "multi-oci"])
-def test_inspect_reports_the_variant(client, images, registry, observe, short, platform):
-    facts, image = pull_platform(client, images, registry, short, platform)
-    mismatch = image_mismatch(image, facts)
-    precondition(mismatch is None, f"the engine did not pull the {platform} image "
-                 f"({mismatch}; PULL-015 judges that): its Variant says nothing")
-    observe[f"{short} {platform}"] = image.get("Variant")
-    assert image.get("Variant") == facts.variant, (
-        f"the {platform} image of {short} (its config says variant {facts.variant!r}) is "
-        f"inspected with Variant {image.get('Variant')!r}"
+def test_inspect_reports_the_variant(client, images, registry, api_version, observe, short,
+                                     platform):
+    pulled = pull_platform(client, images, registry, api_version, short, platform)
+    precondition(pulled.succeeded, f"the pull of {platform} from {short} failed "
+                 f"({where(pulled.exchange)}; PULL-015 judges that): there is no image to read")
+    # A view that shows the pulled platform's image: platform-aware where the API version
+    # serves one, else the default view when it is that image.
+    view, which = ((pulled.platform_view, "the platform-aware view")
+                   if pulled.platform_view is not None
+                   else (pulled.default, "the default view") if pulled.default_is_image
+                   else (None, ""))
+    precondition(view is not None, (
+        f"no view of {pulled.ref} shows the {platform} image, so its Variant cannot be read "
+        "(PULL-015 judges what was pulled): "
+        + "; ".join(pulled.against + pulled.neutral)))
+    observe[f"{short} {platform}"] = {"Variant": view.get("Variant"), "view": which}
+    assert view.get("Variant") == pulled.facts.variant, (
+        f"the {platform} image of {short} (its config says variant {pulled.facts.variant!r}) "
+        f"is inspected with Variant {view.get('Variant')!r} ({which})"
     )
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from deviant_proxy import Deviation, Request, Response
 from deviant_proxy.cases import Case, check
+from deviant_proxy.platforms import host_views
 from deviant_proxy.predicates import (
     has_error_line,
     inspected_name,
@@ -195,6 +196,34 @@ DROPS_PLATFORM = Deviation("drops-platform",
 # Pulls the right manifest, but its inspect does not report the variant.
 NO_VARIANT = Deviation("inspect-without-variant", match=lambda req: bool(inspected_name(req)),
                        response=_rewrite_inspect(lambda o: o.pop("Variant", None)))
+# The default view shows another image than the one pulled (its layers are not the platform's).
+DEFAULT_VIEW_ANOTHER = Deviation(
+    "default-inspect-shows-another-image",
+    match=lambda req: "/multi" in (inspected_name(req) or "") and not req.param("platform"),
+    response=_rewrite_inspect(lambda o: o.__setitem__(
+        "RootFS", {"Type": "layers", "Layers": ["sha256:" + "e" * 64]})),
+)
+
+
+def _as_host_image(obj: dict) -> None:
+    obj.update(Os="linux", Architecture="amd64")
+    obj.pop("Variant", None)
+    obj["RootFS"] = {"Type": "layers", "Layers": ["sha256:" + "e" * 64]}
+
+
+# Docker 29 (containerd image store) after a pull for a platform that is not the host's: the
+# default inspect is the host's view of the index, empty (Os "", Architecture "", no layers);
+# the platform-aware one (?platform=, API 1.49 on) shows the image. Docker 20.10 behind a proxy
+# that claims API 1.49 and blanks that default view; it ignores platform= and shows the image.
+DOCKER29_VIEWS = host_views("1.49", "1.41")
+# ... judged at 1.44, where the engine serves no platform-aware view.
+DOCKER29_VIEWS_AT_144 = host_views("1.49", "1.41", name="host-views-of-docker-29-judged-at-1.44")
+# ... whose platform-aware view shows another image (the host's), or drops the Variant.
+PLATFORM_VIEW_ANOTHER = host_views("1.49", "1.41", platform_view=_as_host_image,
+                                   name="platform-view-shows-the-host-image")
+PLATFORM_VIEW_NO_VARIANT = host_views("1.49", "1.41",
+                                      platform_view=lambda o: o.pop("Variant", None),
+                                      name="platform-view-without-variant")
 MISSING_FALLS_BACK = Deviation(
     "missing-platform-falls-back",
     match=lambda req: is_pull(req) and req.param("platform") == "linux/s390x",
@@ -338,7 +367,15 @@ CASES = [
     Case("PULL-014", "pass"),
     Case("PULL-014", "fail", (SCRATCH_IS_404,), reason="expected HTTP 403"),
     Case("PULL-015", "pass"),
-    Case("PULL-015", "fail", (DROPS_PLATFORM,), reason="is not the index's"),
+    # the journal shows the native manifest fetched, not the one asked for
+    Case("PULL-015", "fail", (DROPS_PLATFORM,),
+         reason="journal shows the index's linux/amd64 manifest(s) fetched"),
+    Case("PULL-015", "fail", (DEFAULT_VIEW_ANOTHER,), reason="the default view shows another"),
+    # the empty default view is no evidence: the journal and the platform-aware view decide
+    Case("PULL-015", "pass", DOCKER29_VIEWS, api_version="1.49"),
+    Case("PULL-015", "pass", DOCKER29_VIEWS_AT_144, api_version="1.44"),
+    Case("PULL-015", "fail", PLATFORM_VIEW_ANOTHER, api_version="1.49",
+         reason="the platform-aware view (?platform="),
     Case("PULL-016", "pass"),
     Case("PULL-016", "fail", (MISSING_FALLS_BACK,), reason=CANNOT_TELL),
     Case("PULL-016", "fail", (HIDES_FAILURE,), reason=CANNOT_TELL),
@@ -354,6 +391,12 @@ CASES = [
     Case("PULL-020", "fail", (HIDES_FAILURE,), reason=CANNOT_TELL),
     Case("PULL-021", "pass"),
     Case("PULL-021", "fail", (NO_VARIANT,), reason="is inspected with Variant"),
+    Case("PULL-021", "pass", DOCKER29_VIEWS, api_version="1.49"),  # the platform-aware view
+    Case("PULL-021", "fail", PLATFORM_VIEW_NO_VARIANT, api_version="1.49",
+         reason="is inspected with Variant None (the platform-aware view)"),
+    # at 1.44 Docker 29 serves no view of the image pulled: nothing to read the Variant from
+    Case("PULL-021", "error", DOCKER29_VIEWS_AT_144, api_version="1.44",
+         reason="so its Variant cannot be read"),
     Case("PULL-022", "pass"),
     Case("PULL-022", "fail", (TRUSTS_HELD_DIGEST,), reason="did not ask the registry's"),
     Case("PULL-022", "fail", (HIDES_FAILURE,), reason=CANNOT_TELL),
