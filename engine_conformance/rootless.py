@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .engines import STOP_TIMEOUT, EngineUnavailable, ManagedDocker, ManagedPodman
+from .engines import EngineUnavailable, ManagedDocker, ManagedPodman
 
 SUITE_USER = "ec-rootless"
 """The unprivileged user the suite runs its rootless engines as."""
@@ -355,15 +355,8 @@ class _Rootless:
     def _terminate(self) -> None:
         if self.process is None:
             return
-        family = descendants(self.process.pid)
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(STOP_TIMEOUT)
-        self.process = None
+        family = descendants(self.process.pid)  # before it goes: then they are orphans
+        super()._terminate()  # type: ignore[misc]
         # What it started and left behind, by id: processes that wait for nothing but a
         # signal (Podman's pause process) are told at once, its children given a moment.
         left = self._leftovers()

@@ -10,95 +10,27 @@ without them the proof is skipped, saying so.
 
 from __future__ import annotations
 
-import functools
-import os
-import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
+from engine_conformance import documents
+from engine_conformance.documents import Documents
 from engine_conformance.requirements import (
-    DOCUMENTED_MAX,
-    DOCUMENTED_MIN,
     Catalogue,
     CatalogueError,
     Requirement,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCS = Path(os.environ.get("EC_ENGINE_API_DOCS",
-                           ROOT.parent / "shared" / "reference" / "engine-api"))
-VERSIONS = [f"1.{m}" for m in range(DOCUMENTED_MIN[1], DOCUMENTED_MAX[1] + 1)]
+DOCS = Documents()
+VERSIONS = list(documents.VERSIONS)
 
-needs_docs = pytest.mark.skipif(
-    not (DOCS / "v1.44.yaml").is_file(),
-    reason=f"the Engine API documents are not at {DOCS} (set EC_ENGINE_API_DOCS to a folder "
-           "of moby's api/docs excerpts v1.24-create-an-image.md, v1.25.yaml … v1.55.yaml)",
-)
-
-
-def normal(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _strings(node: Any) -> list[str]:
-    if isinstance(node, str):
-        return [node]
-    if isinstance(node, dict):
-        return [s for v in node.values() for s in _strings(v)]
-    if isinstance(node, list):
-        return [s for v in node for s in _strings(v)]
-    return []
-
-
-@functools.cache
-def document(version: str) -> dict[str, Any] | str:
-    if version == "1.24":
-        return (DOCS / "v1.24-create-an-image.md").read_text()
-    return yaml.safe_load((DOCS / f"v{version}.yaml").read_text())
-
-
-@functools.cache
-def changelog(version: str) -> str:
-    """The version history's section for API ``version``."""
-    text = (DOCS / "CHANGELOG.md").read_text()
-    found = re.search(rf"(?ms)^## v{re.escape(version)} API changes\n(.*?)(?=^## |\Z)", text)
-    return normal(found[1]) if found else ""
+needs_docs = pytest.mark.skipif(bool(DOCS.missing), reason=DOCS.missing)
 
 
 def passage(version: str, at: str) -> str:
-    """The text of the document of ``version`` at ``at`` (see requirements.LOCATORS)."""
-    kind, _, name = at.partition(" ")
-    if kind == "changelog":
-        return changelog(name)
-    doc = document(version)
-    if isinstance(doc, str):
-        # v1.24: the markdown excerpt's "Create an image" section, up to the next endpoint.
-        return normal(doc.split("#### Inspect an image")[0])
-    post = doc["paths"]["/images/create"]["post"]
-    if kind == "operation":
-        return normal(" ".join(_strings({k: post.get(k) for k in ("summary", "description",
-                                                               "consumes", "produces")})))
-    if kind == "parameter":
-        found = [p for p in post["parameters"] if p.get("name") == name]
-        return normal(" ".join(_strings(found)))
-    if kind == "response":
-        return normal(" ".join(_strings(post["responses"].get(int(name),
-                                                              post["responses"].get(name)))))
-    if kind == "definition":
-        top, _, prop = name.partition(".")
-        node = doc["definitions"].get(top, {})
-        if prop:
-            node = node.get("properties", {}).get(prop, {})
-        return normal(" ".join(_strings(node)))
-    if kind == "info":
-        text = doc["info"]["description"]
-        sections = re.split(r"(?m)^#+ ", text)
-        found = [s for s in sections if s.split("\n", 1)[0].strip() == name]
-        return normal(" ".join(found))
-    raise AssertionError(f"unknown locator {at!r}")
+    return DOCS.passage(version, at)
 
 
 def _catalogue() -> Catalogue:
@@ -113,7 +45,7 @@ def _document_bases() -> list:
 @needs_docs
 @pytest.mark.parametrize(("req", "basis"), _document_bases())
 def test_document_quotes_stand_in_every_version_of_their_range(req: Requirement, basis) -> None:
-    quote = normal(basis.quote)
+    quote = documents.normal(basis.quote)
     if basis.at.startswith("changelog "):  # one section, whatever the version judged
         assert quote in passage("", basis.at), (
             f"{req.id}: the version history's v{basis.at.split()[1]} section does not say "

@@ -14,7 +14,6 @@ skipped, saying so.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, seed, settings
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
-from engine_conformance import spec
+from engine_conformance import documents, spec
+from engine_conformance.documents import Documents
 
 ENDPOINT = spec.operation()
 RESPONSES = ENDPOINT["responses"]
@@ -50,15 +50,9 @@ SELF_DESCRIBED = {
 }
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = Path(os.environ.get("EC_ENGINE_API_DOCS",
-                           ROOT.parent / "shared" / "reference" / "engine-api"))
-DOC_VERSIONS = [f"1.{m}" for m in range(24, 56)]
-needs_docs = pytest.mark.skipif(
-    not (DOCS / "v1.44.yaml").is_file(),
-    reason=f"the Engine API documents are not at {DOCS} (set EC_ENGINE_API_DOCS to a folder "
-           "of moby's api/docs excerpts v1.24-create-an-image.md, v1.25.yaml … v1.55.yaml "
-           "and CHANGELOG.md)",
-)
+DOCS = Documents()
+DOC_VERSIONS = list(documents.VERSIONS)
+needs_docs = pytest.mark.skipif(bool(DOCS.missing), reason=DOCS.missing)
 
 
 def _version_key(v: str) -> tuple[int, int]:
@@ -71,18 +65,8 @@ def _previous(version: str) -> str:
     return f"{major}.{minor - 1}"
 
 
-def _normal(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _strings(node: Any) -> list[str]:
-    if isinstance(node, str):
-        return [node]
-    if isinstance(node, dict):
-        return [s for v in node.values() for s in _strings(v)]
-    if isinstance(node, list):
-        return [s for v in node for s in _strings(v)]
-    return []
+_normal = documents.normal
+_strings = documents.strings
 
 
 def _get(node: Any, dotted: str) -> Any:
@@ -351,13 +335,7 @@ def test_version_facts_are_well_formed() -> None:
 # --- the fragment against the published documents ------------------------------------
 
 
-@functools.cache
-def _document(version: str) -> dict[str, Any] | str:
-    import yaml
-
-    if version == "1.24":  # the "Create an image" section, up to the next endpoint's
-        return (DOCS / "v1.24-create-an-image.md").read_text().split("\n#### ")[0]
-    return yaml.safe_load((DOCS / f"v{version}.yaml").read_text())
+_document = DOCS.document
 
 
 def _doc_post(version: str) -> dict[str, Any]:
@@ -382,17 +360,7 @@ def _doc_property(version: str, schema: str, prop: str) -> dict[str, Any] | str 
     return (definition.get("properties") or {}).get(prop)
 
 
-@functools.cache
-def _changelog() -> dict[str, str]:
-    sections: dict[str, str] = {}
-    current = None
-    for line in (DOCS / "CHANGELOG.md").read_text().splitlines():
-        if m := re.match(r"^## v(\d+\.\d+) API changes", line, re.IGNORECASE):
-            current = m.group(1)
-            sections[current] = ""
-        elif current:
-            sections[current] += line + "\n"
-    return sections
+_changelog = DOCS.changelog
 
 
 def _ref(doc_ref: str) -> str:
