@@ -33,3 +33,21 @@ def test_run_covers_the_catalogue(suite, request):
     results = request.getfixturevalue(suite).outcome.results
     judged = {r["id"] for r in results["requirements"]}
     assert judged == set(Catalogue.load()), "some requirement has no check in suites/"
+
+
+def test_levels_follow_the_api_version_judged(docker_suite, docker28_suite):
+    # v1.48 documents what v1.41 leaves to the reference engine: PULL-003 (tag takes
+    # precedence) is SHOULD at Docker 20.10's 1.41 and MUST at Docker 28.5's 1.51, each
+    # run showing the level it judged at and the basis in force there.
+    def judged(run, rid):
+        results = run.outcome.results
+        return next(r for r in results["requirements"] if r["id"] == rid), results["target"]
+
+    old, old_target = judged(docker_suite, "PULL-003")
+    new, new_target = judged(docker28_suite, "PULL-003")
+    assert (old_target["api_version"], new_target["api_version"]) == ("1.41", "1.51")
+    assert (old["level"], old["judged_at"]) == ("SHOULD", "1.41")
+    assert [b["kind"] for b in old["basis"]] == ["reference"]
+    assert (new["level"], new["judged_at"]) == ("MUST", "1.51")
+    (document,) = [b for b in new["basis"] if b["kind"] == "document"]
+    assert "`tag` takes precedence" in document["quote"]
