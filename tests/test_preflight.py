@@ -140,3 +140,21 @@ def test_preflight_passes_on_every_engine_ci_judges(suite, request):
         assert probe["status"] == "ok", f"{service}: {probe['reason']}"
         assert probe["seconds"] < PREFLIGHT_SECONDS, f"{service} took {probe['seconds']} s"
         assert probe["service_saw"], service
+
+
+def test_a_hung_engine_is_told_it_hung_not_how_to_reach_the_registry(docker, tmp_path):
+    # The engine never answers the canary pull: nothing about the registry was learned,
+    # so the reason must say the engine hung, and give no registry setting to change.
+    hung = Deviation("hangs-on-the-canary", hang=True,
+                     match=lambda req: req.endpoint == "/images/create"
+                     and "preflight" in (req.param("fromImage") or ""))
+    with StreamingProxy(docker.target, [hung]) as proxy:
+        out = run_suite(proxy.target, tmp_path, requirements=["PULL-001"],
+                        extra=["--request-timeout", "3"])
+    assert out.returncode == CHILD_SUITE_UNREACHABLE, out.output[-3000:]
+    probe = out.results["run"]["preflight"]["registry"]
+    assert (probe["status"], probe["cause"]) == ("failed", "hung"), probe
+    assert "did not answer the canary request within 3 s" in probe["reason"]
+    assert "nothing about its reach" in probe["reason"]
+    assert "insecure" not in probe["reason"] and "--serve-host" not in probe["reason"]
+    assert out.verdict("PULL-001") == "error"
