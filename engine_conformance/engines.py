@@ -257,6 +257,7 @@ class ManagedDocker(ManagedEngine):
         self._registry_cas: list[tuple[Path, str, certsd.Owner]] = []
         self._made_certs_dir = False
         self.reclaimed_certs: list[str] = []
+        self.unpacked = ""  # the name `engine-conformance engines fetch` knows it by, if any
 
     @property
     def dockerd(self) -> str:
@@ -270,8 +271,9 @@ class ManagedDocker(ManagedEngine):
     @property
     def missing(self) -> str:
         if self.root is not None:
-            return (f"{self.dockerd} is missing (scripts/fetch-engine unpacks it; "
-                    "bash scripts/setup runs that)")
+            name = getattr(self, "unpacked", "") or self.root.name
+            return (f"{self.dockerd} is missing: `engine-conformance engines fetch {name}` "
+                    "unpacks it (bash scripts/setup runs that)")
         return super().missing
 
     def environment(self) -> dict[str, str]:
@@ -430,12 +432,15 @@ def unpacked_docker(name: str, containerd_store: bool = False) -> Callable[..., 
     store (overlay2) or, with ``containerd_store``, the containerd image store."""
 
     def make(**kwargs: object) -> ManagedDocker:
-        return ManagedDocker(root=unpacked_dir(name), containerd_store=containerd_store,
-                             **kwargs)  # type: ignore[arg-type]
+        engine = ManagedDocker(root=unpacked_dir(name), containerd_store=containerd_store,
+                               **kwargs)  # type: ignore[arg-type]
+        engine.unpacked = name  # what `engines fetch` calls it
+        return engine
 
     store = "the containerd image store" if containerd_store else "the graphdriver store"
     make.__name__ = name + ("_containerd" if containerd_store else "")
-    make.__doc__ = f"{UNPACKED[name]}, unpacked by ``scripts/fetch-engine {name}``, {store}."
+    make.__doc__ = (f"{UNPACKED[name]}, unpacked by ``engine-conformance engines fetch {name}``, "
+                    f"{store}.")
     return make
 
 

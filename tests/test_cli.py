@@ -205,3 +205,14 @@ def test_relative_report_dir_is_under_the_current_directory(docker, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert (tmp_path / "out" / "results.json").is_file()
     assert (tmp_path / "out" / "pytest.log").is_file()
+
+
+def test_a_managed_engine_not_fetched_names_the_fetch_command(tmp_path):
+    env = dict(os.environ, EC_DOCKER28_DIR=str(tmp_path / "not-fetched"))
+    proc = cli("run", "--managed", "docker28", env=env)
+    assert proc.returncode == 4
+    assert "engine-conformance engines fetch docker28" in one_line(proc)
+    listed = cli("engines", "list", env=env)
+    assert listed.returncode == 0
+    assert any(line.startswith("docker28 ") and "engines fetch docker28" in line
+               for line in listed.stdout.splitlines())
