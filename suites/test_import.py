@@ -23,6 +23,7 @@ from engine_conformance.checks import (
     assert_refused,
     assert_stream_success,
     assert_visible_failure,
+    error_location,
     failed,
     file_server_requests,
     image_ids,
@@ -454,16 +455,43 @@ def test_compressed_archive_imports(client, images, observe, compression):
     )
 
 
-@pytest.mark.requirement("IMPORT-019")
-def test_non_archive_body_fails(client, images, observe):
-    name = images.name("imp-notar")
+NOT_AN_ARCHIVE = b"engine-conformance: this is not an archive\n" * 16
+
+
+def failing_import(client, images, observe, case: str, file_server=None):
+    """An import that must fail: (name, the answer, image IDs before it)."""
+    name = images.name(f"imp-{case}")
     before = image_ids(client)
-    ex = do_import(client, images, {"fromSrc": "-", "repo": name},
-                   b"engine-conformance: this is not an archive\n" * 16)
+    if case == "not-an-archive":
+        ex = do_import(client, images, {"fromSrc": "-", "repo": name}, NOT_AN_ARCHIVE)
+        why = "the body is not an archive"
+    else:
+        url = file_server.missing("rootfs.tar")
+        ex = do_import(client, images, {"fromSrc": url, "repo": name})
+        observe["file_server_saw"] = file_server_requests(file_server, url, "an import from "
+                                                          "a URL that answers 404")
+        why = f"fromSrc={url} answered 404"
     observe["status"] = ex.status
     observe["stream_error"] = ex.stream_error
-    assert_visible_failure(ex, "the body is not an archive")
-    assert_nothing_created(client, images, before, [name], "the import failed")
+    return name, ex, before, why
+
+
+@pytest.mark.requirement("IMPORT-019")
+def test_non_archive_body_fails(client, images, observe):
+    _, ex, _, why = failing_import(client, images, observe, "not-an-archive")
+    assert_visible_failure(ex, why)
+
+
+@pytest.mark.requirement("IMPORT-032")
+@pytest.mark.parametrize("case", ["not-an-archive", "url-404"])
+def test_failed_import_leaves_nothing(client, images, request, observe, case):
+    file_server = request.getfixturevalue("file_server") if case == "url-404" else None
+    name, ex, before, why = failing_import(client, images, observe, case, file_server)
+    precondition(error_location(ex) is not None,
+                 f"{why}, but the engine reported no failure ({where(ex)}; "
+                 f"{'IMPORT-019' if file_server is None else 'IMPORT-021'} judges that): "
+                 "what it left is not a failed import's")
+    assert_nothing_created(client, images, before, [name], f"the import failed ({why})")
 
 
 ZERO_PADDING = 8 << 20
@@ -652,16 +680,8 @@ def test_url_import(client, images, file_server, observe):
 
 @pytest.mark.requirement("IMPORT-021")
 def test_url_404_fails(client, images, file_server, observe):
-    name = images.name("imp-url404")
-    url = file_server.missing("rootfs.tar")
-    before = image_ids(client)
-    ex = do_import(client, images, {"fromSrc": url, "repo": name})
-    observe["file_server_saw"] = file_server_requests(file_server, url, "an import from a "
-                                                      "URL that answers 404")
-    observe["status"] = ex.status
-    observe["stream_error"] = ex.stream_error
-    assert_visible_failure(ex, f"fromSrc={url} answered 404")
-    assert_nothing_created(client, images, before, [name], "the import from a 404 URL failed")
+    _, ex, _, why = failing_import(client, images, observe, "url-404", file_server)
+    assert_visible_failure(ex, why)
 
 
 @pytest.mark.requirement("IMPORT-027")
