@@ -296,11 +296,11 @@ def _requirements(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in catalogue.values()], indent=2))
         return EXIT_OK
+    print("(level per API version range; `requirements --where ID` gives the basis)")
     for r in catalogue.values():
         levels = ", ".join(f"{level} {span}" for span, level, _ in r.levels())
         print(f"{r.id:16} {levels:28} {r.title}")
-    print(f"{len(catalogue)} requirements (level per API version range; "
-          "requirements --where ID for the basis)")
+    print(f"{len(catalogue)} requirements")
     return EXIT_OK
 
 

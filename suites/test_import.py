@@ -160,9 +160,10 @@ def test_last_message_names_the_image_id(client, images, observe):
     name = images.name("imp-id")
     ex = do_import(client, images, {"fromSrc": "-", "repo": name}, unique_rootfs(name))
     assert_stream_success(ex)
-    require_end(ex, "the import stream's last message")
+    last = ex.messages[-1].obj if ex.messages else {}
+    if not ID_STATUS.match(str(last.get("status", ""))):
+        require_end(ex, "the import stream's last message")  # the ID may be what was cut
     assert ex.messages, "the import stream has no messages"
-    last = ex.messages[-1].obj
     observe["last_message"] = last
     status = last.get("status")
     assert isinstance(status, str) and ID_STATUS.match(status), (

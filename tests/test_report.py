@@ -108,7 +108,8 @@ def test_junit_cases_carry_requirement_level_and_suite(cli_run):
     props = {c.get("name").split()[0]: {p.get("name"): p.get("value")
                                         for p in c.find("properties")} for c in cases}
     assert props["ERRORS-005"]["requirement"] == "ERRORS-005"
-    assert props["ERRORS-005"]["level"] == "MUST" and props["ERRORS-005"]["suite"] == "errors"
+    assert props["ERRORS-005"]["level"] == "SHOULD" and props["ERRORS-005"]["suite"] == "errors"
+    assert props["ERRORS-005"]["basis"].startswith("RFC 9110 §15.5")
 
 
 def test_report_html_is_self_contained(cli_run):

@@ -39,8 +39,12 @@ def test_serve_until_ctrl_c() -> None:
         first = process.stdout.readline()
         assert first.startswith("lab registry serving http://127.0.0.1:"), first
         url = first.split()[3]
-        listing = [process.stdout.readline() for _ in range(6)]
-        assert any("/ectest-cli/single:v1" in line for line in listing)
+        listing = []
+        for _ in range(20):  # the catalogue, sorted: single:v1 is among its last lines
+            listing.append(process.stdout.readline())
+            if "/ectest-cli/single:v1" in listing[-1]:
+                break
+        assert any("/ectest-cli/single:v1" in line for line in listing), listing
         r = httpx.get(f"{url}/v2/ectest-cli/multi/tags/list")
         assert r.json() == {"name": "ectest-cli/multi", "tags": ["latest"]}
         process.send_signal(signal.SIGINT)
