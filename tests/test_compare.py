@@ -74,6 +74,7 @@ def _matrix_columns(text: str) -> dict[str, dict[str, str]]:
         if cells[0].startswith("---"):
             continue
         for label, cell in zip(labels, cells[2:2 + len(labels)], strict=True):
+            cell = cell.split(" (")[0]  # "pass (MUST)": the level, where versions differ
             if cell in unmark:
                 columns[label][cells[0]] = unmark[cell]
     return columns
