@@ -124,12 +124,27 @@ def assert_visible_failure(ex: Exchange, what: str) -> None:
     raise AssertionError(f"{what}, yet a client cannot tell the request failed: it {how}")
 
 
+def assert_nothing_left(what: str, left: Iterable[str]) -> None:
+    """A request that failed (``what`` says how) must have left no image: ``left`` lists
+    what it left (names, image IDs), empty when nothing.
+
+    No version of the document says what a failed request leaves; a check judges this
+    only for a requirement that rests on the reference engine (or other grounds that say
+    so), apart from the one that judges how the failure was reported.
+    """
+    found = [str(x) for x in left]
+    assert not found, f"{what}, yet the engine left an image behind: {', '.join(found)}"
+
+
 def assert_refused(ex: Exchange, status: int, what: str, left: object = None,
                    grounds: str = "") -> None:
     """Refused with HTTP ``status`` and an ``ErrorResponse``, leaving nothing behind.
 
     ``left`` is what the refused request left behind (falsy: nothing); ``grounds``
     says where the expected status comes from. Every problem is reported at once.
+    The document never says what a refused request leaves: pass ``left`` only for a
+    requirement whose basis says it (the reference engine's), never under a MUST that
+    rests on a quote about the status alone.
     """
     problems = []
     if ex.status != status:

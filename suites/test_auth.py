@@ -17,6 +17,7 @@ import json
 import pytest
 
 from engine_conformance.checks import (
+    assert_nothing_left,
     assert_refused,
     assert_stream_success,
     assert_visible_failure,
@@ -158,7 +159,7 @@ def test_credentials_pull_protected_repository(client, images, protected, secret
     assert_pulled(client, protected, ex, ref, "padded base64url credentials")
 
 
-# -- AUTH-002/003: refused pulls ------------------------------------------------------------
+# -- AUTH-002/003/015: refused pulls --------------------------------------------------------
 
 # "token-": the repository requires a Bearer token from the lab's token endpoint instead.
 REFUSALS = ["no-header", "wrong-password", "token-no-header", "token-wrong-password"]
@@ -188,14 +189,9 @@ def refused_pull(client, images, protected, secret, case: str):
 @pytest.mark.requirement("AUTH-002")
 @pytest.mark.parametrize("case", REFUSALS)
 def test_refused_pull_fails_visibly(client, images, protected, secret, observe, case):
-    ex, ref, new = refused_pull(client, images, protected, secret, case)
+    ex, _, _ = refused_pull(client, images, protected, secret, case)
     observe[case] = where(ex)
     assert_visible_failure(ex, f"{case}: the registry refused every request")
-    named = client.inspect_image(ref)
-    assert not new and named is None, (
-        f"{case}: the refused pull left an image: new IDs {new or 'none'}, "
-        f"{ref} {'exists' if named else 'absent'}"
-    )
 
 
 @pytest.mark.requirement("AUTH-003")
@@ -205,6 +201,17 @@ def test_refused_pull_is_404(client, images, protected, secret, observe, case):
     observe[case] = where(ex)
     assert_refused(ex, 404, case,
                    grounds="documented: 404 'repository does not exist or no read access'")
+
+
+@pytest.mark.requirement("AUTH-015")
+@pytest.mark.parametrize("case", REFUSALS)
+def test_refused_pull_leaves_nothing(client, images, protected, secret, observe, case):
+    ex, ref, new = refused_pull(client, images, protected, secret, case)
+    observe[case] = where(ex)
+    named = [ref] if client.inspect_image(ref) is not None else []
+    observe[f"{case}: left"] = named + new
+    assert_nothing_left(f"{case}: the registry refused every request",
+                        named + [f"new image ID {i}" for i in new])
 
 
 # -- AUTH-004: a header that does not decode ------------------------------------------------

@@ -21,6 +21,7 @@ from engine_conformance import archives
 from engine_conformance.checks import (
     assert_stream_success,
     assert_visible_failure,
+    failed,
     image_ids,
     image_mismatch,
     imported_id,
@@ -133,6 +134,20 @@ def test_concurrent_pulls_of_one_image(client, subject, two_pulls, observe):
     observe["new_images"] = new
     for label, ex in (("the first pull", first), ("the second pull", second)):
         assert_pulled(client, subject, ex, f"{label} of two at once")
+
+
+@pytest.mark.exclusive
+@pytest.mark.requirement("CONCURRENCY-006")
+def test_concurrent_pulls_leave_one_image(client, subject, two_pulls, images, observe):
+    first, second, new, _ = two_pulls
+    for image_id in new:
+        images.track(image_id)
+    observe["new_images"] = new
+    named = client.inspect_image(subject.ref) is not None
+    precondition(not failed(first) and not failed(second) and named,
+                 f"the two pulls did not both succeed ({where(first)}; {where(second)}; "
+                 f"{subject.ref} {'exists' if named else 'absent'}): CONCURRENCY-001 judges "
+                 "that, and how many images they left says nothing")
     assert len(new) == 1, (
         f"two concurrent pulls of {subject.ref} left {len(new)} new images ({new}), not one")
 

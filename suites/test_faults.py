@@ -1,11 +1,20 @@
 """Registry faults and cancellation: pulls that the registry, or the client, does not let finish.
 
-Every check serves an image of its own from the lab registry (repository
-``<prefix>/faults-<label>``, content unique to the check and the same in every
-run), makes the registry misbehave in one way, pulls, and judges whether a
-client can tell that the pull failed and whether an image was left behind.
-``observe["error_at"]`` records where the error appeared: an HTTP status
-before any stream line, or a 200 stream ending with an error line.
+Every scenario serves an image of its own from the lab registry (repository
+``<prefix>/faults-<label>``, content unique to the scenario and the same in every
+run), makes the registry misbehave in one way, pulls, and records the answer and
+what the pull left behind right after it. Two requirements read each scenario:
+its own (FAULTS-001..007 and 009: whether a client can tell that the pull failed;
+FAULTS-010: whether the engine cancelled the pull) and FAULTS-011 (whether it
+left an image behind); FAULTS-008 judges both of its own. ``observe["error_at"]``
+records where the error appeared: an HTTP status before any stream line, or a 200
+stream ending with an error line.
+
+A scenario runs once per module, for whichever of its checks comes first
+(:func:`failed_pull`); a later check reads the outcome and cites its exchange as
+evidence. So no verdict depends on the order the checks run in, and no scenario
+runs twice in a run (the cut layer waits some 15 s on Docker's retries, the
+cancellation several seconds).
 
 Faults on the manifest apply to manifest requests only: a 5xx on a layer costs
 Docker 20.10 five download attempts with growing waits (75 s), which would
@@ -27,6 +36,7 @@ from typing import Any
 import pytest
 
 from engine_conformance.checks import (
+    assert_nothing_left,
     assert_visible_failure,
     error_location,
     registry_requests,
@@ -57,12 +67,12 @@ CANCEL_BOUND = 10.0  # seconds the engine has to hang up on the registry
 SILENCE = 8.0  # seconds without a stream line after which the client hangs up anyway
 
 
-# -- the image each check pulls ------------------------------------------------------
+# -- the image each scenario pulls ---------------------------------------------------
 
 
 @dataclass
 class Subject:
-    """An image of the check's own in the lab registry, and what its pull must not leave."""
+    """An image of the scenario's own in the lab registry, and what its pull must not leave."""
 
     repository: str  # full repository name in the registry
     ref: str  # ADDRESS/<repository>:TAG
@@ -101,7 +111,7 @@ def small_image(label: str, filler: str = "a") -> Image:
 
 @pytest.fixture
 def subjects(lab_control, client: Client, images) -> Iterator[Callable[..., Subject]]:
-    """Serves a check's image; stops serving it afterwards (so no late retry can succeed)."""
+    """Serves a scenario's image; stops serving it afterwards (so no late retry can succeed)."""
     served: list[str] = []
 
     def make(label: str, image: Image | None = None, *, large: int = 0, seed: int = 0,
@@ -140,25 +150,104 @@ def leftovers(client: Client, subject: Subject) -> list[str]:
     return found + [i for i in subject.ids if client.inspect_image(i) is not None]
 
 
-def judge_failed_pull(client: Client, observe: dict, subject: Subject, ex: Exchange,
-                      what: str, case: str = "") -> None:
-    """The pull must have failed visibly and left nothing; every problem is reported at once.
+# -- scenarios: each is run once per module, whichever check reads it first ------------
 
-    ``case`` prefixes the observation keys of a parametrized check.
+
+@dataclass
+class Setup:
+    """What a scenario works with: the fixtures of the check that runs it."""
+
+    client: Client
+    lab: Any
+    subjects: Callable[..., Subject]
+    secret: Callable[[str], str]
+
+
+@dataclass
+class Pulled:
+    """A scenario's pull as it happened.
+
+    ``what``: why it could not succeed; ``left``: what existed right after it, under the
+    name or by one of the image's IDs; ``hung_up``: the client closed the connection
+    before the answer's end (FAULTS-010), whose findings are ``not_cancelled``.
     """
-    key = f"{case}: " if case else ""
-    observe[f"{key}error_at"] = (error_location(ex)
-                                 or f"nowhere a client can see (HTTP {ex.status})")
-    observe[f"{key}error"] = _error_text(ex)
-    left = leftovers(client, subject)
-    problems = []
+
+    subject: Subject
+    exchange: Exchange
+    what: str
+    hung_up: bool = False
+    not_cancelled: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """A scenario's pull, or what stopped it (a precondition that did not hold, the
+    target failing: raised in every check that reads it), and what was observed."""
+
+    observed: dict[str, Any]
+    pulled: Pulled | None = None
+    stopped: Exception | None = None
+
+
+SCENARIOS: dict[str, Callable[[Setup, dict], Pulled]] = {}
+
+
+def scenario(label: str) -> Callable:
+    def register(run: Callable[[Setup, dict], Pulled]) -> Callable[[Setup, dict], Pulled]:
+        SCENARIOS[label] = run
+        return run
+    return register
+
+
+def run_scenario(label: str, setup: Setup) -> Outcome:
+    outcome = Outcome({})
     try:
-        assert_visible_failure(ex, what)
-    except AssertionError as exc:
-        problems.append(str(exc))
-    if left:
-        problems.append(f"{what}, yet the engine left an image behind: {', '.join(left)}")
-    assert not problems, "; ".join(problems)
+        pulled = SCENARIOS[label](setup, outcome.observed)
+    except Exception as exc:  # noqa: BLE001 - kept, and raised by each check that reads it
+        outcome.stopped = exc
+        return outcome
+    ex = pulled.exchange
+    if not pulled.hung_up:  # an answer hung up on has no end to report an error in
+        outcome.observed["error_at"] = (error_location(ex)
+                                        or f"nowhere a client can see (HTTP {ex.status})")
+        outcome.observed["error"] = _error_text(ex)
+    pulled.left = leftovers(setup.client, pulled.subject)
+    outcome.observed["left_behind"] = pulled.left
+    outcome.pulled = pulled
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> dict[str, Outcome]:
+    """Each scenario's outcome for the module, shared by the checks that read it."""
+    return {}
+
+
+@pytest.fixture
+def failed_pull(outcomes, client, lab_control, subjects, secret, observe) -> Callable[..., Pulled]:
+    """``failed_pull(label)``: that scenario's pull, run now if no check has run it yet.
+
+    Its observations become this check's (``case`` prefixes their keys, for a check with
+    several scenarios); run by an earlier check, its exchange is cited as this one's
+    evidence. A scenario's preconditions are every reading check's preconditions.
+    """
+
+    def get(label: str, case: str = "") -> Pulled:
+        outcome = outcomes.get(label)
+        if outcome is None:
+            setup = Setup(client, lab_control, subjects, secret)
+            outcome = outcomes[label] = run_scenario(label, setup)
+        elif outcome.pulled is not None:
+            client.cite([outcome.pulled.exchange])
+        key = f"{case}: " if case else ""
+        observe.update({f"{key}{k}": v for k, v in outcome.observed.items()})
+        if outcome.stopped is not None:
+            raise outcome.stopped
+        assert outcome.pulled is not None
+        return outcome.pulled
+
+    return get
 
 
 def _error_text(ex: Exchange) -> str | None:
@@ -178,56 +267,74 @@ STATUS_FAULTS = {
 }
 
 
+def _manifest_answered(fault: ErrorStatus) -> Callable[[Setup, dict], Pulled]:
+    def run(setup: Setup, observed: dict) -> Pulled:
+        lab = setup.lab
+        subject = setup.subjects(f"status-{fault.status}")
+        lab.fault(fault, repository=subject.repository, kinds=["manifest"])
+        mark = lab.journal.mark()
+        ex = pull(setup.client, subject)
+        observed["registry_answers"] = sorted({e.status for e in lab.journal.since(mark)
+                                               if e.kind == "manifest"})
+        registry_requests(lab.journal, mark, subject.repository,
+                          f"a manifest answered {fault.status}",
+                          wanted=lambda e: e.status == fault.status)
+        return Pulled(subject, ex, f"the registry answered the manifest {fault.status}")
+    return run
+
+
+for _fault in STATUS_FAULTS.values():
+    scenario(f"status-{_fault.status}")(_manifest_answered(_fault))
+
+
 @pytest.mark.parametrize(
     "fault",
     [pytest.param(f, marks=pytest.mark.requirement(rid), id=f"status-{f.status}")
      for rid, f in STATUS_FAULTS.items()],
 )
-def test_manifest_error_status(client, lab_control, subjects, observe, fault):
-    subject = subjects(f"status-{fault.status}")
-    lab_control.fault(fault, repository=subject.repository, kinds=["manifest"])
-    mark = lab_control.journal.mark()
-    ex = pull(client, subject)
-    observe["registry_answers"] = sorted({e.status for e in lab_control.journal.since(mark)
-                                         if e.kind == "manifest"})
-    registry_requests(lab_control.journal, mark, subject.repository,
-                      f"a manifest answered {fault.status}",
-                      wanted=lambda e: e.status == fault.status)
-    judge_failed_pull(client, observe, subject, ex,
-                      f"the registry answered the manifest {fault.status}")
+def test_manifest_error_status(failed_pull, fault):
+    pulled = failed_pull(f"status-{fault.status}")
+    assert_visible_failure(pulled.exchange, pulled.what)
+
+
+@scenario("auth")
+def _credentials_required(setup: Setup, observed: dict) -> Pulled:
+    lab = setup.lab
+    subject = setup.subjects("auth")
+    lab.require_auth("ectest-user", setup.secret("ectest-faults-secret"),
+                     repository=subject.repository)
+    mark = lab.journal.mark()
+    ex = pull(setup.client, subject)
+    observed["registry_saw"] = [f"{e.method} {e.path} -> {e.status} (Authorization: "
+                                + (f"{e.auth_scheme}, user {e.auth_username!r})"
+                                   if e.auth_scheme else "none)")
+                                for e in lab.journal.since(mark)]
+    registry_requests(lab.journal, mark, subject.repository,
+                      "a registry refusing for want of credentials", kinds=("base", "manifest"),
+                      wanted=lambda e: e.status == 401)
+    return Pulled(subject, ex, "the repository requires credentials and none were given")
 
 
 @pytest.mark.requirement("FAULTS-004")
-def test_credentials_required(client, lab_control, subjects, observe, secret):
-    subject = subjects("auth")
-    lab_control.require_auth("ectest-user", secret("ectest-faults-secret"),
-                             repository=subject.repository)
-    mark = lab_control.journal.mark()
-    ex = pull(client, subject)
-    observe["registry_saw"] = [f"{e.method} {e.path} -> {e.status} (Authorization: "
-                               + (f"{e.auth_scheme}, user {e.auth_username!r})"
-                                  if e.auth_scheme else "none)")
-                               for e in lab_control.journal.since(mark)]
-    registry_requests(lab_control.journal, mark, subject.repository,
-                      "a registry refusing for want of credentials", kinds=("base", "manifest"),
-                      wanted=lambda e: e.status == 401)
-    judge_failed_pull(client, observe, subject, ex,
-                      "the repository requires credentials and none were given")
+def test_credentials_required(failed_pull):
+    pulled = failed_pull("auth")
+    assert_visible_failure(pulled.exchange, pulled.what)
 
 
 # -- blobs ----------------------------------------------------------------------------
 
 
-@pytest.mark.requirement("FAULTS-007")
-def test_layer_cut_short(client, lab_control, subjects, observe):
-    subject = subjects("cut", large=CUT_LAYER_SIZE, seed=7007)
-    journal, path = lab_control.journal, subject.layer_path
+@scenario("cut")
+def _layer_cut_short(setup: Setup, observed: dict) -> Pulled:
+    lab = setup.lab
+    subject = setup.subjects("cut", large=CUT_LAYER_SIZE, seed=7007)
+    journal, path = lab.journal, subject.layer_path
     mark = journal.mark()
     # From the cut on the registry no longer has the layer: the registry itself switches
     # faults, so an engine that retries at once cannot be served the layer in between.
-    cut_rule = lab_control.fault(CutShort(CUT_AFTER), prefix=path, times=1)
-    lab_control.fault(ErrorStatus(404), prefix=path, after=cut_rule)
-    ex = pull(client, subject)
+    cut_rule = lab.fault(CutShort(CUT_AFTER), prefix=path, times=1)
+    lab.fault(ErrorStatus(404), prefix=path, after=cut_rule)
+    ex = pull(setup.client, subject)
     cut = registry_requests(journal, mark, subject.repository,
                             "a layer transfer cut short", kinds=("blob",),
                             wanted=lambda e: e.path == path and e.cut_short)[0]
@@ -235,10 +342,15 @@ def test_layer_cut_short(client, lab_control, subjects, observe):
     precondition(not any(e.status in (200, 206) for e in later),
                  "the engine asked for the layer again before the registry stopped serving "
                  "it: the check could not set up its fault in time")
-    observe["requests_after_cut"] = [e.status for e in later]
-    judge_failed_pull(client, observe, subject, ex,
-                      f"the layer transfer was cut after {CUT_AFTER} of {cut.body_size} bytes "
-                      "and the registry no longer serves it")
+    observed["requests_after_cut"] = [e.status for e in later]
+    return Pulled(subject, ex, f"the layer transfer was cut after {CUT_AFTER} of "
+                  f"{cut.body_size} bytes and the registry no longer serves it")
+
+
+@pytest.mark.requirement("FAULTS-007")
+def test_layer_cut_short(failed_pull):
+    pulled = failed_pull("cut")
+    assert_visible_failure(pulled.exchange, pulled.what)
 
 
 def impostor(genuine: Blob, other: Blob) -> Blob:
@@ -257,45 +369,74 @@ def swapped(genuine: Image, other: Image, what: str) -> Image:
     return Image(genuine.manifest, config, layers, genuine.diff_ids, genuine.platform)
 
 
+DIGEST_CASES = ["layer-flipped", "layer-swapped", "config-swapped"]
+
+
+def _not_matching_its_digest(case: str) -> Callable[[Setup, dict], Pulled]:
+    def run(setup: Setup, observed: dict) -> Pulled:
+        lab, label, what = setup.lab, f"digest-{case}", case.split("-")[0]
+        if case == "layer-flipped":
+            subject = setup.subjects(label)
+            lab.fault(CorruptBlob(), prefix=subject.layer_path)
+            how = "the registry served the layer with its first byte flipped"
+        else:
+            genuine, other = small_image(label, "a"), small_image(label, "b")
+            # A non-verifying engine would compute the other config's digest as the image ID.
+            subject = setup.subjects(label, swapped(genuine, other, what),
+                                     also=(other.config_digest,))
+            how = (f"the registry served another well-formed {what} of the same size under "
+                   f"the {what}'s digest")
+        bad = subject.config_path if what == "config" else subject.layer_path
+        mark = lab.journal.mark()
+        ex = pull(setup.client, subject)
+        registry_requests(lab.journal, mark, subject.repository,
+                          f"a {what} that does not match its digest", kinds=("blob",),
+                          wanted=lambda e: e.path == bad and e.method == "GET"
+                          and e.status == 200)
+        return Pulled(subject, ex, how)
+    return run
+
+
+for _case in DIGEST_CASES:
+    scenario(f"digest-{_case}")(_not_matching_its_digest(_case))
+
+
 @pytest.mark.requirement("FAULTS-008")
-@pytest.mark.parametrize("case", ["layer-flipped", "layer-swapped", "config-swapped"])
-def test_blob_not_matching_its_digest(client, lab_control, subjects, observe, case):
-    label = f"digest-{case}"
-    what = case.split("-")[0]
-    if case == "layer-flipped":
-        subject = subjects(label)
-        lab_control.fault(CorruptBlob(), prefix=subject.layer_path)
-        how = "the registry served the layer with its first byte flipped"
-    else:
-        genuine, other = small_image(label, "a"), small_image(label, "b")
-        # A non-verifying engine would compute the other config's digest as the image ID.
-        subject = subjects(label, swapped(genuine, other, what), also=(other.config_digest,))
-        how = (f"the registry served another well-formed {what} of the same size under the "
-               f"{what}'s digest")
-    bad = subject.config_path if what == "config" else subject.layer_path
-    mark = lab_control.journal.mark()
-    ex = pull(client, subject)
-    registry_requests(lab_control.journal, mark, subject.repository,
-                      f"a {what} that does not match its digest", kinds=("blob",),
-                      wanted=lambda e: e.path == bad and e.method == "GET" and e.status == 200)
-    judge_failed_pull(client, observe, subject, ex, how, case)
+@pytest.mark.parametrize("case", DIGEST_CASES)
+def test_blob_not_matching_its_digest(failed_pull, case):
+    # SHOULD on the image spec and the reference engine, which covers both halves.
+    pulled = failed_pull(f"digest-{case}", case)
+    problems = []
+    for judge in (lambda: assert_visible_failure(pulled.exchange, pulled.what),
+                  lambda: assert_nothing_left(pulled.what, pulled.left)):
+        try:
+            judge()
+        except AssertionError as exc:
+            problems.append(str(exc))
+    assert not problems, "; ".join(problems)
 
 
 # -- manifests ------------------------------------------------------------------------
 
 
-@pytest.mark.requirement("FAULTS-009")
-def test_unsupported_manifest(client, lab_control, subjects, observe):
-    subject = subjects("unsupported")
+@scenario("unsupported")
+def _unsupported_manifest(setup: Setup, observed: dict) -> Pulled:
+    lab = setup.lab
+    subject = setup.subjects("unsupported")
     fault = UnsupportedManifest()
-    lab_control.fault(fault, repository=subject.repository)
-    mark = lab_control.journal.mark()
-    ex = pull(client, subject)
-    registry_requests(lab_control.journal, mark, subject.repository,
+    lab.fault(fault, repository=subject.repository)
+    mark = lab.journal.mark()
+    ex = pull(setup.client, subject)
+    registry_requests(lab.journal, mark, subject.repository,
                       "a manifest of an unsupported type",
                       wanted=lambda e: e.status == 200 and bool(e.fault))
-    judge_failed_pull(client, observe, subject, ex,
-                      f"the registry served a manifest of type {fault.media_type}")
+    return Pulled(subject, ex, f"the registry served a manifest of type {fault.media_type}")
+
+
+@pytest.mark.requirement("FAULTS-009")
+def test_unsupported_manifest(failed_pull):
+    pulled = failed_pull("unsupported")
+    assert_visible_failure(pulled.exchange, pulled.what)
 
 
 # -- cancellation ---------------------------------------------------------------------
@@ -308,14 +449,15 @@ def layer_progress(message: Message) -> bool:
     return isinstance(current, int) and current > 0
 
 
-@pytest.mark.requirement("FAULTS-010")
-def test_closing_the_connection_cancels_the_pull(client, lab_control, subjects, observe):
-    subject = subjects("cancel", large=CANCEL_LAYER_SIZE, seed=7010)
-    journal, path = lab_control.journal, subject.layer_path
+@scenario("cancel")
+def _client_hangs_up(setup: Setup, observed: dict) -> Pulled:
+    client, lab = setup.client, setup.lab
+    subject = setup.subjects("cancel", large=CANCEL_LAYER_SIZE, seed=7010)
+    journal, path = lab.journal, subject.layer_path
     # The throttle counts the layer GET when it arrives: the registry's word that the
     # transfer has begun, whatever the engine's stream says.
-    throttle = lab_control.fault(Throttle(CANCEL_RATE), prefix=path)
-    lab_control.fault(CutShort(CANCEL_CUT), prefix=path)
+    throttle = lab.fault(Throttle(CANCEL_RATE), prefix=path)
+    lab.fault(CutShort(CANCEL_CUT), prefix=path)
     mark = journal.mark()
 
     def under_way(message: Message) -> bool:
@@ -326,9 +468,9 @@ def test_closing_the_connection_cancels_the_pull(client, lab_control, subjects, 
     ex = client.create_image(subject.params, until=under_way, deadline=SILENCE)
     closed = time.monotonic()
     ended = [e for e in journal.since(mark) if e.path == path and e.method == "GET"]
-    observe["closed_after"] = round(closed - ex.started, 2)
-    observe["lines_before_close"] = len(ex.messages)
-    observe["hung_up_on"] = "a stream line" if ex.stopped else f"{SILENCE:.0f} s of silence"
+    observed["closed_after"] = round(closed - ex.started, 2)
+    observed["lines_before_close"] = len(ex.messages)
+    observed["hung_up_on"] = "a stream line" if ex.stopped else f"{SILENCE:.0f} s of silence"
     precondition(ex.status == 200, f"the pull was answered HTTP {ex.status} before any "
                  "stream: there was no pull to cancel")
     precondition(ex.stopped or ex.timed_out, f"the pull ended ({where(ex)}) before the client "
@@ -338,20 +480,25 @@ def test_closing_the_connection_cancels_the_pull(client, lab_control, subjects, 
     precondition(not ended, "the layer transfer had ended before the client hung up")
     entry = journal.wait_for(lambda e: e.path == path and e.method == "GET",
                              timeout=CANCEL_BOUND, mark=mark)
-    observe["registry_saw"] = _transfer(entry, closed)
-    problems = []
+    observed["registry_saw"] = _transfer(entry, closed)
+    not_cancelled = []
     if entry is None:
-        problems.append(f"the engine was still reading the layer {CANCEL_BOUND:.0f} s after the "
-                        "client closed the connection")
+        not_cancelled.append(f"the engine was still reading the layer {CANCEL_BOUND:.0f} s "
+                             "after the client closed the connection")
     elif not entry.client_hung_up:
         how = "until the registry cut it" if entry.cut_short else "to its end"
-        problems.append(f"the engine read the layer {how} ({entry.bytes_sent} of "
-                        f"{entry.body_size} bytes) after the client closed the connection")
-    left = leftovers(client, subject)
-    if left:
-        problems.append(f"an image was left behind: {', '.join(left)}")
-    assert not problems, "the pull was not cancelled when the client hung up: " + "; ".join(
-        problems)
+        not_cancelled.append(f"the engine read the layer {how} ({entry.bytes_sent} of "
+                             f"{entry.body_size} bytes) after the client closed the connection")
+    return Pulled(subject, ex, "the client closed the connection while the layer transfer was "
+                  f"under way (the registry cuts it after {CANCEL_CUT} bytes: it cannot "
+                  "complete)", hung_up=True, not_cancelled=not_cancelled)
+
+
+@pytest.mark.requirement("FAULTS-010")
+def test_closing_the_connection_cancels_the_pull(failed_pull):
+    pulled = failed_pull("cancel")
+    assert not pulled.not_cancelled, (
+        "the pull was not cancelled when the client hung up: " + "; ".join(pulled.not_cancelled))
 
 
 def _transfer(entry: Any, closed: float) -> dict | None:
@@ -364,3 +511,17 @@ def _transfer(entry: Any, closed: float) -> dict | None:
         "cut_by_registry": entry.cut_short,
         "seconds_after_close": round(time.monotonic() - closed, 2),
     }
+
+
+# -- what a failed pull leaves ---------------------------------------------------------
+
+# Every scenario above but FAULTS-008's, which judges what its own pulls leave.
+LEFT_BEHIND = [f"status-{f.status}" for f in STATUS_FAULTS.values()] + [
+    "auth", "cut", "unsupported", "cancel"]
+
+
+@pytest.mark.requirement("FAULTS-011")
+@pytest.mark.parametrize("label", LEFT_BEHIND)
+def test_failed_pull_leaves_nothing(failed_pull, label):
+    pulled = failed_pull(label, label)
+    assert_nothing_left(pulled.what, pulled.left)

@@ -23,6 +23,7 @@ from deviant_proxy import DeviantProxy, Deviation, Request, Response
 from deviant_proxy.cases import Case, check
 from deviant_proxy.predicates import is_pull, refused, split_name, success_stream
 from deviant_proxy.streaming import StreamDeviation
+from engine_conformance import archives
 from engine_conformance.runner import ROOT, run_suite
 
 _SUITE = ROOT / "suites" / "test_auth.py"
@@ -203,6 +204,23 @@ def _append_password(req: Request, resp: Response) -> Response:
     return Response.stream(lines[:-1] + [last])
 
 
+def _import_under_pulled_name(req: Request) -> Request:
+    """An import that makes an image under the name being pulled."""
+    name = f"{req.param('fromImage')}:{req.param('tag')}"
+    return Request(method="POST", path=req.path, query=(("fromSrc", "-"), ("repo", name)),
+                   headers={"content-type": "application/x-tar"},
+                   body=archives.rootfs({"etc/ectest-left-behind": f"{name}\n".encode()}))
+
+
+# Leaves an image under the name of a pull of the protected repository (an import the proxy
+# sends first): the refusal is still reported (AUTH-002), the image is left (AUTH-015).
+REFUSED_PULL_LEAVES_IMAGE = StreamDeviation(
+    "refused-pull-leaves-an-image",
+    match=lambda req: is_pull(req) and "/single" in (req.param("fromImage") or ""),
+    prelude=_import_under_pulled_name,
+)
+
+
 # Appends the password it was given to its error messages.
 PASSWORD_IN_ERRORS = Deviation(
     "password-in-error-messages",
@@ -220,6 +238,8 @@ CASES = [
     Case("AUTH-002", "pass"),
     Case("AUTH-002", "fail", (REFUSAL_AS_SUCCESS,),
          reason="a client cannot tell the request failed"),
+    # Reports the refusal: what it leaves is AUTH-015's.
+    Case("AUTH-002", "pass", (REFUSED_PULL_LEAVES_IMAGE,)),
     # Docker 20.10 answers 500: reported, not hidden
     Case("AUTH-003", "fail", reason="expected HTTP 404"),
     Case("AUTH-003", "pass", (REFUSAL_AS_404,)),
@@ -252,6 +272,9 @@ CASES = [
     Case("AUTH-014", "pass"),
     Case("AUTH-014", "fail", (PASSWORD_IN_ERRORS,),
          reason="shows what X-Registry-Auth carried: ['the password in"),
+    Case("AUTH-015", "pass"),
+    Case("AUTH-015", "fail", (REFUSED_PULL_LEAVES_IMAGE,),
+         reason="the engine left an image behind"),
 ]
 
 

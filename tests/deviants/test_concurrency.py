@@ -3,6 +3,8 @@
 Rows without a deviation are plain Docker 20.10: it carries out both requests, but
 fetches the image configuration once per pull (CONCURRENCY-002, INFO); a proxy that
 holds the second pull back until the first has ended shows that check passing. Two
+pulls that succeed but add a second image beside the one pulled (an import the proxy
+sends first) fail CONCURRENCY-006 and pass CONCURRENCY-001. Two
 pulls the registry refuses (CONCURRENCY-004/005) are bent by hiding the later one's
 failure, or by an image left under the name (an import the proxy sends first).
 """
@@ -86,6 +88,14 @@ def _import_under_pulled_name(req: Request) -> Request:
                    body=archives.rootfs({"etc/ectest-left-behind": f"{name}\n".encode()}))
 
 
+def _import_another_image(req: Request) -> Request:
+    """An import that makes a new image under another tag of the repository being pulled."""
+    return _import_under_pulled_name(req.with_params(tag="ectest-extra"))
+
+
+# Adds a second image to the engine's list beside the one each pull makes.
+ADDS_AN_IMAGE = StreamDeviation("pull-adds-a-second-image", match=_CONCURRENT,
+                                prelude=_import_another_image)
 # Answers the later of two refused pulls as a success.
 HIDES_SECOND_REFUSAL = Deviation("hides-the-second-refusal", match=EverySecond(_REFUSED),
                                  response=_as_success)
@@ -96,6 +106,8 @@ LEAVES_IMAGE = StreamDeviation("refused-pull-leaves-an-image", match=_REFUSED,
 CASES = [
     Case("CONCURRENCY-001", "pass"),
     Case("CONCURRENCY-001", "fail", (REFUSES_SECOND_PULL,), reason="answered HTTP 500"),
+    # Both pulls succeed and the image is the registry's: the second image is CONCURRENCY-006's.
+    Case("CONCURRENCY-001", "pass", (ADDS_AN_IMAGE,)),
     # INFO: Docker 20.10 fetches the configuration once per pull
     Case("CONCURRENCY-002", "fail", reason="fetched blobs more than once"),
     Case("CONCURRENCY-002", "pass", (SERIAL_PULLS,)),
@@ -106,6 +118,8 @@ CASES = [
          reason="a client cannot tell the request failed"),
     Case("CONCURRENCY-005", "pass"),
     Case("CONCURRENCY-005", "fail", (LEAVES_IMAGE,), reason="left an image under the name"),
+    Case("CONCURRENCY-006", "pass"),
+    Case("CONCURRENCY-006", "fail", (ADDS_AN_IMAGE,), reason="new images"),
 ]
 
 

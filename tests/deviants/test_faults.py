@@ -1,8 +1,10 @@
 """Each faults-suite requirement fails against an engine that hides a failed pull in that way.
 
 Rows without a deviation are plain Docker 20.10, which conforms to every FAULTS
-requirement. Deviations match the pull of the one check they bend, by the
-repository suites/test_faults.py serves for it (``faults-<label>``).
+requirement. Deviations match the pull of the one scenario they bend, by the
+repository suites/test_faults.py serves for it (``faults-<label>``). An engine that
+leaves an image behind after a failed or cancelled pull fails FAULTS-011 (and
+FAULTS-008 for its own scenarios) while the scenario's own MUST still passes.
 
 The shared ``judge`` puts a StreamingProxy in front of Docker, whose
 live-exchange hooks cancellation (a proxy deaf to the client's hang-up) and a
@@ -70,6 +72,13 @@ LEAVES_IMAGE = StreamDeviation(
     match=faults("digest-layer-swapped"),
     prelude=_import_under_pulled_name,
 )
+# FAULTS-011: the engine keeps an image under the name of a pull the registry refused (404 on
+# the manifest) and of one the client hung up on; FAULTS-006 and FAULTS-010 still hold.
+FAILED_PULL_LEAVES_IMAGE = StreamDeviation(
+    "failed-pull-leaves-an-image",
+    match=lambda req: faults("status-404")(req) or faults("cancel")(req),
+    prelude=_import_under_pulled_name,
+)
 # FAULTS-010: a proxy that never passes the client's hang-up on to the engine ...
 DEAF_TO_HANG_UP = StreamDeviation("deaf-to-hang-up", match=faults("cancel"), keep_reading=True)
 # ... and, as a control, the same streaming path passing it on.
@@ -80,6 +89,7 @@ SILENT = StreamDeviation("silent-pull", match=faults("cancel"),
                          drop_line=lambda line: b'"error' not in line)
 
 CANNOT_TELL = "a client cannot tell the request failed"
+LEFT_IMAGE = "the engine left an image behind"
 NOT_CANCELLED = "the pull was not cancelled when the client hung up"
 
 CASES = [
@@ -95,16 +105,22 @@ CASES = [
     Case("FAULTS-005", "fail", (status_as_success("status-403"),), reason=CANNOT_TELL),
     Case("FAULTS-006", "pass"),
     Case("FAULTS-006", "fail", (status_as_success("status-404"),), reason=CANNOT_TELL),
+    # Reports the failure: what it leaves is FAULTS-011's.
+    Case("FAULTS-006", "pass", (FAILED_PULL_LEAVES_IMAGE,)),
     Case("FAULTS-007", "pass"),
     Case("FAULTS-007", "fail", (errors_dropped("cut"),), reason=CANNOT_TELL),
     Case("FAULTS-008", "pass"),
     Case("FAULTS-008", "fail", (errors_dropped("digest-"),), reason=CANNOT_TELL),
-    Case("FAULTS-008", "fail", (LEAVES_IMAGE,), reason="the engine left an image behind"),
+    Case("FAULTS-008", "fail", (LEAVES_IMAGE,), reason=LEFT_IMAGE),
     Case("FAULTS-009", "pass"),
     Case("FAULTS-009", "fail", (errors_dropped("unsupported"),), reason=CANNOT_TELL),
     Case("FAULTS-010", "pass"),
     Case("FAULTS-010", "pass", (PASSES_HANG_UP,)),
     Case("FAULTS-010", "pass", (SILENT,)),
+    # Cancelled, so FAULTS-010 holds; the image it leaves is FAULTS-011's.
+    Case("FAULTS-010", "pass", (FAILED_PULL_LEAVES_IMAGE,)),
+    Case("FAULTS-011", "pass"),
+    Case("FAULTS-011", "fail", (FAILED_PULL_LEAVES_IMAGE,), reason=LEFT_IMAGE),
     # Last: Docker goes on retrying the layer after a deaf row, and a later pull of the
     # same layer (the same in every run) would join that download instead of starting one.
     Case("FAULTS-010", "fail", (DEAF_TO_HANG_UP,), reason=NOT_CANCELLED),
