@@ -102,6 +102,11 @@ class AuthTable:
         with self._lock:
             self._rules.clear()
 
+    def rules(self) -> list[AuthRule]:
+        """The rules in force, oldest first."""
+        with self._lock:
+            return list(self._rules)
+
     @property
     def active(self) -> bool:
         with self._lock:

@@ -16,6 +16,11 @@ distribution registry: a blob of another repository is BLOB_UNKNOWN here.
 
 The standard catalogue's content does not depend on the prefix, so its digests
 are the same in every run (the prefix only names repositories).
+
+A catalogue remembers how it differs from where it started (``standard`` or
+empty): ``changes()`` lists the tags added, replaced or removed since, and
+``large_recipe(digest)`` how an ``add_large`` image was made, which is what
+``lab_registry.content`` describes instead of the bytes.
 """
 
 from __future__ import annotations
@@ -51,6 +56,16 @@ TAG_RE = re.compile(r"^[\w][\w.-]{0,127}$")
 MULTI_PLATFORMS = ("linux/amd64", "linux/arm64/v8", "linux/arm/v7")
 #: The platform Docker picks when an index is served to a client that cannot take one.
 DEFAULT_PLATFORM = Platform("linux", "amd64")
+
+
+@dataclass(frozen=True)
+class LargeRecipe:
+    """How ``Catalogue.add_large`` built an image: the same recipe makes the same bytes."""
+
+    size: int
+    seed: int = 0
+    fmt: Format = "docker"
+    compress: bool = False
 
 
 def valid_name(name: str) -> bool:
@@ -130,6 +145,13 @@ class Catalogue:
         self._lock = threading.RLock()
         self._workdir: Path | None = None
         self._finalizer: weakref.finalize | None = None
+        # What changed since the baseline (``standard`` or empty): (repository, tag) ->
+        # the artifact served now, or None for a baseline tag no longer served.
+        self._standard = False
+        self._baseline: dict[tuple[str, str], str] = {}
+        self._changes: dict[tuple[str, str], Artifact | None] = {}
+        self._changes_view: tuple[tuple[str, str, Artifact | None], ...] | None = ()
+        self._recipes: dict[str, LargeRecipe] = {}
 
     # --- building -------------------------------------------------------------------
 
@@ -147,6 +169,7 @@ class Catalogue:
             repo = self._repos.setdefault(repository, _Repository())
             repo.tags[tag] = artifact
             repo.relink()
+            self._note(repository, tag, artifact)
         return artifact
 
     def remove(self, repository: str, tag: str | None = None) -> None:
@@ -154,11 +177,14 @@ class Catalogue:
         repository = self.full_name(repository)
         with self._lock:
             if tag is None:
-                self._repos.pop(repository, None)
+                gone = self._repos.pop(repository, None)
+                for old in gone.tags if gone is not None else ():
+                    self._note(repository, old, None)
                 return
             repo = self._repos.get(repository)
             if repo is not None:
-                repo.tags.pop(tag, None)
+                if repo.tags.pop(tag, None) is not None:
+                    self._note(repository, tag, None)
                 repo.relink()
                 if not repo.tags:
                     del self._repos[repository]
@@ -186,8 +212,62 @@ class Catalogue:
     ) -> Image:
         """Build a ``size``-byte-layer image into ``workdir`` and serve it."""
         image = build_large_image(size, self.workdir, seed=seed, fmt=fmt, compress=compress)
+        with self._lock:
+            self._recipes[image.digest] = LargeRecipe(size, seed, fmt, compress)
         self.add(repository, tag, image)
         return image
+
+    # --- what changed (for lab_registry.content) -----------------------------------------
+
+    def _note(self, repository: str, tag: str, artifact: Artifact | None) -> None:
+        # Called with the lock held, on every change.
+        key = (repository, tag)
+        base = self._baseline.get(key)
+        if artifact is None:
+            if base is None:
+                self._changes.pop(key, None)
+            else:
+                self._changes[key] = None
+        elif base == artifact.digest:
+            self._changes.pop(key, None)
+        else:
+            self._changes[key] = artifact
+        self._changes_view = None
+
+    def _mark_standard(self) -> None:
+        """Take the content served now as the baseline of ``changes()`` (``standard`` does)."""
+        with self._lock:
+            self._standard = True
+            self._baseline = {
+                (name, tag): artifact.digest
+                for name, repo in self._repos.items()
+                for tag, artifact in repo.tags.items()
+            }
+            self._changes.clear()
+            self._changes_view = ()
+
+    @property
+    def is_standard(self) -> bool:
+        """True if this catalogue started as ``standard(prefix)`` (else it started empty)."""
+        return self._standard
+
+    def changes(self) -> tuple[tuple[str, str, Artifact | None], ...]:
+        """``(repository, tag, artifact or None)``, sorted: how the content differs from the
+        start. None marks a standard tag removed; an artifact, a tag added or replaced.
+
+        Cheap: kept up to date by ``add``/``remove`` and cached between changes.
+        """
+        with self._lock:
+            if self._changes_view is None:
+                self._changes_view = tuple(
+                    (name, tag, self._changes[(name, tag)]) for name, tag in sorted(self._changes)
+                )
+            return self._changes_view
+
+    def large_recipe(self, digest: str) -> LargeRecipe | None:
+        """The recipe of an image ``add_large`` built (by manifest digest), or None."""
+        with self._lock:
+            return self._recipes.get(digest)
 
     def close(self) -> None:
         """Remove the work directory (large layers). The catalogue stays usable for small images."""
@@ -364,4 +444,5 @@ def standard(prefix: str) -> Catalogue:
         _small_image("arm-only", "latest", "linux/arm64/v8", "docker"),
     )
     cat.add(cat.name("no-layers"), "latest", _no_layer_image("no-layers", "latest"))
+    cat._mark_standard()
     return cat

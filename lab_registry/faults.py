@@ -257,6 +257,11 @@ class FaultTable:
         with self._lock:
             return list(self._rules)
 
+    def rules_and_hits(self) -> list[tuple[FaultRule, int]]:
+        """The rules in force, oldest first, each with its hits, read together under the lock."""
+        with self._lock:
+            return [(rule, rule.hits) for rule in self._rules]
+
     def select(self, method: str, path: str, repository: str | None, kind: str) -> Selected:
         """The faults for one request; counts a hit on each rule used."""
         chosen = Selected()

@@ -332,6 +332,21 @@ class TokenAuth:
             self.realm = None
             self.header_keys = ("x5c", "kid")
 
+    def rules(self) -> list[TokenRule]:
+        """The rules in force, oldest first."""
+        with self._lock:
+            return list(self._rules)
+
+    def issued_refresh_tokens(self) -> dict[str, str]:
+        """The refresh tokens the endpoint handed out (token: subject), still accepted."""
+        with self._lock:
+            return dict(self._issued_refresh)
+
+    def accept_refresh_token(self, token: str, subject: str) -> None:
+        """Accept ``token`` for ``subject`` as if the endpoint had handed it out."""
+        with self._lock:
+            self._issued_refresh[token] = subject
+
     @property
     def active(self) -> bool:
         with self._lock:
