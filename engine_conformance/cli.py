@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             return _doctor(args)
         if args.command == "engines":
             return _engines(args)
+        if args.command == "reproduce":
+            return _reproduce(args)
         if args.command == "compare":
             from .compare import main as compare_main
 
@@ -190,6 +192,14 @@ def _parser() -> argparse.ArgumentParser:
     req.add_argument("--where", metavar="ID",
                      help="one requirement: its level and basis per API version range, "
                           "its check (file:line) and its deviant rows")
+    rep = sub.add_parser("reproduce", help="replay a report's reproducer bundles of one "
+                         "requirement: does the engine still deviate?")
+    rep.add_argument("report_dir", type=Path, metavar="REPORT_DIR")
+    rep.add_argument("requirement", metavar="ID")
+    rep.add_argument("--target", help="the engine to replay against (default: $DOCKER_HOST, "
+                     "else unix:///var/run/docker.sock)")
+    rep.add_argument("--verbose", action="store_true",
+                     help="also each request's answer beside the recorded one")
     cmp = sub.add_parser("compare", help="a matrix of verdicts across runs (Markdown and HTML)")
     cmp.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json")
     cmp.add_argument("--out", type=Path, default=Path("."),
@@ -197,6 +207,22 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--label", action="append", default=[],
                      help="a column's name, in the order of the files (default: the engine)")
     return parser
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from .replay import reproduce
+
+    try:
+        outcomes = reproduce(args.report_dir, args.requirement, args.target,
+                             detail=sys.stdout if args.verbose else None)
+    except ValueError as exc:
+        raise Refusal(str(exc), EXIT_USAGE) from None
+    if not outcomes:
+        raise Refusal(f"{args.requirement} has no reproducer bundle in {args.report_dir} "
+                      "(it did not fail there)", EXIT_USAGE)
+    if any(o.deviates is None for o in outcomes):
+        return EXIT_UNREACHABLE if all(o.deviates is None for o in outcomes) else EXIT_FAIL
+    return EXIT_FAIL if any(o.deviates for o in outcomes) else EXIT_OK
 
 
 def _engines(args: argparse.Namespace) -> int:

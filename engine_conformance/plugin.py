@@ -83,6 +83,7 @@ class Run:
     preflight: dict[str, Probe] = field(default_factory=dict)
     progress: Any = None  # the CLI's progress channel (a text file), when it gave one
     workers: dict[str, dict] = field(default_factory=dict)  # pytest-xdist: what each reported
+    files: Any = None  # the file server, once started
 
     @property
     def unreachable(self) -> list[Probe]:
@@ -401,6 +402,7 @@ def file_server(request: pytest.FixtureRequest, run_state: Run, client: Client,
     except OSError as exc:
         _refuse(config, f"cannot serve the file server: {exc}", CHILD_USAGE)
     with server:
+        run_state.files = server  # what a reproducer bundle copies of an import's source
         _preflight(run_state, lambda: probe_file_server(
             client, server, target_info, run_state.prefix, run_state.created.add,
             _ca(config, run_state)))
@@ -426,9 +428,17 @@ def lab(request: pytest.FixtureRequest, run_state: Run, client: Client, target_i
         with serve(run_state.prefix, host=config.getoption("serve_host"),
                    port=_registry_port(config),
                    external=config.getoption("registry"), tls=tls) as registry:
+            if not registry.external:
+                # Each request keeps the lab's content as it was sent (reproducer bundles).
+                from lab_registry import content
+
+                client.context["lab"] = lambda: content.snapshot(registry)
             _preflight(run_state, lambda: probe_registry(
                 client, registry, target_info, run_state.created.add, _ca(config, run_state)))
-            yield registry
+            try:
+                yield registry
+            finally:
+                client.context.pop("lab", None)
     except OSError as exc:
         _refuse(config, f"cannot serve the lab registry: {exc}", CHILD_USAGE)
 
@@ -594,10 +604,40 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         records.append(record)
     else:
         records[previous] = merge(records[previous], record)
+        record = records[previous]
+    if record.verdict == "fail" and not record.reproducer and run.client is not None:
+        record.reproducer = _bundle(item, run, req, record)
     _reshape(report, req, verdict, run)
     if report.when == "teardown":
         _tag_finished(report, req.suite, _finished(item, run, rid))
     return report
+
+
+def _bundle(item: pytest.Item, run: Run, req: Requirement, record: Record) -> str:
+    """Write the reproducer bundle of a failing check; its path relative to the report dir."""
+    from .bundles import Case, write_case
+
+    assert run.client is not None
+    config = item.config
+    # What the run was told about where to serve: an engine set up once for fixed ports
+    # (Podman's registries.conf, an insecure-registries entry) needs them again.
+    options = ["--serve-host", config.getoption("serve_host")]
+    for name in ("registry_port", "file_server_port"):
+        if config.getoption(name):
+            options += [f"--{name.replace('_', '-')}", str(config.getoption(name))]
+    case = Case(req.id, req.title, req.level, req.judged_at or run.client.api_version,
+                [b.to_dict() for b in req.basis], item.nodeid, record.reason,
+                {k: v for k, v in run.target_info.items() if k != "url"}, run.prefix, options,
+                config.getoption("seed", None))
+    exchanges = run.client.exchanges[item.stash.get(ITEM_START, 0):]
+    try:
+        bundle = write_case(run.report_dir, case, exchanges,
+                            files=run.files)
+    except (OSError, ValueError) as exc:
+        # A bundle is a courtesy to the maintainer; the verdict stands without it.
+        record.observations["reproducer"] = f"not written: {exc}"
+        return ""
+    return str(bundle.relative_to(run.report_dir))
 
 
 def _tag_finished(report: pytest.TestReport, suite: str, verdict: str | None) -> None:

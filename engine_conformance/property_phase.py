@@ -43,6 +43,7 @@ finding, with no bound in time.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import re
@@ -58,7 +59,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.database import InMemoryExampleDatabase, choices_to_bytes
 
-from . import archives, spec
+from . import archives, bundles, spec
 from .checks import error_answer_problems, exposures, imported_id
 from .cleanup import Images, RunNames, may_remove_run_names, remove_created
 from .determinism import no_local_constants
@@ -354,7 +355,7 @@ def status_class_problem(status: int) -> str | None:
             "(4xx, 5xx)")
 
 
-def _snapshot(client: Client) -> dict[str, set[str]]:
+def snapshot(client: Client) -> dict[str, set[str]]:
     """Image ID -> its names (tags and digest references), for every image on the engine."""
     shot: dict[str, set[str]] = {}
     for image in client.list_images():
@@ -363,7 +364,7 @@ def _snapshot(client: Client) -> dict[str, set[str]]:
     return shot
 
 
-def _new_names(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, set[str]]:
+def new_names(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, set[str]]:
     """What appeared: new images with all their names, old images with their new names."""
     return {i: names - before.get(i, set()) for i, names in after.items()
             if i not in before or names - before[i]}
@@ -442,6 +443,7 @@ class Finding:
     count: int = 1
     reproducer: str = ""
     body_file: str | None = None
+    bundle: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         ex = self.exchange
@@ -457,6 +459,7 @@ class Finding:
             "answer": ex.body[:300].decode("utf-8", "replace"),
             "reproducer": self.reproducer,
             "body_file": self.body_file,
+            "bundle": self.bundle,
         }
 
 
@@ -561,17 +564,17 @@ class PropertyPhase:
 
     def _exchange(self, draft: Draft, tracker: Images, params: list[tuple[str, str]],
                   headers: dict[str, str], body: bytes | None) -> list[Violation]:
-        before = _snapshot(self.client)
+        before = snapshot(self.client)
         ex = self.client.create_image(params, body=body, headers=headers, deadline=60)
         if ex.status == 200 and (image := imported_id(ex)):
             tracker.track(image)
-        created = _new_names(before, _snapshot(self.client))
+        created = new_names(before, snapshot(self.client))
         tracker.cleanup()
         # What the tracker did not know of, removed as well: "left behind" is what the
         # engine keeps although the run deleted it, never what the harness overlooked.
         preexisting, kept = self.names.preexisting, {}
-        after = _snapshot(self.client)
-        for image, names in _new_names(before, after).items():
+        after = snapshot(self.client)
+        for image, names in new_names(before, after).items():
             if image not in before:
                 remove_created(self.client, image, self.names.prefix, preexisting)
                 continue
@@ -586,7 +589,7 @@ class PropertyPhase:
                     except TargetError:
                         pass
         left = {i: names - kept.get(i, set())
-                for i, names in _new_names(before, _snapshot(self.client)).items()
+                for i, names in new_names(before, snapshot(self.client)).items()
                 if i not in kept or names - kept[i]}
         self.sent.append((draft, ex))
         found = violations(ex, draft, created, left, self.names.prefix)
@@ -706,16 +709,19 @@ class PropertyPhase:
         return "explored" if replay is None else "did not reproduce"
 
     def _reproduce(self, findings: list[Finding]) -> None:
-        directory = self.report_dir / "reproducers"
-        counts: Counter[str] = Counter()
+        """A bundle per finding (:mod:`.bundles`), and its one-line ``curl``; both name
+        files relative to the report directory, the curl line to be run from there."""
+        engine = {k: v for k, v in (getattr(self.names, "target_info", None) or {}).items()
+                  if k != "url"}
         for f in findings:
-            counts[f.requirement] += 1
+            bundle = bundles.write_finding(self.report_dir, f.requirement, f.to_dict(),
+                                           dataclasses.asdict(f.draft), f.exchange, engine,
+                                           self.names.prefix, files=self.files)
+            f.bundle = str(bundle.relative_to(self.report_dir))
             ex = f.exchange
             body_file = None
-            if f.draft.body is not None:
-                directory.mkdir(parents=True, exist_ok=True)
-                body_file = directory / f"{f.requirement}-{counts[f.requirement]}.body"
-                body_file.write_bytes(self._bodies[f.draft.body])
+            if (bundle / "bodies" / "1.bin").is_file():
+                body_file = Path(f.bundle) / "bodies" / "1.bin"
                 f.body_file = str(body_file)
             f.reproducer = curl(self.client.target, ex.method, ex.path, ex.params,
                                 ex.request_headers, body_file)

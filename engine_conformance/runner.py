@@ -107,11 +107,15 @@ def pytest_command(
     update_expectations: bool = False,
     keyword: str | None = None,
     prefix: str | None = None,
+    cases: Sequence[str] = (),
     extra: Sequence[str] = (),
 ) -> list[str]:
+    """The child pytest's command line; ``cases`` (node IDs such as
+    ``suites/test_auth.py::test_refused_pull[no-header]``) narrow it to those checks."""
     # The plugin and options are given here too, not only by the checkout's conftest.py
     # and pyproject.toml: an installed wheel has neither.
-    cmd = [sys.executable, "-m", "pytest", str(SUITES), "--rootdir", str(ROOT),
+    paths = [str(ROOT / c) for c in cases] or [str(SUITES)]
+    cmd = [sys.executable, "-m", "pytest", *paths, "--rootdir", str(ROOT),
            "-p", "engine_conformance.plugin", "-p", "no:cacheprovider", "--import-mode=importlib",
            "--target", target, "--report-dir", str(report_dir)]
     for rid in requirements:

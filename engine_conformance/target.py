@@ -189,6 +189,11 @@ class Exchange:
     stopped: bool = False  # the client hung up because ``until`` held
     reason: str = ""  # the status line's reason phrase
     incomplete: str = ""  # what the message lacked when the connection ended it; "" if whole
+    # What a reproducer needs besides the evidence: the body as sent (up to BODY_KEPT
+    # bytes; its size always) and what the client's context providers said when it was sent.
+    request_body: bytes | None = field(default=None, repr=False)
+    request_body_size: int = 0
+    context: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         # Short, and without headers: pytest prints reprs in failure output,
@@ -243,6 +248,10 @@ class Exchange:
         }
 
 
+#: The largest request body an exchange keeps for a reproducer (the suites send small ones).
+BODY_KEPT = 4 << 20
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """Per-operation timeouts (seconds); ``stream`` bounds a whole progress stream."""
@@ -271,6 +280,9 @@ class Client:
         self.api_version = api_version or SPEC_VERSION
         self.timeouts = timeouts
         self.exchanges: list[Exchange] = []
+        #: name -> a callable whose value each exchange keeps in ``context`` as it is sent
+        #: (the lab registry's content, for reproducers). Cheap: called for every request.
+        self.context: dict[str, Callable[[], Any]] = {}
         self.version_info: dict[str, Any] = {}
         self._http = target.http_client(httpx.Timeout(timeouts.read, connect=timeouts.connect))
 
@@ -340,6 +352,10 @@ class Client:
         full_path = self.path(path, versioned, version)
         pairs = _pairs(params)
         exchange = Exchange(method, full_path, pairs, dict(headers or {}))
+        if content is not None:
+            exchange.request_body_size = len(content)
+            exchange.request_body = content if len(content) <= BODY_KEPT else None
+        exchange.context = {name: provide() for name, provide in self.context.items()}
         self.exchanges.append(exchange)
         limit = self.timeouts.stream if deadline is None else deadline
         exchange.started = time.monotonic()

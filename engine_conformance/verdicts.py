@@ -68,12 +68,15 @@ class Record:
     evidence: list[dict] = field(default_factory=list)
     observations: dict[str, Any] = field(default_factory=dict)
     teardown_error: str = ""
+    reproducer: str = ""  # its bundle, relative to the report directory (a fail's)
 
     def case(self) -> dict[str, str]:
         """This item as listed under its requirement in ``results.json``."""
         out = {"nodeid": self.nodeid, "verdict": self.verdict, "reason": self.reason}
         if self.teardown_error:
             out["teardown_error"] = self.teardown_error
+        if self.reproducer and self.verdict == "fail":
+            out["reproducer"] = self.reproducer
         return out
 
 
@@ -120,6 +123,13 @@ def merge(previous: Record | None, new: Record) -> Record:
     if new.verdict == "error":
         previous.teardown_error = new.reason
     return previous
+
+
+def _reproducers(items: Iterable[Record]) -> dict[str, list[dict[str, str]]]:
+    found = [{"path": r.reproducer, "case": r.nodeid.split("::")[-1],
+              "command": f"sh {r.reproducer}/reproduce.sh"}
+             for r in items if r.reproducer and r.verdict == "fail"]
+    return {"reproducers": found} if found else {}
 
 
 def aggregate(records: Iterable[Record]) -> tuple[str, str]:
@@ -177,6 +187,7 @@ def build_results(
                 "observations": {k: v for r in items for k, v in r.observations.items()},
                 "cases": [r.case() for r in items],
             }
+            | _reproducers(items)
             | ({"reference_deviates": list(reference[rid])}
                if reference and reference.get(rid) else {})
         )

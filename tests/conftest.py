@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
@@ -65,6 +66,7 @@ class SuiteRun:
     sentinels_after: dict[str, str | None]
     leftovers: list[str]
     new_images: list[str]
+    report_dir: Path = Path()  # where its reports (and reproducer bundles) are
 
 
 ENGINE_OF = {"docker_suite": "docker", "docker26_suite": "docker26",
@@ -245,7 +247,7 @@ def full_run(engine: Engine, lab_port: int, tmp_path_factory,
         f"{path} records API {recorded}, but the test command judged {engine.kind} at "
         f"{t['api_version']}: regenerate it at that version (--api-version), or change "
         "API_VERSION_OF in tests/conftest.py")
-    return SuiteRun(outcome, before, after, leftovers, new)
+    return SuiteRun(outcome, before, after, leftovers, new, report_dir)
 
 
 NEEDED: set[str] = set()
