@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -35,7 +36,7 @@ from typing import Any, TextIO
 
 from . import bundles
 from .cleanup import created_refs, record_preexisting, remove_created, sweep
-from .target import Client, Exchange, Target, TargetError
+from .target import Client, Exchange, Target, TargetError, UsageError
 
 EXIT_NO_LONGER, EXIT_STILL, EXIT_UNJUDGED = 0, 1, 3
 
@@ -81,28 +82,28 @@ def replay(bundle: Path, target: str | None = None, out: TextIO | None = None,
     print(f"{rid} {outcome.case}", file=out)
     print(f"  recorded against {_engine_label(record['engine'])}", file=out)
     print(f"  expected vs observed then: {record.get('reason', '')[:600]}", file=out)
+    outcome.deviates, outcome.why = _replay(bundle, record, url, out, timeout)
+    print(f"  {outcome.word}: {outcome.why}", file=out)
+    return outcome
+
+
+def _replay(bundle: Path, record: dict[str, Any], url: str, out: TextIO,
+            timeout: float) -> tuple[bool | None, str]:
     try:
         parsed = Target.parse(url)
-    except ValueError as exc:
-        outcome.why = f"bad target {url!r}: {exc}"
-        return outcome
+    except (ValueError, UsageError) as exc:
+        return None, f"bad target {url!r}: {exc}"
     try:
         with Client(parsed) as client:
             client.negotiate()
             exchanges, created, left = _send_again(client, bundle, record, out)
             if record.get("kind") == "finding":
-                outcome.deviates, outcome.why = _judge_finding(record, exchanges[-1], created,
-                                                               left)
+                return _judge_finding(record, exchanges[-1], created, left)
     except TargetError as exc:
-        outcome.why = f"the target did not answer: {exc}"
-        return outcome
+        return None, f"the target did not answer: {exc}"
     except OSError as exc:
-        outcome.why = f"cannot serve the bundle's lab content: {exc}"
-        return outcome
-    if record.get("kind") == "case":
-        outcome.deviates, outcome.why = _judge_case(record, url, timeout)
-    print(f"  {outcome.word}: {outcome.why}", file=out)
-    return outcome
+        return None, f"cannot serve the bundle's lab content: {exc}"
+    return _judge_case(record, url, timeout)
 
 
 # -- sending ------------------------------------------------------------------------------
@@ -261,9 +262,12 @@ def _judge_case(record: dict[str, Any], url: str, timeout: float) -> tuple[bool 
         extra = list(record.get("run_options") or [])
         if record.get("seed") is not None:
             extra += ["--seed", str(record["seed"])]
-        result = run_suite(url, Path(tmp), requirements=[rid], cases=[record["case"]],
-                           api_version=record["requirement"].get("judged_at"), extra=extra,
-                           timeout=timeout)
+        try:
+            result = run_suite(url, Path(tmp), requirements=[rid], cases=[record["case"]],
+                               api_version=record["requirement"].get("judged_at"), extra=extra,
+                               timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, f"the check did not finish in {timeout:.0f} s"
     if result.results is None:
         return None, f"the check could not run: {result.output.strip().splitlines()[-1:]}"
     try:

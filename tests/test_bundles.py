@@ -12,6 +12,7 @@ not see another replay's images); the engines are replayed side by side.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -94,3 +95,38 @@ def test_reproduce_reads_the_report_and_says_still_deviates(docker_suite, docker
     assert outcomes and all(o.deviates for o in outcomes), text
     assert "AUTH-003 test_refused_pull_is_404[no-header]: still deviates" in text
     assert "then: " in text and "now:  the check fails again" in text
+
+
+def test_a_taken_port_moves_the_lab_and_rewrites_the_request(docker, tmp_path):
+    # The recorded lab port is someone else's now: the replay serves elsewhere, names
+    # the new address in the request it sends, and the deviation still shows.
+    import socket
+
+    from engine_conformance.runner import run_suite
+
+    report_dir = tmp_path / "run"
+    run_suite(docker.target, report_dir, requirements=["AUTH-003"])
+    (bundle,) = [p for p in bundles_of(report_dir, "AUTH-003") if p.name == "AUTH-003-1"]
+    recorded = bundle / "lab-1.json"
+    from lab_registry import content
+
+    host, _, port = content.address(json.loads(recorded.read_text())).rpartition(":")
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the run's TIME_WAIT
+        taken.bind((host, int(port)))
+        taken.listen()
+        done = replay_script(bundle, docker.target)
+    assert done.returncode == EXIT_STILL, done.stdout + done.stderr
+    sent = next(line for line in done.stdout.splitlines() if line.strip().startswith("1. POST"))
+    assert f"%3A{port}%2F" not in sent and "still deviates" in done.stdout
+
+
+def test_an_unreachable_target_is_could_not_judge(tmp_path, docker):
+    from engine_conformance.runner import run_suite
+
+    report_dir = tmp_path / "run"
+    run_suite(docker.target, report_dir, requirements=["AUTH-003"])
+    bundle = bundles_of(report_dir, "AUTH-003")[0]
+    done = replay_script(bundle, f"unix://{tmp_path}/no.sock")
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "could not judge" in done.stdout and "Traceback" not in done.stdout + done.stderr
