@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import socketserver
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -123,23 +125,36 @@ class Deviation:
     seen: threading.Event = field(default_factory=threading.Event)
 
 
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
 class DeviantProxy:
-    """Serves on ``127.0.0.1:<port>`` and forwards to ``engine`` (a target URL)."""
+    """Serves on ``127.0.0.1:<port>`` and forwards to ``engine`` (a target URL).
+
+    ``unix=PATH`` serves on a unix socket at PATH instead, as a local engine does
+    (``target`` is then ``unix://PATH``; the socket file is removed on ``stop``).
+    """
 
     def __init__(self, engine: str, deviations: Iterable[Deviation] = (),
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", unix: str | None = None) -> None:
         self.engine = Target.parse(engine)
         self.deviations = list(deviations)
+        self.unix = unix
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._http = self.engine.http_client(httpx.Timeout(300.0, connect=5.0))
-        self._httpd = ThreadingHTTPServer((host, 0), self._handler())
-        self._httpd.daemon_threads = True
+        self._httpd: socketserver.BaseServer = (
+            _UnixHTTPServer(unix, self._handler()) if unix
+            else ThreadingHTTPServer((host, 0), self._handler()))
+        self._httpd.daemon_threads = True  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
     def target(self) -> str:
-        host, port = self._httpd.server_address[:2]
+        if self.unix:
+            return f"unix://{self.unix}"
+        host, port = self._httpd.server_address[:2]  # type: ignore[attr-defined]
         return f"tcp://{host}:{port}"
 
     def start(self) -> DeviantProxy:
@@ -151,6 +166,8 @@ class DeviantProxy:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._http.close()
+        if self.unix and os.path.exists(self.unix):
+            os.unlink(self.unix)
 
     def __enter__(self) -> DeviantProxy:
         return self.start()

@@ -44,9 +44,10 @@ class EngineKind:
     insecure: str  # how to declare a plain-HTTP registry ({address} filled in)
     certs_d: str  # the directory whose HOST:PORT/ca.crt the engine trusts for a registry
     restart: str  # what makes the engine read its configuration again
-    host_alias: str = ""  # this machine's name as the engine sees it (VM engines)
+    host_alias: str = ""  # the VM's name for this machine: never what to serve on (VM engines)
     shares_loopback: bool = True  # whether the engine's 127.0.0.1 can be this machine's
     insecure_note: str = ""  # how the entry goes into a file that is new or has it already
+    inside: str = ""  # where certs_d is, when not on this machine ("inside the machine")
 
 
 def _kinds() -> dict[str, EngineKind]:
@@ -92,9 +93,9 @@ def _kinds() -> dict[str, EngineKind]:
                    podman_insecure.replace(
                        "{path}", "/etc/containers/registries.conf inside the machine "
                        "(podman machine ssh)").replace("{also}", ""),
-                   "/etc/containers/certs.d (inside the machine)",
-                   "podman machine stop && podman machine start",
-                   host_alias="host.containers.internal", shares_loopback=False),
+                   "/etc/containers/certs.d", "podman machine stop && podman machine start",
+                   host_alias="host.containers.internal", shares_loopback=False,
+                   inside=" inside the machine (podman machine ssh)"),
     )}
 
 
@@ -108,14 +109,16 @@ def engine_kind(target_info: dict) -> EngineKind:
     Podman says so only in its libpod ``/info``), or ``/info`` SecurityOptions holds
     ``name=rootless`` (Docker). Docker Desktop:
     OperatingSystem ``Docker Desktop``. Podman machine: a Podman whose host is
-    Fedora CoreOS (the machine image).
+    Fedora CoreOS (the machine image): ``distribution_variant`` ``coreos``, its libpod
+    ``/info`` ``host.distribution.variant``. Its compatible ``/info`` cannot tell: its
+    OperatingSystem is the distribution alone, ``fedora``, as on a Fedora workstation.
     """
     podman = target_info.get("engine") == "podman"
     system = str(target_info.get("operating_system") or "")
     rootless = target_info.get("rootless") is True or any(
         "rootless" in str(o) for o in target_info.get("security_options") or [])
     if podman:
-        if "coreos" in system.lower():
+        if str(target_info.get("distribution_variant") or "").lower() == "coreos":
             return KINDS["podman-machine"]
         return KINDS["podman-rootless" if rootless else "podman"]
     if system.startswith("Docker Desktop"):
@@ -172,9 +175,10 @@ def registry_steps(why: str, kind: EngineKind, setup: Setup) -> list[str]:
     host = setup.serve_host
     steps: list[str] = []
     if why == "unreachable" or (loopback and setup.elsewhere(kind)):
-        # With several addresses to choose from, the next steps name the one chosen.
-        host = kind.host_alias or (setup.local_addresses[0] if len(setup.local_addresses) == 1
-                                   else "ADDRESS")
+        # With several addresses to choose from, the next steps name the one chosen. Never
+        # a VM's alias for this machine: the engine is given the --serve-host address
+        # itself, in every reference, and the alias is the VM's name, not this machine's.
+        host = setup.local_addresses[0] if len(setup.local_addresses) == 1 else "ADDRESS"
         steps.append(_serve_host(kind, setup, loopback))
     port = setup.registry_port or "PORT"
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
@@ -187,7 +191,7 @@ def registry_steps(why: str, kind: EngineKind, setup: Setup) -> list[str]:
     tls_dir = setup.tls_dir or "DIR"
     ca_step = (f"or serve over HTTPS with a CA made once: run with --serve-tls --tls-dir "
                f"{tls_dir} --registry-port {port}, then copy {tls_dir}/ca.crt to "
-               f"{kind.certs_d}/{address}/ca.crt (read at each pull, no restart)")
+               f"{kind.certs_d}/{address}/ca.crt{kind.inside} (read at each pull, no restart)")
     if why == "untrusted" or setup.serving_tls:
         steps.append(ca_step.removeprefix("or ").replace(
             "serve over HTTPS with a CA made once: ", ""))
@@ -231,11 +235,16 @@ def _serve_host(kind: EngineKind, setup: Setup, loopback: bool, server: str = "l
                 port_option: str = "--registry-port") -> str:
     port = setup.registry_port if port_option == "--registry-port" else setup.file_server_port
     fixed = f" and a fixed {port_option} {port or 'PORT'}"
-    if kind.host_alias:
-        return (f"{kind.label} runs in a VM, whose 127.0.0.1 is not this machine's: run with "
-                f"--serve-host 0.0.0.0{fixed}; the engine reaches this machine as "
-                f"{kind.host_alias}")
     where = ", ".join(setup.local_addresses) or "see `ip -br addr`"
+    if kind.host_alias:
+        # --serve-host is both where the suite listens and what it names to the engine in
+        # each image reference and URL: 0.0.0.0 would send the VM to its own 0.0.0.0, and
+        # the VM's alias for this machine is a name only the VM knows.
+        return (f"{kind.label} runs in a VM, whose 127.0.0.1 is not this machine's: run with "
+                f"--serve-host ADDRESS{fixed}, ADDRESS being an address of this machine the "
+                f"VM reaches (this machine's: {where}); not 0.0.0.0 nor {kind.host_alias}, "
+                "the VM's name for this machine: the engine is sent to the --serve-host "
+                "address itself")
     if loopback:
         return (f"the engine is not on this machine's network ({kind.label}'s 127.0.0.1 is its "
                 f"own): run with --serve-host ADDRESS{fixed}, ADDRESS being an address of this "

@@ -27,8 +27,14 @@ on the namespace's address (port 2376), as a remote engine would. Its
 127.0.0.1 is its own: a pull from this machine's 127.0.0.1 is refused, as it
 is for an engine on another machine.
 
-Everything here needs root, ``ip`` (iproute2) and ``nsenter`` (util-linux):
-:func:`missing` says which is lacking.
+With ``hosts={NAME: ADDRESS}`` the engine also runs in a mount namespace of its
+own in which ``/etc/hosts`` is a file of its private directory naming NAME (as a
+VM engine's names this machine: ``host.docker.internal``); this machine's
+``/etc/hosts`` is never changed. :class:`NamespacedPodman` is the same for
+Podman's API service.
+
+Everything here needs root, ``ip`` (iproute2) and ``nsenter`` (util-linux), and
+``unshare`` (util-linux) for ``hosts``: :func:`missing` says which is lacking.
 """
 
 from __future__ import annotations
@@ -41,11 +47,11 @@ import random
 import secrets
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from .engines import ManagedDocker
+from .engines import ManagedDocker, ManagedEngine, ManagedPodman
 
 RANGE = ipaddress.IPv4Network("10.213.0.0/16")
 """Where the veth pairs' ``/30`` networks are picked: ``10.213.N.0/30``."""
@@ -57,14 +63,19 @@ LOCK = Path("/run/lock/engine-conformance-netns.lock")
 TLS_PORT = 2376
 
 
-def missing() -> str | None:
-    """Why a namespaced engine cannot run here (one line), or None."""
+def missing(private_hosts: bool = False) -> str | None:
+    """Why a namespaced engine cannot run here (one line), or None.
+
+    ``private_hosts``: one started with ``hosts=`` (it needs ``unshare`` too).
+    """
     if os.geteuid() != 0:
         return "needs root: it makes a network namespace (ip netns add) and starts dockerd in it"
     if shutil.which("ip") is None:
         return "needs ip (iproute2) to make a network namespace: apt-get install iproute2"
     if shutil.which("nsenter") is None:
         return "needs nsenter (util-linux) to start dockerd in the network namespace"
+    if private_hosts and shutil.which("unshare") is None:
+        return "needs unshare (util-linux) to give the engine an /etc/hosts of its own"
     return None
 
 
@@ -204,28 +215,92 @@ def _locked() -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-class NamespacedDocker(ManagedDocker):
+def hosts_text(names: Mapping[str, str]) -> str:
+    """An ``/etc/hosts`` with localhost and ``ADDRESS NAME`` for each of ``names``.
+
+    >>> print(hosts_text({"host.docker.internal": "10.213.7.1"}), end="")
+    127.0.0.1 localhost
+    ::1 localhost
+    10.213.7.1 host.docker.internal
+    """
+    lines = ["127.0.0.1 localhost", "::1 localhost"]
+    return "\n".join(lines + [f"{address} {name}" for name, address in names.items()]) + "\n"
+
+
+def in_namespaces(namespace: Namespace, command: list[str], hosts: Path | None) -> list[str]:
+    """``command`` in ``namespace``'s network, and with ``hosts`` bound over /etc/hosts in a
+    private mount namespace (the bind is seen by nothing else: propagation private)."""
+    inner = command if hosts is None else [
+        "unshare", "--mount", "--propagation", "private", "--",
+        "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts), *command]
+    return ["nsenter", f"--net={namespace.path}", "--", *inner]
+
+
+class _Namespaced(ManagedEngine):
+    """What a managed engine in a :class:`Namespace` (and, with ``hosts``, a private
+    /etc/hosts) adds to its command and its private directory."""
+
+    namespace: Namespace
+    hosts: dict[str, str]
+
+    @property
+    def hosts_path(self) -> Path | None:
+        """The engine's /etc/hosts, a file of its private directory (None without ``hosts``)."""
+        assert self.dir is not None, "not started"
+        return self.dir / "hosts" if self.hosts else None
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.hosts_path is not None:
+            self.hosts_path.write_text(hosts_text(self.hosts))
+
+    def command(self) -> list[str]:
+        return in_namespaces(self.namespace, super().command(), self.hosts_path)
+
+
+class NamespacedDocker(_Namespaced, ManagedDocker):
     """A managed Docker whose dockerd (and the containerd it starts) runs in ``namespace``.
 
     With ``tls=True`` it listens on ``tcp://ADDRESS:2376`` with mutual TLS as well,
     ADDRESS being the namespace's end of its veth pair (``cert_path`` holds the client
-    certificates, laid out like ``DOCKER_CERT_PATH``).
+    certificates, laid out like ``DOCKER_CERT_PATH``). With ``hosts`` its /etc/hosts
+    is its own (see the module docstring).
     """
 
-    def __init__(self, namespace: Namespace, tls: bool = False, **kwargs: object) -> None:
+    def __init__(self, namespace: Namespace, tls: bool = False,
+                 hosts: Mapping[str, str] | None = None, **kwargs: object) -> None:
         if tls:
             kwargs.setdefault("tcp_host", namespace.address)
             kwargs.setdefault("tcp_port", TLS_PORT)
-        super().__init__(tls, **kwargs)  # type: ignore[arg-type]
+        ManagedDocker.__init__(self, tls, **kwargs)  # type: ignore[arg-type]
         self.namespace = namespace
+        self.hosts = dict(hosts or {})
 
     @property
     def tcp_target(self) -> str:
         """``tcp://ADDRESS:2376``, as given with DOCKER_TLS_VERIFY and DOCKER_CERT_PATH."""
         return self.tls_target.replace("https://", "tcp://", 1)
 
-    def command(self) -> list[str]:
-        return ["nsenter", f"--net={self.namespace.path}", "--", *super().command()]
+
+class NamespacedPodman(_Namespaced, ManagedPodman):
+    """A managed Podman (``podman system service``, its own registries.conf and storage)
+    running in ``namespace``, with ``hosts`` as its /etc/hosts if given.
+
+    ``registries_conf`` is its registries.conf (CONTAINERS_REGISTRIES_CONF), read at
+    each start: what ``/etc/containers/registries.conf`` is to a system Podman.
+    """
+
+    def __init__(self, namespace: Namespace, hosts: Mapping[str, str] | None = None,
+                 insecure_registries: list[str] | tuple[str, ...] = ()) -> None:
+        ManagedPodman.__init__(self, insecure_registries)
+        self.namespace = namespace
+        self.hosts = dict(hosts or {})
+
+    @property
+    def registries_conf(self) -> Path:
+        assert self.dir is not None, "not started"
+        return self.dir / "registries.conf"
 
 
-__all__ = ["RANGE", "Namespace", "NamespacedDocker", "free_network", "ip", "missing"]
+__all__ = ["RANGE", "Namespace", "NamespacedDocker", "NamespacedPodman", "free_network",
+           "hosts_text", "in_namespaces", "ip", "missing"]

@@ -59,7 +59,13 @@ def test_no_answer_at_all_is_a_hang_or_unknown_never_the_registry():
       "rootless": True}, "podman-rootless"),
     ({"engine": "podman", "security_options": ["name=seccomp,profile=default"],
       "rootless": False}, "podman"),
-    ({"engine": "podman", "operating_system": "fedora coreos"}, "podman-machine"),
+    # A Podman machine's compatible /info says "fedora" (host.distribution.distribution),
+    # as a Fedora workstation's does: only its libpod /info's variant says CoreOS.
+    ({"engine": "podman", "operating_system": "fedora", "distribution_variant": "coreos"},
+     "podman-machine"),
+    ({"engine": "podman", "operating_system": "fedora", "distribution_variant": "workstation"},
+     "podman"),
+    ({"engine": "podman", "operating_system": "fedora"}, "podman"),
 ])
 def test_the_engine_kind_comes_from_its_own_answers(info, kind):
     assert engine_kind(info).name == kind
@@ -89,10 +95,28 @@ def test_rootless_docker_is_pointed_at_its_own_config():
 
 @pytest.mark.parametrize(("kind", "alias"), [("docker-desktop", "host.docker.internal"),
                                              ("podman-machine", "host.containers.internal")])
-def test_vm_engines_reach_this_machine_by_their_alias(kind, alias):
-    steps = registry_steps("plain-http", KINDS[kind], setup())
-    assert "--serve-host 0.0.0.0" in steps[0] and alias in steps[0]
-    assert f"{alias}:40081" in steps[1]
+@pytest.mark.parametrize("serve_host", ["127.0.0.1", "0.0.0.0"])
+def test_vm_engines_are_given_an_address_of_this_machine_never_their_alias(kind, alias,
+                                                                          serve_host):
+    # --serve-host is also what the engine is sent to: with 0.0.0.0 the VM dials its own
+    # 0.0.0.0 (refused), and this machine cannot listen on the VM's alias for it
+    # (tests/test_vm_engines.py follows both ways).
+    steps = registry_steps("unreachable", KINDS[kind], setup(serve_host=serve_host))
+    assert steps[0].startswith(f"{KINDS[kind].label} runs in a VM")
+    assert "--serve-host ADDRESS and a fixed --registry-port 40081" in steps[0]
+    assert "(this machine's: 192.0.2.10)" in steps[0]
+    assert f"not 0.0.0.0 nor {alias}" in steps[0]
+    assert "192.0.2.10:40081" in steps[1]
+    assert "--serve-host 0.0.0.0" not in numbered(steps) and f"{alias}:" not in numbered(steps)
+    several = registry_steps("unreachable", KINDS[kind],
+                             setup(local_addresses=("192.0.2.10", "198.51.100.7")))
+    assert "ADDRESS:40081" in several[1] and "192.0.2.10:40081" not in several[1]
+
+
+def test_a_podman_machine_s_ca_goes_inside_the_machine():
+    steps = registry_steps("plain-http", KINDS["podman-machine"], setup())
+    assert ("copy DIR/ca.crt to /etc/containers/certs.d/192.0.2.10:40081/ca.crt inside the "
+            "machine (podman machine ssh) (read at each pull, no restart)") in steps[-1]
 
 
 def test_plain_http_on_podman_names_registries_conf_and_restart():
@@ -140,7 +164,8 @@ def test_the_podman_entry_is_given_as_the_lines_to_write(kind):
     import tomllib
 
     step = registry_steps("plain-http", KINDS[kind], setup())[-1]
-    address = "host.containers.internal:40081" if kind == "podman-machine" else "127.0.0.1:40081"
+    # A VM's 127.0.0.1 is its own: its entry names this machine's one address.
+    address = "192.0.2.10:40081" if kind == "podman-machine" else "127.0.0.1:40081"
     lines = re.search(r"as three lines: `([^`]+)`, `([^`]+)`, `([^`]+)`", step)
     assert lines, step
     assert tomllib.loads("\n".join(lines.groups())) == {
