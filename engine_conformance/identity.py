@@ -20,7 +20,7 @@ def describe_target(client: Client, info: dict) -> dict:
     version = str(v.get("Version", "unknown"))
     major_minor = ".".join(version.split("+")[0].split(".")[:2])
     store = image_store(product, info)
-    rootless = is_rootless(client, product, info)
+    host = podman_host(client, product)
     # The key tells Docker's two image stores apart: they judge differently.
     key = f"{product}-{major_minor}" + ("-containerd" if store == "containerd" else "")
     return {
@@ -37,33 +37,47 @@ def describe_target(client: Client, info: dict) -> dict:
         "storage_driver": info.get("Driver"),
         "operating_system": info.get("OperatingSystem"),
         "security_options": [str(o) for o in info.get("SecurityOptions") or []],
-        "rootless": rootless,
+        "rootless": is_rootless(info, host),
+        "distribution_variant": distribution_variant(host),
     }
 
 
-def is_rootless(client: Client, product: str, info: dict) -> bool:
+def is_rootless(info: dict, podman_host: dict) -> bool:
     """Whether the engine runs as an unprivileged user, from its own answers.
 
     Docker says so in ``/info``: SecurityOptions holds ``name=rootless``. Podman's
     compatible ``/info`` does not (only ``name=seccomp,…``); its libpod ``/info``
-    does (``host.security.rootless``), and is asked of Podman only, once. Its
-    exchange is an observation, kept out of the evidence like ``/info``'s.
+    does (``host.security.rootless``: :func:`podman_host`).
     """
     if any("rootless" in str(o) for o in info.get("SecurityOptions") or []):
         return True
+    security = podman_host.get("security")
+    return isinstance(security, dict) and security.get("rootless") is True
+
+
+def distribution_variant(podman_host: dict) -> str | None:
+    """``coreos`` on a Podman machine: libpod ``/info`` ``host.distribution.variant``
+    (the compatible ``/info`` says only ``fedora``)."""
+    distribution = podman_host.get("distribution")
+    variant = distribution.get("variant") if isinstance(distribution, dict) else None
+    return variant if isinstance(variant, str) and variant else None
+
+
+def podman_host(client: Client, product: str) -> dict:
+    """``host`` of Podman's libpod ``/info``, asked of Podman only, once; ``{}`` otherwise.
+    Its exchange is an observation, kept out of the evidence like ``/info``'s."""
     if product != "podman":
-        return False
+        return {}
     start = len(client.exchanges)
     try:
         ex = client.request("GET", LIBPOD_INFO, versioned=False, deadline=client.timeouts.read)
         libpod = ex.json() if ex.status == 200 else {}
     except (TargetError, ValueError):
-        return False
+        return {}
     finally:
         del client.exchanges[start:]
     host = libpod.get("host") if isinstance(libpod, dict) else None
-    security = host.get("security") if isinstance(host, dict) else None
-    return isinstance(security, dict) and security.get("rootless") is True
+    return host if isinstance(host, dict) else {}
 
 
 def image_store(product: str, info: dict) -> str:

@@ -34,9 +34,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +44,10 @@ from engine_conformance import expectations, netns
 from engine_conformance.engines import DOCKER_CERTS_DIR, EngineUnavailable, ManagedDocker, free_port
 from engine_conformance.netns import Namespace, NamespacedDocker
 from engine_conformance.runner import ROOT
+from tests.as_user import CLI, cli
 
 EXPECTATIONS = ROOT / "suites" / "expectations" / "docker-20.10.yaml"
 EXIT_SUITE_UNREACHABLE = 6
-CLI_TIMEOUT = 900
 TLS_SUBSET = ("PULL-001", "IMPORT-020")
 """What each --serve-tls run judges: one pull from the registry, one URL import."""
 
@@ -63,36 +60,6 @@ def _missing() -> str | None:
 
 pytestmark = [pytest.mark.engine,
               pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
-
-
-@dataclass
-class CLI:
-    """One ``engine-conformance`` invocation and what it printed."""
-
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    def steps(self) -> list[str]:
-        """``doctor``'s numbered steps, in order."""
-        return [m[1] for m in re.finditer(r"^\s+\d+\) (.*)$", self.stdout, re.M)]
-
-    def __str__(self) -> str:
-        return (f"$ engine-conformance {' '.join(self.args)}\nexit {self.returncode} "
-                f"({self.seconds:.0f} s)\n{self.stdout[-4000:]}\n{self.stderr[-3000:]}")
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> CLI:
-    """``engine-conformance ARGS`` as a user runs it, without the caller's DOCKER_* settings."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "engine_conformance", *args], cwd=ROOT,
-                          env={**clean, **(env or {})}, capture_output=True, text=True,
-                          timeout=CLI_TIMEOUT, check=False)
-    return CLI(list(args), proc.returncode, proc.stdout, proc.stderr,
-               time.monotonic() - started)
 
 
 @pytest.fixture(scope="module")

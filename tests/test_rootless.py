@@ -32,7 +32,7 @@ import pytest
 
 from engine_conformance import archives, expectations
 from engine_conformance.engines import EngineUnavailable, free_port
-from engine_conformance.identity import LIBPOD_INFO, describe_target, is_rootless
+from engine_conformance.identity import LIBPOD_INFO, describe_target, is_rootless, podman_host
 from engine_conformance.preflight import local_addresses
 from engine_conformance.rootless import RootlessDocker, RootlessPodman
 from engine_conformance.runner import ROOT, run_suite
@@ -71,15 +71,16 @@ class _Answers:
 def test_rootless_podman_is_known_from_its_libpod_info(status, body, expected):
     client = _Answers(status, body)
     info = {"SecurityOptions": ["name=seccomp,profile=default"]}  # what Podman 4.3 says
-    assert is_rootless(client, "podman", info) is expected  # type: ignore[arg-type]
+    assert is_rootless(info, podman_host(client, "podman")) is expected  # type: ignore[arg-type]
     assert client.asked == [f"GET {LIBPOD_INFO}"]
     assert client.exchanges == ["earlier"]  # an observation, never a check's evidence
 
 
 def test_docker_says_rootless_itself_and_is_asked_nothing_more():
     client = _Answers(500, {})
-    assert is_rootless(client, "docker", {"SecurityOptions": ["name=rootless"]})  # type: ignore[arg-type]
-    assert not is_rootless(client, "docker", {"SecurityOptions": []})  # type: ignore[arg-type]
+    host = podman_host(client, "docker")  # type: ignore[arg-type]
+    assert is_rootless({"SecurityOptions": ["name=rootless"]}, host)
+    assert not is_rootless({"SecurityOptions": []}, host)
     assert client.asked == []
 
 

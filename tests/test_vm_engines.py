@@ -22,10 +22,8 @@ the suite:
 
 Podman machine: a real one's compatible ``/info`` says ``fedora`` (Podman
 answers host.distribution.distribution alone); only its libpod ``/info``'s
-host.distribution.variant says ``coreos``, and the target's identity
-(:func:`engine_conformance.identity.describe_target`) does not carry it yet. Until it
-does, the Podman-machine tests that need the suite to know the VM are expected to
-fail, strictly: they must pass once it does (:data:`UNTOLD`).
+host.distribution.variant says ``coreos``, which the target's identity carries
+(:func:`engine_conformance.identity.describe_target`, ``distribution_variant``).
 
 Each step is followed as written; where it names the VM's own place
 (Settings → Docker Engine; registries.conf inside the machine) or its restart
@@ -42,25 +40,20 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from deviant_proxy import DeviantProxy, Deviation, Request, Response
 from engine_conformance import expectations, netns
-from engine_conformance.diagnosis import engine_kind
 from engine_conformance.engines import ManagedDocker, ManagedPodman, free_port
-from engine_conformance.identity import describe_target
 from engine_conformance.netns import Namespace, NamespacedDocker, NamespacedPodman
-from engine_conformance.runner import ROOT
+from tests.as_user import cli
 
 EXIT_NOT_READY = 6
 REQUIREMENTS = ("PULL-001", "IMPORT-030", "PULL-015")
@@ -149,29 +142,6 @@ MACHINE = [_rewrite("podman-machine /info", lambda req: req.endpoint == "/info",
                     _machine_version)]
 
 
-def _identity_tells_a_podman_machine() -> bool:
-    """Whether the target's identity carries what tells a Podman machine: its libpod
-    ``/info`` host.distribution.variant (its compatible ``/info`` says ``fedora`` only)."""
-    libpod = {"host": {"distribution": MACHINE_DISTRIBUTION, "security": {"rootless": False}}}
-    client = SimpleNamespace(
-        version_info={"Version": "4.3.1", "Components": [{"Name": "Podman Engine"}]},
-        target=SimpleNamespace(url="unix:///machine.sock"), api_version="1.41",
-        timeouts=SimpleNamespace(read=5.0), exchanges=[],
-        request=lambda *a, **kw: SimpleNamespace(status=200, json=lambda: libpod))
-    info = {"OperatingSystem": "fedora", "SecurityOptions": ["name=seccomp,profile=default"]}
-    try:
-        return engine_kind(describe_target(client, info)).name == "podman-machine"  # type: ignore[arg-type]
-    except Exception:  # noqa: BLE001
-        # Identity asks this stand-in for more than it has: the end-to-end tests tell.
-        return False
-
-
-UNTOLD = ("engine_conformance.identity.describe_target does not carry libpod /info's "
-          "host.distribution.variant, which diagnosis.engine_kind reads as "
-          "target_info['distribution_variant']: a real Podman machine (compatible /info "
-          "OperatingSystem 'fedora') is diagnosed as Podman on this machine")
-
-
 # --- the simulated VMs ------------------------------------------------------------------
 
 class DesktopDocker(NamespacedDocker):
@@ -227,45 +197,7 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
         yield _start_vm(stack, request.param)
 
 
-@pytest.fixture
-def diagnosed(vm: VM, request: pytest.FixtureRequest) -> VM:
-    """``vm``, for a test that needs the suite to know it for a VM: one that is expected to
-    fail (strictly: it must pass once the suite does) while the suite cannot know it."""
-    if vm.label == "Podman machine" and not _identity_tells_a_podman_machine():
-        request.node.add_marker(pytest.mark.xfail(reason=UNTOLD, strict=True))
-    return vm
-
-
 # --- following the steps ------------------------------------------------------------------
-
-@dataclass
-class CLI:
-    """One ``engine-conformance`` invocation and what it printed."""
-
-    args: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    def steps(self) -> list[str]:
-        """``doctor``'s numbered steps, in order."""
-        return [m[1] for m in re.finditer(r"^\s+\d+\) (.*)$", self.stdout, re.M)]
-
-    def __str__(self) -> str:
-        return (f"$ engine-conformance {' '.join(self.args)}\nexit {self.returncode} "
-                f"({self.seconds:.0f} s)\n{self.stdout[-4000:]}\n{self.stderr[-3000:]}")
-
-
-def cli(*args: str) -> CLI:
-    """``engine-conformance ARGS`` as a user runs it, without the caller's DOCKER_* settings."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "engine_conformance", *args], cwd=ROOT,
-                          env=clean, capture_output=True, text=True, timeout=600, check=False)
-    return CLI(list(args), proc.returncode, proc.stdout, proc.stderr,
-               time.monotonic() - started)
-
 
 PLACES = {
     "Docker Desktop": ("Settings → Docker Engine (the daemon.json editor)", "Apply & restart"),
@@ -359,8 +291,8 @@ def _requirements() -> list[str]:
 
 # --- (a) ----------------------------------------------------------------------------------
 
-def test_default_options_name_the_vm_and_its_steps(diagnosed: VM, tmp_path: Path) -> None:
-    vm = diagnosed
+def test_default_options_name_the_vm_and_its_steps(vm: VM, tmp_path: Path) -> None:
+    vm = vm
     run = cli("run", "--target", vm.target, "--report-dir", str(tmp_path), *_requirements())
     print(run)
     assert run.returncode == EXIT_NOT_READY, str(run)
@@ -377,26 +309,26 @@ def test_default_options_name_the_vm_and_its_steps(diagnosed: VM, tmp_path: Path
     assert preflight["registry"]["steps"][1].startswith("declare ADDRESS:"), preflight
 
 
-def test_serving_on_0_0_0_0_sends_the_vm_to_itself(diagnosed: VM) -> None:
+def test_serving_on_0_0_0_0_sends_the_vm_to_itself(vm: VM) -> None:
     # What the steps once said (--serve-host 0.0.0.0; the VM reaches this machine by its
     # alias), followed: the engine is given 0.0.0.0 in every reference and URL, and dials
     # its own. The steps now say so.
     ports = [str(free_port("0.0.0.0")), str(free_port("0.0.0.0"))]
-    doctor = cli("doctor", "--target", diagnosed.target, "--serve-host", "0.0.0.0",
+    doctor = cli("doctor", "--target", vm.target, "--serve-host", "0.0.0.0",
                  "--registry-port", ports[0], "--file-server-port", ports[1])
     print(doctor)
     assert doctor.returncode == EXIT_NOT_READY, str(doctor)
     for port in ports:
         assert f"dial tcp 0.0.0.0:{port}: connect: connection refused" in doctor.stdout
-    assert all(f"not 0.0.0.0 nor {diagnosed.alias}" in step for step in doctor.steps()
+    assert all(f"not 0.0.0.0 nor {vm.alias}" in step for step in doctor.steps()
                if "--serve-host" in step), str(doctor)
 
 
 # --- (b) ----------------------------------------------------------------------------------
 
-def test_steps_followed_as_written_then_judged_as_its_engine(diagnosed: VM,
+def test_steps_followed_as_written_then_judged_as_its_engine(vm: VM,
                                                             tmp_path: Path) -> None:
-    vm = diagnosed
+    vm = vm
     before = cli("doctor", "--target", vm.target)
     print(before)
     assert before.returncode == EXIT_NOT_READY, str(before)
