@@ -8,7 +8,9 @@ No network assets (styles and the filter script are inline), so it works from
 with their evidence and a ``curl`` command that repeats each request
 (:func:`~engine_conformance.reproducer.curl_for_evidence`), the property phase's
 findings with their reproducers, filters by verdict, suite and level, and each
-requirement's spec text.
+requirement's spec text. Each deviation has a "copy as bug report" button that
+copies its section of ``findings.md`` (:func:`~engine_conformance.findings.sections`,
+embedded in a ``<template id=bug-ID>``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from .findings import sections
 from .reproducer import curl_for_evidence
 from .requirements import LEVELS, cite, reference_note
 from .summary import gate_lines, target_line, totals_line
@@ -60,6 +63,10 @@ table.m{border-collapse:collapse;background:#fff}
 table.m td,table.m th{border:1px solid #ddd;padding:3px 8px;font-size:12px}
 td.pass{background:#d9f2de}td.fail{background:#fbd5d5}td.error{background:#fde7c2}
 td.skip{background:#eee}
+button.copy{font:inherit;font-size:12px;padding:3px 10px;margin:8px 0;border:1px solid #99a;
+ border-radius:4px;background:#fff;cursor:pointer}
+button.copy.copied{background:#d9f2de;border-color:#125c25}
+#copy-buffer{position:fixed;left:-9999px;top:0}
 """
 
 _JS = """
@@ -78,6 +85,30 @@ _JS = """
   }
   Object.keys(f).forEach(function(k){f[k].addEventListener('change',apply);});
   apply();
+  // "copy as bug report": the clipboard API where the page may use it, else a selected
+  // textarea and execCommand (older browsers; a page some browsers deny the API).
+  function fallback(text){
+    var ta=document.getElementById('copy-buffer');
+    if(!ta){ta=document.createElement('textarea');ta.id='copy-buffer';ta.readOnly=true;
+      document.body.appendChild(ta);}
+    ta.value=text;ta.select();
+    try{return document.execCommand('copy');}catch(e){return false;}
+  }
+  [].forEach.call(document.querySelectorAll('button.copy'),function(b){
+    var label=b.textContent;
+    function shown(ok){
+      b.textContent=ok?'copied':'copy failed: select the section in findings.md';
+      b.classList.toggle('copied',ok);
+      setTimeout(function(){b.textContent=label;b.classList.remove('copied');},2500);
+    }
+    b.addEventListener('click',function(){
+      var text=document.getElementById('bug-'+b.dataset.req).content.textContent;
+      if(navigator.clipboard&&window.isSecureContext){
+        navigator.clipboard.writeText(text).then(function(){shown(true);},
+                                                 function(){shown(fallback(text));});
+      }else{shown(fallback(text));}
+    });
+  });
 })();
 """
 
@@ -124,7 +155,13 @@ def _findings(findings: list[Mapping[str, Any]]) -> str:
             "</div>" + "".join(items) + "</div>")
 
 
-def _requirement(r: Mapping[str, Any], target_url: str) -> str:
+def _copy_button(rid: str, section: str) -> str:
+    """The button and, beside it, the markdown it copies (a template is never rendered)."""
+    return (f"<button type=button class=copy data-req=\"{escape(rid)}\">copy as bug report"
+            f"</button><template id=\"bug-{escape(rid)}\">{escape(section)}</template>")
+
+
+def _requirement(r: Mapping[str, Any], target_url: str, bug_report: str = "") -> str:
     attrs = (f'data-verdict="{escape(r["verdict"])}" data-suite="{escape(r["suite"])}" '
              f'data-level="{escape(r["level"])}" id="{escape(r["id"])}"')
     open_ = " open" if r["verdict"] in ("fail", "error") and r["level"] != "INFO" else ""
@@ -133,6 +170,8 @@ def _requirement(r: Mapping[str, Any], target_url: str) -> str:
             f"suite {escape(r['suite'])}, applies to API {escape(r.get('versions', ''))}, "
             f"{r.get('duration', 0):.2f} s ({r.get('engine_wait', 0):.2f} s waiting on the engine)"
             "</div>"]
+    if bug_report:
+        body.append(_copy_button(r["id"], bug_report))
     if r.get("reason"):
         body.append(f"<div class=reason>{escape(r['reason'])}</div>")
     if reference_note(r):
@@ -196,6 +235,8 @@ def render(results: Mapping[str, Any]) -> str:
     reqs = sorted(results["requirements"],
                   key=lambda r: (ORDER.get(r["verdict"], 9), LEVELS.index(r["level"]), r["id"]))
     suites = list(s.get("by_suite") or {})
+    drafts = sections(results)
+    blocks = "".join(_requirement(r, target_url, drafts.get(r["id"], "")) for r in reqs)
 
     def select(name: str, values: list[str]) -> str:
         opts = "".join(f"<option value='{escape(v)}'>{escape(v)}</option>" for v in values)
@@ -220,7 +261,7 @@ storage {escape(str(results['target'].get('storage_driver')))}</div></header>
 <div id=totals>{escape(totals_line(results))}</div>{partial}{gate_html}
 <div class=filters>{select('verdict', ['fail', 'error', 'pass', 'skip'])}
 {select('suite', suites)}{select('level', list(LEVELS))}<span id=shown></span></div>
-<div id=requirements>{''.join(_requirement(r, target_url) for r in reqs)}</div>
+<div id=requirements>{blocks}</div>
 {_version_matrix(results)}
 </main><script>{_JS}</script></body></html>
 """

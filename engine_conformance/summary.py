@@ -16,7 +16,7 @@ from typing import Any
 
 from .requirements import LEVELS, VERDICTS, reference_note
 
-REPORT_FILES = ("report.html", "summary.md", "results.json", "junit.xml")
+REPORT_FILES = ("report.html", "findings.md", "summary.md", "results.json", "junit.xml")
 LOG_FILE = "pytest.log"  # the pytest detail (tracebacks) of a CLI run
 
 

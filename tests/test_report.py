@@ -178,3 +178,109 @@ def test_screenshot_of_the_report(cli_run, tmp_path):
     _, report_dir, _ = cli_run
     png = browser.screenshot(report_dir / "report.html", tmp_path / "report.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_findings_md_beside_the_other_reports(cli_run):
+    proc, report_dir, _ = cli_run
+    text = (report_dir / "findings.md").read_text()
+    assert "findings.md" in proc.stdout  # in the list of reports the CLI prints
+    assert "ERRORS-005 (SHOULD at Engine API" in text
+    assert "sh reproducers/ERRORS-005-1/reproduce.sh" in text
+    assert "Engines that pass (per their expectation files):" in text
+    assert str(ROOT) not in text and str(report_dir) not in text
+
+
+def _chromium_click_and_read_clipboard(page, button: str) -> tuple[str, str]:
+    """Click ``button`` in headless Chromium, as a user would; the button's text and the
+    clipboard after it (read through the page, clipboard permission granted via CDP).
+
+    DevTools over ``--remote-debugging-pipe`` (fd 3 in, fd 4 out, NUL-separated JSON):
+    no WebSocket client needed.
+    """
+    import tempfile
+    import time
+    from pathlib import Path
+
+    ours_in, chrome_out = os.pipe()
+    chrome_in, ours_out = os.pipe()
+
+    def fds() -> None:  # in the child: the pipe ends at 3 and 4, inheritable
+        a, b = os.dup(chrome_in), os.dup(chrome_out)
+        os.dup2(a, 3)
+        os.dup2(b, 4)
+
+    with tempfile.TemporaryDirectory(prefix="ec-chromium-") as profile:
+        proc = subprocess.Popen([browser.chromium(), *browser.FLAGS, f"--user-data-dir={profile}",
+                                 "--remote-debugging-pipe", "about:blank"],
+                                preexec_fn=fds, close_fds=False, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        os.close(chrome_in)
+        os.close(chrome_out)
+        send_to, read_from = os.fdopen(ours_out, "wb", buffering=0), os.fdopen(ours_in, "rb")
+        pending, counter = b"", [0]
+
+        def call(method: str, params: dict | None = None, session: str | None = None) -> dict:
+            nonlocal pending
+            counter[0] += 1
+            msg = {"id": counter[0], "method": method, "params": params or {}}
+            if session:
+                msg["sessionId"] = session
+            send_to.write(json.dumps(msg).encode() + b"\0")
+            while True:
+                while b"\0" not in pending:
+                    chunk = read_from.read1(65536)
+                    assert chunk, "chromium closed its DevTools pipe"
+                    pending += chunk
+                raw, pending = pending.split(b"\0", 1)
+                answer = json.loads(raw)
+                if answer.get("id") == counter[0]:
+                    assert "error" not in answer, answer
+                    return answer["result"]
+
+        def page_eval(session: str, expression: str) -> object:
+            result = call("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
+                                               "userGesture": True, "returnByValue": True},
+                          session)
+            return result["result"].get("value")
+
+        try:
+            call("Browser.grantPermissions",
+                 {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]})
+            target = call("Target.createTarget", {"url": Path(page).resolve().as_uri()})
+            session = call("Target.attachToTarget", {"targetId": target["targetId"],
+                                                     "flatten": True})["sessionId"]
+            deadline = time.monotonic() + 30
+            # The new tab starts on an empty document: wait for the report, loaded and run.
+            ready = (f"location.protocol === 'file:' && document.readyState === 'complete'"
+                     f" && !!document.querySelector({json.dumps(button)})")
+            while not page_eval(session, ready):
+                assert time.monotonic() < deadline, "the report did not load"
+                time.sleep(0.1)
+            page_eval(session, f"document.querySelector({json.dumps(button)}).click()")
+            label = ""
+            while label != "copied" and time.monotonic() < deadline:
+                time.sleep(0.1)
+                label = page_eval(session, f"document.querySelector({json.dumps(button)})"
+                                           ".textContent")
+            copied = page_eval(session, "navigator.clipboard.readText()")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            send_to.close()
+            read_from.close()
+    return str(label), str(copied)
+
+
+def test_copy_as_bug_report_copies_the_findings_section(cli_run):
+    if browser.chromium() is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from engine_conformance.findings import sections
+
+    _, report_dir, _ = cli_run
+    results = json.loads((report_dir / "results.json").read_text())
+    section = sections(results)["ERRORS-005"]
+    assert section in (report_dir / "findings.md").read_text()
+    label, copied = _chromium_click_and_read_clipboard(
+        report_dir / "report.html", '#ERRORS-005 button.copy[data-req="ERRORS-005"]')
+    assert label == "copied"  # the feedback a person sees
+    assert copied == section
