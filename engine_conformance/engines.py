@@ -35,7 +35,7 @@ import httpx
 
 from lab_registry.distribution import free_port  # one place for it; re-exported
 
-from . import certsd
+from . import certsd, paths
 from .tls import host_port
 
 START_TIMEOUT = 60.0
@@ -115,6 +115,8 @@ class ManagedEngine:
             raise EngineUnavailable(self.missing)
         # Unix socket paths are limited to 108 bytes, so stay short and in /tmp.
         self.dir = Path(tempfile.mkdtemp(prefix=f"ec-{self.name}-", dir="/tmp"))
+        # Reports name this directory $ENGINE_DIR: it is the suite's, and gone after the run.
+        (self.dir / paths.MANAGED_MARKER).write_text("")
         self.socket = str(self.dir / f"{self.name}.sock")
         self.prepare()
         self._launch()

@@ -30,3 +30,21 @@ SPEC: Path = _data("spec")
 
 ROOT: Path = SUITES.parent
 """The directory a suite run is rooted in: the checkout, or the installed package."""
+
+MANAGED_MARKER = ".engine-conformance-managed"
+"""A file in a managed engine's private directory: what names it as the suite's own."""
+
+MANAGED_NAME = "$ENGINE_DIR"
+"""What a report calls a managed engine's private directory (gone after the run)."""
+
+
+def managed_engine_dir(url: str) -> Path | None:
+    """The private directory of a managed engine whose socket ``url`` is, else None.
+
+    >>> managed_engine_dir("unix:///var/run/docker.sock") is None
+    True
+    """
+    if not url.startswith("unix://"):
+        return None
+    parent = Path(url[len("unix://"):]).parent
+    return parent if (parent / MANAGED_MARKER).is_file() else None

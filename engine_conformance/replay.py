@@ -23,8 +23,10 @@ replayed answer itself, by the property phase's own rules. ``deviates`` is True
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -258,8 +260,14 @@ def _judge_case(record: dict[str, Any], url: str, timeout: float) -> tuple[bool 
     from .runner import run_suite
 
     rid = record["requirement"]["id"]
+    extra = list(record.get("run_options") or [])
+    taken = _taken_ports(extra)
+    if taken:
+        # The run was given this port because the engine was told about it (Podman's
+        # insecure registries name host:port); another one would not be judged fairly.
+        return None, (f"the recorded port {taken} is in use by another process; the check "
+                      "serves its lab there: free it and replay again")
     with tempfile.TemporaryDirectory(prefix="ec-replay-") as tmp:
-        extra = list(record.get("run_options") or [])
         if record.get("seed") is not None:
             extra += ["--seed", str(record["seed"])]
         try:
@@ -280,6 +288,23 @@ def _judge_case(record: dict[str, Any], url: str, timeout: float) -> tuple[bool 
     if verdict == "pass":
         return False, "the check passes now"
     return None, f"the check gave {verdict}: {reason[:400]}"
+
+
+def _taken_ports(options: list[str]) -> str | None:
+    """``host:port`` of a fixed --registry-port/--file-server-port that is not free now."""
+    host = options[options.index("--serve-host") + 1] if "--serve-host" in options else "127.0.0.1"
+    for flag in ("--registry-port", "--file-server-port"):
+        if flag not in options:
+            continue
+        port = int(options[options.index(flag) + 1])
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return f"{host}:{port}"
+    return None
 
 
 def _judge_finding(record: dict[str, Any], ex: Exchange, created: dict[str, set[str]],

@@ -102,7 +102,8 @@ def portable(results: Any, report_dir: Path, cwd: Path | None = None) -> Any:
     given on the command line when it was relative, else their name relative to
     the directory the run was started from (``cwd``; default: this process's and
     ``$PWD``, the shell's), the checkout, or ``~``; failing that ``REPORT_DIR``,
-    ``TLS_DIR`` or the file's own name. The engine's words (the target and the
+    ``TLS_DIR`` or the file's own name. A managed engine's private directory (its
+    socket's) is ``$ENGINE_DIR``. The engine's words (the target's facts and the
     evidence) are left as they were.
     """
     report_dir = Path(report_dir).resolve()
@@ -122,6 +123,10 @@ def portable(results: Any, report_dir: Path, cwd: Path | None = None) -> Any:
         tls = Path(given["--tls-dir"]).expanduser()
         tls = tls if tls.is_absolute() else (bases[0][0] if bases else Path.cwd()) / tls
         names[tls] = _name(tls, given["--tls-dir"], "TLS_DIR", bases)
+    target = (results.get("target") or {}) if isinstance(results, dict) else {}
+    engine_dir = paths.managed_engine_dir(str(target.get("url") or ""))
+    if engine_dir is not None:
+        names[engine_dir] = paths.MANAGED_NAME
     names |= {base: name for base, name in bases if base not in names}
     table = sorted(((str(p), n) for p, n in names.items()), key=lambda x: -len(x[0]))
     # A path starts after a quote, space, "=", "@", ":" or the start; never inside a URL.
@@ -146,7 +151,11 @@ def portable(results: Any, report_dir: Path, cwd: Path | None = None) -> Any:
             return [walk(v) for v in value]
         return value
 
-    return walk(results)
+    out = walk(results)
+    if engine_dir is not None:  # the target is the engine's words, but its address is ours
+        url = str(target["url"]).replace(str(engine_dir), paths.MANAGED_NAME, 1)
+        out["target"] = dict(out["target"], url=url)
+    return out
 
 
 def write_reports(report_dir: Path, results: dict) -> list[Path]:

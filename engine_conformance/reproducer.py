@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from .paths import MANAGED_NAME
 from .target import Target
 
 __all__ = ["curl", "curl_for_evidence", "url"]
@@ -72,7 +73,8 @@ def curl_for_evidence(target_url: str, evidence: Mapping[str, Any]) -> str:
     parts = urlsplit(target_url)
     transport: list[str] = []
     if parts.scheme == "unix":
-        transport += ["--unix-socket", parts.path]
+        # Not parts.path: a managed engine's socket reads unix://$ENGINE_DIR/docker.sock.
+        transport += ["--unix-socket", target_url[len("unix://"):]]
         base = "http://localhost"
     else:
         scheme = "https" if parts.scheme == "https" else "http"
@@ -102,6 +104,9 @@ def _command(transport: Sequence[str], method: str, full_url: str, headers: Mapp
     if data is not None:
         words += ["--data-binary", data]
     words.append(full_url)
-    # "$DOCKER_CERT_PATH/..." stays expandable by the shell the user pastes it into.
-    return " ".join(f'"{w}"' if w.startswith("$DOCKER_CERT_PATH") else shlex.quote(w)
-                    for w in words)
+    # "$DOCKER_CERT_PATH/..." and "$ENGINE_DIR/..." stay expandable by the shell the
+    # user pastes it into.
+    return " ".join(f'"{w}"' if w.startswith(_EXPANDED) else shlex.quote(w) for w in words)
+
+
+_EXPANDED = ("$DOCKER_CERT_PATH", MANAGED_NAME)

@@ -7,8 +7,9 @@ import json
 import os
 from pathlib import Path
 
-from engine_conformance import expectations, findings
+from engine_conformance import expectations, findings, paths
 from engine_conformance.report import REPORT_FILES, portable, validate, write_reports
+from engine_conformance.reproducer import curl_for_evidence
 from engine_conformance.runner import ROOT
 from engine_conformance.verdicts import counts, scores
 
@@ -180,6 +181,27 @@ def test_paths_as_the_user_wrote_them(tmp_path):
     absolute = portable(results | {"run": {"command_line": ["--report-dir", "/srv/a/b/out"]}},
                         Path("/srv/a/b/out"), cwd=Path("/nowhere/at/all"))
     assert absolute["reason"] == "see REPORT_DIR/pytest.log and REPORT_DIR"
+
+
+def test_a_managed_engines_directory_is_engine_dir(tmp_path):
+    # The suite's own engine lives in a directory gone after the run: reports call it
+    # $ENGINE_DIR, and the curl lines keep it expandable. A user's socket stays as given.
+    engine = tmp_path / "ec-docker-x"
+    engine.mkdir()
+    (engine / paths.MANAGED_MARKER).write_text("")
+    sock = f"unix://{engine}/docker.sock"
+    curl = curl_for_evidence(sock, {"request": "POST /v1.41/images/create?fromImage=a"})
+    results = {"target": {"url": sock, "engine": "docker"},
+               "reason": f"curl: {curl}", "evidence": {"said": f"open {engine}/root/x"}}
+    out = portable(results, tmp_path / "out", cwd=Path("/nowhere/at/all"))
+    assert out["target"] == {"url": "unix://$ENGINE_DIR/docker.sock", "engine": "docker"}
+    assert '--unix-socket "$ENGINE_DIR/docker.sock"' in curl_for_evidence(
+        out["target"]["url"], {"request": "POST /v1.41/images/create?fromImage=a"})
+    assert str(engine) not in out["reason"] and "$ENGINE_DIR/docker.sock" in out["reason"]
+    assert out["evidence"] == results["evidence"]  # the engine's words, as it said them
+    (engine / paths.MANAGED_MARKER).unlink()
+    assert portable(results, tmp_path / "out", cwd=Path("/nowhere/at/all"))["target"] == \
+        results["target"]
 
 
 def test_run_commands_pin_only_a_version_other_than_the_default():

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,6 +25,29 @@ from lab_registry import Catalogue, LabRegistry, standard
 from lab_registry.distribution import DistributionRegistry
 
 PREFIX = f"ectest-{secrets.token_hex(3)}"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def serving_cli(args: list[str], preexec_fn: Callable[[], object] | None = None
+                ) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``python -m lab_registry serve ARGS`` started, and the URL its first line names.
+
+    The test stops it (a signal, then ``communicate``); whatever is left is killed.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lab_registry", "serve", *args], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("lab registry serving http://127.0.0.1:"), first
+        yield process, first.split()[3]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.lab_registry.conftest import serving_cli
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -24,21 +26,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_serve_until_ctrl_c() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lab_registry", "serve", "--listen", "127.0.0.1:0",
-         "--prefix", "ectest-cli"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # As from `nohup bash .ci/run &`: the child starts with SIGINT ignored.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    )  # fmt: skip
-    try:
+    # As from `nohup bash .ci/run &`: the child starts with SIGINT ignored.
+    ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    with serving_cli(["--listen", "127.0.0.1:0", "--prefix", "ectest-cli"],
+                     preexec_fn=ignore_sigint) as (process, url):
         assert process.stdout is not None
-        first = process.stdout.readline()
-        assert first.startswith("lab registry serving http://127.0.0.1:"), first
-        url = first.split()[3]
         listing = []
         for _ in range(20):  # the catalogue, sorted: single:v1 is among its last lines
             listing.append(process.stdout.readline())
@@ -49,10 +41,6 @@ def test_serve_until_ctrl_c() -> None:
         assert r.json() == {"name": "ectest-cli/multi", "tags": ["latest"]}
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0
     assert "Traceback" not in err and "stopped" in out
 

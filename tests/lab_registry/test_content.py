@@ -40,6 +40,7 @@ from lab_registry import (
 )
 from lab_registry import mediatypes as mt
 from lab_registry.content import FaultState, Snapshot
+from tests.lab_registry.conftest import serving_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCEPT = {
@@ -425,16 +426,8 @@ def test_cli_serves_content_until_sigterm(source: LabRegistry, tmp_path: Path) -
     image = catalogue.add(name, "v1", small("moving"))
     source.require_token_auth(repository=catalogue.name("oci"), users={"alice": "pw"})
     file = _written(source, tmp_path / "bundle")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lab_registry", "serve", "--content", str(file),
-         "--listen", "127.0.0.1:0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
+    with serving_cli(["--content", str(file), "--listen", "127.0.0.1:0"]) as (process, url):
         assert process.stdout is not None
-        first = process.stdout.readline()
-        assert first.startswith("lab registry serving http://127.0.0.1:"), first
-        url = first.split()[3]
         assert url != source.url
         lines = [process.stdout.readline() for _ in range(2)]
         assert lines[0].startswith("  token auth: realm ")
@@ -448,10 +441,6 @@ def test_cli_serves_content_until_sigterm(source: LabRegistry, tmp_path: Path) -
         assert httpx.get(f"{url}/v2/{catalogue.name('oci')}/tags/list").status_code == 401
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert process.returncode == 0, err
     assert "Traceback" not in err and "lab registry stopped" in out
 
