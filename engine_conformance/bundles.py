@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import paths
 from .report import scrub
 from .target import Exchange
 
@@ -223,6 +224,7 @@ def _served_file(bundle: Path, path: str, data: bytes, index: int) -> str:
 
 
 def _finish(bundle: Path, record: dict[str, Any], title: str, engine: Mapping[str, Any]) -> None:
+    record = paths.without_engine_dir(record, str(engine.get("url") or ""))
     (bundle / "case.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     label = " ".join(str(engine.get(k, "")) for k in ("engine", "version")).strip() or "an engine"
     if engine.get("image_store"):

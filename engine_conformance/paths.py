@@ -13,6 +13,7 @@ there by pyproject.toml), so the tool works from any directory.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -48,3 +49,29 @@ def managed_engine_dir(url: str) -> Path | None:
         return None
     parent = Path(url[len("unix://"):]).parent
     return parent if (parent / MANAGED_MARKER).is_file() else None
+
+
+def without_engine_dir(value: Any, url: str) -> Any:
+    """``value`` (JSON-like) with the managed engine's directory of ``url`` named
+    ``$ENGINE_DIR`` everywhere, the engine's own words included (its private
+    directory's random name says nothing, and names this machine). Unchanged for any
+    other engine.
+
+    >>> without_engine_dir({"said": "open /var/lib/x"}, "unix:///run/docker.sock")
+    {'said': 'open /var/lib/x'}
+    """
+    engine_dir = managed_engine_dir(url)
+    if engine_dir is None:
+        return value
+    old = str(engine_dir)
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            return v.replace(old, MANAGED_NAME)
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)

@@ -102,9 +102,9 @@ def portable(results: Any, report_dir: Path, cwd: Path | None = None) -> Any:
     given on the command line when it was relative, else their name relative to
     the directory the run was started from (``cwd``; default: this process's and
     ``$PWD``, the shell's), the checkout, or ``~``; failing that ``REPORT_DIR``,
-    ``TLS_DIR`` or the file's own name. A managed engine's private directory (its
-    socket's) is ``$ENGINE_DIR``. The engine's words (the target's facts and the
-    evidence) are left as they were.
+    ``TLS_DIR`` or the file's own name. The engine's words (the target's facts and the
+    evidence) are left as they were, but for a managed engine's private directory (its
+    socket's), which is ``$ENGINE_DIR`` everywhere.
     """
     report_dir = Path(report_dir).resolve()
     run = (results.get("run") or {}) if isinstance(results, dict) else {}
@@ -123,10 +123,6 @@ def portable(results: Any, report_dir: Path, cwd: Path | None = None) -> Any:
         tls = Path(given["--tls-dir"]).expanduser()
         tls = tls if tls.is_absolute() else (bases[0][0] if bases else Path.cwd()) / tls
         names[tls] = _name(tls, given["--tls-dir"], "TLS_DIR", bases)
-    target = (results.get("target") or {}) if isinstance(results, dict) else {}
-    engine_dir = paths.managed_engine_dir(str(target.get("url") or ""))
-    if engine_dir is not None:
-        names[engine_dir] = paths.MANAGED_NAME
     names |= {base: name for base, name in bases if base not in names}
     table = sorted(((str(p), n) for p, n in names.items()), key=lambda x: -len(x[0]))
     # A path starts after a quote, space, "=", "@", ":" or the start; never inside a URL.
@@ -151,11 +147,8 @@ def portable(results: Any, report_dir: Path, cwd: Path | None = None) -> Any:
             return [walk(v) for v in value]
         return value
 
-    out = walk(results)
-    if engine_dir is not None:  # the target is the engine's words, but its address is ours
-        url = str(target["url"]).replace(str(engine_dir), paths.MANAGED_NAME, 1)
-        out["target"] = dict(out["target"], url=url)
-    return out
+    target = (results.get("target") or {}) if isinstance(results, dict) else {}
+    return paths.without_engine_dir(walk(results), str(target.get("url") or ""))
 
 
 def write_reports(report_dir: Path, results: dict) -> list[Path]:

@@ -6,8 +6,9 @@ a fresh directory (the run, its lab registry and file server are gone by then)
 and ``reproduce.sh`` is run against the same engine: it must say ``still
 deviates``. Every failing requirement of every engine is replayed, one bundle of
 each kind it left (a case, a property finding: the other bundles of a requirement
-differ in parameters only); ``ENGINE_CONFORMANCE_EVERY_BUNDLE=1`` replays every
-bundle (CI's machine has two CPUs, and each replay runs its check again). A sample
+differ in parameters only), and one property-phase case per engine (each re-runs the
+same phase); ``ENGINE_CONFORMANCE_EVERY_BUNDLE=1`` replays every bundle (CI's machine
+has two CPUs, and each replay runs its check again). A sample
 of Podman's own deviations, one per suite, replayed against Docker 20.10 (whose
 expectation file records a pass) must say ``no longer deviates``. Replays of one
 run's bundles go one after another: a replay serves the lab on the port the run
@@ -58,16 +59,26 @@ def copied_bundles(run, fresh: Path) -> dict[str, list[Path]]:
 
 
 def kind_of(bundle: Path) -> str:
-    return json.loads((bundle / "case.json").read_text())["kind"]
+    """``case`` or ``finding``; a case of the property phase is ``phase case``."""
+    record = json.loads((bundle / "case.json").read_text())
+    return "phase case" if record.get("case", "").startswith(PHASE) else record["kind"]
 
 
-def chosen(paths: list[Path]) -> list[Path]:
-    """Every bundle with ENGINE_CONFORMANCE_EVERY_BUNDLE=1, else the first of each kind."""
+PHASE = "suites/test_schema.py::"
+"""A SCHEMA check's bundle re-runs the whole property phase (same seed, ~20 s)."""
+
+
+def chosen(bundles: dict[str, list[Path]]) -> list[Path]:
+    """Every bundle with ENGINE_CONFORMANCE_EVERY_BUNDLE=1. Else, per requirement, the
+    first case and the first finding, and one property-phase case for all of them: each
+    such case runs the same phase again, which the first shows."""
     if os.environ.get("ENGINE_CONFORMANCE_EVERY_BUNDLE") == "1":
-        return paths
-    first: dict[str, Path] = {}
-    for path in paths:
-        first.setdefault(kind_of(path), path)
+        return [p for paths in bundles.values() for p in paths]
+    first: dict[tuple[str, str], Path] = {}
+    for rid, paths in bundles.items():
+        for path in paths:
+            kind = kind_of(path)
+            first.setdefault(("", kind) if kind == "phase case" else (rid, kind), path)
     return list(first.values())
 
 
@@ -81,8 +92,12 @@ def test_every_deviation_replays_from_its_bundle(request, tmp_path, docker_suite
     # Per recorded run: (bundle, target to replay it on, expected exit and word).
     plans: dict[str, list[tuple[Path, str, tuple[int, str]]]] = {n: [] for n in ENGINE_OF}
     for name, run in runs.items():
-        for paths in copied_bundles(run, tmp_path / name).values():
-            plans[name] += [(p, targets[name], STILL) for p in chosen(paths)]
+        plans[name] += [(p, targets[name], STILL)
+                        for p in chosen(copied_bundles(run, tmp_path / name))]
+        engine_dir = targets[name].removeprefix("unix://").rpartition("/")[0]
+        named = [p.name for p in (tmp_path / name).iterdir()
+                 if engine_dir in (p / "case.json").read_text()]
+        assert not named, f"{name}: {named} name the managed engine's {engine_dir}"
     reference = expectations.load(expectations.path_for("docker-20.10"))
     podman_only = copied_bundles(runs["podman_suite"], tmp_path / "podman-on-docker")
     sample: dict[str, Path] = {}
@@ -107,7 +122,7 @@ def test_every_deviation_replays_from_its_bundle(request, tmp_path, docker_suite
         wrong = [w for found in pool.map(replay_all, list(plans)) for w in found]
     assert not wrong, "\n\n".join(wrong)
     kinds = {kind_of(bundle) for plan in plans.values() for bundle, _, _ in plan}
-    assert kinds == {"case", "finding"}, kinds
+    assert kinds == {"case", "finding", "phase case"}, kinds
 
 
 def test_reproduce_reads_the_report_and_says_still_deviates(docker_suite, docker):

@@ -185,7 +185,8 @@ def test_paths_as_the_user_wrote_them(tmp_path):
 
 def test_a_managed_engines_directory_is_engine_dir(tmp_path):
     # The suite's own engine lives in a directory gone after the run: reports call it
-    # $ENGINE_DIR, and the curl lines keep it expandable. A user's socket stays as given.
+    # $ENGINE_DIR everywhere, and the curl lines keep it expandable. Any other engine's
+    # socket (no marker in its directory) stays as given.
     engine = tmp_path / "ec-docker-x"
     engine.mkdir()
     (engine / paths.MANAGED_MARKER).write_text("")
@@ -198,7 +199,8 @@ def test_a_managed_engines_directory_is_engine_dir(tmp_path):
     assert '--unix-socket "$ENGINE_DIR/docker.sock"' in curl_for_evidence(
         out["target"]["url"], {"request": "POST /v1.41/images/create?fromImage=a"})
     assert str(engine) not in out["reason"] and "$ENGINE_DIR/docker.sock" in out["reason"]
-    assert out["evidence"] == results["evidence"]  # the engine's words, as it said them
+    # The engine's words, as it said them, but for its private directory's name.
+    assert out["evidence"] == {"said": "open $ENGINE_DIR/root/x"}
     (engine / paths.MANAGED_MARKER).unlink()
     assert portable(results, tmp_path / "out", cwd=Path("/nowhere/at/all"))["target"] == \
         results["target"]
