@@ -108,12 +108,13 @@ def command(bundle: Path, report_dir: Path) -> str:
 
 
 def write_case(report_dir: Path, case: Case, exchanges: Sequence[Exchange], *,
-               files: Any = None, withheld: Iterable[str] = ()) -> Path:
+               files: Any = None, withheld: Iterable[str] = (), target_url: str = "") -> Path:
     """Write the bundle of one failing case; returns its directory.
 
     ``files`` is the run's file server (its ``files`` and ``base_url``), if it served
     any; ``withheld`` are the user's own secrets, which are replaced by ``<redacted>``
-    (the lab's credentials are not among them: a replay needs them).
+    (the lab's credentials are not among them: a replay needs them). ``target_url``:
+    a managed engine's directory in it is written ``$ENGINE_DIR``.
     """
     bundle = new_directory(report_dir, case.requirement)
     record = {
@@ -130,13 +131,14 @@ def write_case(report_dir: Path, case: Case, exchanges: Sequence[Exchange], *,
     }
     record |= _requests(bundle, exchanges, files, withheld)
     _finish(bundle, record, f"{case.requirement} ({case.level}) {case.title}: {case.name}",
-            case.engine)
+            case.engine, target_url)
     return bundle
 
 
 def write_finding(report_dir: Path, requirement: str, finding: Mapping[str, Any],
                   draft: Mapping[str, Any], exchange: Exchange, engine: dict[str, Any],
-                  prefix: str, *, files: Any = None, withheld: Iterable[str] = ()) -> Path:
+                  prefix: str, *, files: Any = None, withheld: Iterable[str] = (),
+                  target_url: str = "") -> Path:
     """Write the bundle of one property-phase finding (one request, judged on its answer)."""
     bundle = new_directory(report_dir, requirement)
     record = {
@@ -150,7 +152,8 @@ def write_finding(report_dir: Path, requirement: str, finding: Mapping[str, Any]
         "prefix": prefix,
     }
     record |= _requests(bundle, [exchange], files, withheld)
-    _finish(bundle, record, f"{requirement} finding: {finding.get('shape', '')}", engine)
+    _finish(bundle, record, f"{requirement} finding: {finding.get('shape', '')}", engine,
+            target_url)
     return bundle
 
 
@@ -223,8 +226,9 @@ def _served_file(bundle: Path, path: str, data: bytes, index: int) -> str:
     return name
 
 
-def _finish(bundle: Path, record: dict[str, Any], title: str, engine: Mapping[str, Any]) -> None:
-    record = paths.without_engine_dir(record, str(engine.get("url") or ""))
+def _finish(bundle: Path, record: dict[str, Any], title: str, engine: Mapping[str, Any],
+            target_url: str) -> None:
+    record = paths.without_engine_dir(record, target_url)
     (bundle / "case.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     label = " ".join(str(engine.get(k, "")) for k in ("engine", "version")).strip() or "an engine"
     if engine.get("image_store"):

@@ -631,8 +631,8 @@ def _bundle(item: pytest.Item, run: Run, req: Requirement, record: Record) -> st
                 config.getoption("seed", None))
     exchanges = run.client.exchanges[item.stash.get(ITEM_START, 0):]
     try:
-        bundle = write_case(run.report_dir, case, exchanges,
-                            files=run.files)
+        bundle = write_case(run.report_dir, case, exchanges, files=run.files,
+                            target_url=str(run.target_info.get("url") or ""))
     except (OSError, ValueError) as exc:
         # A bundle is a courtesy to the maintainer; the verdict stands without it.
         record.observations["reproducer"] = f"not written: {exc}"

@@ -711,12 +711,13 @@ class PropertyPhase:
     def _reproduce(self, findings: list[Finding]) -> None:
         """A bundle per finding (:mod:`.bundles`), and its one-line ``curl``; both name
         files relative to the report directory, the curl line to be run from there."""
-        engine = {k: v for k, v in (getattr(self.names, "target_info", None) or {}).items()
-                  if k != "url"}
+        info = getattr(self.names, "target_info", None) or {}
+        engine = {k: v for k, v in info.items() if k != "url"}
         for f in findings:
             bundle = bundles.write_finding(self.report_dir, f.requirement, f.to_dict(),
                                            dataclasses.asdict(f.draft), f.exchange, engine,
-                                           self.names.prefix, files=self.files)
+                                           self.names.prefix, files=self.files,
+                                           target_url=str(info.get("url") or ""))
             f.bundle = str(bundle.relative_to(self.report_dir))
             ex = f.exchange
             body_file = None
