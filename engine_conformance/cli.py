@@ -31,6 +31,7 @@ Exit codes (the table in docs/ci.md):
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import secrets
@@ -272,6 +273,19 @@ def _serving(args: argparse.Namespace) -> Serving:
                    bool(args.serve_tls or args.tls_dir))
 
 
+def _new_report_dir(parent: Path) -> Path:
+    """``parent/<timestamp>/``, made now; ``-2``, ``-3``… after it when runs start in one second."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count(1):
+        path = parent / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from .doctor import diagnose
 
@@ -378,8 +392,7 @@ def _run(args: argparse.Namespace) -> int:
         axis = _axis(args.api_versions, info) if args.api_versions else []
         # Under the current directory: an installed package's own folder is no place for output.
         # Absolute: the suites run with the package's directory as theirs, not this one.
-        report_dir = (args.report_dir
-                      or Path("reports") / time.strftime("%Y%m%d-%H%M%S")).resolve()
+        report_dir = (args.report_dir or _new_report_dir(Path("reports"))).resolve()
         prefix = f"ectest-{secrets.token_hex(4)}"
         if args.serve_tls:
             lab = None if args.registry else host_port(args.serve_host, registry_port)

@@ -34,7 +34,7 @@ def checks() -> dict[str, list[dict[str, Any]]]:
     with tempfile.TemporaryDirectory(prefix="ec-links-") as tmp:
         out = Path(tmp) / "links.json"
         cmd = [sys.executable, "-m", "pytest", str(SUITES), "--rootdir", str(ROOT),
-               "-p", "engine_conformance.plugin", "-p", "no:cacheprovider",
+               "-o", "addopts=", "-p", "engine_conformance.plugin", "-p", "no:cacheprovider",
                "--import-mode=importlib", "--collect-only", "-q", "--links-out", str(out),
                "--report-dir", tmp]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120,

@@ -115,7 +115,9 @@ def pytest_command(
     # The plugin and options are given here too, not only by the checkout's conftest.py
     # and pyproject.toml: an installed wheel has neither.
     paths = [str(ROOT / c) for c in cases] or [str(SUITES)]
-    cmd = [sys.executable, "-m", "pytest", *paths, "--rootdir", str(ROOT),
+    # -o addopts=: a checkout's pyproject.toml runs the harness's own tests under
+    # pytest-xdist; a suite run is distributed only when asked (-n in ``extra``).
+    cmd = [sys.executable, "-m", "pytest", *paths, "--rootdir", str(ROOT), "-o", "addopts=",
            "-p", "engine_conformance.plugin", "-p", "no:cacheprovider", "--import-mode=importlib",
            "--target", target, "--report-dir", str(report_dir)]
     for rid in requirements:

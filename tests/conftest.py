@@ -25,9 +25,9 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
@@ -37,6 +37,7 @@ from engine_conformance import archives, expectations
 from engine_conformance.engines import (
     EngineUnavailable,
     ManagedDocker,
+    ManagedEngine,
     ManagedPodman,
     free_port,
 )
@@ -47,6 +48,7 @@ from engine_conformance.engines import docker28_containerd as managed_docker28_c
 from engine_conformance.plugin import describe_target
 from engine_conformance.runner import ROOT, Outcome, run_suite
 from engine_conformance.target import Client, Target
+from tests import shared_runs as shared
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class SuiteRun:
     leftovers: list[str]
     new_images: list[str]
     report_dir: Path = Path()  # where its reports (and reproducer bundles) are
+    target: str = ""  # the engine it judged (under pytest-xdist, the controller's)
 
 
 ENGINE_OF = {"docker_suite": "docker", "docker26_suite": "docker26",
@@ -94,21 +97,55 @@ CI_REPORTS = ROOT / "reports" / "ci"
 """Where each full suite run's reports stay, one folder per engine kind."""
 
 
-def _engine(kind: str, env: str, factory) -> Iterator[Engine]:
+FACTORIES = {"docker": ("EC_TEST_DOCKER", ManagedDocker),
+             "docker26": ("EC_TEST_DOCKER26", managed_docker26),
+             "docker26-containerd": ("EC_TEST_DOCKER26_CONTAINERD", managed_docker26_containerd),
+             "docker28": ("EC_TEST_DOCKER28", managed_docker28),
+             "docker28-containerd": ("EC_TEST_DOCKER28_CONTAINERD", managed_docker28_containerd),
+             "podman": ("EC_TEST_PODMAN", ManagedPodman)}
+"""Each engine kind: the variable naming a running one to reuse, and how to start one."""
+
+
+class Unavailable(Exception):
+    """An engine the tests need is not here (``skip``) or would not start (``fail``)."""
+
+    def __init__(self, message: str, skip: bool) -> None:
+        super().__init__(message)
+        self.skip = skip
+
+    def raise_for_pytest(self) -> None:
+        if self.skip:
+            pytest.skip(str(self))
+        pytest.fail(str(self))
+
+
+def start_engine(kind: str, lab_port: int = 0) -> tuple[Engine, ManagedEngine | None]:
+    """The engine ``kind``: the one its variable names, else a managed one started now
+    (Podman told that the lab registry on ``lab_port`` speaks plain HTTP)."""
+    env, factory = FACTORIES[kind]
     if os.environ.get(env):
-        yield Engine(kind, os.environ[env])
-        return
-    managed = factory()
+        return Engine(kind, os.environ[env]), None
+    managed = (factory(insecure_registries=[f"127.0.0.1:{lab_port}"]) if kind == "podman"
+               else factory())
     if not managed.available():
-        pytest.skip(f"{kind}: {managed.missing} (bash scripts/setup installs it)")
+        raise Unavailable(f"{kind}: {managed.missing} (bash scripts/setup installs it)", skip=True)
     try:
         managed.start()
     except EngineUnavailable as exc:
-        pytest.fail(f"managed {kind} would not start: {exc}")
+        raise Unavailable(f"managed {kind} would not start: {exc}", skip=False) from None
+    return Engine(kind, managed.target), managed
+
+
+def _engine(kind: str, lab_port: int = 0) -> Iterator[Engine]:
     try:
-        yield Engine(kind, managed.target)
+        engine, managed = start_engine(kind, lab_port)
+    except Unavailable as exc:
+        exc.raise_for_pytest()
+    try:
+        yield engine
     finally:
-        managed.stop()
+        if managed is not None:
+            managed.stop()
 
 
 @pytest.fixture(scope="session")
@@ -120,40 +157,37 @@ def lab_port() -> int:
 @pytest.fixture(scope="session")
 def docker() -> Iterator[Engine]:
     """A managed Docker (dockerd from Debian's docker.io)."""
-    yield from _engine("docker", "EC_TEST_DOCKER", ManagedDocker)
+    yield from _engine("docker")
 
 
 @pytest.fixture(scope="session")
 def docker26() -> Iterator[Engine]:
     """Debian 13's Docker 26.1, unpacked, with the graphdriver image store (overlay2)."""
-    yield from _engine("docker26", "EC_TEST_DOCKER26", managed_docker26)
+    yield from _engine("docker26")
 
 
 @pytest.fixture(scope="session")
 def docker26_containerd() -> Iterator[Engine]:
     """Debian 13's Docker 26.1, unpacked, with the containerd image store."""
-    yield from _engine("docker26-containerd", "EC_TEST_DOCKER26_CONTAINERD",
-                       managed_docker26_containerd)
+    yield from _engine("docker26-containerd")
 
 
 @pytest.fixture(scope="session")
 def docker28() -> Iterator[Engine]:
     """Debian unstable's Docker 28.5, unpacked, with the graphdriver image store (overlay2)."""
-    yield from _engine("docker28", "EC_TEST_DOCKER28", managed_docker28)
+    yield from _engine("docker28")
 
 
 @pytest.fixture(scope="session")
 def docker28_containerd() -> Iterator[Engine]:
     """Debian unstable's Docker 28.5, unpacked, with the containerd image store."""
-    yield from _engine("docker28-containerd", "EC_TEST_DOCKER28_CONTAINERD",
-                       managed_docker28_containerd)
+    yield from _engine("docker28-containerd")
 
 
 @pytest.fixture(scope="session")
 def podman(lab_port) -> Iterator[Engine]:
     """A managed Podman that treats the lab registry's address as insecure (plain HTTP)."""
-    yield from _engine("podman", "EC_TEST_PODMAN",
-                       lambda: ManagedPodman(insecure_registries=[f"127.0.0.1:{lab_port}"]))
+    yield from _engine("podman", lab_port)
 
 
 SENTINELS = ("ecsentinel/keep:1", "ecsentinel/keep:ectest-lookalike")
@@ -218,8 +252,7 @@ def _phase_line(results: dict) -> str:
     return ""
 
 
-def full_run(engine: Engine, lab_port: int, tmp_path_factory,
-             api_version: str | None = None) -> SuiteRun:
+def full_run(engine: Engine, lab_port: int, api_version: str | None = None) -> SuiteRun:
     before = seed_sentinels(engine.target)
     ids_before = image_ids(engine.target)
     # An engine with no expectation file (Podman 5.4 on Debian 13, say) is still
@@ -247,39 +280,25 @@ def full_run(engine: Engine, lab_port: int, tmp_path_factory,
         f"{path} records API {recorded}, but the test command judged {engine.kind} at "
         f"{t['api_version']}: regenerate it at that version (--api-version), or change "
         "API_VERSION_OF in tests/conftest.py")
-    return SuiteRun(outcome, before, after, leftovers, new, report_dir)
+    return SuiteRun(outcome, before, after, leftovers, new, report_dir, engine.target)
 
 
-NEEDED: set[str] = set()
-"""The full runs the collected tests need (see ``pytest_collection_modifyitems``)."""
-
-
-@pytest.hookimpl(trylast=True)  # after -k / -m deselected: only the runs the session will use
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        NEEDED.update(name for name in item.fixturenames if name in ENGINE_OF)
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("suite") in ENGINE_OF:
-            NEEDED.add(callspec.params["suite"])
-
-
-@pytest.fixture(scope="session")
-def full_runs(request: pytest.FixtureRequest, lab_port: int,
-              tmp_path_factory) -> dict[str, SuiteRun | BaseException]:
-    """Every full run the session needs, side by side: each engine mostly waits on I/O,
-    so together they take about as long as the slowest alone. Podman gets the lab port
-    it was told about; each Docker a port of its own (127.0.0.0/8 is insecure to it)."""
+def full_runs_of(needed: set[str], engine_of: Callable[[str], Engine],
+                 podman_lab_port: int) -> dict[str, SuiteRun | BaseException]:
+    """The full runs ``needed``, side by side: each engine mostly waits on I/O, so
+    together they take about as long as the slowest alone. Podman gets the lab port it
+    was told about; each Docker a port of its own (127.0.0.0/8 is insecure to it)."""
     engines: dict[str, Engine] = {}
     runs: dict[str, SuiteRun | BaseException] = {}
-    for name in sorted(NEEDED):
+    for name in sorted(needed):
         try:
-            engines[name] = request.getfixturevalue(ENGINE_OF[name])
-        except (pytest.skip.Exception, pytest.fail.Exception) as exc:
+            engines[name] = engine_of(name)
+        except (Unavailable, pytest.skip.Exception, pytest.fail.Exception) as exc:
             runs[name] = exc  # raised again by the suite fixture, in its own test
     with ThreadPoolExecutor(max_workers=max(1, len(engines))) as pool:
         futures = {name: pool.submit(full_run, engine,
-                                     lab_port if name == "podman_suite" else free_port(),
-                                     tmp_path_factory, API_VERSION_OF.get(name))
+                                     podman_lab_port if name == "podman_suite" else free_port(),
+                                     API_VERSION_OF.get(name))
                    for name, engine in engines.items()}
         for name, future in futures.items():
             try:
@@ -289,17 +308,76 @@ def full_runs(request: pytest.FixtureRequest, lab_port: int,
     return runs
 
 
+def full_runs_needed(item: pytest.Item) -> set[str]:
+    """The full runs ``item`` reads: a suite fixture, the ``suite`` parameter, or a
+    deviant row of Docker itself (its verdict is Docker's full run)."""
+    needed = {name for name in item.fixturenames if name in ENGINE_OF}
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if params.get("suite") in ENGINE_OF:
+        needed.add(params["suite"])
+    case = params.get("case")
+    if ("judge" in item.fixturenames and case is not None
+            and not case.deviations and case.api_version is None):
+        needed.add("docker_suite")
+    return needed
+
+
+NEEDED: set[str] = set()
+"""The full runs the collected tests need (see ``pytest_collection_modifyitems``)."""
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselected: only the runs the session will use
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    needs = {item.nodeid: full_runs_needed(item) for item in items}
+    for found in needs.values():
+        NEEDED.update(found)
+    if shared.is_worker(config):
+        # Under pytest-xdist the controller makes the full runs while the workers judge
+        # everything that does not read them; what does comes last (a stable sort: every
+        # worker must collect the same order).
+        items.sort(key=lambda item: bool(needs[item.nodeid]))
+        shared.tell_needed(config, NEEDED)
+
+
+@pytest.fixture(scope="session")
+def full_runs(request: pytest.FixtureRequest, lab_port: int) -> dict[str, SuiteRun | BaseException]:
+    """Every full run the session needs: made here, or under pytest-xdist by the controller
+    (on engines of its own, which live as long as the session)."""
+    if shared.is_worker(request.config):
+        made = shared.wait_for_runs(request.config)
+        if made is not None:
+            return {name: load_run(found) for name, found in made.items()}
+    return full_runs_of(NEEDED, lambda name: request.getfixturevalue(ENGINE_OF[name]), lab_port)
+
+
 def _suite(request: pytest.FixtureRequest, name: str) -> SuiteRun:
     runs = request.getfixturevalue("full_runs")
     if name not in runs:  # asked for by name at run time only: run it now, alone
         runs[name] = full_run(request.getfixturevalue(ENGINE_OF[name]),
                               request.getfixturevalue("lab_port"),
-                              request.getfixturevalue("tmp_path_factory"),
                               API_VERSION_OF.get(name))
     got = runs[name]
+    if isinstance(got, Unavailable):
+        got.raise_for_pytest()
     if isinstance(got, BaseException):
         raise got
     return got
+
+
+def dump_run(run: SuiteRun | BaseException) -> dict:
+    """``run`` as JSON, for the workers of a pytest-xdist session."""
+    if isinstance(run, SuiteRun):
+        return {"run": {**asdict(run), "report_dir": str(run.report_dir)}}
+    skip = isinstance(run, pytest.skip.Exception) or (isinstance(run, Unavailable) and run.skip)
+    return {"skip" if skip else "error": str(run) or repr(run)}
+
+
+def load_run(found: dict) -> SuiteRun | BaseException:
+    if "run" not in found:
+        return Unavailable(found.get("skip") or found["error"], skip="skip" in found)
+    run = dict(found["run"])
+    return SuiteRun(**{**run, "outcome": Outcome(**run["outcome"]),
+                       "report_dir": Path(run["report_dir"])})
 
 
 @pytest.fixture(scope="session")
@@ -332,7 +410,57 @@ def podman_suite(request) -> SuiteRun:
     return _suite(request, "podman_suite")
 
 
+CONTROLLER = pytest.StashKey[shared.Controller]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if shared.is_controller(config):
+        config.stash[CONTROLLER] = shared.Controller()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids) -> None:
+    controller = node.config.stash.get(CONTROLLER, None)
+    if controller is not None:
+        controller.start(node.gateway.id, lambda needed: _controller_runs(controller, needed))
+
+
+def _controller_runs(controller: shared.Controller, needed: set[str]) -> dict[str, dict]:
+    lab_port = free_port()
+    kinds = {name: ENGINE_OF[name].replace("_", "-") for name in needed}
+    started: dict[str, tuple[Engine, ManagedEngine | None] | Unavailable] = {}
+
+    def start(name: str) -> None:
+        try:
+            started[name] = start_engine(kinds[name], lab_port)
+        except Unavailable as exc:
+            started[name] = exc
+
+    with ThreadPoolExecutor(max_workers=max(1, len(needed))) as pool:
+        list(pool.map(start, sorted(needed)))
+    for got in started.values():
+        if not isinstance(got, Unavailable) and got[1] is not None:
+            controller.stops.append(got[1].stop)
+
+    def engine_of(name: str) -> Engine:
+        got = started[name]
+        if isinstance(got, Unavailable):
+            raise got
+        return got[0]
+
+    return {name: dump_run(run) for name, run in full_runs_of(needed, engine_of, lab_port).items()}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    controller = config.stash.get(CONTROLLER, None)
+    if controller is not None:
+        controller.finish()
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    controller = config.stash.get(CONTROLLER, None)
+    if controller is not None:
+        controller.join()
     if JUDGED:
         terminalreporter.section("engines judged")
         for kind, what in sorted(JUDGED.items()):

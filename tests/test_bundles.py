@@ -88,7 +88,7 @@ def test_every_deviation_replays_from_its_bundle(request, tmp_path, docker_suite
                                                  podman_suite):
     # The six runs as arguments: collected, they run side by side, each on its own port.
     runs = {name: request.getfixturevalue(name) for name in ENGINE_OF}
-    targets = {name: request.getfixturevalue(ENGINE_OF[name]).target for name in ENGINE_OF}
+    targets = {name: run.target for name, run in runs.items()}  # the engines they judged
     # Per recorded run: (bundle, target to replay it on, expected exit and word).
     plans: dict[str, list[tuple[Path, str, tuple[int, str]]]] = {n: [] for n in ENGINE_OF}
     for name, run in runs.items():

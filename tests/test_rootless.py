@@ -43,6 +43,8 @@ SENTINEL = "ecsentinel/rootless:keep"
 QUICK = ["PULL-001", "IMPORT-020", "IMPORT-001", "ERRORS-001"]
 """A pull, a URL import (the two services) and two checks that need neither."""
 
+pytestmark = pytest.mark.xdist_group("rootless")  # one suite user: its engines one at a time
+
 
 # -- identity, without an engine ---------------------------------------------------
 

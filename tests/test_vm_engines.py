@@ -78,7 +78,8 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.engine,
+# One worker at a time makes namespaces: each picks a free 10.213.N.0/30 from the routes.
+pytestmark = [pytest.mark.engine, pytest.mark.xdist_group("netns"),
               pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
 
 

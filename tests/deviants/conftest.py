@@ -21,10 +21,11 @@ from engine_conformance.runner import Outcome, run_suite
 
 
 @pytest.fixture
-def judge(docker, docker_suite, tmp_path) -> Callable[[Case], Outcome]:
+def judge(request, docker, tmp_path) -> Callable[[Case], Outcome]:
     def run(case: Case) -> Outcome:
         if not case.deviations and case.api_version is None:
-            return docker_suite.outcome
+            # Docker's own verdict: its full run (tests/conftest.py counts these rows in).
+            return request.getfixturevalue("docker_suite").outcome
         if not case.deviations:
             return run_suite(docker.target, tmp_path, requirements=[case.requirement],
                              api_version=case.api_version)
