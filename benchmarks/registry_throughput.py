@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from engine_conformance.engines import ManagedDocker  # noqa: E402
-from engine_conformance.target import Client, Target, Timeouts  # noqa: E402
+from engine_conformance.engine.engines import ManagedDocker  # noqa: E402
+from engine_conformance.engine.target import Client, Target, Timeouts  # noqa: E402
 from lab_registry import Catalogue, LabRegistry  # noqa: E402
 from lab_registry.distribution import DistributionRegistry  # noqa: E402
 

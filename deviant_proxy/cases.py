@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine_conformance.runner import ROOT, Outcome
+from engine_conformance.run.runner import ROOT, Outcome
 
 from .proxy import Deviation
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from engine_conformance.target import version_tuple
+from engine_conformance.engine.target import version_tuple
 
 from .predicates import inspected_name, is_pull, rewrite_json
 from .proxy import Deviation, Request, Response

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 
-from engine_conformance.target import Target
+from engine_conformance.engine.target import Target
 
 _VERSIONED = re.compile(r"^/v(\d+\.\d+)(/.*)$")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "te",

@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from engine_conformance.run.cli import main
 
 sys.exit(main())

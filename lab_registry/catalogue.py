@@ -339,7 +339,7 @@ class Catalogue:
             full = self.name(repository)
             return full if full in self._repos else repository
 
-    _full = full_name  # the name it had first; engine_conformance.registries uses it
+    _full = full_name  # the name it had first; engine_conformance.engine.registries uses it
 
     def artifact(self, repository: str, tag: str) -> Artifact:
         """What ``repository:tag`` serves; KeyError if nothing."""

@@ -16,7 +16,7 @@ import json
 
 import pytest
 
-from engine_conformance.checks import (
+from engine_conformance.judge.checks import (
     assert_nothing_left,
     assert_refused,
     assert_stream_success,
@@ -28,7 +28,7 @@ from engine_conformance.checks import (
     registry_requests,
     where,
 )
-from engine_conformance.verdicts import precondition
+from engine_conformance.judge.verdicts import precondition
 from lab_registry import ErrorStatus
 from lab_registry.auth import basic_header
 

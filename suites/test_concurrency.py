@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine_conformance import archives
-from engine_conformance.checks import (
+from engine_conformance.base import archives
+from engine_conformance.engine.target import Client, Exchange
+from engine_conformance.judge.checks import (
     assert_stream_success,
     assert_visible_failure,
     failed,
@@ -28,8 +29,7 @@ from engine_conformance.checks import (
     registry_requests,
     where,
 )
-from engine_conformance.target import Client, Exchange
-from engine_conformance.verdicts import precondition
+from engine_conformance.judge.verdicts import precondition
 from lab_registry import ErrorStatus, JournalEntry, Throttle, build_image
 
 LAYER_SIZE = 1 << 20

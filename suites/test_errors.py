@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine_conformance import archives
-from engine_conformance.checks import (
+from engine_conformance.base import archives
+from engine_conformance.judge.checks import (
     assert_error_answer,
     assert_refused,
     assert_stream_success,
@@ -13,7 +13,7 @@ from engine_conformance.checks import (
     imported_id,
     where,
 )
-from engine_conformance.verdicts import precondition
+from engine_conformance.judge.verdicts import precondition
 
 BAD_PLATFORM = "not/a/platform/at/all"
 

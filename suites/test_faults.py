@@ -35,16 +35,16 @@ from typing import Any
 
 import pytest
 
-from engine_conformance.checks import (
+from engine_conformance.base.stream import Message
+from engine_conformance.engine.target import Client, Exchange
+from engine_conformance.judge.checks import (
     assert_nothing_left,
     assert_visible_failure,
     error_location,
     registry_requests,
     where,
 )
-from engine_conformance.stream import Message
-from engine_conformance.target import Client, Exchange
-from engine_conformance.verdicts import precondition
+from engine_conformance.judge.verdicts import precondition
 from lab_registry import (
     Blob,
     CorruptBlob,

@@ -18,8 +18,11 @@ import signal
 
 import pytest
 
-from engine_conformance import archives, spec
-from engine_conformance.checks import (
+from engine_conformance.base import archives
+from engine_conformance.catalogue import spec
+from engine_conformance.engine.fileserver import FileServer
+from engine_conformance.engine.target import Exchange
+from engine_conformance.judge.checks import (
     assert_refused,
     assert_stream_success,
     assert_visible_failure,
@@ -31,9 +34,7 @@ from engine_conformance.checks import (
     require_end,
     where,
 )
-from engine_conformance.fileserver import FileServer
-from engine_conformance.target import Exchange
-from engine_conformance.verdicts import precondition
+from engine_conformance.judge.verdicts import precondition
 
 ID_STATUS = re.compile(r"^sha256:[0-9a-f]{64}$")
 

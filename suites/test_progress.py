@@ -27,11 +27,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from engine_conformance import archives, spec
-from engine_conformance.checks import imported_id, require_end
-from engine_conformance.cleanup import Images
-from engine_conformance.target import Client, Exchange
-from engine_conformance.verdicts import precondition
+from engine_conformance.base import archives
+from engine_conformance.catalogue import spec
+from engine_conformance.engine.target import Client, Exchange
+from engine_conformance.judge.checks import imported_id, require_end
+from engine_conformance.judge.cleanup import Images
+from engine_conformance.judge.verdicts import precondition
 from lab_registry import CorruptBlob, ErrorStatus, Throttle, UnsupportedManifest, build_image
 
 LARGE_SIZE = 4 << 20

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engine_conformance.checks import (
+from engine_conformance.engine.target import Exchange, TargetError, oci_platform_json, version_tuple
+from engine_conformance.judge.checks import (
     assert_refused,
     assert_stream_success,
     assert_visible_failure,
@@ -24,8 +25,7 @@ from engine_conformance.checks import (
     require_end,
     where,
 )
-from engine_conformance.target import Exchange, TargetError, oci_platform_json, version_tuple
-from engine_conformance.verdicts import precondition
+from engine_conformance.judge.verdicts import precondition
 from lab_registry import Image, build_image
 from lab_registry.catalogue import MULTI_PLATFORMS, ImageFacts
 

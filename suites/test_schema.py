@@ -1,6 +1,6 @@
 """Properties of POST /images/create over requests drawn from the OpenAPI fragment.
 
-The property phase (:mod:`engine_conformance.property_phase`) runs once per run,
+The property phase (:mod:`engine_conformance.judge.property_phase`) runs once per run,
 before the first SCHEMA check: it draws requests from ``spec/images-create.yaml``
 (schemathesis, positive and negative generation, steered to the lab registry, the
 lab file server and generated archives), sends each, judges every property as the
@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
-from engine_conformance.property_phase import (
+from engine_conformance.engine.target import Exchange
+from engine_conformance.judge.property_phase import (
     Budget,
     Draft,
     PhaseResult,
     PropertyPhase,
     operation,
 )
-from engine_conformance.target import Exchange
 
 
 @pytest.fixture(scope="module")

@@ -33,21 +33,22 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine_conformance import archives, expectations
-from engine_conformance.engines import (
+from engine_conformance.base import archives
+from engine_conformance.catalogue import expectations
+from engine_conformance.engine.engines import (
     EngineUnavailable,
     ManagedDocker,
     ManagedEngine,
     ManagedPodman,
     free_port,
 )
-from engine_conformance.engines import docker26 as managed_docker26
-from engine_conformance.engines import docker26_containerd as managed_docker26_containerd
-from engine_conformance.engines import docker28 as managed_docker28
-from engine_conformance.engines import docker28_containerd as managed_docker28_containerd
-from engine_conformance.plugin import describe_target
-from engine_conformance.runner import ROOT, Outcome, run_suite
-from engine_conformance.target import Client, Target
+from engine_conformance.engine.engines import docker26 as managed_docker26
+from engine_conformance.engine.engines import docker26_containerd as managed_docker26_containerd
+from engine_conformance.engine.engines import docker28 as managed_docker28
+from engine_conformance.engine.engines import docker28_containerd as managed_docker28_containerd
+from engine_conformance.engine.target import Client, Target
+from engine_conformance.run.plugin import describe_target
+from engine_conformance.run.runner import ROOT, Outcome, run_suite
 from tests import shared_runs as shared
 
 
@@ -465,7 +466,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         terminalreporter.section("engines judged")
         for kind, what in sorted(JUDGED.items()):
             terminalreporter.write_line(f"{kind}: {what}")
-        from engine_conformance.compare import compare_dirs
+        from engine_conformance.reports.compare import compare_dirs
 
         written = compare_dirs([CI_REPORTS / kind for kind in sorted(JUDGED)], CI_REPORTS)
         terminalreporter.write_line(f"comparison: {', '.join(str(p) for p in written)}")

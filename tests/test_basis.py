@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine_conformance import documents
-from engine_conformance.documents import Documents
-from engine_conformance.requirements import (
+from engine_conformance.catalogue import documents
+from engine_conformance.catalogue.documents import Documents
+from engine_conformance.catalogue.requirements import (
     Catalogue,
     CatalogueError,
     Requirement,

@@ -28,8 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from engine_conformance import expectations
-from engine_conformance.replay import EXIT_NO_LONGER, EXIT_STILL, bundles_of, reproduce
+from engine_conformance.catalogue import expectations
+from engine_conformance.run.replay import EXIT_NO_LONGER, EXIT_STILL, bundles_of, reproduce
 from tests.conftest import ENGINE_OF
 
 STILL, NO_LONGER = (EXIT_STILL, "still deviates"), (EXIT_NO_LONGER, "no longer deviates")
@@ -149,7 +149,7 @@ def test_a_taken_port_moves_the_lab_and_rewrites_the_request(docker, tmp_path):
     # the new address in the request it sends, and the deviation still shows.
     import socket
 
-    from engine_conformance.runner import run_suite
+    from engine_conformance.run.runner import run_suite
 
     report_dir = tmp_path / "run"
     run_suite(docker.target, report_dir, requirements=["AUTH-003"])
@@ -169,7 +169,7 @@ def test_a_taken_port_moves_the_lab_and_rewrites_the_request(docker, tmp_path):
 
 
 def test_an_unreachable_target_is_could_not_judge(tmp_path, docker):
-    from engine_conformance.runner import run_suite
+    from engine_conformance.run.runner import run_suite
 
     report_dir = tmp_path / "run"
     run_suite(docker.target, report_dir, requirements=["AUTH-003"])
@@ -184,7 +184,7 @@ def test_a_taken_fixed_port_is_could_not_judge_naming_it():
     # check elsewhere would not be fair, so a taken one is named, not worked around.
     import socket
 
-    from engine_conformance.replay import _judge_case
+    from engine_conformance.run.replay import _judge_case
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

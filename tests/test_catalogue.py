@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_conformance.requirements import (
+from engine_conformance.catalogue.requirements import (
     Basis,
     Catalogue,
     CatalogueError,

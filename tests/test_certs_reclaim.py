@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from engine_conformance import certsd
-from engine_conformance.certsd import MARKER, EntryTaken, Host, Owner, judge
-from engine_conformance.engines import ManagedDocker
+from engine_conformance.engine import certsd
+from engine_conformance.engine.certsd import MARKER, EntryTaken, Host, Owner, judge
+from engine_conformance.engine.engines import ManagedDocker
 
 HOST = Host(boot_id="boot-now", pid_ns="pid:[4026531836]")
 

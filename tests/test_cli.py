@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from engine_conformance.cli import Refusal, _verdict_code
-from engine_conformance.runner import (
+from engine_conformance.run.cli import Refusal, _verdict_code
+from engine_conformance.run.runner import (
     CHILD_SUITE_UNREACHABLE,
     CHILD_TARGET_UNREACHABLE,
     CHILD_USAGE,

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from engine_conformance import expectations
-from engine_conformance.compare import Matrix
-from engine_conformance.runner import ROOT
+from engine_conformance.catalogue import expectations
+from engine_conformance.reports.compare import Matrix
+from engine_conformance.run.runner import ROOT
 
 
 def _results(key: str, verdicts: dict[str, str]) -> dict:

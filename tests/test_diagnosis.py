@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine_conformance.diagnosis import (
+from engine_conformance.judge.diagnosis import (
     KINDS,
     Setup,
     cause,

@@ -28,7 +28,7 @@ def test_verdicts_match_expectation_file(suite, request):
 
 
 def test_run_covers_the_catalogue(suite, request):
-    from engine_conformance.requirements import Catalogue
+    from engine_conformance.catalogue.requirements import Catalogue
 
     results = request.getfixturevalue(suite).outcome.results
     judged = {r["id"] for r in results["requirements"]}

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from engine_conformance.runner import run_suite
+from engine_conformance.run.runner import run_suite
 from lab_registry.distribution import DistributionRegistry
 
 

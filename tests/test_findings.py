@@ -7,11 +7,13 @@ import json
 import os
 from pathlib import Path
 
-from engine_conformance import expectations, findings, paths
-from engine_conformance.report import REPORT_FILES, portable, validate, write_reports
-from engine_conformance.reproducer import curl_for_evidence
-from engine_conformance.runner import ROOT
-from engine_conformance.verdicts import counts, scores
+from engine_conformance.base import paths
+from engine_conformance.catalogue import expectations
+from engine_conformance.judge.reproducer import curl_for_evidence
+from engine_conformance.judge.verdicts import counts, scores
+from engine_conformance.reports import findings
+from engine_conformance.reports.report import REPORT_FILES, portable, validate, write_reports
+from engine_conformance.run.runner import ROOT
 
 REQUEST = "POST /v1.41/images/create?fromImage=127.0.0.1%3A5000%2Fectest-0123abcd%2Fsingle&tag=v1"
 

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from engine_conformance.expectations import gate
-from engine_conformance.runner import ROOT
+from engine_conformance.catalogue.expectations import gate
+from engine_conformance.run.runner import ROOT
 
 
 def test_matching_verdicts_pass():

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from engine_conformance.requirements import Catalogue
-from engine_conformance.runner import ROOT
+from engine_conformance.catalogue.requirements import Catalogue
+from engine_conformance.run.runner import ROOT
 
 DEBIAN_PYTHON = Path("/usr/bin/python3")
 PLAIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -9,7 +9,7 @@ for an image ID prefix and removes the image whose ID starts with 0.)
 
 The engine is a managed Docker 20.10 started, with ``nsenter --net``, inside a
 network namespace made for these tests that has nothing but loopback
-(:mod:`engine_conformance.netns`, without its veth pair): whatever a drawn
+(:mod:`engine_conformance.engine.netns`, without its veth pair): whatever a drawn
 ``fromImage`` or ``fromSrc`` names, the engine cannot reach it, not even with a
 DNS query. Its unix socket is a file, reachable from the host's namespace; the tests
 run a recording forwarder on the host's 127.0.0.1 that passes each request to
@@ -44,10 +44,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from engine_conformance import archives, netns, spec
-from engine_conformance.engines import EngineUnavailable, ManagedDocker
-from engine_conformance.netns import Namespace, NamespacedDocker
-from engine_conformance.target import Client, Target
+from engine_conformance.base import archives
+from engine_conformance.catalogue import spec
+from engine_conformance.engine import netns
+from engine_conformance.engine.engines import EngineUnavailable, ManagedDocker
+from engine_conformance.engine.netns import Namespace, NamespacedDocker
+from engine_conformance.engine.target import Client, Target
 
 ROOT = Path(__file__).resolve().parent.parent
 ZERO = "ecsentinel/plain-schemathesis:zero"  # its ID starts with 0

@@ -15,11 +15,11 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 
-from engine_conformance import property_phase as pp
-from engine_conformance.checks import imported_id
-from engine_conformance.determinism import no_local_constants
-from engine_conformance.stream import StreamParser
-from engine_conformance.target import Exchange
+from engine_conformance.base.determinism import no_local_constants
+from engine_conformance.base.stream import StreamParser
+from engine_conformance.engine.target import Exchange
+from engine_conformance.judge import property_phase as pp
+from engine_conformance.judge.checks import imported_id
 
 DRAFTS_DIGEST = "69259767909bf0ff"
 
@@ -173,7 +173,7 @@ def test_findings_are_grouped_by_property_and_shape():
 
 
 def test_the_cli_refuses_a_bad_budget(capsys):
-    from engine_conformance import cli
+    from engine_conformance.run import cli
 
     code = cli.main(["run", "--target", "unix:///nonexistent.sock", "--property-budget", "soon"])
     assert code == cli.EXIT_USAGE

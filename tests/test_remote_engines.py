@@ -1,7 +1,7 @@
 """An engine off this machine's loopback is judged after the steps ``doctor`` gives, as written.
 
 The engine is Debian's Docker 20.10 in a network namespace of this module's
-own (:mod:`engine_conformance.netns`): loopback, and one veth pair whose ends
+own (:mod:`engine_conformance.engine.netns`): loopback, and one veth pair whose ends
 have addresses of a ``10.213.N.0/30`` no interface or route of this machine
 uses. Its 127.0.0.1 is its own, as another machine's is. It listens on a unix
 socket (a file, reachable from here) and on ``tcp://<its address>:2376`` with
@@ -40,10 +40,16 @@ from pathlib import Path
 
 import pytest
 
-from engine_conformance import expectations, netns
-from engine_conformance.engines import DOCKER_CERTS_DIR, EngineUnavailable, ManagedDocker, free_port
-from engine_conformance.netns import Namespace, NamespacedDocker
-from engine_conformance.runner import ROOT
+from engine_conformance.catalogue import expectations
+from engine_conformance.engine import netns
+from engine_conformance.engine.engines import (
+    DOCKER_CERTS_DIR,
+    EngineUnavailable,
+    ManagedDocker,
+    free_port,
+)
+from engine_conformance.engine.netns import Namespace, NamespacedDocker
+from engine_conformance.run.runner import ROOT
 from tests.as_user import CLI, cli
 
 EXPECTATIONS = ROOT / "suites" / "expectations" / "docker-20.10.yaml"

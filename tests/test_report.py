@@ -11,10 +11,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from engine_conformance import browser
-from engine_conformance.report import SCHEMA, validate
-from engine_conformance.reproducer import curl_for_evidence as curl_command
-from engine_conformance.runner import ROOT
+from tests import browser
+from engine_conformance.judge.reproducer import curl_for_evidence as curl_command
+from engine_conformance.reports.report import SCHEMA, validate
+from engine_conformance.run.runner import ROOT
 
 # ERRORS-005 fails on Docker 20.10 (it answers 500 where the spec wants a 4xx): a
 # failure with evidence. ERRORS-003 and IMPORT-001 pass.
@@ -274,7 +274,7 @@ def _chromium_click_and_read_clipboard(page, button: str) -> tuple[str, str]:
 def test_copy_as_bug_report_copies_the_findings_section(cli_run):
     if browser.chromium() is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    from engine_conformance.findings import sections
+    from engine_conformance.reports.findings import sections
 
     _, report_dir, _ = cli_run
     results = json.loads((report_dir / "results.json").read_text())

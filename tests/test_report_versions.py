@@ -6,9 +6,9 @@ import json
 import subprocess
 import sys
 
-from engine_conformance.axis import all_versions, version_tuple
-from engine_conformance.report import validate
-from engine_conformance.runner import ROOT
+from engine_conformance.reports.axis import all_versions, version_tuple
+from engine_conformance.reports.report import validate
+from engine_conformance.run.runner import ROOT
 
 
 def test_all_means_the_engines_range_within_the_catalogues_and_the_suites():

@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-from engine_conformance.report import validate
-from engine_conformance.runner import ROOT
+from engine_conformance.reports.report import validate
+from engine_conformance.run.runner import ROOT
 
 # Pull checks read the engine's whole image list (they must run alone); imports and
 # errors run side by side with them; ERRORS-005 fails on Docker 20.10.

@@ -11,8 +11,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from engine_conformance.reproducer import curl
-from engine_conformance.target import TLS, Target
+from engine_conformance.engine.target import TLS, Target
+from engine_conformance.judge.reproducer import curl
 
 PARAMS = [("fromSrc", "-"), ("changes", "ENV A=1 ü"), ("changes", 'CMD ["/bin/true"]'),
           ("message", "a&b=c%d +e\t"), ("repo", "ectest-1/prop-1")]

@@ -5,7 +5,7 @@ is judged against Podman's own expectation file, and rootless Docker (Debian's
 ``dockerd-rootless.sh``: RootlessKit, slirp4netns, ``--disable-host-loopback``)
 against Docker 20.10's, after the one-time steps the preflight and
 ``engine-conformance doctor`` give are followed as written: ``~`` in a step is
-the engine's ``HOME`` (its private directory, :mod:`engine_conformance.rootless`),
+the engine's ``HOME`` (its private directory, :mod:`engine_conformance.engine.rootless`),
 "restart" is :meth:`restart`. Rootless Docker's 127.0.0.1 is its own, so the
 suite serves it on an address of a veth pair made for the test (never on an
 address of this machine's real interfaces), removed again at the end.
@@ -30,13 +30,19 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine_conformance import archives, expectations
-from engine_conformance.engines import EngineUnavailable, free_port
-from engine_conformance.identity import LIBPOD_INFO, describe_target, is_rootless, podman_host
-from engine_conformance.preflight import local_addresses
-from engine_conformance.rootless import RootlessDocker, RootlessPodman
-from engine_conformance.runner import ROOT, run_suite
-from engine_conformance.target import Client, Target
+from engine_conformance.base import archives
+from engine_conformance.catalogue import expectations
+from engine_conformance.engine.engines import EngineUnavailable, free_port
+from engine_conformance.engine.identity import (
+    LIBPOD_INFO,
+    describe_target,
+    is_rootless,
+    podman_host,
+)
+from engine_conformance.engine.rootless import RootlessDocker, RootlessPodman
+from engine_conformance.engine.target import Client, Target
+from engine_conformance.judge.preflight import local_addresses
+from engine_conformance.run.runner import ROOT, run_suite
 
 CLI = [sys.executable, "-m", "engine_conformance"]
 SENTINEL = "ecsentinel/rootless:keep"

@@ -17,16 +17,16 @@ import time
 
 from deviant_proxy import DeviantProxy, Deviation
 from deviant_proxy.predicates import is_body_import
-from engine_conformance.cleanup import (
+from engine_conformance.base.stream import Message
+from engine_conformance.engine.target import Client, Exchange, Target
+from engine_conformance.judge.cleanup import (
     created_refs,
     may_delete_by_id,
     may_remove_run_names,
     record_preexisting,
     remove_created,
 )
-from engine_conformance.runner import ROOT, run_suite
-from engine_conformance.stream import Message
-from engine_conformance.target import Client, Exchange, Target
+from engine_conformance.run.runner import ROOT, run_suite
 from lab_registry import LabRegistry, standard
 
 

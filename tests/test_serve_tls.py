@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from engine_conformance import archives, certsd
-from engine_conformance.engines import (
+from engine_conformance.base import archives
+from engine_conformance.engine import certsd
+from engine_conformance.engine.engines import (
     DOCKER_CERTS_DIR,
     ENGINES,
     EngineUnavailable,
@@ -29,10 +30,10 @@ from engine_conformance.engines import (
     ManagedEngine,
     free_port,
 )
-from engine_conformance.fileserver import FileServer
-from engine_conformance.runner import run_suite
-from engine_conformance.target import Client, Exchange, Target
-from engine_conformance.tls import ServeTLS, ca_advice, prepare_run
+from engine_conformance.engine.fileserver import FileServer
+from engine_conformance.engine.target import Client, Exchange, Target
+from engine_conformance.engine.tls import ServeTLS, ca_advice, prepare_run
+from engine_conformance.run.runner import run_suite
 from lab_registry import LabRegistry, standard
 
 KINDS = ("docker", "docker26-containerd", "podman")
@@ -254,7 +255,7 @@ def test_advice_for_the_users_engine(kind: str, where: str) -> None:
 def test_cli_refuses_a_foreign_certs_entry_in_one_line(tmp_path: Path, monkeypatch,
                                                        capsys) -> None:
     # The lab's port is random; fixed here so that it meets an entry someone else made.
-    from engine_conformance import cli
+    from engine_conformance.run import cli
 
     host = outward_address()
     port = free_port(host)

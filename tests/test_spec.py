@@ -24,8 +24,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, seed, settings
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
-from engine_conformance import documents, spec
-from engine_conformance.documents import Documents
+from engine_conformance.catalogue import documents, spec
+from engine_conformance.catalogue.documents import Documents
 
 ENDPOINT = spec.operation()
 RESPONSES = ENDPOINT["responses"]

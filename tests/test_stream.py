@@ -1,4 +1,4 @@
-"""Tests of the progress-stream parser, ``engine_conformance.stream``.
+"""Tests of the progress-stream parser, ``engine_conformance.base.stream``.
 
 The Hypothesis tests run with a fixed seed and no example database, and
 without the constants Hypothesis collects from whatever local modules are
@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from engine_conformance.determinism import no_local_constants
-from engine_conformance.stream import FramingError, Message, StreamParser, parse
+from engine_conformance.base.determinism import no_local_constants
+from engine_conformance.base.stream import FramingError, Message, StreamParser, parse
 
 SEED = 20_240_601
 FIXED = settings(max_examples=200, database=None, deadline=None, derandomize=False,
@@ -337,7 +337,7 @@ def test_arrival_times_are_those_given_to_feed():
 
 
 def test_feed_without_a_time_uses_the_monotonic_clock(monkeypatch):
-    import engine_conformance.stream as stream
+    import engine_conformance.base.stream as stream
 
     monkeypatch.setattr(stream.time, "monotonic", lambda: 42.0)
     p = StreamParser()

@@ -11,9 +11,8 @@ from contextlib import contextmanager
 import pytest
 
 from deviant_proxy import DeviantProxy, Deviation, Response
-from engine_conformance.engines import ManagedDocker
-from engine_conformance.runner import run_suite
-from engine_conformance.target import (
+from engine_conformance.engine.engines import ManagedDocker
+from engine_conformance.engine.target import (
     Client,
     Exchange,
     Target,
@@ -21,6 +20,7 @@ from engine_conformance.target import (
     Timeouts,
     UsageError,
 )
+from engine_conformance.run.runner import run_suite
 
 
 @pytest.mark.parametrize(
@@ -249,7 +249,7 @@ def test_tls_without_client_certificate_is_refused(tls_docker, tmp_path):
     only_ca = tmp_path / "certs"
     only_ca.mkdir()
     shutil.copy(Path(tls_docker.cert_path) / "ca.pem", only_ca / "ca.pem")
-    from engine_conformance.target import TLS
+    from engine_conformance.engine.target import TLS
 
     target = Target(url=tls_docker.tls_target, base_url=tls_docker.tls_target,
                     tls=TLS(ca=str(only_ca / "ca.pem")))

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from engine_conformance.requirements import Catalogue
-from engine_conformance.verdicts import (
+from engine_conformance.catalogue.requirements import Catalogue
+from engine_conformance.judge.verdicts import (
     Precondition,
     Record,
     aggregate,
@@ -141,5 +141,5 @@ def test_build_results_per_requirement():
 
 
 def test_verdicts_module_does_not_import_pytest():
-    code = "import sys, engine_conformance.verdicts; sys.exit('pytest' in sys.modules)"
+    code = "import sys, engine_conformance.judge.verdicts; sys.exit('pytest' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

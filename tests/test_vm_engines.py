@@ -5,7 +5,7 @@ the suite:
 
 - its engine is off this machine's loopback: Docker 20.10 / Podman 4.3's API
   service in a network namespace of its own with a veth pair
-  (:mod:`engine_conformance.netns`), whose host end is the only address of this
+  (:mod:`engine_conformance.engine.netns`), whose host end is the only address of this
   machine it reaches;
 - it names this machine as the VM does: in a private mount namespace its
   ``/etc/hosts`` maps ``host.docker.internal`` and ``gateway.docker.internal``
@@ -23,7 +23,7 @@ the suite:
 Podman machine: a real one's compatible ``/info`` says ``fedora`` (Podman
 answers host.distribution.distribution alone); only its libpod ``/info``'s
 host.distribution.variant says ``coreos``, which the target's identity carries
-(:func:`engine_conformance.identity.describe_target`, ``distribution_variant``).
+(:func:`engine_conformance.engine.identity.describe_target`, ``distribution_variant``).
 
 Each step is followed as written; where it names the VM's own place
 (Settings → Docker Engine; registries.conf inside the machine) or its restart
@@ -50,9 +50,10 @@ from pathlib import Path
 import pytest
 
 from deviant_proxy import DeviantProxy, Deviation, Request, Response
-from engine_conformance import expectations, netns
-from engine_conformance.engines import ManagedDocker, ManagedPodman, free_port
-from engine_conformance.netns import Namespace, NamespacedDocker, NamespacedPodman
+from engine_conformance.catalogue import expectations
+from engine_conformance.engine import netns
+from engine_conformance.engine.engines import ManagedDocker, ManagedPodman, free_port
+from engine_conformance.engine.netns import Namespace, NamespacedDocker, NamespacedPodman
 from tests.as_user import cli
 
 EXIT_NOT_READY = 6

@@ -17,7 +17,7 @@ import pytest
 
 from deviant_proxy.cases import Case
 from deviant_proxy.streaming import StreamingProxy
-from engine_conformance.runner import Outcome, run_suite
+from engine_conformance.run.runner import Outcome, run_suite
 
 
 @pytest.fixture

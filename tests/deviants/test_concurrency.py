@@ -20,7 +20,7 @@ from deviant_proxy import Deviation, Request, Response
 from deviant_proxy.cases import Case, check
 from deviant_proxy.predicates import is_body_import, pulling, refused, success_stream
 from deviant_proxy.streaming import StreamDeviation
-from engine_conformance import archives
+from engine_conformance.base import archives
 
 _CONCURRENT = pulling("/concurrent")
 

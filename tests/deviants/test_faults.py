@@ -21,7 +21,7 @@ from deviant_proxy import Deviation, Request, Response
 from deviant_proxy.cases import Case, check
 from deviant_proxy.predicates import pulling
 from deviant_proxy.streaming import StreamDeviation
-from engine_conformance import archives
+from engine_conformance.base import archives
 
 
 def faults(label: str):

@@ -27,7 +27,7 @@ from deviant_proxy.predicates import (
     rewrite_json,
 )
 from deviant_proxy.streaming import StreamDeviation
-from engine_conformance import archives
+from engine_conformance.base import archives
 
 # -- helpers ---------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from deviant_proxy import Deviation, Request, Response
 from deviant_proxy.cases import Case, check
 from deviant_proxy.predicates import pulling
 from deviant_proxy.streaming import StreamDeviation, StreamingProxy
-from engine_conformance.runner import Outcome, run_suite
+from engine_conformance.run.runner import Outcome, run_suite
 
 FAILING = ("progress-corrupt-layer", "progress-layer-unknown", "progress-unsupported-manifest")
 

@@ -29,7 +29,7 @@ from deviant_proxy.predicates import (
     split_name,
     success_stream,
 )
-from engine_conformance.target import Target
+from engine_conformance.engine.target import Target
 
 # -- helpers --------------------------------------------------------------------------------
 

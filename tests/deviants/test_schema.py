@@ -25,10 +25,10 @@ from deviant_proxy.cases import Case, check
 from deviant_proxy.common import TEXT_ERRORS
 from deviant_proxy.predicates import is_body_import, is_create
 from deviant_proxy.streaming import StreamingProxy
-from engine_conformance.cleanup import sweep
-from engine_conformance.runner import run_suite
-from engine_conformance.stream import StreamParser
-from engine_conformance.target import Client, Target
+from engine_conformance.base.stream import StreamParser
+from engine_conformance.engine.target import Client, Target
+from engine_conformance.judge.cleanup import sweep
+from engine_conformance.run.runner import run_suite
 
 BUDGET = "40"  # examples, not seconds: the same draw on any machine
 

@@ -17,9 +17,9 @@ import pytest
 from deviant_proxy import Deviation, Request, Response
 from deviant_proxy.predicates import is_pull, is_url_import, success_stream
 from deviant_proxy.streaming import StreamingProxy
-from engine_conformance.engines import free_port
-from engine_conformance.requirements import Catalogue
-from engine_conformance.runner import run_suite
+from engine_conformance.catalogue.requirements import Catalogue
+from engine_conformance.engine.engines import free_port
+from engine_conformance.run.runner import run_suite
 
 # Refused before any lookup (an invalid reference, scratch, a platform that does not
 # parse): judged without the registry.

@@ -92,7 +92,7 @@ def distribution(lab_catalogue: Catalogue) -> Iterator[DistributionRegistry]:
 @pytest.fixture(scope="session")
 def docker_socket(docker) -> str:
     """The socket path of the session's managed Docker (see tests/conftest.py)."""
-    from engine_conformance.target import Target
+    from engine_conformance.engine.target import Target
 
     uds = Target.parse(docker.target).uds
     if uds is None:

@@ -152,7 +152,7 @@ def test_unreadable_requests_answered_like_distribution(
 def test_file_server_answers_unreadable_requests_like_the_lab(lab: LabRegistry, case: str) -> None:
     # Engines fetch fromSrc URLs from the file server: the same fallback rule
     # applies, and the lab's answers are the distribution registry's (above).
-    from engine_conformance.fileserver import FileServer
+    from engine_conformance.engine.fileserver import FileServer
 
     data = UNREADABLE[case]()
     with FileServer() as files:

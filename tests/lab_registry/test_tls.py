@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine_conformance.tls import ServeTLS
+from engine_conformance.engine.tls import ServeTLS
 from lab_registry import Catalogue, LabRegistry
 from lab_registry.gohttp import PLAIN_HTTP_TO_TLS
 

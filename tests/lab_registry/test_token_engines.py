@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from engine_conformance.target import Client, Target
+from engine_conformance.engine.target import Client, Target
 from lab_registry import LabRegistry, TokenRequest, basic_header, standard
 
 pytestmark = pytest.mark.engine

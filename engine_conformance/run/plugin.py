@@ -1,0 +1,862 @@
+"""pytest integration: options, fixtures, verdicts and reports.
+
+Loaded by the project's root ``conftest.py``; ``pytest --target URL suites/``
+then judges a target. A suite check is an ordinary test marked with its
+requirement::
+
+    @pytest.mark.requirement("IMPORT-001")
+    def test_import_creates_image(client, images, archive):
+        ...
+
+Verdicts (decided in :mod:`engine_conformance.judge.verdicts`, which this module only
+wires in): an assertion that fails in the check is ``fail``; a precondition
+that did not hold, or anything else that goes wrong (the target hung, a
+fixture broke) is ``error``, kept apart from fail; a ``pytest.skip`` or a
+version outside the requirement's range is ``skip``.
+
+Before the first check that needs the lab registry or the file server, the
+fixture of that service proves the engine reaches it (:mod:`.preflight`); if it
+does not, every check that needs it is an ``error`` with one shared reason and
+the fix, and the session exits with ``runner.CHILD_SUITE_UNREACHABLE``. The
+plugin's own exit statuses (see :mod:`.runner`) lie outside pytest's 0-5.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import secrets as _secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engine_conformance.base.exits import (
+    CHILD_SUITE_UNREACHABLE,
+    CHILD_TARGET_UNREACHABLE,
+    CHILD_USAGE,
+    UsageError,
+)
+from engine_conformance.base.redact import scrub
+from engine_conformance.base.versions import api_version_problem
+from engine_conformance.catalogue import expectations
+from engine_conformance.catalogue.requirements import Catalogue, CatalogueError, Requirement
+from engine_conformance.engine.fileserver import FileServer
+from engine_conformance.engine.identity import describe_target
+from engine_conformance.engine.target import Client, Target, TargetError, Timeouts
+from engine_conformance.judge.cleanup import Images, record_preexisting, sweep
+from engine_conformance.judge.preflight import Probe, probe_file_server, probe_registry
+from engine_conformance.judge.verdicts import (
+    Precondition,
+    Record,
+    build_results,
+    classify,
+    merge,
+    tolerated,
+)
+from engine_conformance.reports.report import write_reports
+from engine_conformance.run.runner import COMMAND_LINE, PROGRESS_FD
+
+SERVICES = ("registry", "file_server")  # what a preflight proves the engine reaches
+WORKER_OUTPUT = "engine_conformance"  # a pytest-xdist worker's records, for the controller
+
+
+@dataclass
+class Run:
+    """Per-session state, kept on ``config.stash``."""
+
+    catalogue: Catalogue
+    prefix: str
+    report_dir: Path
+    client: Client | None = None
+    target_info: dict = field(default_factory=dict)
+    records: dict[str, list[Record]] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)
+    created: set[str] = field(default_factory=set)
+    preexisting: frozenset[str] = frozenset()  # image IDs before the run: never deleted
+    expected: dict[str, str] | None = None
+    expectations_path: Path | None = None
+    started: float = field(default_factory=time.time)
+    complete: bool = True
+    mismatches: list[str] = field(default_factory=list)
+    gate: expectations.Gate | None = None
+    results: dict | None = None
+    counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+    preflight: dict[str, Probe] = field(default_factory=dict)
+    progress: Any = None  # the CLI's progress channel (a text file), when it gave one
+    workers: dict[str, dict] = field(default_factory=dict)  # pytest-xdist: what each reported
+    files: Any = None  # the file server, once started
+
+    @property
+    def unreachable(self) -> list[Probe]:
+        """The preflights that failed: the suite could not judge what needs those services."""
+        return [p for p in self.preflight.values() if not p.ok]
+
+
+RUN = pytest.StashKey[Run]()
+ITEM_START = pytest.StashKey[int]()
+ITEM_CLOCK = pytest.StashKey[float]()
+ITEM_DURATION = pytest.StashKey[float]()
+ITEM_OBS = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("engine-conformance")
+    group.addoption("--target", help="engine: unix:///path, tcp://h:p, https://h:p "
+                    "(default: DOCKER_HOST, then /var/run/docker.sock)")
+    group.addoption("--api-version", help="pin the API version (default: negotiate, at most 1.44)")
+    group.addoption("--report-dir", default=None, help="where results.json and junit.xml go")
+    group.addoption("--expectations", default=None,
+                    help="expectation file to check verdicts against, or 'auto'")
+    group.addoption("--update-expectations", action="store_true",
+                    help="write this run's verdicts to the expectation file")
+    group.addoption("--strict-gate", action="store_true",
+                    help="with --expectations: a requirement that newly passes fails the gate "
+                         "too (default: reported as 'fixed: update the expectations')")
+    group.addoption("--run-prefix", default=None, help="name prefix for everything the run creates")
+    group.addoption("--request-timeout", type=float, default=60.0, help="seconds per request")
+    group.addoption("--stream-timeout", type=float, default=300.0,
+                    help="seconds for a whole progress stream")
+    group.addoption("--requirement", action="append", default=[], metavar="ID",
+                    help="judge only this requirement (repeatable)")
+    group.addoption("--links-out", default=None, metavar="FILE",
+                    help="collect only: write each requirement's checks (file:line) to FILE "
+                         "as JSON, connecting to nothing (`engine-conformance requirements "
+                         "--where` reads it)")
+    group.addoption("--registry-port", type=int, default=0,
+                    help="port for the lab registry (0: any free one); a managed Podman must "
+                         "have been told it is insecure")
+    group.addoption("--file-server-port", type=int, default=0,
+                    help="port for the file server of fromSrc URLs (0: any free one)")
+    group.addoption("--tls-dir", default=None, metavar="DIR",
+                    help="with --serve-tls: keep the CA and server key in DIR, made on first "
+                         "use and reused, so a CA placed once serves every later run")
+    group.addoption("--registry-ports", default=None, metavar="PORT,PORT",
+                    help="under pytest-xdist: the lab registry's port for each worker (gw0, "
+                         "gw1, …), each declared insecure to a managed Podman")
+    group.addoption("--registry", default=None, metavar="HOST:PORT",
+                    help="an external registry (plain HTTP, push allowed) to pull from instead "
+                         "of the lab registry; fault and journal checks then skip")
+    group.addoption("--serve-host", default="127.0.0.1",
+                    help="address the suite's own servers listen on (must be reachable "
+                         "from the engine)")
+    group.addoption("--serve-tls", action="store_true",
+                    help="serve the lab registry and file server over HTTPS with a CA made "
+                         "for the run (<report-dir>/tls/ca.crt: the engine must trust it)")
+    from engine_conformance.judge.property_phase import DEFAULT_BUDGET, DEFAULT_SEED
+
+    group.addoption("--seed", type=int, default=DEFAULT_SEED,
+                    help=f"seed of the property phase's draw (default {DEFAULT_SEED})")
+    group.addoption("--property-budget", metavar="SECONDS|EXAMPLES",
+                    default=os.environ.get("ENGINE_CONFORMANCE_PROPERTY_BUDGET", DEFAULT_BUDGET),
+                    help=f"bound of the property phase: '60s' or '200' examples "
+                         f"(default {DEFAULT_BUDGET}, or ENGINE_CONFORMANCE_PROPERTY_BUDGET)")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a cancelled CI job) cleans up like Ctrl-C
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "requirement(id): the catalogue requirement this suite check judges"
+    )
+    config.addinivalue_line(
+        "markers", "exclusive: under pytest-xdist, no other check may run at the same time"
+    )
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+        # Python leaves SIGINT ignored when it was ignored at launch (a `nohup ... &` shell):
+        # Ctrl-C, or the CLI passing one on, must still stop the run and clean up.
+        if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        catalogue = Catalogue.load()
+    except CatalogueError as exc:
+        raise pytest.UsageError(f"requirement catalogue: {exc}") from None
+    prefix = config.getoption("run_prefix") or f"ectest-{_secrets.token_hex(4)}"
+    if _worker_id(config):
+        # Each pytest-xdist worker names, sweeps and cleans up under a prefix of its own:
+        # one worker's end-of-session sweep must not remove what another still uses.
+        prefix = f"{prefix}-{_worker_id(config)}"
+    report_dir = Path(
+        config.getoption("report_dir")
+        or Path(config.rootpath) / "reports" / time.strftime("%Y%m%d-%H%M%S")
+    )
+    config.stash[RUN] = Run(catalogue=catalogue, prefix=prefix, report_dir=report_dir,
+                            progress=_progress_channel())
+
+
+def _worker_id(config: pytest.Config) -> str | None:
+    """``gw0``… in a pytest-xdist worker, else None."""
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else None
+
+
+def _registry_port(config: pytest.Config) -> int:
+    """The lab registry's port: under pytest-xdist, each worker's own from --registry-ports."""
+    worker = _worker_id(config)
+    if worker is None:
+        return config.getoption("registry_port")
+    index = int(worker.removeprefix("gw"))
+    ports = [int(p) for p in (config.getoption("registry_ports") or "").split(",") if p]
+    if index < len(ports):
+        return ports[index]
+    return config.getoption("registry_port") if index == 0 else 0
+
+
+def _progress_channel() -> Any:
+    fd = os.environ.get(PROGRESS_FD)
+    if not fd:
+        return None
+    try:
+        return os.fdopen(int(fd), "w", buffering=1, closefd=False)
+    except (OSError, ValueError):
+        return None
+
+
+def _emit(run: Run | None, **event: Any) -> None:
+    """One progress event for the CLI (which shows progress and refusals, not pytest's log)."""
+    if run is None or run.progress is None:
+        return
+    try:
+        run.progress.write(json.dumps(event, default=str) + "\n")
+    except (OSError, ValueError):
+        run.progress = None  # the CLI went away; the run goes on and writes its reports
+
+
+def _refuse(config: pytest.Config, message: str, code: int) -> None:
+    """Stop the session with one line for the user and the plugin's exit status ``code``."""
+    _emit(config.stash.get(RUN, None), event="refusal", message=message, code=code)
+    pytest.exit(message, code)
+
+
+def _run(config: pytest.Config) -> Run:
+    return config.stash[RUN]
+
+
+def _requirement_of(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("requirement")
+    return str(marker.args[0]) if marker and marker.args else None
+
+
+def check_links(items: list[pytest.Item]) -> dict[str, list[dict[str, Any]]]:
+    """Per requirement, the checks its marker names: file (from the rootdir), line, test name.
+
+    The marker is the link: whatever carries ``requirement(ID)`` at collection is the
+    requirement's check, wherever it is written.
+    """
+    links: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        rid = _requirement_of(item)
+        path, line, name = item.location
+        entry = {"file": path, "line": (line or 0) + 1, "name": name.split("[")[0]}
+        if rid and entry not in links.setdefault(rid, []):
+            links[rid].append(entry)
+    return links
+
+
+# -- collection: connect once, before anything runs ------------------------------
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    run = _run(config)
+    wanted = set(config.getoption("requirement"))
+    if wanted:
+        unknown = wanted - set(run.catalogue)
+        if unknown:
+            raise pytest.UsageError(f"unknown requirement {', '.join(sorted(unknown))}")
+        keep = [i for i in items if _requirement_of(i) in wanted]
+        drop = [i for i in items if i not in keep]
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+    suite_items = [i for i in items if _requirement_of(i)]
+    for item in suite_items:
+        rid = _requirement_of(item)
+        if rid not in run.catalogue:
+            raise pytest.UsageError(f"{item.nodeid}: requirement {rid} is not in the catalogue")
+    links_out = config.getoption("links_out")
+    if links_out:
+        Path(links_out).write_text(json.dumps(check_links(suite_items)))
+        items[:] = []
+        return
+    if not suite_items:
+        return
+    run.complete = {_requirement_of(i) for i in suite_items} >= set(run.catalogue)
+    _connect(config, run)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Here, after every plugin's deselection (-k included): the counts the progress shows.
+    run = session.config.stash.get(RUN, None)
+    if run is None or run.client is None:
+        return
+    per_suite: dict[str, int] = {}
+    for item in session.items:
+        rid = _requirement_of(item)
+        if rid:
+            name = run.catalogue[rid].suite
+            per_suite[name] = per_suite.get(name, 0) + 1
+    t = run.target_info
+    _emit(run, event="collected", suites=per_suite,
+          target=f"{t['engine']} {t['version']} (API {t['api_version']}) at {t['url']}")
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items and items[0].config.stash.get(RUN, None):
+        items[0].config.stash[RUN].complete = False
+
+
+def _connect(config: pytest.Config, run: Run) -> None:
+    try:
+        spec = config.getoption("target")
+        target = Target.parse(spec) if spec else Target.default()
+        if target is None:
+            _refuse(config, "no target: give --target or set DOCKER_HOST "
+                    "(or use `engine-conformance run`, which can start one)", CHILD_USAGE)
+        client = Client(
+            target,
+            api_version=config.getoption("api_version") or os.environ.get("DOCKER_API_VERSION"),
+            timeouts=Timeouts(
+                read=config.getoption("request_timeout"),
+                stream=config.getoption("stream_timeout"),
+            ),
+        )
+        client.negotiate()
+        info = client.info()
+        preexisting = record_preexisting(client)
+    except UsageError as exc:
+        _refuse(config, f"bad target: {exc}", CHILD_USAGE)
+    except TargetError as exc:
+        _refuse(config, str(exc), CHILD_TARGET_UNREACHABLE)
+    if client.pinned:
+        problem = api_version_problem(client.pinned, client.version_info.get("MinAPIVersion"),
+                                      client.version_info.get("ApiVersion"))
+        if problem:
+            client.close()
+            _refuse(config, problem, CHILD_USAGE)
+    run.client = client
+    # Levels follow the basis in force at the API version judged (v1.48 documents
+    # what v1.44 leaves to the reference engine, say).
+    run.catalogue = run.catalogue.at(client.api_version)
+    run.preexisting = preexisting
+    run.target_info = describe_target(client, info)
+    expect = config.getoption("expectations")
+    if expect:
+        path = (expectations.path_for(run.target_info["engine_key"]) if expect == "auto"
+                else Path(expect))
+        run.expectations_path = path
+        if not config.getoption("update_expectations"):
+            if not path.is_file():
+                _refuse(config, f"no expectation file {path}"
+                        + (f" for {run.target_info['engine_key']}" if expect == "auto" else ""),
+                        CHILD_USAGE)
+            run.expected = expectations.load(path)
+
+
+# -- fixtures ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def run_state(request: pytest.FixtureRequest) -> Run:
+    return _run(request.config)
+
+
+@pytest.fixture(scope="session")
+def client(run_state: Run) -> Client:
+    """The negotiated client for the target under test."""
+    if run_state.client is None:
+        pytest.skip("no target connected (not a suite run)")
+    return run_state.client
+
+
+@pytest.fixture(scope="session")
+def api_version(client: Client) -> str:
+    return client.api_version
+
+
+@pytest.fixture(scope="session")
+def target_info(run_state: Run, client: Client) -> dict:
+    return run_state.target_info
+
+
+@pytest.fixture(scope="session")
+def file_server(request: pytest.FixtureRequest, run_state: Run, client: Client,
+                target_info: dict) -> Iterator[FileServer]:
+    """A :class:`FileServer` for ``fromSrc=<URL>`` imports, on ``--serve-host``.
+
+    Proven reachable by the engine first; if it is not, this fixture raises
+    :class:`Precondition` for every check that uses it (pytest re-raises a session
+    fixture's failure), so those checks are ``error`` with one shared reason.
+    """
+    from engine_conformance.engine.tls import server_context_for
+
+    config = request.config
+    tls = server_context_for(config.getoption("serve_tls"), run_state.report_dir,
+                             config.getoption("serve_host"), config.getoption("tls_dir"))
+    try:
+        # The socket is bound here: a port that is taken is the user's to fix.
+        server = FileServer(config.getoption("serve_host"), config.getoption("file_server_port"),
+                            tls=tls)
+    except OSError as exc:
+        _refuse(config, f"cannot serve the file server: {exc}", CHILD_USAGE)
+    with server:
+        run_state.files = server  # what a reproducer bundle copies of an import's source
+        _preflight(run_state, lambda: probe_file_server(
+            client, server, target_info, run_state.prefix, run_state.created.add,
+            _ca(config, run_state)))
+        yield server
+
+
+@pytest.fixture(scope="session")
+def lab(request: pytest.FixtureRequest, run_state: Run, client: Client, target_info: dict):
+    """The registry the pull suites use, serving the standard catalogue under the run prefix.
+
+    The lab registry listens on ``--serve-host``:``--registry-port``; with
+    ``--registry`` it is an external one instead (``lab.external`` is True).
+    Proven reachable by the engine first, like :func:`file_server`; the
+    ``registry`` and ``lab_control`` fixtures inherit its failure.
+    """
+    from engine_conformance.engine.registries import serve
+    from engine_conformance.engine.tls import server_context_for
+
+    config = request.config
+    tls = server_context_for(config.getoption("serve_tls"), run_state.report_dir,
+                             config.getoption("serve_host"), config.getoption("tls_dir"))
+    try:
+        with serve(run_state.prefix, host=config.getoption("serve_host"),
+                   port=_registry_port(config),
+                   external=config.getoption("registry"), tls=tls) as registry:
+            if not registry.external:
+                # Each request keeps the lab's content as it was sent (reproducer bundles).
+                from lab_registry import content
+
+                client.context["lab"] = lambda: content.snapshot(registry)
+            _preflight(run_state, lambda: probe_registry(
+                client, registry, target_info, run_state.created.add, _ca(config, run_state)))
+            try:
+                yield registry
+            finally:
+                client.context.pop("lab", None)
+    except OSError as exc:
+        _refuse(config, f"cannot serve the lab registry: {exc}", CHILD_USAGE)
+
+
+def _ca(config: pytest.Config, run: Run) -> Path | None:
+    """The run's CA file when its servers speak HTTPS, for the preflight's advice."""
+    from engine_conformance.engine.tls import CA_FILE, run_directory
+
+    return (run_directory(run.report_dir, config.getoption("tls_dir")) / CA_FILE
+            if config.getoption("serve_tls") else None)
+
+
+def _preflight(run: Run, probe: Callable[[], Probe]) -> None:
+    result = probe()
+    run.preflight[result.service] = result
+    if not result.ok:
+        raise Precondition(result.reason)
+
+
+@pytest.fixture
+def registry(lab):
+    """The run's registry with no faults or auth rules and an empty journal, for one check."""
+    lab.reset()
+    yield lab
+    lab.reset()
+
+
+@pytest.fixture
+def lab_control(registry):
+    """The in-process lab registry, for checks that read its journal or inject faults."""
+    if registry.external:
+        pytest.skip("an external registry is in use: its journal and faults are not ours")
+    return registry
+
+
+@pytest.fixture
+def observe(request: pytest.FixtureRequest) -> dict:
+    """A dict whose entries are shown as the check's observations in the report."""
+    return request.node.stash.setdefault(ITEM_OBS, {})
+
+
+@pytest.fixture
+def secret(run_state: Run):
+    """Register a string that must never appear in output or reports."""
+
+    def register(value: str) -> str:
+        run_state.secrets.add(value)
+        return value
+
+    return register
+
+
+@pytest.fixture
+def images(client: Client, run_state: Run):
+    """Creates names under the run prefix and removes those images after the check."""
+    tracker = Images(client, run_state)
+    yield tracker
+    tracker.cleanup()
+
+
+# -- verdicts ---------------------------------------------------------------------
+
+
+ENGINE_WIDE = frozenset({"image_ids", "list_images"})
+"""Names a check reads the engine's whole image list through: under pytest-xdist such a
+check must not overlap another (it would see the other's images as its own)."""
+
+
+def exclusive(item: pytest.Item) -> bool:
+    """Whether ``item`` must run while no other check runs (pytest-xdist).
+
+    A check says so with ``@pytest.mark.exclusive``; one that reads the engine's whole
+    image list (directly or through a helper of its module) is exclusive as well.
+    """
+    if item.get_closest_marker("exclusive"):
+        return True
+    function = getattr(item, "function", None)
+    if function is None:
+        return False
+    return _reads_engine_wide(function.__code__, getattr(function, "__globals__", {}), set())
+
+
+def _reads_engine_wide(code: Any, module: dict, seen: set) -> bool:
+    if code in seen:
+        return False
+    seen.add(code)
+    if ENGINE_WIDE & set(code.co_names):
+        return True
+    for const in code.co_consts:  # nested functions and lambdas
+        if hasattr(const, "co_names") and _reads_engine_wide(const, module, seen):
+            return True
+    for name in code.co_names:
+        helper = module.get(name)
+        if (callable(helper) and hasattr(helper, "__code__")
+                and getattr(helper, "__module__", None) == module.get("__name__")
+                and _reads_engine_wide(helper.__code__, module, seen)):
+            return True
+    return False
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Under pytest-xdist: exclusive checks alone, the others side by side (a file lock)."""
+    run = item.config.stash.get(RUN, None)
+    if run is None or not _worker_id(item.config) or not _requirement_of(item):
+        return (yield)
+    import fcntl
+
+    run.report_dir.mkdir(parents=True, exist_ok=True)
+    with open(run.report_dir / ".xdist.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if exclusive(item) else fcntl.LOCK_SH)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    rid = _requirement_of(item)
+    if not rid:
+        return
+    run = _run(item.config)
+    if run.client is not None:
+        item.stash[ITEM_START] = len(run.client.exchanges)
+        item.stash[ITEM_CLOCK] = time.monotonic()
+    req = run.catalogue[rid]
+    if run.client is not None and not req.applies_to(run.client.api_version):
+        pytest.skip(f"applies to API {req.versions}; the target speaks {run.client.api_version}")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    rid = _requirement_of(item)
+    if not rid:
+        return report
+    run = _run(item.config)
+    if run.secrets and report.longrepr is not None and not report.skipped:
+        # pytest prints failure text as it is: registered secrets go first.
+        report.longrepr = scrub(str(report.longrepr), run.secrets)
+    if run.secrets:
+        report.sections = [(k, scrub(v, run.secrets)) for k, v in report.sections]
+    req = run.catalogue[rid]
+    # Every phase's time counts, a passing setup's (a module fixture's work) too.
+    item.stash[ITEM_DURATION] = item.stash.get(ITEM_DURATION, 0.0) + report.duration
+    verdict, reason = classify(report.when, report.outcome, *_raised(report, call))
+    if verdict is None:
+        if report.when == "teardown":
+            _tag_finished(report, run.catalogue[rid].suite, _finished(item, run, rid))
+        return report
+    if call.excinfo is not None and call.excinfo.errisinstance(Precondition):
+        # The reason says what did not hold and the fix; a traceback into a fixture,
+        # repeated for every check the preflight stopped, would only bury it.
+        report.longrepr = reason
+    record = Record(item.nodeid, verdict, reason, report.duration)
+    if run.client is not None:
+        start = item.stash.get(ITEM_START, 0)
+        record.evidence = [ex.evidence() for ex in run.client.exchanges[start:]][-6:]
+    record.observations = dict(item.stash.get(ITEM_OBS, {}))
+    records = run.records.setdefault(rid, [])
+    previous = next((i for i, r in enumerate(records) if r.nodeid == item.nodeid), None)
+    if previous is None:
+        records.append(record)
+    else:
+        records[previous] = merge(records[previous], record)
+        record = records[previous]
+    if record.verdict == "fail" and not record.reproducer and run.client is not None:
+        record.reproducer = _bundle(item, run, req, record)
+    _reshape(report, req, verdict, run)
+    if report.when == "teardown":
+        _tag_finished(report, req.suite, _finished(item, run, rid))
+    return report
+
+
+def _bundle(item: pytest.Item, run: Run, req: Requirement, record: Record) -> str:
+    """Write the reproducer bundle of a failing check; its path relative to the report dir."""
+    from engine_conformance.judge.bundles import Case, write_case
+
+    assert run.client is not None
+    config = item.config
+    # What the run was told about where to serve: an engine set up once for fixed ports
+    # (Podman's registries.conf, an insecure-registries entry) needs them again.
+    options = ["--serve-host", config.getoption("serve_host")]
+    for name in ("registry_port", "file_server_port"):
+        if config.getoption(name):
+            options += [f"--{name.replace('_', '-')}", str(config.getoption(name))]
+    case = Case(req.id, req.title, req.level, req.judged_at or run.client.api_version,
+                [b.to_dict() for b in req.basis], item.nodeid, record.reason,
+                {k: v for k, v in run.target_info.items() if k != "url"}, run.prefix, options,
+                config.getoption("seed", None))
+    exchanges = run.client.exchanges[item.stash.get(ITEM_START, 0):]
+    try:
+        bundle = write_case(run.report_dir, case, exchanges, files=run.files,
+                            target_url=str(run.target_info.get("url") or ""))
+    except (OSError, ValueError) as exc:
+        # A bundle is a courtesy to the maintainer; the verdict stands without it.
+        record.observations["reproducer"] = f"not written: {exc}"
+        return ""
+    return str(bundle.relative_to(run.report_dir))
+
+
+def _tag_finished(report: pytest.TestReport, suite: str, verdict: str | None) -> None:
+    # A pytest-xdist controller sees only reports: the item's verdict travels with its last.
+    if verdict is not None:
+        report.user_properties.append(("ec-finished", f"{suite} {verdict}"))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Progress under pytest-xdist: the controller relays its workers' finished items."""
+    if report.when != "teardown" or not hasattr(report, "node"):
+        return
+    run = report.node.config.stash.get(RUN, None)
+    for key, value in report.user_properties:
+        if key == "ec-finished":
+            suite, verdict = str(value).split(" ", 1)
+            _emit(run, event="item", suite=suite, verdict=verdict)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
+    run = node.config.stash.get(RUN, None)
+    if run is None or run.workers.get("collected"):
+        return
+    run.workers["collected"] = {"count": len(ids)}
+    per_suite: dict[str, int] = {}
+    for nodeid in ids:
+        # The suites' files are named for their catalogue file: suites/test_<suite>.py.
+        stem = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+        name = stem.removeprefix("test_")
+        per_suite[name] = per_suite.get(name, 0) + 1
+    _emit(run, event="collected", suites=per_suite,
+          target=f"{node.config.getoption('target')} (pytest-xdist workers)")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """A pytest-xdist worker finished: keep what it judged for the controller's reports."""
+    run = node.config.stash.get(RUN, None)
+    output = getattr(node, "workeroutput", {}).get(WORKER_OUTPUT)
+    if run is not None and output:
+        run.workers[str(node.gateway.id)] = json.loads(output)
+
+
+def _waited(exchanges: list, since: float) -> float:
+    """Seconds since ``since`` in which some request of ``exchanges`` awaited the engine.
+
+    Exchanges a check cites from earlier (a module fixture's) are clipped to its own
+    window, and requests in flight together count once.
+    """
+    now = time.monotonic()
+    spans = sorted((max(ex.started, since), min(ex.finished or now, now))
+                   for ex in exchanges if ex.started)
+    total, end = 0.0, since
+    for start, finish in spans:
+        start = max(start, end)
+        if finish > start:
+            total += finish - start
+            end = finish
+    return total
+
+
+def _finished(item: pytest.Item, run: Run, rid: str) -> str | None:
+    """After an item's last phase: its time waiting on the engine, and a progress event."""
+    record = next((r for r in run.records.get(rid, []) if r.nodeid == item.nodeid), None)
+    if record is None:
+        return None
+    record.duration = item.stash.get(ITEM_DURATION, record.duration)
+    if run.client is not None:
+        record.engine_wait = _waited(run.client.exchanges[item.stash.get(ITEM_START, 0):],
+                                     item.stash.get(ITEM_CLOCK, 0.0))
+    _emit(run, event="item", suite=run.catalogue[rid].suite, requirement=rid,
+          verdict=record.verdict)
+    return record.verdict
+
+
+def _raised(
+    report: pytest.TestReport, call: pytest.CallInfo
+) -> tuple[type[BaseException] | None, str]:
+    """What a phase raised, as plain data for :func:`verdicts.classify`."""
+    if report.skipped:
+        return None, _skip_reason(report)
+    excinfo = call.excinfo
+    if report.passed or excinfo is None:
+        return None, ""
+    value = excinfo.value
+    if isinstance(value, pytest.fail.Exception):
+        return AssertionError, str(value.msg)  # an explicit pytest.fail() in a check
+    if isinstance(value, AssertionError) and value.args:
+        return type(value), str(value.args[0])
+    if isinstance(value, AssertionError):
+        return type(value), excinfo.exconly().removeprefix("AssertionError").lstrip(": ")
+    return type(value), str(value)
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    return str(report.longrepr or "")
+
+
+def _reshape(report: pytest.TestReport, req: Requirement, verdict: str, run: Run) -> None:
+    """Make pytest's own outcome agree with what the run is judged on (see ``tolerated``)."""
+    expected = run.expected.get(req.id) if run.expected is not None else None
+    why = tolerated(verdict, gating=req.gating, expected=expected,
+                    checking=run.expected is not None)
+    if why is not None:
+        report.outcome = "passed"
+        report.user_properties.append((why, verdict))
+
+
+# -- end of session ---------------------------------------------------------------
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    run = session.config.stash.get(RUN, None)
+    if run is None:
+        return
+    config = session.config
+    interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+    if run.client is not None:
+        _emit(run, event="finishing", interrupted=interrupted)
+        removed = sweep(run.client, run)
+        preflight = {name: run.preflight[name].as_dict() if name in run.preflight
+                     else {"status": "not needed"} for name in SERVICES}
+        if _worker_id(config):
+            config.workeroutput[WORKER_OUTPUT] = json.dumps(scrub({
+                "records": {rid: [asdict(r) for r in recs] for rid, recs in run.records.items()},
+                "target": run.target_info, "preflight": preflight, "removed": removed,
+                "complete": run.complete, "expectations": str(run.expectations_path or ""),
+            }, run.secrets), default=str)
+            run.client.close()
+            return
+        records, target_info, complete = run.records, run.target_info, run.complete
+    elif any(k != "collected" for k in run.workers):
+        records, target_info, preflight, removed, complete = _from_workers(run, config)
+    else:
+        return
+    # An interrupted run judged only part of what it meant to: it is never complete.
+    complete = complete and not interrupted
+    results = build_results(
+        run.catalogue, records, target_info,
+        {"prefix": run.prefix, "complete": complete, "interrupted": interrupted,
+         **({"command_line": json.loads(os.environ[COMMAND_LINE])}
+            if os.environ.get(COMMAND_LINE) else {}),
+         "cleanup_removed": removed, "preflight": preflight},
+        run.started,
+        reference=expectations.reference_deviations(),
+    )
+    unreachable = [p for p in preflight.values() if p.get("status") == "failed"]
+    verdicts = {r["id"]: r["verdict"] for r in results["requirements"]}
+    reasons = {r["id"]: r["reason"] for r in results["requirements"]}
+    if config.getoption("update_expectations") and run.expectations_path:
+        # Verdicts of a run that could not reach its own services describe the setup,
+        # not the engine: they must not become its expectations.
+        updated = not interrupted and not unreachable
+        if updated:
+            expectations.write(run.expectations_path, target_info, verdicts, reasons,
+                               prefix=run.prefix)
+        results["expectations"] = {"file": str(run.expectations_path), "updated": updated}
+    elif run.expected is not None:
+        run.gate = expectations.gate(verdicts, run.expected, complete,
+                                     strict=config.getoption("strict_gate"))
+        run.mismatches = run.gate.mismatches
+        results["expectations"] = {"file": str(run.expectations_path),
+                                   "mismatches": run.mismatches} | run.gate.as_dict()
+        if not run.gate.passed and session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if unreachable and not interrupted:
+        session.exitstatus = CHILD_SUITE_UNREACHABLE
+    results = scrub(results, run.secrets)
+    run.results = results
+    paths = write_reports(run.report_dir, results)
+    _emit(run, event="reports", paths=[str(p) for p in paths])
+    if run.client is not None:
+        run.client.close()
+
+
+def _from_workers(run: Run, config: pytest.Config) -> tuple[dict, dict, dict, list, bool]:
+    """What the pytest-xdist workers judged, as one run (the controller connects to nothing)."""
+    outputs = [v for k, v in sorted(run.workers.items()) if k != "collected"]
+    records: dict[str, list[Record]] = {}
+    for out in outputs:
+        for rid, recs in out["records"].items():
+            records.setdefault(rid, []).extend(Record(**r) for r in recs)
+    preflight = {}
+    for name in SERVICES:
+        seen = [o["preflight"][name] for o in outputs]
+        preflight[name] = (next((p for p in seen if p.get("status") == "failed"), None)
+                           or next((p for p in seen if p.get("status") == "ok"), None)
+                           or {"status": "not needed"})
+    expect = next((o["expectations"] for o in outputs if o["expectations"]), "")
+    if expect:
+        run.expectations_path = Path(expect)
+        if not config.getoption("update_expectations") and run.expectations_path.is_file():
+            run.expected = expectations.load(run.expectations_path)
+    removed = [ref for o in outputs for ref in o["removed"]]
+    # The scheduler spreads one collection over the workers: complete only if all finished.
+    workers = getattr(config.option, "numprocesses", None)
+    expected = workers if isinstance(workers, int) else len(outputs)
+    complete = all(o["complete"] for o in outputs) and len(outputs) >= expected
+    return records, outputs[0]["target"], preflight, removed, complete
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    from engine_conformance.reports.summary import terminal_lines
+
+    run = config.stash.get(RUN, None)
+    if run is None or run.results is None:
+        return
+    terminalreporter.section("conformance verdicts")
+    for line, bad in terminal_lines(run.results, run.report_dir):
+        terminalreporter.write_line(line, red=bad)

@@ -1,0 +1,114 @@
+"""Run the suites in a child pytest and read back what they judged.
+
+    >>> outcome = run_suite("unix:///tmp/d/docker.sock", requirements=["ERRORS-001"],
+    ...                     report_dir=Path("/tmp/r"))          # doctest: +SKIP
+    >>> outcome.verdict("ERRORS-001")                          # doctest: +SKIP
+    'pass'
+
+Both the CLI and the harness's own tests go through here, so a suite run is
+started one way only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine_conformance.base.paths import ROOT, SUITES
+
+PROGRESS_FD = "EC_PROGRESS_FD"
+"""Environment variable: a file descriptor the plugin writes progress events to (JSON lines)."""
+
+COMMAND_LINE = "EC_COMMAND_LINE"
+"""Environment variable: the user's command line (JSON list) that started the suite run."""
+
+@dataclass
+class Outcome:
+    returncode: int
+    results: dict | None
+    output: str
+
+    def verdict(self, requirement: str) -> str | None:
+        for r in (self.results or {}).get("requirements", []):
+            if r["id"] == requirement:
+                return r["verdict"]
+        return None
+
+    def requirement(self, requirement: str) -> dict:
+        for r in (self.results or {}).get("requirements", []):
+            if r["id"] == requirement:
+                return r
+        raise KeyError(f"{requirement} not in results; output:\n{self.output[-3000:]}")
+
+
+def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child pytest: ``base`` (default: this process's) without autoload.
+
+    pytest marks every module of every installed pytest plugin (hypothesis, schemathesis,
+    anyio, xdist: some 280 modules) for assertion rewriting; with no bytecode cache
+    (PYTHONDONTWRITEBYTECODE, a read-only install) each child recompiles them all, about
+    3 s a run. The suites need none of those plugins, so the child loads only the ones
+    :func:`pytest_command` names.
+
+    >>> child_environment({"PATH": "/bin"})["PYTEST_DISABLE_PLUGIN_AUTOLOAD"]
+    '1'
+    """
+    env = dict(os.environ if base is None else base)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    return env
+
+
+def pytest_command(
+    target: str,
+    report_dir: Path,
+    *,
+    requirements: Sequence[str] = (),
+    api_version: str | None = None,
+    expectations: str | None = None,
+    update_expectations: bool = False,
+    keyword: str | None = None,
+    prefix: str | None = None,
+    cases: Sequence[str] = (),
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The child pytest's command line; ``cases`` (node IDs such as
+    ``suites/test_auth.py::test_refused_pull[no-header]``) narrow it to those checks."""
+    # The plugin and options are given here too, not only by the checkout's conftest.py
+    # and pyproject.toml: an installed wheel has neither.
+    paths = [str(ROOT / c) for c in cases] or [str(SUITES)]
+    # -o addopts=: a checkout's pyproject.toml runs the harness's own tests under
+    # pytest-xdist; a suite run is distributed only when asked (-n in ``extra``).
+    cmd = [sys.executable, "-m", "pytest", *paths, "--rootdir", str(ROOT), "-o", "addopts=",
+           "-p", "engine_conformance.run.plugin", "-p", "no:cacheprovider",
+           "--import-mode=importlib", "--target", target, "--report-dir", str(report_dir)]
+    for rid in requirements:
+        cmd += ["--requirement", rid]
+    if api_version:
+        cmd += ["--api-version", api_version]
+    if expectations:
+        cmd += ["--expectations", expectations]
+    if update_expectations:
+        cmd.append("--update-expectations")
+    if keyword:
+        cmd += ["-k", keyword]
+    if prefix:
+        cmd += ["--run-prefix", prefix]
+    if "-n" in extra:
+        cmd += ["-p", "xdist.plugin"]  # not autoloaded in the child (child_environment)
+    return cmd + list(extra)
+
+
+def run_suite(target: str, report_dir: Path, *, timeout: float = 900, env: dict | None = None,
+              extra: Sequence[str] = (), **options: object) -> Outcome:
+    """Run the suites against ``target`` quietly; options as in :func:`pytest_command`."""
+    cmd = pytest_command(target, report_dir, extra=["-q", *extra], **options)  # type: ignore[arg-type]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=child_environment(env))
+    results_path = Path(report_dir) / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else None
+    return Outcome(proc.returncode, results, proc.stdout + proc.stderr)
