@@ -7,7 +7,6 @@ catalogue, judge, reports, run. A module may import its own layer or one below.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from engine_conformance.base.paths import PACKAGE
 

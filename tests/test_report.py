@@ -11,10 +11,10 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from tests import browser
 from engine_conformance.judge.reproducer import curl_for_evidence as curl_command
 from engine_conformance.reports.report import SCHEMA, validate
 from engine_conformance.run.runner import ROOT
+from tests import browser
 
 # ERRORS-005 fails on Docker 20.10 (it answers 500 where the spec wants a 4xx): a
 # failure with evidence. ERRORS-003 and IMPORT-001 pass.

@@ -293,8 +293,13 @@ class Client:
             raise TargetError(f"{self.target.url} answered /_ping with HTTP {ping.status}")
         version = self.request("GET", "/version", versioned=False)
         info = version.json() if version.status == 200 else {}
-        self.version_info = info if isinstance(info, dict) else {}
-        engine_max = self.version_info.get("ApiVersion") or ping.headers.get("api-version")
+        return self.adopt(info if isinstance(info, dict) else {}, ping.headers.get("api-version"))
+
+    def adopt(self, version_info: dict, ping_version: str | None = None) -> str:
+        """Settle the API version from a ``/version`` answer read before (by
+        ``engine-conformance run``, for its child run), sending nothing."""
+        self.version_info = dict(version_info)
+        engine_max = self.version_info.get("ApiVersion") or ping_version
         if not self.pinned:
             chosen = SPEC_VERSION
             if engine_max and version_tuple(engine_max) < version_tuple(SPEC_VERSION):

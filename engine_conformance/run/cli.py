@@ -35,11 +35,14 @@ import itertools
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -76,19 +79,18 @@ from engine_conformance.engine.fetch import RELEASES, FetchError, fetch
 from engine_conformance.engine.target import Client, Target, TargetError, Timeouts
 from engine_conformance.engine.tls import host_port, prepare_run
 from engine_conformance.judge.property_phase import (
-    DEFAULT_BUDGET,
-    DEFAULT_SEED,
     Budget,
     finding_lines,
 )
 from engine_conformance.reports.summary import LOG_FILE, terminal_lines
 from engine_conformance.run.doctor import Serving
+from engine_conformance.run.options import add_to_command, write_run_config
 from engine_conformance.run.runner import (
     COMMAND_LINE,
     PROGRESS_FD,
     ROOT,
+    child_command,
     child_environment,
-    pytest_command,
 )
 
 
@@ -145,53 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="run the suites against a target engine")
-    where = run.add_mutually_exclusive_group()
-    where.add_argument("--target", help="unix:///path, tcp://host:port or https://host:port "
-                       "(default: DOCKER_HOST, then /var/run/docker.sock, then a managed Docker)")
-    where.add_argument("--managed", choices=sorted(ENGINES),
-                       help="start this engine in a private directory and judge it")
-    versions = run.add_mutually_exclusive_group()
-    versions.add_argument("--api-version",
-                          help="pin the API version (default: negotiate, at most 1.44)")
-    versions.add_argument("--api-versions", metavar="all|LIST",
-                          help="judge the catalogue at each of these API versions (1.24,1.41), "
-                               "or at every version the engine serves from its minimum (and "
-                               "the catalogue's) to the suite's maximum: one report, "
-                               "requirement x version")
-    run.add_argument("--report-dir", type=Path, help="default: reports/<timestamp>/")
-    run.add_argument("-k", dest="keyword", help="only checks whose names match (pytest -k)")
-    run.add_argument("--requirement", action="append", default=[], metavar="ID",
-                     help="judge only this requirement (repeatable)")
-    run.add_argument("--expectations", metavar="FILE|auto",
-                     help="fail when verdicts differ from this expectation file")
-    run.add_argument("--update-expectations", action="store_true",
-                     help="write the verdicts to the expectation file (with --expectations)")
-    run.add_argument("--strict", action="store_true",
-                     help="with --expectations: a requirement that newly passes fails the gate "
-                          "too (default: reported as 'fixed: update the expectations')")
-    run.add_argument("-n", "--workers", type=int, default=1, metavar="N",
-                     help="judge with N parallel pytest-xdist workers, a suite file per "
-                          "worker at a time (default 1: serially)")
-    run.add_argument("-v", "--verbose", action="store_true",
-                     help="show pytest's detail (tracebacks) on the terminal too")
-    _serving_options(run)
-    run.add_argument("--registry", metavar="HOST:PORT",
-                     help="pull from this external registry (plain HTTP, push allowed) "
-                          "instead of the lab registry; journal and fault checks then skip")
-    run.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
-    run.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                     help=f"seed of the property phase (SCHEMA), to replay a run "
-                          f"(default {DEFAULT_SEED})")
-    run.add_argument("--property-budget", metavar="SECONDS|EXAMPLES", default=None,
-                     help=f"bound of the property phase: '60s' or '200' examples "
-                          f"(default {DEFAULT_BUDGET})")
+    add_to_command(run, "run")  # the options a suite run shares with the plugin: one table
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
     doc = sub.add_parser("doctor", help="only the preflight: is the engine ready to be "
                          "judged, and if not, the one-time steps for it")
-    doc.add_argument("--target", help="unix:///path, tcp://host:port or https://host:port "
-                     "(default: DOCKER_HOST, then /var/run/docker.sock)")
-    _serving_options(doc)
-    doc.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    add_to_command(doc, "doctor")
     eng = sub.add_parser("engines", help="the engines --managed starts: list them, or fetch "
                          "the Debian Dockers it unpacks (not installs)")
     eng_sub = eng.add_subparsers(dest="engines_command", required=True, parser_class=_Parser)
@@ -254,27 +214,6 @@ def _engines(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _serving_options(parser: argparse.ArgumentParser) -> None:
-    """How the suite serves its lab registry and file server (``run`` and ``doctor``)."""
-    parser.add_argument("--serve-host", default="127.0.0.1", metavar="ADDRESS",
-                        help="address the suite's lab registry and file server listen on; "
-                             "the engine must reach it (default 127.0.0.1, for a local engine)")
-    parser.add_argument("--registry-port", type=int, default=0, metavar="PORT",
-                        help="the lab registry's port (default: any free one); fix it when "
-                             "the engine was told about this registry once")
-    parser.add_argument("--file-server-port", type=int, default=0, metavar="PORT",
-                        help="the file server's port, for fromSrc URLs (default: any free one)")
-    parser.add_argument("--serve-tls", action="store_true",
-                        help="serve the lab registry and file server over HTTPS with a CA made "
-                             "for the run (REPORT_DIR/tls/ca.crt, or --tls-dir); a managed "
-                             "engine is given it, your own engine must trust it (the run says "
-                             "where)")
-    parser.add_argument("--tls-dir", metavar="DIR",
-                        help="with --serve-tls (implied): keep the CA and server key in DIR, "
-                             "made on first use and reused, so a CA copied once into the "
-                             "engine's certs.d serves every later run")
-
-
 def _serving(args: argparse.Namespace) -> Serving:
     for name in ("registry_port", "file_server_port"):
         port = getattr(args, name)
@@ -302,7 +241,7 @@ def _doctor(args: argparse.Namespace) -> int:
     from engine_conformance.run.doctor import diagnose
 
     serving = _serving(args)
-    if args.timeout <= 0:
+    if args.request_timeout <= 0:
         raise Refusal("--timeout must be positive", EXIT_USAGE)
     try:
         target = Target.parse(args.target) if args.target else Target.default()
@@ -314,7 +253,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="ec-doctor-") as scratch:
         try:
-            report = diagnose(target, serving, timeout=args.timeout,
+            report = diagnose(target, serving, timeout=args.request_timeout,
                               api_version=os.environ.get("DOCKER_API_VERSION"),
                               report_dir=Path(scratch))
         except TargetError as exc:
@@ -359,17 +298,16 @@ def _requirements(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.update_expectations and not args.expectations:
         raise Refusal("--update-expectations needs --expectations FILE|auto", EXIT_USAGE)
-    if args.strict and not args.expectations:
+    if args.strict_gate and not args.expectations:
         raise Refusal("--strict needs --expectations FILE|auto", EXIT_USAGE)
-    if args.timeout <= 0:
+    if args.request_timeout <= 0:
         raise Refusal("--timeout must be positive", EXIT_USAGE)
     if args.workers < 1:
         raise Refusal("--workers must be at least 1", EXIT_USAGE)
-    if args.property_budget is not None:
-        try:
-            Budget.parse(args.property_budget)
-        except ValueError as exc:
-            raise Refusal(str(exc), EXIT_USAGE) from None
+    try:
+        Budget.parse(args.property_budget)
+    except ValueError as exc:
+        raise Refusal(str(exc), EXIT_USAGE) from None
     if args.workers > 1 and args.serve_tls:
         # The run's CA is placed for one lab registry address; each worker serves its own.
         raise Refusal("--workers and --serve-tls do not go together yet: use one of them",
@@ -388,6 +326,7 @@ def _run(args: argparse.Namespace) -> int:
         raise Refusal("--workers and --registry-port do not go together yet: each worker "
                       "serves a registry of its own", EXIT_USAGE)
     managed: ManagedEngine | None = None
+    cleanups: list[Callable[[], None]] = []
     # The lab registry's port is fixed up front: a managed Podman must be
     # told before it starts that this address is a plain-HTTP registry.
     try:
@@ -400,11 +339,20 @@ def _run(args: argparse.Namespace) -> int:
                       EXIT_USAGE) from None
     try:
         target, managed = _resolve_target(args, ports)
-        info = _reachable(target, args.api_version)
+        # DOCKER_API_VERSION pins the version as --api-version does, checked here like it.
+        pinned = args.api_version or os.environ.get("DOCKER_API_VERSION") or None
+        if pinned and not args.api_versions:
+            problem = api_version_problem(pinned, None, None)
+            if problem:
+                raise Refusal(problem.replace("--api-version", "DOCKER_API_VERSION")
+                              if not args.api_version else problem, EXIT_USAGE)
+        version_info, engine_info = _reachable(target, None if args.api_versions else pinned)
+        info = version_info
         axis = _axis(args.api_versions, info) if args.api_versions else []
         # Under the current directory: an installed package's own folder is no place for output.
         # Absolute: the suites run with the package's directory as theirs, not this one.
-        report_dir = (args.report_dir or _new_report_dir(Path("reports"))).resolve()
+        report_dir = (Path(args.report_dir) if args.report_dir
+                      else _new_report_dir(Path("reports"))).resolve()
         prefix = f"ectest-{secrets.token_hex(4)}"
         if args.serve_tls:
             lab = None if args.registry else host_port(args.serve_host, registry_port)
@@ -419,33 +367,27 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"engine-conformance: {advice}", file=sys.stderr)
 
 
+        scratch = Path(tempfile.mkdtemp(prefix="ec-run-"))
+        cleanups.append(lambda: shutil.rmtree(scratch, ignore_errors=True))
+
         def judge(directory: Path, api_version: str | None, gated: bool) -> int:
-            cmd = pytest_command(
-                target.url,
-                directory,
-                requirements=args.requirement,
-                api_version=api_version,
-                expectations=(str(Path(args.expectations).resolve())
-                              if args.expectations and args.expectations != "auto"
-                              else args.expectations) if gated else None,
-                update_expectations=args.update_expectations and gated,
-                keyword=args.keyword,
-                prefix=prefix,
-                extra=["--request-timeout", str(args.timeout), "--serve-host", args.serve_host,
-                       "--seed", str(args.seed),
-                       *(["--property-budget", args.property_budget]
-                         if args.property_budget else []),
-                       "--registry-port", str(registry_port),
-                       *(["--file-server-port", str(args.file_server_port)]
-                         if args.file_server_port else []),
-                       *(["--tls-dir", serving.tls_dir] if serving.tls_dir else []),
-                       *(["--registry", args.registry] if args.registry else []),
-                       *(["--serve-tls"] if args.serve_tls else []),
-                       *(["--strict-gate"] if args.strict and gated else []),
-                       *(["-n", str(args.workers), "--dist", "loadfile", "--registry-ports",
-                          ",".join(map(str, ports))] if args.workers > 1 else []),
-                       *args.pytest_args],
-            )
+            # What the child must not work out again: the target, the version, the engine.
+            settled = {"options": {
+                "target": target.url, "report_dir": str(directory), "api_version": api_version,
+                "run_prefix": prefix, "registry_port": registry_port,
+                "serve_tls": args.serve_tls, "tls_dir": serving.tls_dir or None,
+                "expectations": (str(Path(args.expectations).resolve())
+                                 if args.expectations and args.expectations != "auto"
+                                 else args.expectations) if gated else None,
+                "update_expectations": args.update_expectations and gated,
+                "strict_gate": args.strict_gate and gated,
+                **({"registry_ports": ",".join(map(str, ports))} if args.workers > 1 else {}),
+            }, "engine": {"version": version_info, "info": engine_info}}
+            config = write_run_config(scratch / f"run-{len(list(scratch.iterdir()))}.json",
+                                      vars(args), settled)
+            cmd = child_command(config, keyword=args.keyword, extra=[
+                *(["-n", str(args.workers), "--dist", "loadfile"] if args.workers > 1 else []),
+                *args.pytest_args])
             child = _child(cmd, directory, verbose=args.verbose)
             if child.refusal is not None:
                 raise Refusal(child.refusal, _REFUSAL_CODES.get(child.code, EXIT_HARNESS))
@@ -454,11 +396,13 @@ def _run(args: argparse.Namespace) -> int:
         if axis:
             result = _across_versions(judge, report_dir, axis)
         else:
-            result = judge(report_dir, args.api_version, True)
+            result = judge(report_dir, pinned, True)
         _show(report_dir)
         _show_findings(report_dir, args.seed)
         return EXIT_OK if args.update_expectations and result == EXIT_FAIL else result
     finally:
+        for cleanup in cleanups:
+            cleanup()
         if managed is not None:
             managed.stop()
 
@@ -561,11 +505,13 @@ def _across_versions(judge: Any, report_dir: Path, versions: list[str]) -> int:
     return primary if gated else max(codes.values())
 
 
-def _reachable(target: Target, api_version: str | None) -> dict[str, Any]:
+def _reachable(target: Target, api_version: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The engine's ``/version`` and ``/info``: the one time a run asks (the child is told)."""
     try:
         with Client(target, api_version=api_version, timeouts=Timeouts(read=15.0)) as client:
             client.negotiate()
             info = client.version_info
+            about = client.info()
     except TargetError as exc:
         raise Refusal(str(exc), EXIT_UNREACHABLE) from None
     if api_version:
@@ -573,7 +519,7 @@ def _reachable(target: Target, api_version: str | None) -> dict[str, Any]:
                                       info.get("ApiVersion"))
         if problem:
             raise Refusal(problem, EXIT_USAGE)
-    return info
+    return info, about
 
 
 _REFUSAL_CODES = {CHILD_USAGE: EXIT_USAGE, CHILD_TARGET_UNREACHABLE: EXIT_UNREACHABLE}

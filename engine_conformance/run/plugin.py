@@ -61,6 +61,8 @@ from engine_conformance.judge.verdicts import (
     tolerated,
 )
 from engine_conformance.reports.report import write_reports
+from engine_conformance.run.options import add_to_plugin
+from engine_conformance.run.options import apply as apply_run_config
 from engine_conformance.run.runner import COMMAND_LINE, PROGRESS_FD
 
 SERVICES = ("registry", "file_server")  # what a preflight proves the engine reaches
@@ -92,6 +94,7 @@ class Run:
     progress: Any = None  # the CLI's progress channel (a text file), when it gave one
     workers: dict[str, dict] = field(default_factory=dict)  # pytest-xdist: what each reported
     files: Any = None  # the file server, once started
+    engine: dict | None = None  # /version and /info as the command read them (--run-config)
 
     @property
     def unreachable(self) -> list[Probe]:
@@ -107,56 +110,7 @@ ITEM_OBS = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("engine-conformance")
-    group.addoption("--target", help="engine: unix:///path, tcp://h:p, https://h:p "
-                    "(default: DOCKER_HOST, then /var/run/docker.sock)")
-    group.addoption("--api-version", help="pin the API version (default: negotiate, at most 1.44)")
-    group.addoption("--report-dir", default=None, help="where results.json and junit.xml go")
-    group.addoption("--expectations", default=None,
-                    help="expectation file to check verdicts against, or 'auto'")
-    group.addoption("--update-expectations", action="store_true",
-                    help="write this run's verdicts to the expectation file")
-    group.addoption("--strict-gate", action="store_true",
-                    help="with --expectations: a requirement that newly passes fails the gate "
-                         "too (default: reported as 'fixed: update the expectations')")
-    group.addoption("--run-prefix", default=None, help="name prefix for everything the run creates")
-    group.addoption("--request-timeout", type=float, default=60.0, help="seconds per request")
-    group.addoption("--stream-timeout", type=float, default=300.0,
-                    help="seconds for a whole progress stream")
-    group.addoption("--requirement", action="append", default=[], metavar="ID",
-                    help="judge only this requirement (repeatable)")
-    group.addoption("--links-out", default=None, metavar="FILE",
-                    help="collect only: write each requirement's checks (file:line) to FILE "
-                         "as JSON, connecting to nothing (`engine-conformance requirements "
-                         "--where` reads it)")
-    group.addoption("--registry-port", type=int, default=0,
-                    help="port for the lab registry (0: any free one); a managed Podman must "
-                         "have been told it is insecure")
-    group.addoption("--file-server-port", type=int, default=0,
-                    help="port for the file server of fromSrc URLs (0: any free one)")
-    group.addoption("--tls-dir", default=None, metavar="DIR",
-                    help="with --serve-tls: keep the CA and server key in DIR, made on first "
-                         "use and reused, so a CA placed once serves every later run")
-    group.addoption("--registry-ports", default=None, metavar="PORT,PORT",
-                    help="under pytest-xdist: the lab registry's port for each worker (gw0, "
-                         "gw1, …), each declared insecure to a managed Podman")
-    group.addoption("--registry", default=None, metavar="HOST:PORT",
-                    help="an external registry (plain HTTP, push allowed) to pull from instead "
-                         "of the lab registry; fault and journal checks then skip")
-    group.addoption("--serve-host", default="127.0.0.1",
-                    help="address the suite's own servers listen on (must be reachable "
-                         "from the engine)")
-    group.addoption("--serve-tls", action="store_true",
-                    help="serve the lab registry and file server over HTTPS with a CA made "
-                         "for the run (<report-dir>/tls/ca.crt: the engine must trust it)")
-    from engine_conformance.judge.property_phase import DEFAULT_BUDGET, DEFAULT_SEED
-
-    group.addoption("--seed", type=int, default=DEFAULT_SEED,
-                    help=f"seed of the property phase's draw (default {DEFAULT_SEED})")
-    group.addoption("--property-budget", metavar="SECONDS|EXAMPLES",
-                    default=os.environ.get("ENGINE_CONFORMANCE_PROPERTY_BUDGET", DEFAULT_BUDGET),
-                    help=f"bound of the property phase: '60s' or '200' examples "
-                         f"(default {DEFAULT_BUDGET}, or ENGINE_CONFORMANCE_PROPERTY_BUDGET)")
+    add_to_plugin(parser.getgroup("engine-conformance"))  # the one table (run/options.py)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -176,6 +130,13 @@ def pytest_configure(config: pytest.Config) -> None:
         # Ctrl-C, or the CLI passing one on, must still stop the run and clean up.
         if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+    engine = None
+    if config.getoption("run_config"):
+        # `engine-conformance run` settled all of it: its options, the target, the engine.
+        try:
+            engine = apply_run_config(config.option, config.getoption("run_config"))
+        except (OSError, ValueError) as exc:
+            raise pytest.UsageError(str(exc)) from None
     try:
         catalogue = Catalogue.load()
     except CatalogueError as exc:
@@ -190,7 +151,7 @@ def pytest_configure(config: pytest.Config) -> None:
         or Path(config.rootpath) / "reports" / time.strftime("%Y%m%d-%H%M%S")
     )
     config.stash[RUN] = Run(catalogue=catalogue, prefix=prefix, report_dir=report_dir,
-                            progress=_progress_channel())
+                            progress=_progress_channel(), engine=engine)
 
 
 def _worker_id(config: pytest.Config) -> str | None:
@@ -331,8 +292,12 @@ def _connect(config: pytest.Config, run: Run) -> None:
                 stream=config.getoption("stream_timeout"),
             ),
         )
-        client.negotiate()
-        info = client.info()
+        if run.engine is not None:  # the command asked already: the child is told, not asking
+            client.adopt(run.engine["version"])
+            info = run.engine["info"]
+        else:
+            client.negotiate()
+            info = client.info()
         preexisting = record_preexisting(client)
     except UsageError as exc:
         _refuse(config, f"bad target: {exc}", CHILD_USAGE)

@@ -103,6 +103,20 @@ def pytest_command(
     return cmd + list(extra)
 
 
+def child_command(run_config: Path, *, keyword: str | None = None,
+                  extra: Sequence[str] = ()) -> list[str]:
+    """The child pytest of ``engine-conformance run``: everything it needs is in
+    ``run_config`` (:func:`engine_conformance.run.options.write_run_config`)."""
+    cmd = [sys.executable, "-m", "pytest", str(SUITES), "--rootdir", str(ROOT), "-o", "addopts=",
+           "-p", "engine_conformance.run.plugin", "-p", "no:cacheprovider",
+           "--import-mode=importlib", "--run-config", str(run_config)]
+    if keyword:
+        cmd += ["-k", keyword]
+    if "-n" in extra:
+        cmd += ["-p", "xdist.plugin"]  # not autoloaded in the child (child_environment)
+    return cmd + list(extra)
+
+
 def run_suite(target: str, report_dir: Path, *, timeout: float = 900, env: dict | None = None,
               extra: Sequence[str] = (), **options: object) -> Outcome:
     """Run the suites against ``target`` quietly; options as in :func:`pytest_command`."""
