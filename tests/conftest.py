@@ -46,8 +46,8 @@ from engine_conformance.engine.engines import docker26 as managed_docker26
 from engine_conformance.engine.engines import docker26_containerd as managed_docker26_containerd
 from engine_conformance.engine.engines import docker28 as managed_docker28
 from engine_conformance.engine.engines import docker28_containerd as managed_docker28_containerd
+from engine_conformance.engine.identity import describe_target
 from engine_conformance.engine.target import Client, Target
-from engine_conformance.run.plugin import describe_target
 from engine_conformance.run.runner import ROOT, Outcome, run_suite
 from tests import shared_runs as shared
 

@@ -23,39 +23,28 @@ plugin's own exit statuses (see :mod:`.runner`) lie outside pytest's 0-5.
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import secrets as _secrets
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from engine_conformance.base.exits import (
-    CHILD_SUITE_UNREACHABLE,
-    CHILD_TARGET_UNREACHABLE,
-    CHILD_USAGE,
-    UsageError,
-)
+from engine_conformance.base.exits import CHILD_SUITE_UNREACHABLE, CHILD_USAGE, Refusal
 from engine_conformance.base.redact import scrub
-from engine_conformance.base.versions import api_version_problem
-from engine_conformance.catalogue import expectations
 from engine_conformance.catalogue.requirements import Catalogue, CatalogueError, Requirement
 from engine_conformance.engine.fileserver import FileServer
-from engine_conformance.engine.identity import describe_target
-from engine_conformance.engine.target import Client, Target, TargetError, Timeouts
-from engine_conformance.judge.cleanup import Images, record_preexisting, sweep
+from engine_conformance.engine.target import Client
+from engine_conformance.judge.cleanup import Images, sweep
 from engine_conformance.judge.preflight import Probe, probe_file_server, probe_registry
 from engine_conformance.judge.verdicts import (
     Precondition,
     Record,
-    build_results,
     classify,
     merge,
     tolerated,
@@ -63,44 +52,23 @@ from engine_conformance.judge.verdicts import (
 from engine_conformance.reports.report import write_reports
 from engine_conformance.run.options import add_to_plugin
 from engine_conformance.run.options import apply as apply_run_config
-from engine_conformance.run.runner import COMMAND_LINE, PROGRESS_FD
-
-SERVICES = ("registry", "file_server")  # what a preflight proves the engine reaches
-WORKER_OUTPUT = "engine_conformance"  # a pytest-xdist worker's records, for the controller
-
-
-@dataclass
-class Run:
-    """Per-session state, kept on ``config.stash``."""
-
-    catalogue: Catalogue
-    prefix: str
-    report_dir: Path
-    client: Client | None = None
-    target_info: dict = field(default_factory=dict)
-    records: dict[str, list[Record]] = field(default_factory=dict)
-    secrets: set[str] = field(default_factory=set)
-    created: set[str] = field(default_factory=set)
-    preexisting: frozenset[str] = frozenset()  # image IDs before the run: never deleted
-    expected: dict[str, str] | None = None
-    expectations_path: Path | None = None
-    started: float = field(default_factory=time.time)
-    complete: bool = True
-    mismatches: list[str] = field(default_factory=list)
-    gate: expectations.Gate | None = None
-    results: dict | None = None
-    counter: itertools.count = field(default_factory=lambda: itertools.count(1))
-    preflight: dict[str, Probe] = field(default_factory=dict)
-    progress: Any = None  # the CLI's progress channel (a text file), when it gave one
-    workers: dict[str, dict] = field(default_factory=dict)  # pytest-xdist: what each reported
-    files: Any = None  # the file server, once started
-    engine: dict | None = None  # /version and /info as the command read them (--run-config)
-
-    @property
-    def unreachable(self) -> list[Probe]:
-        """The preflights that failed: the suite could not judge what needs those services."""
-        return [p for p in self.preflight.values() if not p.ok]
-
+from engine_conformance.run.session import (
+    SERVICES,
+    Run,
+    connect,
+    emit,
+    finish,
+    progress_channel,
+    waited,
+)
+from engine_conformance.run.xdist import (
+    WORKER_OUTPUT,
+    merge_workers,
+    registry_port,
+    suite_counts,
+    turn,
+    worker_id,
+)
 
 RUN = pytest.StashKey[Run]()
 ITEM_START = pytest.StashKey[int]()
@@ -142,59 +110,21 @@ def pytest_configure(config: pytest.Config) -> None:
     except CatalogueError as exc:
         raise pytest.UsageError(f"requirement catalogue: {exc}") from None
     prefix = config.getoption("run_prefix") or f"ectest-{_secrets.token_hex(4)}"
-    if _worker_id(config):
+    if worker_id(config):
         # Each pytest-xdist worker names, sweeps and cleans up under a prefix of its own:
         # one worker's end-of-session sweep must not remove what another still uses.
-        prefix = f"{prefix}-{_worker_id(config)}"
+        prefix = f"{prefix}-{worker_id(config)}"
     report_dir = Path(
         config.getoption("report_dir")
         or Path(config.rootpath) / "reports" / time.strftime("%Y%m%d-%H%M%S")
     )
     config.stash[RUN] = Run(catalogue=catalogue, prefix=prefix, report_dir=report_dir,
-                            progress=_progress_channel(), engine=engine)
-
-
-def _worker_id(config: pytest.Config) -> str | None:
-    """``gw0``… in a pytest-xdist worker, else None."""
-    workerinput = getattr(config, "workerinput", None)
-    return str(workerinput["workerid"]) if workerinput else None
-
-
-def _registry_port(config: pytest.Config) -> int:
-    """The lab registry's port: under pytest-xdist, each worker's own from --registry-ports."""
-    worker = _worker_id(config)
-    if worker is None:
-        return config.getoption("registry_port")
-    index = int(worker.removeprefix("gw"))
-    ports = [int(p) for p in (config.getoption("registry_ports") or "").split(",") if p]
-    if index < len(ports):
-        return ports[index]
-    return config.getoption("registry_port") if index == 0 else 0
-
-
-def _progress_channel() -> Any:
-    fd = os.environ.get(PROGRESS_FD)
-    if not fd:
-        return None
-    try:
-        return os.fdopen(int(fd), "w", buffering=1, closefd=False)
-    except (OSError, ValueError):
-        return None
-
-
-def _emit(run: Run | None, **event: Any) -> None:
-    """One progress event for the CLI (which shows progress and refusals, not pytest's log)."""
-    if run is None or run.progress is None:
-        return
-    try:
-        run.progress.write(json.dumps(event, default=str) + "\n")
-    except (OSError, ValueError):
-        run.progress = None  # the CLI went away; the run goes on and writes its reports
+                            progress=progress_channel(), engine=engine)
 
 
 def _refuse(config: pytest.Config, message: str, code: int) -> None:
     """Stop the session with one line for the user and the plugin's exit status ``code``."""
-    _emit(config.stash.get(RUN, None), event="refusal", message=message, code=code)
+    emit(config.stash.get(RUN, None), event="refusal", message=message, code=code)
     pytest.exit(message, code)
 
 
@@ -268,7 +198,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             name = run.catalogue[rid].suite
             per_suite[name] = per_suite.get(name, 0) + 1
     t = run.target_info
-    _emit(run, event="collected", suites=per_suite,
+    emit(run, event="collected", suites=per_suite,
           target=f"{t['engine']} {t['version']} (API {t['api_version']}) at {t['url']}")
 
 
@@ -279,53 +209,9 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
 
 def _connect(config: pytest.Config, run: Run) -> None:
     try:
-        spec = config.getoption("target")
-        target = Target.parse(spec) if spec else Target.default()
-        if target is None:
-            _refuse(config, "no target: give --target or set DOCKER_HOST "
-                    "(or use `engine-conformance run`, which can start one)", CHILD_USAGE)
-        client = Client(
-            target,
-            api_version=config.getoption("api_version") or os.environ.get("DOCKER_API_VERSION"),
-            timeouts=Timeouts(
-                read=config.getoption("request_timeout"),
-                stream=config.getoption("stream_timeout"),
-            ),
-        )
-        if run.engine is not None:  # the command asked already: the child is told, not asking
-            client.adopt(run.engine["version"])
-            info = run.engine["info"]
-        else:
-            client.negotiate()
-            info = client.info()
-        preexisting = record_preexisting(client)
-    except UsageError as exc:
-        _refuse(config, f"bad target: {exc}", CHILD_USAGE)
-    except TargetError as exc:
-        _refuse(config, str(exc), CHILD_TARGET_UNREACHABLE)
-    if client.pinned:
-        problem = api_version_problem(client.pinned, client.version_info.get("MinAPIVersion"),
-                                      client.version_info.get("ApiVersion"))
-        if problem:
-            client.close()
-            _refuse(config, problem, CHILD_USAGE)
-    run.client = client
-    # Levels follow the basis in force at the API version judged (v1.48 documents
-    # what v1.44 leaves to the reference engine, say).
-    run.catalogue = run.catalogue.at(client.api_version)
-    run.preexisting = preexisting
-    run.target_info = describe_target(client, info)
-    expect = config.getoption("expectations")
-    if expect:
-        path = (expectations.path_for(run.target_info["engine_key"]) if expect == "auto"
-                else Path(expect))
-        run.expectations_path = path
-        if not config.getoption("update_expectations"):
-            if not path.is_file():
-                _refuse(config, f"no expectation file {path}"
-                        + (f" for {run.target_info['engine_key']}" if expect == "auto" else ""),
-                        CHILD_USAGE)
-            run.expected = expectations.load(path)
+        connect(run, config.getoption)
+    except Refusal as exc:
+        _refuse(config, str(exc), exc.code)
 
 
 # -- fixtures ---------------------------------------------------------------------
@@ -399,7 +285,7 @@ def lab(request: pytest.FixtureRequest, run_state: Run, client: Client, target_i
                              config.getoption("serve_host"), config.getoption("tls_dir"))
     try:
         with serve(run_state.prefix, host=config.getoption("serve_host"),
-                   port=_registry_port(config),
+                   port=registry_port(config),
                    external=config.getoption("registry"), tls=tls) as registry:
             if not registry.external:
                 # Each request keeps the lab's content as it was sent (reproducer bundles).
@@ -475,58 +361,14 @@ def images(client: Client, run_state: Run):
 # -- verdicts ---------------------------------------------------------------------
 
 
-ENGINE_WIDE = frozenset({"image_ids", "list_images"})
-"""Names a check reads the engine's whole image list through: under pytest-xdist such a
-check must not overlap another (it would see the other's images as its own)."""
-
-
-def exclusive(item: pytest.Item) -> bool:
-    """Whether ``item`` must run while no other check runs (pytest-xdist).
-
-    A check says so with ``@pytest.mark.exclusive``; one that reads the engine's whole
-    image list (directly or through a helper of its module) is exclusive as well.
-    """
-    if item.get_closest_marker("exclusive"):
-        return True
-    function = getattr(item, "function", None)
-    if function is None:
-        return False
-    return _reads_engine_wide(function.__code__, getattr(function, "__globals__", {}), set())
-
-
-def _reads_engine_wide(code: Any, module: dict, seen: set) -> bool:
-    if code in seen:
-        return False
-    seen.add(code)
-    if ENGINE_WIDE & set(code.co_names):
-        return True
-    for const in code.co_consts:  # nested functions and lambdas
-        if hasattr(const, "co_names") and _reads_engine_wide(const, module, seen):
-            return True
-    for name in code.co_names:
-        helper = module.get(name)
-        if (callable(helper) and hasattr(helper, "__code__")
-                and getattr(helper, "__module__", None) == module.get("__name__")
-                and _reads_engine_wide(helper.__code__, module, seen)):
-            return True
-    return False
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    """Under pytest-xdist: exclusive checks alone, the others side by side (a file lock)."""
+    """Under pytest-xdist: exclusive checks alone, the others side by side."""
     run = item.config.stash.get(RUN, None)
-    if run is None or not _worker_id(item.config) or not _requirement_of(item):
+    if run is None or not worker_id(item.config) or not _requirement_of(item):
         return (yield)
-    import fcntl
-
-    run.report_dir.mkdir(parents=True, exist_ok=True)
-    with open(run.report_dir / ".xdist.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if exclusive(item) else fcntl.LOCK_SH)
-        try:
-            return (yield)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with turn(item, run.report_dir):
+        return (yield)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -627,7 +469,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for key, value in report.user_properties:
         if key == "ec-finished":
             suite, verdict = str(value).split(" ", 1)
-            _emit(run, event="item", suite=suite, verdict=verdict)
+            emit(run, event="item", suite=suite, verdict=verdict)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -636,13 +478,7 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     if run is None or run.workers.get("collected"):
         return
     run.workers["collected"] = {"count": len(ids)}
-    per_suite: dict[str, int] = {}
-    for nodeid in ids:
-        # The suites' files are named for their catalogue file: suites/test_<suite>.py.
-        stem = nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
-        name = stem.removeprefix("test_")
-        per_suite[name] = per_suite.get(name, 0) + 1
-    _emit(run, event="collected", suites=per_suite,
+    emit(run, event="collected", suites=suite_counts(ids),
           target=f"{node.config.getoption('target')} (pytest-xdist workers)")
 
 
@@ -655,24 +491,6 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         run.workers[str(node.gateway.id)] = json.loads(output)
 
 
-def _waited(exchanges: list, since: float) -> float:
-    """Seconds since ``since`` in which some request of ``exchanges`` awaited the engine.
-
-    Exchanges a check cites from earlier (a module fixture's) are clipped to its own
-    window, and requests in flight together count once.
-    """
-    now = time.monotonic()
-    spans = sorted((max(ex.started, since), min(ex.finished or now, now))
-                   for ex in exchanges if ex.started)
-    total, end = 0.0, since
-    for start, finish in spans:
-        start = max(start, end)
-        if finish > start:
-            total += finish - start
-            end = finish
-    return total
-
-
 def _finished(item: pytest.Item, run: Run, rid: str) -> str | None:
     """After an item's last phase: its time waiting on the engine, and a progress event."""
     record = next((r for r in run.records.get(rid, []) if r.nodeid == item.nodeid), None)
@@ -680,9 +498,9 @@ def _finished(item: pytest.Item, run: Run, rid: str) -> str | None:
         return None
     record.duration = item.stash.get(ITEM_DURATION, record.duration)
     if run.client is not None:
-        record.engine_wait = _waited(run.client.exchanges[item.stash.get(ITEM_START, 0):],
+        record.engine_wait = waited(run.client.exchanges[item.stash.get(ITEM_START, 0):],
                                      item.stash.get(ITEM_CLOCK, 0.0))
-    _emit(run, event="item", suite=run.catalogue[rid].suite, requirement=rid,
+    emit(run, event="item", suite=run.catalogue[rid].suite, requirement=rid,
           verdict=record.verdict)
     return record.verdict
 
@@ -733,11 +551,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     if run.client is not None:
-        _emit(run, event="finishing", interrupted=interrupted)
+        emit(run, event="finishing", interrupted=interrupted)
         removed = sweep(run.client, run)
         preflight = {name: run.preflight[name].as_dict() if name in run.preflight
                      else {"status": "not needed"} for name in SERVICES}
-        if _worker_id(config):
+        if worker_id(config):
             config.workeroutput[WORKER_OUTPUT] = json.dumps(scrub({
                 "records": {rid: [asdict(r) for r in recs] for rid, recs in run.records.items()},
                 "target": run.target_info, "preflight": preflight, "removed": removed,
@@ -747,73 +565,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             return
         records, target_info, complete = run.records, run.target_info, run.complete
     elif any(k != "collected" for k in run.workers):
-        records, target_info, preflight, removed, complete = _from_workers(run, config)
+        records, target_info, preflight, removed, complete = merge_workers(run, config)
     else:
         return
-    # An interrupted run judged only part of what it meant to: it is never complete.
-    complete = complete and not interrupted
-    results = build_results(
-        run.catalogue, records, target_info,
-        {"prefix": run.prefix, "complete": complete, "interrupted": interrupted,
-         **({"command_line": json.loads(os.environ[COMMAND_LINE])}
-            if os.environ.get(COMMAND_LINE) else {}),
-         "cleanup_removed": removed, "preflight": preflight},
-        run.started,
-        reference=expectations.reference_deviations(),
-    )
-    unreachable = [p for p in preflight.values() if p.get("status") == "failed"]
-    verdicts = {r["id"]: r["verdict"] for r in results["requirements"]}
-    reasons = {r["id"]: r["reason"] for r in results["requirements"]}
-    if config.getoption("update_expectations") and run.expectations_path:
-        # Verdicts of a run that could not reach its own services describe the setup,
-        # not the engine: they must not become its expectations.
-        updated = not interrupted and not unreachable
-        if updated:
-            expectations.write(run.expectations_path, target_info, verdicts, reasons,
-                               prefix=run.prefix)
-        results["expectations"] = {"file": str(run.expectations_path), "updated": updated}
-    elif run.expected is not None:
-        run.gate = expectations.gate(verdicts, run.expected, complete,
-                                     strict=config.getoption("strict_gate"))
-        run.mismatches = run.gate.mismatches
-        results["expectations"] = {"file": str(run.expectations_path),
-                                   "mismatches": run.mismatches} | run.gate.as_dict()
-        if not run.gate.passed and session.exitstatus == 0:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if unreachable and not interrupted:
-        session.exitstatus = CHILD_SUITE_UNREACHABLE
-    results = scrub(results, run.secrets)
-    run.results = results
+    results, code = finish(run, config.getoption, records, target_info, preflight, removed,
+                           complete, interrupted)
+    if code == CHILD_SUITE_UNREACHABLE or (code is not None and session.exitstatus == 0):
+        session.exitstatus = code
     paths = write_reports(run.report_dir, results)
-    _emit(run, event="reports", paths=[str(p) for p in paths])
+    emit(run, event="reports", paths=[str(p) for p in paths])
     if run.client is not None:
         run.client.close()
-
-
-def _from_workers(run: Run, config: pytest.Config) -> tuple[dict, dict, dict, list, bool]:
-    """What the pytest-xdist workers judged, as one run (the controller connects to nothing)."""
-    outputs = [v for k, v in sorted(run.workers.items()) if k != "collected"]
-    records: dict[str, list[Record]] = {}
-    for out in outputs:
-        for rid, recs in out["records"].items():
-            records.setdefault(rid, []).extend(Record(**r) for r in recs)
-    preflight = {}
-    for name in SERVICES:
-        seen = [o["preflight"][name] for o in outputs]
-        preflight[name] = (next((p for p in seen if p.get("status") == "failed"), None)
-                           or next((p for p in seen if p.get("status") == "ok"), None)
-                           or {"status": "not needed"})
-    expect = next((o["expectations"] for o in outputs if o["expectations"]), "")
-    if expect:
-        run.expectations_path = Path(expect)
-        if not config.getoption("update_expectations") and run.expectations_path.is_file():
-            run.expected = expectations.load(run.expectations_path)
-    removed = [ref for o in outputs for ref in o["removed"]]
-    # The scheduler spreads one collection over the workers: complete only if all finished.
-    workers = getattr(config.option, "numprocesses", None)
-    expected = workers if isinstance(workers, int) else len(outputs)
-    complete = all(o["complete"] for o in outputs) and len(outputs) >= expected
-    return records, outputs[0]["target"], preflight, removed, complete
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
