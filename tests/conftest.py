@@ -333,10 +333,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for found in needs.values():
         NEEDED.update(found)
     if shared.is_worker(config):
-        # Under pytest-xdist the controller makes the full runs while the workers judge
-        # everything that does not read them; what does comes last (a stable sort: every
-        # worker must collect the same order).
-        items.sort(key=lambda item: bool(needs[item.nodeid]))
+        # Under pytest-xdist the controller makes the full runs (some 2.5 min) while the
+        # workers judge what does not read them. The order (a stable sort: every worker
+        # must collect the same) puts the long serial groups (namespaces, the rootless
+        # user) first, then the deviant rows, then what reads the full runs, then the rest:
+        # no long test is left to start last.
+        def rank(item: pytest.Item) -> int:
+            if item.get_closest_marker("xdist_group"):
+                return 0
+            if needs[item.nodeid]:
+                return 2
+            return 1 if item.nodeid.startswith("tests/deviants/") else 3
+
+        items.sort(key=rank)
         shared.tell_needed(config, NEEDED)
 
 
