@@ -62,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"serial wall: {s_wall:.1f} s (run {results['run']['duration']:.1f} s in pytest)")
     print(f"-n {args.workers} wall: {p_wall:.1f} s (speed-up {s_wall / p_wall:.2f}x)")
     print(f"waiting on the engine (serial): {waited:.1f} s")
+    # The floor of a run: the longest wait one check imposes (the engine's own back-off).
+    longest = max(results["requirements"], key=lambda r: r.get("engine_wait") or 0.0)
+    print(f"longest single wait: {longest['id']} {longest['engine_wait']:.1f} s "
+          f"(serial wall is {s_wall / max(longest['engine_wait'], 0.001):.1f}x it)")
     reqs = sorted(results["requirements"], key=lambda r: r["duration"], reverse=True)
     print("slowest requirements (serial): duration, of which waiting on the engine")
     for r in reqs[:args.slowest]:
