@@ -10,13 +10,14 @@ import sys
 
 import pytest
 
-from engine_conformance.run.cli import Refusal, _verdict_code
-from engine_conformance.run.runner import (
+from deviant_proxy import DeviantProxy, Deviation
+from engine_conformance.base.exits import (
     CHILD_SUITE_UNREACHABLE,
     CHILD_TARGET_UNREACHABLE,
     CHILD_USAGE,
-    ROOT,
 )
+from engine_conformance.run.cli import Refusal, _verdict_code
+from engine_conformance.run.runner import ROOT
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -189,7 +190,7 @@ def test_the_gate_decides_the_exit_code(gate, code, tmp_path):
 def test_signal_handling_is_restored_when_launched_ignored():
     # `nohup ... &` starts Python with SIGINT ignored, and Python keeps it so: the tool
     # installs its own handler, and so does the plugin for a plain pytest run.
-    code = ("import signal, sys; from engine_conformance import cli; cli.main(['requirements']);"
+    code = ("import signal, sys; from engine_conformance.run import cli; cli.main(['requirements']);"
             "sys.stderr.write(str(signal.getsignal(signal.SIGINT) is signal.default_int_handler))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, timeout=60,
@@ -216,3 +217,26 @@ def test_a_managed_engine_not_fetched_names_the_fetch_command(tmp_path):
     assert listed.returncode == 0
     assert any(line.startswith("docker28 ") and "engines fetch docker28" in line
                for line in listed.stdout.splitlines())
+
+
+def test_the_command_connects_once_and_its_child_never_negotiates(docker, tmp_path):
+    # The child adopts the command's /version (--run-config): each is asked once a run.
+    asked = [Deviation(f"counts {path}", match=lambda req, path=path: req.endpoint == path,
+                       response=lambda req, resp: resp) for path in ("/_ping", "/version")]
+    with DeviantProxy(docker.target, asked) as proxy:
+        done = cli("run", "--target", proxy.target, "--requirement", "ERRORS-003",
+                   "--report-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [d.hits for d in asked] == [1, 1], [f"{d.name}: {d.hits}" for d in asked]
+
+
+def test_one_table_declares_every_option_of_run_and_of_the_plugin():
+    # `run` and the plugin read one table: an option cannot mean two things, or drift.
+    from engine_conformance.run.options import OPTIONS
+
+    dests = [o.dest for o in OPTIONS.values()]
+    assert len(dests) == len(set(dests))
+    help_text = cli("run", "--help").stdout
+    for option in OPTIONS.values():
+        if option.scope != "plugin":
+            assert option.flags[-1] in help_text, option.flags

@@ -1,6 +1,6 @@
 """Where the suite's data lives: the checks, the catalogue, the expectations, the spec.
 
-    >>> from engine_conformance import paths
+    >>> from engine_conformance.base import paths
     >>> paths.SUITES / "requirements"                        # doctest: +SKIP
     PosixPath('/work/main/suites/requirements')
 
