@@ -31,8 +31,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(target: str, report_dir: Path, workers: int) -> tuple[float, dict]:
-    cmd = [sys.executable, "-m", "engine_conformance", "run", "--target", target,
-           "--report-dir", str(report_dir), *(["-n", str(workers)] if workers > 1 else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine_conformance",
+        "run",
+        "--target",
+        target,
+        "--report-dir",
+        str(report_dir),
+        *(["-n", str(workers)] if workers > 1 else []),
+    ]
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - started
@@ -64,18 +73,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"waiting on the engine (serial): {waited:.1f} s")
     # The floor of a run: the longest wait one check imposes (the engine's own back-off).
     longest = max(results["requirements"], key=lambda r: r.get("engine_wait") or 0.0)
-    print(f"longest single wait: {longest['id']} {longest['engine_wait']:.1f} s "
-          f"(serial wall is {s_wall / max(longest['engine_wait'], 0.001):.1f}x it)")
+    print(
+        f"longest single wait: {longest['id']} {longest['engine_wait']:.1f} s "
+        f"(serial wall is {s_wall / max(longest['engine_wait'], 0.001):.1f}x it)"
+    )
     reqs = sorted(results["requirements"], key=lambda r: r["duration"], reverse=True)
     print("slowest requirements (serial): duration, of which waiting on the engine")
-    for r in reqs[:args.slowest]:
-        print(f"  {r['id']:12} {r['duration']:6.2f} s {r['engine_wait']:6.2f} s "
-              f"{r['title'][:50]}")
+    for r in reqs[: args.slowest]:
+        print(f"  {r['id']:12} {r['duration']:6.2f} s {r['engine_wait']:6.2f} s {r['title'][:50]}")
     a = {r["id"]: r["verdict"] for r in results["requirements"]}
     b = {r["id"]: r["verdict"] for r in parallel[-1][1]["requirements"]}
     diff = sorted(rid for rid in a.keys() | b.keys() if a.get(rid) != b.get(rid))
-    print("verdicts serial vs -n: " + ("identical" if not diff else "DIFFER: " + ", ".join(
-        f"{rid} {a.get(rid)}/{b.get(rid)}" for rid in diff)))
+    print(
+        "verdicts serial vs -n: "
+        + (
+            "identical"
+            if not diff
+            else "DIFFER: " + ", ".join(f"{rid} {a.get(rid)}/{b.get(rid)}" for rid in diff)
+        )
+    )
     print(f"overhead share: {(s_wall - waited) / s_wall:.2f}")
     return 0
 

@@ -51,7 +51,8 @@ def check(case: Case, outcome: Outcome) -> None:
         f"expected {case.expect}"
     )
     assert case.expect != "fail" or case.reason, (
-        f"{case}: a fail row names its reason (this one failed for {got['reason'][:500]!r})")
+        f"{case}: a fail row names its reason (this one failed for {got['reason'][:500]!r})"
+    )
     assert case.reason in got["reason"], (
         f"{case.requirement} judged {got['verdict']} as expected, but for another reason: "
         f"{got['reason'][:500]!r} does not say {case.reason!r}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from engine_conformance.engine.target import version_tuple
 
@@ -37,16 +38,19 @@ def _host_arch(resp: Response) -> str | None:
     return obj.get("Arch") if isinstance(obj, dict) else None
 
 
-def _empty_host_view(obj: dict) -> None:
+def _empty_host_view(obj: dict[str, Any]) -> None:
     obj["Os"] = ""
     obj["Architecture"] = ""
     obj.pop("Variant", None)
     obj["RootFS"] = {"Type": "layers", "Layers": []}
 
 
-def host_views(claimed: str, served: str,
-               platform_view: Callable[[dict], object] | None = None,
-               name: str = "host-views-of-docker-29") -> tuple[Deviation, ...]:
+def host_views(
+    claimed: str,
+    served: str,
+    platform_view: Callable[[dict[str, Any]], object] | None = None,
+    name: str = "host-views-of-docker-29",
+) -> tuple[Deviation, ...]:
     """The deviations (rows take them all) of an engine serving ``served`` that claims
     ``claimed`` and answers the default inspect of an image pulled for a platform other
     than the host's with the empty host view. ``name`` names the row's engine."""
@@ -85,8 +89,13 @@ def host_views(claimed: str, served: str,
     edits = Deviation(
         f"{name}-claims-api-{claimed}",
         match=lambda req: req.endpoint in ("/_ping", "/version") or bool(inspected_name(req)),
-        request=forwarded, response=respond)
+        request=forwarded,
+        response=respond,
+    )
     # Pulls and every other request stream through; a pull's platform is recorded.
-    paths = Deviation(f"api-{claimed}-served-as-{served}",
-                      match=lambda req: req.version is not None, request=record_pull)
+    paths = Deviation(
+        f"api-{claimed}-served-as-{served}",
+        match=lambda req: req.version is not None,
+        request=record_pull,
+    )
     return edits, paths

@@ -1,13 +1,14 @@
 """What deviant rows match and how they rewrite: the vocabulary every suite's rows share.
 
-    >>> from deviant_proxy.predicates import is_pull, success_stream
-    >>> Deviation("lies", match=is_pull, answer=success_stream)      # doctest: +SKIP
+>>> from deviant_proxy.predicates import is_pull, success_stream
+>>> Deviation("lies", match=is_pull, answer=success_stream)      # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import unquote
 
 from .proxy import Request, Response
@@ -31,9 +32,11 @@ def is_url_import(req: Request) -> bool:
 
 def pulling(*fragments: str) -> Callable[[Request], bool]:
     """Matches a pull whose ``fromImage`` holds any of ``fragments`` (a check's repository)."""
+
     def match(req: Request) -> bool:
         image = req.param("fromImage") or ""
         return is_create(req) and any(f in image for f in fragments)
+
     return match
 
 
@@ -44,7 +47,7 @@ def inspected_name(req: Request) -> str | None:
         return None
     if not (ep.startswith("/images/") and ep.endswith("/json")):
         return None
-    return unquote(ep[len("/images/"):-len("/json")])
+    return unquote(ep[len("/images/") : -len("/json")])
 
 
 def split_name(from_image: str) -> tuple[str, str | None, str | None]:
@@ -60,11 +63,13 @@ def split_name(from_image: str) -> tuple[str, str | None, str | None]:
 def success_stream(req: Request) -> Response:
     """What a successful pull looks like, whatever the request was."""
     ref = req.param("fromImage") or ""
-    return Response.stream([
-        {"status": f"Pulling from {ref}", "id": req.param("tag") or "latest"},
-        {"status": "Digest: sha256:" + "2" * 64},
-        {"status": f"Status: Downloaded newer image for {ref}"},
-    ])
+    return Response.stream(
+        [
+            {"status": f"Pulling from {ref}", "id": req.param("tag") or "latest"},
+            {"status": "Digest: sha256:" + "2" * 64},
+            {"status": f"Status: Downloaded newer image for {ref}"},
+        ]
+    )
 
 
 def has_error_line(resp: Response) -> bool:
@@ -76,7 +81,7 @@ def refused(resp: Response) -> bool:
     return resp.status >= 400 or (resp.status == 200 and has_error_line(resp))
 
 
-def rewrite_json(resp: Response, edit: Callable[[dict], object]) -> Response:
+def rewrite_json(resp: Response, edit: Callable[[dict[str, Any]], object]) -> Response:
     """A 200 JSON answer with ``edit`` applied to its object (others as they are)."""
     if resp.status != 200:
         return resp

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
@@ -17,8 +18,16 @@ import httpx
 from engine_conformance.engine.target import Target
 
 _VERSIONED = re.compile(r"^/v(\d+\.\d+)(/.*)$")
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "te",
-               "trailer", "upgrade", "proxy-connection"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+}
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ class Response:
         body = b"".join(json.dumps(o).encode() + b"\r\n" for o in objs)
         return cls(status, {"Content-Type": "application/json"}, body)
 
-    def lines(self) -> list[dict]:
+    def lines(self) -> list[dict[str, Any]]:
         """The JSON objects of a progress stream (lines that are not JSON are dropped)."""
         out = []
         for line in self.body.splitlines():
@@ -95,8 +104,11 @@ class Response:
 
     def replace(self, **kw: object) -> Response:
         if "headers" in kw:
-            merged = {k: v for k, v in self.headers.items()
-                      if k.lower() not in {h.lower() for h in kw["headers"]}}  # type: ignore[union-attr]
+            merged = {
+                k: v
+                for k, v in self.headers.items()
+                if k.lower() not in {h.lower() for h in kw["headers"]}
+            }  # type: ignore[union-attr]
             kw["headers"] = merged | dict(kw["headers"])  # type: ignore[arg-type]
         return replace(self, **kw)
 
@@ -136,8 +148,13 @@ class DeviantProxy:
     (``target`` is then ``unix://PATH``; the socket file is removed on ``stop``).
     """
 
-    def __init__(self, engine: str, deviations: Iterable[Deviation] = (),
-                 host: str = "127.0.0.1", unix: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: str,
+        deviations: Iterable[Deviation] = (),
+        host: str = "127.0.0.1",
+        unix: str | None = None,
+    ) -> None:
         self.engine = Target.parse(engine)
         self.deviations = list(deviations)
         self.unix = unix
@@ -145,8 +162,10 @@ class DeviantProxy:
         self._lock = threading.Lock()
         self._http = self.engine.http_client(httpx.Timeout(300.0, connect=5.0))
         self._httpd: socketserver.BaseServer = (
-            _UnixHTTPServer(unix, self._handler()) if unix
-            else ThreadingHTTPServer((host, 0), self._handler()))
+            _UnixHTTPServer(unix, self._handler())
+            if unix
+            else ThreadingHTTPServer((host, 0), self._handler())
+        )
         self._httpd.daemon_threads = True  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 

@@ -80,15 +80,16 @@ class StreamingProxy(DeviantProxy):
         self._picked.deviation = None
         if isinstance(deviation, StreamDeviation) and deviation.unterminated == "content-length":
             self._forward_short(req, handler)
-        elif isinstance(deviation, StreamDeviation) and (deviation.keep_reading
-                                                         or deviation.drop_line is not None
-                                                         or deviation.unterminated):
+        elif isinstance(deviation, StreamDeviation) and (
+            deviation.keep_reading or deviation.drop_line is not None or deviation.unterminated
+        ):
             self._forward_deaf(req, handler, deviation)
         else:
             super()._forward_streaming(req, handler)
 
-    def _forward_deaf(self, req: Request, handler: BaseHTTPRequestHandler,
-                      deviation: StreamDeviation) -> None:
+    def _forward_deaf(
+        self, req: Request, handler: BaseHTTPRequestHandler, deviation: StreamDeviation
+    ) -> None:
         """Stream the answer through, without the lines ``drop_line`` picks; if the client
         hangs up, go on reading it to its end when ``keep_reading``, else hang up too.
         An ``unterminated`` 200 answer ends with the connection closed, not the last chunk."""
@@ -109,8 +110,9 @@ class StreamingProxy(DeviantProxy):
                 if deviation.drop_line is not None:
                     lines = (pending + raw).split(b"\n")
                     pending = lines.pop()
-                    chunk = b"".join(line + b"\n" for line in lines
-                                     if not deviation.drop_line(line))
+                    chunk = b"".join(
+                        line + b"\n" for line in lines if not deviation.drop_line(line)
+                    )
                     if not chunk:
                         # Nothing to write, so no write can fail: ask the socket instead.
                         gone = _client_gone(handler)

@@ -56,8 +56,12 @@ def credentials(registry, password: str = PASSWORD) -> dict:
     of base64 characters.
     """
     for n in range(3):
-        obj = {"username": USER, "password": password, "email": f"ec{'x' * n}@lab.test",
-               "serveraddress": registry.address}
+        obj = {
+            "username": USER,
+            "password": password,
+            "email": f"ec{'x' * n}@lab.test",
+            "serveraddress": registry.address,
+        }
         if len(json.dumps(obj).encode()) % 3 == 1:
             return obj
     raise AssertionError("unreachable: one of three lengths is 1 mod 3")
@@ -79,16 +83,16 @@ def header_for(secret, obj: dict, pad: bool = True) -> dict:
     return {"X-Registry-Auth": value}
 
 
-
-
-def pull(client, images, registry, headers: dict | None, tag: str = TAG,
-         repository: str = PROTECTED):
+def pull(
+    client, images, registry, headers: dict | None, tag: str = TAG, repository: str = PROTECTED
+):
     """Pull ``repository:tag``; returns (exchange, the reference, image IDs that appeared)."""
     ref = registry.reference(repository, tag)
     images.track(ref)
     before = image_ids(client)
-    ex = client.create_image({"fromImage": registry.reference(repository), "tag": tag},
-                             headers=headers)
+    ex = client.create_image(
+        {"fromImage": registry.reference(repository), "tag": tag}, headers=headers
+    )
     new = sorted(image_ids(client) - before)
     for image_id in new:
         images.track(image_id)
@@ -111,11 +115,19 @@ def credential_problems(registry, mark: int, ex) -> tuple[list[str], list[str]]:
     One that reports success without the registry asked is judged.
     """
     wanted = basic_header(USER, PASSWORD)
-    seen = [e for e in registry.journal.since(mark)
-            if e.kind == "base" or e.repository == registry.catalogue.name(PROTECTED)]
+    seen = [
+        e
+        for e in registry.journal.since(mark)
+        if e.kind == "base" or e.repository == registry.catalogue.name(PROTECTED)
+    ]
     if failed(ex) or seen:
-        seen = registry_requests(registry.journal, mark, registry.catalogue.name(PROTECTED),
-                                 "passing credentials on", kinds=("base", "manifest"))
+        seen = registry_requests(
+            registry.journal,
+            mark,
+            registry.catalogue.name(PROTECTED),
+            "passing credentials on",
+            kinds=("base", "manifest"),
+        )
     shown, problems = [], []
     carried = False
     for e in registry.journal.since(mark):
@@ -126,18 +138,25 @@ def credential_problems(registry, mark: int, ex) -> tuple[list[str], list[str]]:
         # authentication starts (RFC 9110 11.6.1); any other request must carry them.
         challenged = e.authorization is None and e.status == 401
         carried = carried or ok
-        shown.append(f"{e.method} {e.kind} -> {e.status}, {e.auth_scheme or 'no'} auth"
-                     f"{f' as {e.auth_username}' if e.auth_username else ''}"
-                     f"{'' if ok or challenged else ' (not the credentials sent)'}")
+        shown.append(
+            f"{e.method} {e.kind} -> {e.status}, {e.auth_scheme or 'no'} auth"
+            f"{f' as {e.auth_username}' if e.auth_username else ''}"
+            f"{'' if ok or challenged else ' (not the credentials sent)'}"
+        )
         if not (ok or challenged):
             problems.append(f"{e.method} {e.path}")
     if shown and not carried:
         problems.append("no request carried them")
     if not shown:
         # E.g. the registry challenged the engine (/v2/ 401) and it never asked for the image.
-        problems.append("no manifest request came"
-                        + (" after " + ", ".join(f"{e.method} {e.path} -> {e.status}"
-                                                 for e in seen[:3]) if seen else ""))
+        problems.append(
+            "no manifest request came"
+            + (
+                " after " + ", ".join(f"{e.method} {e.path} -> {e.status}" for e in seen[:3])
+                if seen
+                else ""
+            )
+        )
     return shown, problems
 
 
@@ -145,8 +164,7 @@ def credential_problems(registry, mark: int, ex) -> tuple[list[str], list[str]]:
 
 
 @pytest.mark.requirement("AUTH-001")
-def test_credentials_pull_protected_repository(client, images, protected, secret,
-                                               observe):
+def test_credentials_pull_protected_repository(client, images, protected, secret, observe):
     mark = protected.journal.mark()
     ex, ref, _ = pull(client, images, protected, header_for(secret, credentials(protected)))
     observe["answer"] = where(ex)
@@ -174,15 +192,24 @@ def refused_pull(client, images, protected, secret, case: str):
         require_tokens(protected)
     mark = protected.journal.mark()
     result = pull(client, images, protected, headers)
-    registry_requests(protected.journal, mark, protected.catalogue.name(PROTECTED),
-                      f"a pull the registry refuses ({case})", kinds=("base", "manifest"),
-                      wanted=lambda e: e.status == 401)
+    registry_requests(
+        protected.journal,
+        mark,
+        protected.catalogue.name(PROTECTED),
+        f"a pull the registry refuses ({case})",
+        kinds=("base", "manifest"),
+        wanted=lambda e: e.status == 401,
+    )
     if case.startswith("token-"):
         asked = protected.journal.token_requests(mark)
-        precondition(asked and not any(f"repository:{protected.catalogue.name(PROTECTED)}:pull"
-                                       in r.granted for r in asked),
-                     f"{case}: the token endpoint was not asked, or granted a pull token "
-                     f"({[token_flow(r) for r in asked]}): the refusal was not set up")
+        precondition(
+            asked
+            and not any(
+                f"repository:{protected.catalogue.name(PROTECTED)}:pull" in r.granted for r in asked
+            ),
+            f"{case}: the token endpoint was not asked, or granted a pull token "
+            f"({[token_flow(r) for r in asked]}): the refusal was not set up",
+        )
     return result
 
 
@@ -199,8 +226,9 @@ def test_refused_pull_fails_visibly(client, images, protected, secret, observe, 
 def test_refused_pull_is_404(client, images, protected, secret, observe, case):
     ex, _, _ = refused_pull(client, images, protected, secret, case)
     observe[case] = where(ex)
-    assert_refused(ex, 404, case,
-                   grounds="documented: 404 'repository does not exist or no read access'")
+    assert_refused(
+        ex, 404, case, grounds="documented: 404 'repository does not exist or no read access'"
+    )
 
 
 @pytest.mark.requirement("AUTH-015")
@@ -210,8 +238,9 @@ def test_refused_pull_leaves_nothing(client, images, protected, secret, observe,
     observe[case] = where(ex)
     named = [ref] if client.inspect_image(ref) is not None else []
     observe[f"{case}: left"] = named + new
-    assert_nothing_left(f"{case}: the registry refused every request",
-                        named + [f"new image ID {i}" for i in new])
+    assert_nothing_left(
+        f"{case}: the registry refused every request", named + [f"new image ID {i}" for i in new]
+    )
 
 
 # -- AUTH-004: a header that does not decode ------------------------------------------------
@@ -227,8 +256,9 @@ UNDECODABLE = {
 def test_undecodable_header_is_ignored(client, images, registry, observe, case):
     ex, ref, _ = pull(client, images, registry, {"X-Registry-Auth": UNDECODABLE[case]}, tag="v2")
     observe[case] = where(ex)
-    assert_pulled(client, registry, ex, ref, f"X-Registry-Auth {case} on a public repository",
-                  tag="v2")
+    assert_pulled(
+        client, registry, ex, ref, f"X-Registry-Auth {case} on a public repository", tag="v2"
+    )
 
 
 # -- AUTH-005/006: informational ------------------------------------------------------------
@@ -237,11 +267,13 @@ def test_undecodable_header_is_ignored(client, images, registry, observe, case):
 @pytest.mark.requirement("AUTH-005")
 def test_unpadded_header_is_accepted(client, images, protected, secret, observe):
     mark = protected.journal.mark()
-    ex, ref, _ = pull(client, images, protected,
-                      header_for(secret, credentials(protected), pad=False))
+    ex, ref, _ = pull(
+        client, images, protected, header_for(secret, credentials(protected), pad=False)
+    )
     observe["answer"] = where(ex)
-    observe["registry_saw"] = [f"{e.method} {e.kind} -> {e.status}"
-                               for e in protected.journal.since(mark)]
+    observe["registry_saw"] = [
+        f"{e.method} {e.kind} -> {e.status}" for e in protected.journal.since(mark)
+    ]
     if failed(ex):
         # Recorded only: the same JSON followed by three blanks, so that its closing
         # brace is no longer in the last, partial group of base64 characters.
@@ -256,8 +288,7 @@ def test_unpadded_header_is_accepted(client, images, protected, secret, observe)
 
 
 @pytest.mark.requirement("AUTH-006")
-def test_identity_token_does_not_break_a_pull(client, images, lab_control, secret,
-                                              observe):
+def test_identity_token_does_not_break_a_pull(client, images, lab_control, secret, observe):
     token = header_for(secret, {"identitytoken": secret(IDENTITY_TOKEN)})
     ex, ref, _ = pull(client, images, lab_control, token, tag="v2")
     observe["public"] = where(ex)
@@ -292,8 +323,13 @@ def require_tokens(registry, repository: str | None = PROTECTED, **kwargs):
 @pytest.fixture
 def token_protected(lab_control, secret):
     """``single`` requires a Bearer token; the identity token IDENTITY_TOKEN stands for USER."""
-    for value in (PASSWORD, WRONG_PASSWORD, IDENTITY_TOKEN, REGISTRY_TOKEN_REFUSED,
-                  basic_header(USER, PASSWORD).split(" ", 1)[1]):
+    for value in (
+        PASSWORD,
+        WRONG_PASSWORD,
+        IDENTITY_TOKEN,
+        REGISTRY_TOKEN_REFUSED,
+        basic_header(USER, PASSWORD).split(" ", 1)[1],
+    ):
         secret(value)
     require_tokens(lab_control, refresh_tokens=[IDENTITY_TOKEN])
     return lab_control
@@ -301,25 +337,37 @@ def token_protected(lab_control, secret):
 
 def token_flow(r) -> str:
     """One token request as the report shows it (no secret: the journal holds none)."""
-    return (f"{r.method} /token {r.grant_type or ''} {r.credential or 'unusable'}"
-            f"{f' as {r.username}' if r.username else ''} client_id={r.client_id} "
-            f"scope={' '.join(r.scopes) or '-'} -> {r.status}"
-            f"{' granted ' + ' '.join(r.granted) if r.granted else ''}")
+    return (
+        f"{r.method} /token {r.grant_type or ''} {r.credential or 'unusable'}"
+        f"{f' as {r.username}' if r.username else ''} client_id={r.client_id} "
+        f"scope={' '.join(r.scopes) or '-'} -> {r.status}"
+        f"{' granted ' + ' '.join(r.granted) if r.granted else ''}"
+    )
 
 
 def registry_flow(registry, mark: int) -> list[str]:
-    return [f"{e.method} {e.kind} -> {e.status}, {e.auth_scheme or 'no'} auth"
-            for e in registry.journal.since(mark) if e.kind in ("base", "manifest", "blob")]
+    return [
+        f"{e.method} {e.kind} -> {e.status}, {e.auth_scheme or 'no'} auth"
+        for e in registry.journal.since(mark)
+        if e.kind in ("base", "manifest", "blob")
+    ]
 
 
-def token_evidence(registry, mark: int, ex, observe: dict, what: str,
-                   challenged: bool = True) -> list:
+def token_evidence(
+    registry, mark: int, ex, observe: dict, what: str, challenged: bool = True
+) -> list:
     """The token requests since ``mark``, recorded; with ``challenged``, a precondition
     that the registry challenged the engine (the token flow began). Checks of headers an
     engine may refuse before any request judge the answer instead."""
     if challenged:
-        registry_requests(registry.journal, mark, registry.catalogue.name(PROTECTED), what,
-                          kinds=("base", "manifest"), wanted=lambda e: e.status == 401)
+        registry_requests(
+            registry.journal,
+            mark,
+            registry.catalogue.name(PROTECTED),
+            what,
+            kinds=("base", "manifest"),
+            wanted=lambda e: e.status == 401,
+        )
     asked = registry.journal.token_requests(mark)
     observe["answer"] = where(ex)
     observe["token_endpoint"] = [token_flow(r) for r in asked] or ["never asked"]
@@ -336,10 +384,13 @@ def granted_pull(registry, asked: list) -> list:
 def bearer_only(registry, mark: int) -> list[str]:
     """Manifest/blob requests of ``single`` that carried anything but a Bearer token."""
     name = registry.catalogue.name(PROTECTED)
-    return [f"{e.method} {e.kind} with {e.auth_scheme} auth"
-            for e in registry.journal.since(mark)
-            if e.repository == name and e.kind in ("manifest", "blob")
-            and e.auth_scheme not in (None, "Bearer")]
+    return [
+        f"{e.method} {e.kind} with {e.auth_scheme} auth"
+        for e in registry.journal.since(mark)
+        if e.repository == name
+        and e.kind in ("manifest", "blob")
+        and e.auth_scheme not in (None, "Bearer")
+    ]
 
 
 # -- AUTH-007: username/password ------------------------------------------------------------
@@ -351,8 +402,11 @@ def test_token_flow_credentials(client, images, token_protected, secret, observe
     mark = registry.journal.mark()
     ex, ref, _ = pull(client, images, registry, header_for(secret, credentials(registry)))
     asked = token_evidence(registry, mark, ex, observe, "the token flow with credentials")
-    used = [r for r in granted_pull(registry, asked)
-            if r.credential in ("basic", "password") and r.username == USER]
+    used = [
+        r
+        for r in granted_pull(registry, asked)
+        if r.credential in ("basic", "password") and r.username == USER
+    ]
     assert used, (
         f"the pull answered {where(ex)}; the token endpoint did not receive the credentials "
         f"given (it was asked: {[token_flow(r) for r in asked] or 'never'})"
@@ -369,14 +423,18 @@ def test_token_flow_credentials(client, images, token_protected, secret, observe
 def test_token_flow_identity_token(client, images, token_protected, secret, observe):
     registry = token_protected
     mark = registry.journal.mark()
-    header = header_for(secret, {"identitytoken": IDENTITY_TOKEN,
-                                 "serveraddress": registry.address})
+    header = header_for(
+        secret, {"identitytoken": IDENTITY_TOKEN, "serveraddress": registry.address}
+    )
     ex, ref, _ = pull(client, images, registry, header)
     asked = token_evidence(registry, mark, ex, observe, "the token flow with an identity token")
     # The lab accepts only IDENTITY_TOKEN as a refresh token for USER: a 200 refresh grant
     # as USER is proof the engine sent exactly that token.
-    used = [r for r in granted_pull(registry, asked)
-            if r.grant_type == "refresh_token" and r.username == USER]
+    used = [
+        r
+        for r in granted_pull(registry, asked)
+        if r.grant_type == "refresh_token" and r.username == USER
+    ]
     assert used, (
         f"the pull answered {where(ex)}; no refresh-token grant with the identity token given "
         f"reached the token endpoint (it was asked: {[token_flow(r) for r in asked] or 'never'})"
@@ -399,8 +457,9 @@ def test_registry_token_is_the_bearer_token(client, images, token_protected, sec
     observe["answer"] = where(ex)
     observe["token_endpoint"] = [token_flow(r) for r in registry.journal.token_requests(mark)]
     observe["registry_saw"] = registry_flow(registry, mark)
-    manifests = [e for e in registry.journal.since(mark)
-                 if e.kind == "manifest" and e.repository == name]
+    manifests = [
+        e for e in registry.journal.since(mark) if e.kind == "manifest" and e.repository == name
+    ]
     carried = [e for e in manifests if e.authorization == f"Bearer {token}"]
     how = [f"{e.method} {e.auth_scheme or 'no'} auth" for e in manifests]
     assert carried, (
@@ -424,15 +483,17 @@ def test_token_scope_is_the_pulled_repository(client, images, lab_control, secre
     mark = registry.journal.mark()
     ex, ref, _ = pull(client, images, registry, header_for(secret, credentials(registry)))
     asked = token_evidence(registry, mark, ex, observe, "the scope of a token request")
-    precondition(asked, "the registry challenged the engine, but it never asked the token "
-                 "endpoint: the scope it asks for could not be judged")
+    precondition(
+        asked,
+        "the registry challenged the engine, but it never asked the token "
+        "endpoint: the scope it asks for could not be judged",
+    )
     wanted = f"repository:{name}:pull"
     scopes = sorted({s for r in asked for s in r.scopes})
     others = [s for s in scopes if s != wanted]
     assert wanted in scopes and not others, (
         f"the engine pulled {ref} but asked the token endpoint for {scopes or 'no scope'}: "
-        f"the scope must be {wanted}"
-        + (f", not also {others}" if others else "")
+        f"the scope must be {wanted}" + (f", not also {others}" if others else "")
     )
     assert_pulled(client, registry, ex, ref, "credentials on the token flow")
 
@@ -441,15 +502,17 @@ def test_token_scope_is_the_pulled_repository(client, images, lab_control, secre
 
 
 @pytest.mark.requirement("AUTH-011")
-def test_other_registrys_credentials_are_not_sent(client, images, token_protected, secret,
-                                                  observe):
+def test_other_registrys_credentials_are_not_sent(client, images, token_protected, secret, observe):
     registry = token_protected
     other = dict(credentials(registry), serveraddress="registry.example:5000")
     mark = registry.journal.mark()
     ex, _, _ = pull(client, images, registry, header_for(secret, other))
     asked = token_evidence(registry, mark, ex, observe, "credentials for another registry")
-    precondition(asked, "the registry challenged the engine, but it never asked the token "
-                 "endpoint: whether it sends the credentials could not be judged")
+    precondition(
+        asked,
+        "the registry challenged the engine, but it never asked the token "
+        "endpoint: whether it sends the credentials could not be judged",
+    )
     sent = [token_flow(r) for r in asked if r.credential in ("basic", "password")]
     observe["pulled"] = not failed(ex)
     assert not sent, (
@@ -471,11 +534,13 @@ def test_token_flow_without_usable_credentials(client, images, lab_control, obse
     require_tokens(registry, users={}, public=True)
     mark = registry.journal.mark()
     ex, ref, _ = pull(client, images, registry, {"X-Registry-Auth": EMPTY_FORMS[case]})
-    token_evidence(registry, mark, ex, observe, f"X-Registry-Auth {case} on the token flow",
-                   challenged=False)
+    token_evidence(
+        registry, mark, ex, observe, f"X-Registry-Auth {case} on the token flow", challenged=False
+    )
     observe[case] = observe.pop("answer")
-    assert_pulled(client, registry, ex, ref,
-                  f"X-Registry-Auth {case} on a public repository behind tokens")
+    assert_pulled(
+        client, registry, ex, ref, f"X-Registry-Auth {case} on a public repository behind tokens"
+    )
 
 
 def standard_base64(obj: dict) -> str:
@@ -496,8 +561,9 @@ def test_token_flow_other_encodings(client, images, token_protected, secret, obs
     secret(value.rstrip("="))
     mark = registry.journal.mark()
     ex, ref, _ = pull(client, images, registry, {"X-Registry-Auth": value})
-    asked = token_evidence(registry, mark, ex, observe, f"{case} credentials on the token flow",
-                           challenged=False)
+    asked = token_evidence(
+        registry, mark, ex, observe, f"{case} credentials on the token flow", challenged=False
+    )
     observe[case] = observe.pop("answer")
     used = [r for r in granted_pull(registry, asked) if r.credential in ("basic", "password")]
     assert used and not failed(ex), (
@@ -522,25 +588,44 @@ def _leak_setup(registry, secret, case: str) -> tuple[dict, str, dict]:
         registry.fault(ErrorStatus(500), kinds=["token"], methods=("GET", "POST"))
     if case == "registry-500":
         # On the blobs: the manifest's challenge makes the engine use the credentials first.
-        registry.fault(ErrorStatus(500), repository=registry.catalogue.name(PROTECTED),
-                       kinds=["blob"])
+        registry.fault(
+            ErrorStatus(500), repository=registry.catalogue.name(PROTECTED), kinds=["blob"]
+        )
     if case == "identitytoken-refused":
-        return ({"identitytoken": WRONG_PASSWORD, "serveraddress": registry.address},
-                PROTECTED, {"the identity token": WRONG_PASSWORD})
+        return (
+            {"identitytoken": WRONG_PASSWORD, "serveraddress": registry.address},
+            PROTECTED,
+            {"the identity token": WRONG_PASSWORD},
+        )
     if case == "registrytoken-refused":
-        return ({"registrytoken": REGISTRY_TOKEN_REFUSED}, PROTECTED,
-                {"the registry token": REGISTRY_TOKEN_REFUSED})
+        return (
+            {"registrytoken": REGISTRY_TOKEN_REFUSED},
+            PROTECTED,
+            {"the registry token": REGISTRY_TOKEN_REFUSED},
+        )
     if case == "identitytoken-success":
-        return ({"identitytoken": IDENTITY_TOKEN, "serveraddress": registry.address},
-                PROTECTED, {"the identity token": IDENTITY_TOKEN})
+        return (
+            {"identitytoken": IDENTITY_TOKEN, "serveraddress": registry.address},
+            PROTECTED,
+            {"the identity token": IDENTITY_TOKEN},
+        )
     obj = wrong if case.endswith("wrong-password") else creds
     repository = "ec-no-such-repository" if case == "unknown-repository" else PROTECTED
     return obj, repository, {"the password": obj["password"]}
 
 
-LEAK_CASES = ["basic-success", "basic-wrong-password", "token-success", "token-wrong-password",
-              "identitytoken-success", "identitytoken-refused", "registrytoken-refused",
-              "unknown-repository", "token-endpoint-500", "registry-500"]
+LEAK_CASES = [
+    "basic-success",
+    "basic-wrong-password",
+    "token-success",
+    "token-wrong-password",
+    "identitytoken-success",
+    "identitytoken-refused",
+    "registrytoken-refused",
+    "unknown-repository",
+    "token-endpoint-500",
+    "registry-500",
+]
 
 
 @pytest.mark.requirement("AUTH-014")
@@ -553,10 +638,14 @@ def test_credentials_never_leak(client, images, token_protected, secret, observe
     mark = registry.journal.mark()
     ex, _, _ = pull(client, images, registry, header, repository=repository)
     observe[case] = where(ex)
-    precondition(registry.journal.since(mark), f"{case}: the lab registry saw no request: the "
-                 "engine never used the credentials, so what it echoes could not be judged")
+    precondition(
+        registry.journal.since(mark),
+        f"{case}: the lab registry saw no request: the "
+        "engine never used the credentials, so what it echoes could not be judged",
+    )
     secrets = dict(carried)
     secrets["the X-Registry-Auth value"] = header["X-Registry-Auth"].rstrip("=")
     shown = exposures(ex, secrets)
     assert not shown, (
-        f"{case}: the answer ({where(ex)}) shows what X-Registry-Auth carried: {shown}")
+        f"{case}: the answer ({where(ex)}) shows what X-Registry-Auth carried: {shown}"
+    )

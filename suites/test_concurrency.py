@@ -90,7 +90,8 @@ def subject(lab_control, images) -> Iterator[Subject]:
 
 def pull(client: Client, subject: Subject) -> Callable[[], Exchange]:
     return lambda: client.create_image(
-        {"fromImage": subject.ref.rsplit(":", 1)[0], "tag": "v1"}, deadline=DEADLINE)
+        {"fromImage": subject.ref.rsplit(":", 1)[0], "tag": "v1"}, deadline=DEADLINE
+    )
 
 
 def assert_pulled(client: Client, subject: Subject, ex: Exchange, what: str) -> None:
@@ -105,8 +106,12 @@ def blob_fetches(lab, mark: int, subject: Subject) -> dict[str, int]:
     """How many complete GETs of each blob of ``subject`` the registry served."""
     counts: dict[str, int] = {}
     for e in lab.journal.since(mark):
-        if (e.kind == "blob" and e.repository == subject.repository and e.method == "GET"
-                and e.status in (200, 206)):
+        if (
+            e.kind == "blob"
+            and e.repository == subject.repository
+            and e.method == "GET"
+            and e.status in (200, 206)
+        ):
             digest = e.path.rsplit("/", 1)[-1]
             counts[digest] = counts.get(digest, 0) + 1
     return counts
@@ -122,8 +127,11 @@ def two_pulls(client, lab_control, subject, observe):
     registry_requests(lab_control.journal, mark, subject.repository, "two concurrent pulls")
     observe["answers"] = [where(first), where(second)]
     observe["seconds"] = [round((e.finished or 0) - e.started, 2) for e in (first, second)]
-    precondition(overlapped(first, second), "the two pulls did not overlap in time (each "
-                 f"lasted {observe['seconds']} s): nothing concurrent could be judged")
+    precondition(
+        overlapped(first, second),
+        "the two pulls did not overlap in time (each "
+        f"lasted {observe['seconds']} s): nothing concurrent could be judged",
+    )
     return first, second, new, mark
 
 
@@ -144,24 +152,30 @@ def test_concurrent_pulls_leave_one_image(client, subject, two_pulls, images, ob
         images.track(image_id)
     observe["new_images"] = new
     named = client.inspect_image(subject.ref) is not None
-    precondition(not failed(first) and not failed(second) and named,
-                 f"the two pulls did not both succeed ({where(first)}; {where(second)}; "
-                 f"{subject.ref} {'exists' if named else 'absent'}): CONCURRENCY-001 judges "
-                 "that, and how many images they left says nothing")
+    precondition(
+        not failed(first) and not failed(second) and named,
+        f"the two pulls did not both succeed ({where(first)}; {where(second)}; "
+        f"{subject.ref} {'exists' if named else 'absent'}): CONCURRENCY-001 judges "
+        "that, and how many images they left says nothing",
+    )
     assert len(new) == 1, (
-        f"two concurrent pulls of {subject.ref} left {len(new)} new images ({new}), not one")
+        f"two concurrent pulls of {subject.ref} left {len(new)} new images ({new}), not one"
+    )
 
 
 @pytest.mark.exclusive
 @pytest.mark.requirement("CONCURRENCY-002")
-def test_concurrent_pulls_fetch_each_blob_once(client, lab_control, subject, two_pulls,
-                                               observe):
+def test_concurrent_pulls_fetch_each_blob_once(client, lab_control, subject, two_pulls, observe):
     first, second, _, mark = two_pulls
-    precondition(not any(where(e).startswith("HTTP 4") or where(e).startswith("HTTP 5")
-                         for e in (first, second)) and first.stream_error is None
-                 and second.stream_error is None,
-                 "a pull failed, so how often it fetched each blob says nothing "
-                 f"({where(first)}; {where(second)}): CONCURRENCY-001 judges that")
+    precondition(
+        not any(
+            where(e).startswith("HTTP 4") or where(e).startswith("HTTP 5") for e in (first, second)
+        )
+        and first.stream_error is None
+        and second.stream_error is None,
+        "a pull failed, so how often it fetched each blob says nothing "
+        f"({where(first)}; {where(second)}): CONCURRENCY-001 judges that",
+    )
     counts = blob_fetches(lab_control, mark, subject)
     observe["fetches"] = {d[:19]: n for d, n in counts.items()}
     twice = {d[:19]: n for d, n in counts.items() if n > 1}
@@ -177,20 +191,25 @@ def test_pull_beside_an_import(client, lab_control, subject, images, observe):
     mark = lab_control.journal.mark()
     pulled, imported = together(
         pull(client, subject),
-        lambda: client.create_image({"fromSrc": "-", "repo": repo}, body=archive,
-                                    deadline=DEADLINE))
+        lambda: client.create_image(
+            {"fromSrc": "-", "repo": repo}, body=archive, deadline=DEADLINE
+        ),
+    )
     if found := imported_id(imported):
         images.track(found)
     registry_requests(lab_control.journal, mark, subject.repository, "a pull beside an import")
     observe["answers"] = {"pull": where(pulled), "import": where(imported)}
     # The import ends long before the throttled pull: the pull was under way throughout.
-    precondition(overlapped(pulled, imported), "the pull and the import did not overlap "
-                 "in time: nothing concurrent could be judged")
+    precondition(
+        overlapped(pulled, imported),
+        "the pull and the import did not overlap in time: nothing concurrent could be judged",
+    )
     assert_pulled(client, subject, pulled, "a pull while an import ran")
     assert_stream_success(imported)
     made = client.inspect_image(repo)
     assert made is not None, (
-        f"an import while a pull ran answered {where(imported)}, but {repo} does not exist")
+        f"an import while a pull ran answered {where(imported)}, but {repo} does not exist"
+    )
 
 
 # -- pulls that fail at the same time -----------------------------------------------------
@@ -225,18 +244,25 @@ def refused(request, lab_control, images, client) -> Iterator[Refused]:
     case = request.param
     catalogue = lab_control.catalogue
     name = catalogue.name(f"concurrent-refused-{case}")
-    image = catalogue.add(name, "v1", build_image(
-        {"lab/refused.txt": f"engine-conformance concurrent refused {case}\n"},
-        env={"LAB_REFUSED": case}, cmd=["/bin/sh"]))
+    image = catalogue.add(
+        name,
+        "v1",
+        build_image(
+            {"lab/refused.txt": f"engine-conformance concurrent refused {case}\n"},
+            env={"LAB_REFUSED": case},
+            cmd=["/bin/sh"],
+        ),
+    )
     layer = f"/v2/{name}/blobs/{image.layers[0].digest}"
     ref = lab_control.reference(name, "v1")
     images.track(ref)
     fault = REFUSALS[case]
-    scope = ({"repository": name, "kinds": ["manifest"]} if case == "manifest"
-             else {"prefix": layer})
+    scope = {"repository": name, "kinds": ["manifest"]} if case == "manifest" else {"prefix": layer}
     try:
-        precondition(client.inspect_image(ref) is None,
-                     f"{ref} existed before the check, which judges that none is left")
+        precondition(
+            client.inspect_image(ref) is None,
+            f"{ref} existed before the check, which judges that none is left",
+        )
         with lab_control.fault(fault, **scope):
             yield Refused(Subject(name, ref, catalogue.facts(name, "v1"), layer), case, fault)
     finally:
@@ -244,8 +270,9 @@ def refused(request, lab_control, images, client) -> Iterator[Refused]:
 
 
 @pytest.fixture
-def two_failed_pulls(client, lab_control, refused, images,
-                     observe) -> tuple[Exchange, Exchange, list[str]]:
+def two_failed_pulls(
+    client, lab_control, refused, images, observe
+) -> tuple[Exchange, Exchange, list[str]]:
     """Two pulls at once of what the registry refuses: (first, second, new image IDs)."""
     subject = refused.subject
     before = image_ids(client)
@@ -254,14 +281,22 @@ def two_failed_pulls(client, lab_control, refused, images,
     new = sorted(image_ids(client) - before)
     for image_id in new:
         images.track(image_id)
-    registry_requests(lab_control.journal, mark, subject.repository,
-                      f"two concurrent pulls refused at the {refused.case}",
-                      kinds=("manifest", "blob"), wanted=refused.met)
+    registry_requests(
+        lab_control.journal,
+        mark,
+        subject.repository,
+        f"two concurrent pulls refused at the {refused.case}",
+        kinds=("manifest", "blob"),
+        wanted=refused.met,
+    )
     observe[f"{refused.case}: answers"] = [where(first), where(second)]
     seconds = [round((e.finished or 0) - e.started, 2) for e in (first, second)]
     observe[f"{refused.case}: seconds"] = seconds
-    precondition(overlapped(first, second), "the two refused pulls did not overlap in time "
-                 f"(each lasted {seconds} s): nothing concurrent could be judged")
+    precondition(
+        overlapped(first, second),
+        "the two refused pulls did not overlap in time "
+        f"(each lasted {seconds} s): nothing concurrent could be judged",
+    )
     return first, second, new
 
 
@@ -269,8 +304,10 @@ def two_failed_pulls(client, lab_control, refused, images,
 @pytest.mark.requirement("CONCURRENCY-004")
 def test_concurrent_failing_pulls_both_fail(refused, two_failed_pulls):
     first, second, _ = two_failed_pulls
-    what = (f"the registry refused {refused.subject.ref} (HTTP {refused.fault.status} on its "
-            f"{refused.case}) to two pulls at once")
+    what = (
+        f"the registry refused {refused.subject.ref} (HTTP {refused.fault.status} on its "
+        f"{refused.case}) to two pulls at once"
+    )
     problems = []
     for label, ex in (("the first pull", first), ("the second pull", second)):
         try:
@@ -287,5 +324,7 @@ def test_concurrent_failing_pulls_leave_nothing(client, refused, two_failed_pull
     named = client.inspect_image(refused.subject.ref) is not None
     observe[f"{refused.case}: new_images"] = new
     left = (["an image under the name"] if named else []) + ([f"new images {new}"] if new else [])
-    assert not left, (f"two concurrent pulls of {refused.subject.ref}, refused at the "
-                      f"{refused.case}, left {' and '.join(left)} behind")
+    assert not left, (
+        f"two concurrent pulls of {refused.subject.ref}, refused at the "
+        f"{refused.case}, left {' and '.join(left)} behind"
+    )

@@ -43,8 +43,9 @@ def test_error_answers_are_json_with_message(client, images, observe, case):
 @pytest.mark.requirement("ERRORS-002")
 def test_too_new_version_answers_400(client, images):
     name = images.name("ver")
-    ex = client.create_image({"fromSrc": "-", "repo": name}, body=archives.rootfs(),
-                             version="9.999")
+    ex = client.create_image(
+        {"fromSrc": "-", "repo": name}, body=archives.rootfs(), version="9.999"
+    )
     left = name if client.inspect_image(name) is not None else None
     assert_refused(ex, 400, "an import at /v9.999", left)
 
@@ -52,8 +53,9 @@ def test_too_new_version_answers_400(client, images):
 @pytest.mark.requirement("ERRORS-003")
 def test_unversioned_path_is_the_current_version(client, images, target_info, observe):
     name = images.name("unversioned")
-    ex = client.create_image({"fromSrc": "-", "repo": name}, body=archives.rootfs(),
-                             versioned=False)
+    ex = client.create_image(
+        {"fromSrc": "-", "repo": name}, body=archives.rootfs(), versioned=False
+    )
     assert ex.status == 200 and error_location(ex) is None, (
         f"the unversioned path does not work: {ex.request_line} answered {where(ex)}"
         + (f" ({ex.stream_error!r})" if ex.stream_error else f": {ex.body[:200]!r}")
@@ -65,8 +67,11 @@ def test_unversioned_path_is_the_current_version(client, images, target_info, ob
     # parse is refused at the current version, and would be made at an older one.
     answers = {}
     for label, how in (("current", {"version": current}), ("unversioned", {"versioned": False})):
-        ex = client.create_image({"fromSrc": "-", "repo": images.name(f"ver-{label}"),
-                                  "platform": BAD_PLATFORM}, body=archives.rootfs(), **how)
+        ex = client.create_image(
+            {"fromSrc": "-", "repo": images.name(f"ver-{label}"), "platform": BAD_PLATFORM},
+            body=archives.rootfs(),
+            **how,
+        )
         found = imported_id(ex)
         if found:
             images.track(found)

@@ -114,8 +114,14 @@ def subjects(lab_control, client: Client, images) -> Iterator[Callable[..., Subj
     """Serves a scenario's image; stops serving it afterwards (so no late retry can succeed)."""
     served: list[str] = []
 
-    def make(label: str, image: Image | None = None, *, large: int = 0, seed: int = 0,
-             also: tuple[str, ...] = ()) -> Subject:
+    def make(
+        label: str,
+        image: Image | None = None,
+        *,
+        large: int = 0,
+        seed: int = 0,
+        also: tuple[str, ...] = (),
+    ) -> Subject:
         catalogue = lab_control.catalogue
         repository = catalogue.name(f"faults-{label}")
         served.append(repository)
@@ -126,8 +132,10 @@ def subjects(lab_control, client: Client, images) -> Iterator[Callable[..., Subj
             catalogue.add(repository, TAG, image)
         ref = lab_control.reference(repository, TAG)
         images.track(ref)
-        precondition(client.inspect_image(ref) is None,
-                     f"{ref} existed before the check, which judges that none is left")
+        precondition(
+            client.inspect_image(ref) is None,
+            f"{ref} existed before the check, which judges that none is left",
+        )
         subject = Subject(repository, ref, image)
         for image_id in (image.config_digest, *also):
             if client.inspect_image(image_id) is None:  # never touch what was there before
@@ -197,6 +205,7 @@ def scenario(label: str) -> Callable:
     def register(run: Callable[[Setup, dict], Pulled]) -> Callable[[Setup, dict], Pulled]:
         SCENARIOS[label] = run
         return run
+
     return register
 
 
@@ -209,8 +218,9 @@ def run_scenario(label: str, setup: Setup) -> Outcome:
         return outcome
     ex = pulled.exchange
     if not pulled.hung_up:  # an answer hung up on has no end to report an error in
-        outcome.observed["error_at"] = (error_location(ex)
-                                        or f"nowhere a client can see (HTTP {ex.status})")
+        outcome.observed["error_at"] = (
+            error_location(ex) or f"nowhere a client can see (HTTP {ex.status})"
+        )
         outcome.observed["error"] = _error_text(ex)
     pulled.left = leftovers(setup.client, pulled.subject)
     outcome.observed["left_behind"] = pulled.left
@@ -274,12 +284,18 @@ def _manifest_answered(fault: ErrorStatus) -> Callable[[Setup, dict], Pulled]:
         lab.fault(fault, repository=subject.repository, kinds=["manifest"])
         mark = lab.journal.mark()
         ex = pull(setup.client, subject)
-        observed["registry_answers"] = sorted({e.status for e in lab.journal.since(mark)
-                                               if e.kind == "manifest"})
-        registry_requests(lab.journal, mark, subject.repository,
-                          f"a manifest answered {fault.status}",
-                          wanted=lambda e: e.status == fault.status)
+        observed["registry_answers"] = sorted(
+            {e.status for e in lab.journal.since(mark) if e.kind == "manifest"}
+        )
+        registry_requests(
+            lab.journal,
+            mark,
+            subject.repository,
+            f"a manifest answered {fault.status}",
+            wanted=lambda e: e.status == fault.status,
+        )
         return Pulled(subject, ex, f"the registry answered the manifest {fault.status}")
+
     return run
 
 
@@ -289,8 +305,10 @@ for _fault in STATUS_FAULTS.values():
 
 @pytest.mark.parametrize(
     "fault",
-    [pytest.param(f, marks=pytest.mark.requirement(rid), id=f"status-{f.status}")
-     for rid, f in STATUS_FAULTS.items()],
+    [
+        pytest.param(f, marks=pytest.mark.requirement(rid), id=f"status-{f.status}")
+        for rid, f in STATUS_FAULTS.items()
+    ],
 )
 def test_manifest_error_status(failed_pull, fault):
     pulled = failed_pull(f"status-{fault.status}")
@@ -301,17 +319,24 @@ def test_manifest_error_status(failed_pull, fault):
 def _credentials_required(setup: Setup, observed: dict) -> Pulled:
     lab = setup.lab
     subject = setup.subjects("auth")
-    lab.require_auth("ectest-user", setup.secret("ectest-faults-secret"),
-                     repository=subject.repository)
+    lab.require_auth(
+        "ectest-user", setup.secret("ectest-faults-secret"), repository=subject.repository
+    )
     mark = lab.journal.mark()
     ex = pull(setup.client, subject)
-    observed["registry_saw"] = [f"{e.method} {e.path} -> {e.status} (Authorization: "
-                                + (f"{e.auth_scheme}, user {e.auth_username!r})"
-                                   if e.auth_scheme else "none)")
-                                for e in lab.journal.since(mark)]
-    registry_requests(lab.journal, mark, subject.repository,
-                      "a registry refusing for want of credentials", kinds=("base", "manifest"),
-                      wanted=lambda e: e.status == 401)
+    observed["registry_saw"] = [
+        f"{e.method} {e.path} -> {e.status} (Authorization: "
+        + (f"{e.auth_scheme}, user {e.auth_username!r})" if e.auth_scheme else "none)")
+        for e in lab.journal.since(mark)
+    ]
+    registry_requests(
+        lab.journal,
+        mark,
+        subject.repository,
+        "a registry refusing for want of credentials",
+        kinds=("base", "manifest"),
+        wanted=lambda e: e.status == 401,
+    )
     return Pulled(subject, ex, "the repository requires credentials and none were given")
 
 
@@ -335,16 +360,27 @@ def _layer_cut_short(setup: Setup, observed: dict) -> Pulled:
     cut_rule = lab.fault(CutShort(CUT_AFTER), prefix=path, times=1)
     lab.fault(ErrorStatus(404), prefix=path, after=cut_rule)
     ex = pull(setup.client, subject)
-    cut = registry_requests(journal, mark, subject.repository,
-                            "a layer transfer cut short", kinds=("blob",),
-                            wanted=lambda e: e.path == path and e.cut_short)[0]
+    cut = registry_requests(
+        journal,
+        mark,
+        subject.repository,
+        "a layer transfer cut short",
+        kinds=("blob",),
+        wanted=lambda e: e.path == path and e.cut_short,
+    )[0]
     later = [e for e in journal.since(cut.seq + 1) if e.path == path and e.method == "GET"]
-    precondition(not any(e.status in (200, 206) for e in later),
-                 "the engine asked for the layer again before the registry stopped serving "
-                 "it: the check could not set up its fault in time")
+    precondition(
+        not any(e.status in (200, 206) for e in later),
+        "the engine asked for the layer again before the registry stopped serving "
+        "it: the check could not set up its fault in time",
+    )
     observed["requests_after_cut"] = [e.status for e in later]
-    return Pulled(subject, ex, f"the layer transfer was cut after {CUT_AFTER} of "
-                  f"{cut.body_size} bytes and the registry no longer serves it")
+    return Pulled(
+        subject,
+        ex,
+        f"the layer transfer was cut after {CUT_AFTER} of "
+        f"{cut.body_size} bytes and the registry no longer serves it",
+    )
 
 
 @pytest.mark.requirement("FAULTS-007")
@@ -382,18 +418,26 @@ def _not_matching_its_digest(case: str) -> Callable[[Setup, dict], Pulled]:
         else:
             genuine, other = small_image(label, "a"), small_image(label, "b")
             # A non-verifying engine would compute the other config's digest as the image ID.
-            subject = setup.subjects(label, swapped(genuine, other, what),
-                                     also=(other.config_digest,))
-            how = (f"the registry served another well-formed {what} of the same size under "
-                   f"the {what}'s digest")
+            subject = setup.subjects(
+                label, swapped(genuine, other, what), also=(other.config_digest,)
+            )
+            how = (
+                f"the registry served another well-formed {what} of the same size under "
+                f"the {what}'s digest"
+            )
         bad = subject.config_path if what == "config" else subject.layer_path
         mark = lab.journal.mark()
         ex = pull(setup.client, subject)
-        registry_requests(lab.journal, mark, subject.repository,
-                          f"a {what} that does not match its digest", kinds=("blob",),
-                          wanted=lambda e: e.path == bad and e.method == "GET"
-                          and e.status == 200)
+        registry_requests(
+            lab.journal,
+            mark,
+            subject.repository,
+            f"a {what} that does not match its digest",
+            kinds=("blob",),
+            wanted=lambda e: e.path == bad and e.method == "GET" and e.status == 200,
+        )
         return Pulled(subject, ex, how)
+
     return run
 
 
@@ -407,8 +451,10 @@ def test_blob_not_matching_its_digest(failed_pull, case):
     # SHOULD on the image spec and the reference engine, which covers both halves.
     pulled = failed_pull(f"digest-{case}", case)
     problems = []
-    for judge in (lambda: assert_visible_failure(pulled.exchange, pulled.what),
-                  lambda: assert_nothing_left(pulled.what, pulled.left)):
+    for judge in (
+        lambda: assert_visible_failure(pulled.exchange, pulled.what),
+        lambda: assert_nothing_left(pulled.what, pulled.left),
+    ):
         try:
             judge()
         except AssertionError as exc:
@@ -427,9 +473,13 @@ def _unsupported_manifest(setup: Setup, observed: dict) -> Pulled:
     lab.fault(fault, repository=subject.repository)
     mark = lab.journal.mark()
     ex = pull(setup.client, subject)
-    registry_requests(lab.journal, mark, subject.repository,
-                      "a manifest of an unsupported type",
-                      wanted=lambda e: e.status == 200 and bool(e.fault))
+    registry_requests(
+        lab.journal,
+        mark,
+        subject.repository,
+        "a manifest of an unsupported type",
+        wanted=lambda e: e.status == 200 and bool(e.fault),
+    )
     return Pulled(subject, ex, f"the registry served a manifest of type {fault.media_type}")
 
 
@@ -471,34 +521,52 @@ def _client_hangs_up(setup: Setup, observed: dict) -> Pulled:
     observed["closed_after"] = round(closed - ex.started, 2)
     observed["lines_before_close"] = len(ex.messages)
     observed["hung_up_on"] = "a stream line" if ex.stopped else f"{SILENCE:.0f} s of silence"
-    precondition(ex.status == 200, f"the pull was answered HTTP {ex.status} before any "
-                 "stream: there was no pull to cancel")
-    precondition(ex.stopped or ex.timed_out, f"the pull ended ({where(ex)}) before the client "
-                 "could hang up")
-    precondition(throttle.hits > 0, "the engine had not begun fetching the layer when the "
-                 "client hung up, so there was no transfer to cancel")
+    precondition(
+        ex.status == 200,
+        f"the pull was answered HTTP {ex.status} before any stream: there was no pull to cancel",
+    )
+    precondition(
+        ex.stopped or ex.timed_out, f"the pull ended ({where(ex)}) before the client could hang up"
+    )
+    precondition(
+        throttle.hits > 0,
+        "the engine had not begun fetching the layer when the "
+        "client hung up, so there was no transfer to cancel",
+    )
     precondition(not ended, "the layer transfer had ended before the client hung up")
-    entry = journal.wait_for(lambda e: e.path == path and e.method == "GET",
-                             timeout=CANCEL_BOUND, mark=mark)
+    entry = journal.wait_for(
+        lambda e: e.path == path and e.method == "GET", timeout=CANCEL_BOUND, mark=mark
+    )
     observed["registry_saw"] = _transfer(entry, closed)
     not_cancelled = []
     if entry is None:
-        not_cancelled.append(f"the engine was still reading the layer {CANCEL_BOUND:.0f} s "
-                             "after the client closed the connection")
+        not_cancelled.append(
+            f"the engine was still reading the layer {CANCEL_BOUND:.0f} s "
+            "after the client closed the connection"
+        )
     elif not entry.client_hung_up:
         how = "until the registry cut it" if entry.cut_short else "to its end"
-        not_cancelled.append(f"the engine read the layer {how} ({entry.bytes_sent} of "
-                             f"{entry.body_size} bytes) after the client closed the connection")
-    return Pulled(subject, ex, "the client closed the connection while the layer transfer was "
-                  f"under way (the registry cuts it after {CANCEL_CUT} bytes: it cannot "
-                  "complete)", hung_up=True, not_cancelled=not_cancelled)
+        not_cancelled.append(
+            f"the engine read the layer {how} ({entry.bytes_sent} of "
+            f"{entry.body_size} bytes) after the client closed the connection"
+        )
+    return Pulled(
+        subject,
+        ex,
+        "the client closed the connection while the layer transfer was "
+        f"under way (the registry cuts it after {CANCEL_CUT} bytes: it cannot "
+        "complete)",
+        hung_up=True,
+        not_cancelled=not_cancelled,
+    )
 
 
 @pytest.mark.requirement("FAULTS-010")
 def test_closing_the_connection_cancels_the_pull(failed_pull):
     pulled = failed_pull("cancel")
     assert not pulled.not_cancelled, (
-        "the pull was not cancelled when the client hung up: " + "; ".join(pulled.not_cancelled))
+        "the pull was not cancelled when the client hung up: " + "; ".join(pulled.not_cancelled)
+    )
 
 
 def _transfer(entry: Any, closed: float) -> dict | None:
@@ -517,7 +585,11 @@ def _transfer(entry: Any, closed: float) -> dict | None:
 
 # Every scenario above but FAULTS-008's, which judges what its own pulls leave.
 LEFT_BEHIND = [f"status-{f.status}" for f in STATUS_FAULTS.values()] + [
-    "auth", "cut", "unsupported", "cancel"]
+    "auth",
+    "cut",
+    "unsupported",
+    "cancel",
+]
 
 
 @pytest.mark.requirement("FAULTS-011")

@@ -56,8 +56,9 @@ def do_import(client, images, params: dict, body: bytes | None = None):
     return ex
 
 
-def import_archive(client, images, observe: dict, params: dict, archive: bytes,
-                   via: FileServer | None = None) -> Exchange:
+def import_archive(
+    client, images, observe: dict, params: dict, archive: bytes, via: FileServer | None = None
+) -> Exchange:
     """Import ``archive`` with ``params``: in the request body, or ``via`` the file server
     (``fromSrc`` is then a URL it serves ``archive`` at; its log is observed).
 
@@ -70,7 +71,8 @@ def import_archive(client, images, observe: dict, params: dict, archive: bytes,
     url = via.add("rootfs.tar", archive)
     ex = do_import(client, images, {"fromSrc": url, **params})
     observe[f"file server, {params['repo']}"] = file_server_requests(
-        via, url, f"what an import from a URL applies ({where(ex)})", statuses=(200,))
+        via, url, f"what an import from a URL applies ({where(ex)})", statuses=(200,)
+    )
     return ex
 
 
@@ -101,8 +103,7 @@ def assert_nothing_created(client, images, before: set[str], names: list[str], w
 
 def assert_refused_400(client, images, ex, before: set[str], name: str, what: str) -> None:
     """A 400 ErrorResponse that created nothing; every problem is reported at once."""
-    assert_refused(ex, 400, what, leftovers(client, images, before, [name]),
-                   "reference behaviour")
+    assert_refused(ex, 400, what, leftovers(client, images, before, [name]), "reference behaviour")
 
 
 def inspect_imported(client, name: str) -> dict:
@@ -120,8 +121,11 @@ def top_history(client, name: str) -> dict:
 def host_platform(target_info: dict) -> tuple[str, str]:
     """The engine's own OS and architecture, as GET /version names them."""
     host_os, host_arch = target_info.get("os"), target_info.get("arch")
-    precondition(host_os and host_arch, f"GET /version gave Os {host_os!r} and Arch "
-                 f"{host_arch!r}: the host's platform is unknown, so it cannot be compared")
+    precondition(
+        host_os and host_arch,
+        f"GET /version gave Os {host_os!r} and Arch "
+        f"{host_arch!r}: the host's platform is unknown, so it cannot be compared",
+    )
     return str(host_os), str(host_arch)
 
 
@@ -168,7 +172,7 @@ def test_last_message_names_the_image_id(client, images, observe):
     observe["last_message"] = last
     status = last.get("status")
     assert isinstance(status, str) and ID_STATUS.match(status), (
-        f"the last stream message is {last}, not {{\"status\": \"sha256:<64 hex>\"}}"
+        f'the last stream message is {last}, not {{"status": "sha256:<64 hex>"}}'
     )
     image = client.inspect_image(name)
     if image is None:
@@ -225,8 +229,12 @@ def test_tag_wins_over_tag_in_repo(client, images, observe):
     name = images.name("imp-tagwins")
     for ref in (f"{name}:inrepo", f"{name}:wins"):
         images.track(ref)
-    ex = do_import(client, images, {"fromSrc": "-", "repo": f"{name}:inrepo", "tag": "wins"},
-                   unique_rootfs(name))
+    ex = do_import(
+        client,
+        images,
+        {"fromSrc": "-", "repo": f"{name}:inrepo", "tag": "wins"},
+        unique_rootfs(name),
+    )
     assert_stream_success(ex)
     wins = client.inspect_image(f"{name}:wins")
     inrepo = client.inspect_image(f"{name}:inrepo")
@@ -242,8 +250,9 @@ def judge_message(client, images, observe, via: FileServer | None = None) -> Non
     """The import's ``message`` is the comment of the image's newest history entry."""
     name = images.name("imp-msg")
     message = "engine-conformance: imported & checked (100%)"
-    ex = import_archive(client, images, observe, {"repo": name, "message": message},
-                        unique_rootfs(name), via)
+    ex = import_archive(
+        client, images, observe, {"repo": name, "message": message}, unique_rootfs(name), via
+    )
     assert_stream_success(ex)
     inspect_imported(client, name)
     comment = top_history(client, name).get("Comment")
@@ -261,8 +270,9 @@ def test_message_is_the_history_comment(client, images, observe):
 @pytest.mark.requirement("IMPORT-007")
 def test_empty_message_comment(client, images, observe):
     name = images.name("imp-nomsg")
-    ex = do_import(client, images, {"fromSrc": "-", "repo": name, "message": ""},
-                   unique_rootfs(name))
+    ex = do_import(
+        client, images, {"fromSrc": "-", "repo": name, "message": ""}, unique_rootfs(name)
+    )
     assert_stream_success(ex)
     inspect_imported(client, name)
     comment = top_history(client, name).get("Comment")
@@ -302,22 +312,35 @@ def config_has(config: dict, key: str, expected) -> bool:
     return got == expected
 
 
-def import_with_changes(client, images, label: str, changes: list[str],
-                        via: FileServer | None = None,
-                        observe: dict | None = None) -> tuple[dict, Exchange]:
+def import_with_changes(
+    client,
+    images,
+    label: str,
+    changes: list[str],
+    via: FileServer | None = None,
+    observe: dict | None = None,
+) -> tuple[dict, Exchange]:
     name = images.name(label)
-    ex = import_archive(client, images, {} if observe is None else observe,
-                        {"repo": name, "changes": changes}, unique_rootfs(name), via)
+    ex = import_archive(
+        client,
+        images,
+        {} if observe is None else observe,
+        {"repo": name, "changes": changes},
+        unique_rootfs(name),
+        via,
+    )
     assert_stream_success(ex)
     return (inspect_imported(client, name).get("Config") or {}), ex
 
 
-def judge_documented_change(client, images, observe, instruction: str,
-                            via: FileServer | None = None) -> None:
+def judge_documented_change(
+    client, images, observe, instruction: str, via: FileServer | None = None
+) -> None:
     """One documented ``changes`` instruction shows in the imported image's Config."""
     change, key, expected = DOCUMENTED_CHANGES[instruction]
-    config, _ = import_with_changes(client, images, f"imp-{instruction.lower()}", [change],
-                                    via, observe)
+    config, _ = import_with_changes(
+        client, images, f"imp-{instruction.lower()}", [change], via, observe
+    )
     observe[key] = config.get(key)
     assert config_has(config, key, expected), (
         f"{url_note(via)}changes={change!r}: Config.{key} is {config.get(key)!r}, expected "
@@ -339,8 +362,9 @@ def test_several_changes_all_apply(client, images, observe):
     wanted = [(DOCUMENTED_CHANGES[i][1], DOCUMENTED_CHANGES[i][2]) for i in picked]
     wanted.append(("Env", "EC_SECOND=two"))
     missing = [f"{k}: {v!r}" for k, v in wanted if not config_has(config, k, v)]
-    observe["config"] = {k: config.get(k) for k in ("Cmd", "Env", "ExposedPorts", "User",
-                                                     "WorkingDir")}
+    observe["config"] = {
+        k: config.get(k) for k in ("Cmd", "Env", "ExposedPorts", "User", "WorkingDir")
+    }
     assert not missing, (
         f"{len(changes)} changes sent as repeated keys; not applied: {'; '.join(missing)}"
     )
@@ -348,8 +372,11 @@ def test_several_changes_all_apply(client, images, observe):
 
 ENCODED_CHANGES = {  # comma-free, as DOCUMENTED_CHANGES
     "documented-example": ("ENV DEBUG=true", "Env", "DEBUG=true"),
-    "reserved-characters": ("ENV EC_URI=a&b=c%2Fd+e#f?g/h;i\u00fc", "Env",
-                            "EC_URI=a&b=c%2Fd+e#f?g/h;i\u00fc"),
+    "reserved-characters": (
+        "ENV EC_URI=a&b=c%2Fd+e#f?g/h;i\u00fc",
+        "Env",
+        "EC_URI=a&b=c%2Fd+e#f?g/h;i\u00fc",
+    ),
     "exec-form": ('CMD ["/bin/ec-echo?a&b=c d%e+f#g"]', "Cmd", ["/bin/ec-echo?a&b=c d%e+f#g"]),
 }
 
@@ -369,8 +396,9 @@ def test_encoded_change_arrives_intact(client, images, observe, case):
 
 @pytest.mark.requirement("IMPORT-011")
 def test_healthcheck_change(client, images, observe):
-    config, _ = import_with_changes(client, images, "imp-health",
-                                    ['HEALTHCHECK CMD ["/bin/ec-health"]'])
+    config, _ = import_with_changes(
+        client, images, "imp-health", ['HEALTHCHECK CMD ["/bin/ec-health"]']
+    )
     health = config.get("Healthcheck") or {}
     observe["Healthcheck"] = config.get("Healthcheck")
     assert health.get("Test") == ["CMD", "/bin/ec-health"], (
@@ -403,8 +431,9 @@ def test_stopsignal_change(client, images, observe):
 def test_disallowed_change_is_refused(client, images, observe, change):
     name = images.name("imp-badchange")
     before = image_ids(client)
-    ex = do_import(client, images, {"fromSrc": "-", "repo": name, "changes": change},
-                   unique_rootfs(name))
+    ex = do_import(
+        client, images, {"fromSrc": "-", "repo": name, "changes": change}, unique_rootfs(name)
+    )
     observe[change] = ex.status
     assert_refused_400(client, images, ex, before, name, f"changes={change!r}")
 
@@ -433,8 +462,9 @@ def test_change_with_a_comma_applies_whole(client, images, observe):
 def test_compressed_archive_imports(client, images, observe, compression):
     name = images.name(f"imp-{compression}")
     tar = unique_rootfs(name)
-    ex = do_import(client, images, {"fromSrc": "-", "repo": name},
-                   archives.compress(tar, compression))
+    ex = do_import(
+        client, images, {"fromSrc": "-", "repo": name}, archives.compress(tar, compression)
+    )
     assert_stream_success(ex)
     layers = (inspect_imported(client, name).get("RootFS") or {}).get("Layers") or []
     observe["layers"] = layers
@@ -470,8 +500,9 @@ def failing_import(client, images, observe, case: str, file_server=None):
     else:
         url = file_server.missing("rootfs.tar")
         ex = do_import(client, images, {"fromSrc": url, "repo": name})
-        observe["file_server_saw"] = file_server_requests(file_server, url, "an import from "
-                                                          "a URL that answers 404")
+        observe["file_server_saw"] = file_server_requests(
+            file_server, url, "an import from a URL that answers 404"
+        )
         why = f"fromSrc={url} answered 404"
     observe["status"] = ex.status
     observe["stream_error"] = ex.stream_error
@@ -489,10 +520,12 @@ def test_non_archive_body_fails(client, images, observe):
 def test_failed_import_leaves_nothing(client, images, request, observe, case):
     file_server = request.getfixturevalue("file_server") if case == "url-404" else None
     name, ex, before, why = failing_import(client, images, observe, case, file_server)
-    precondition(error_location(ex) is not None,
-                 f"{why}, but the engine reported no failure ({where(ex)}; "
-                 f"{'IMPORT-019' if file_server is None else 'IMPORT-021'} judges that): "
-                 "what it left is not a failed import's")
+    precondition(
+        error_location(ex) is not None,
+        f"{why}, but the engine reported no failure ({where(ex)}; "
+        f"{'IMPORT-019' if file_server is None else 'IMPORT-021'} judges that): "
+        "what it left is not a failed import's",
+    )
     assert_nothing_created(client, images, before, [name], f"the import failed ({why})")
 
 
@@ -529,11 +562,15 @@ def test_platform_is_accepted_and_os_applied(client, images, target_info, observ
     host_os = target_info.get("os") or "linux"
     arch, _ = other_arch(target_info.get("arch"))
     varch, variant = other_arch(target_info.get("arch"), variant=True)
-    platform = {"os": host_os, "os/arch": f"{host_os}/{arch}",
-                "os/arch/variant": f"{host_os}/{varch}/{variant}"}[form]
+    platform = {
+        "os": host_os,
+        "os/arch": f"{host_os}/{arch}",
+        "os/arch/variant": f"{host_os}/{varch}/{variant}",
+    }[form]
     name = images.name("imp-plat")
-    ex = do_import(client, images, {"fromSrc": "-", "repo": name, "platform": platform},
-                   unique_rootfs(name))
+    ex = do_import(
+        client, images, {"fromSrc": "-", "repo": name, "platform": platform}, unique_rootfs(name)
+    )
     assert_stream_success(ex)
     image = inspect_imported(client, name)
     observe[platform] = [image.get("Os"), image.get("Architecture"), image.get("Variant")]
@@ -549,15 +586,16 @@ def test_platform_sets_architecture(client, images, target_info, observe, form):
     arch, variant = other_arch(target_info.get("arch"), variant=form == "os/arch/variant")
     platform = f"{host_os}/{arch}" + (f"/{variant}" if variant else "")
     name = images.name("imp-arch")
-    ex = do_import(client, images, {"fromSrc": "-", "repo": name, "platform": platform},
-                   unique_rootfs(name))
+    ex = do_import(
+        client, images, {"fromSrc": "-", "repo": name, "platform": platform}, unique_rootfs(name)
+    )
     assert_stream_success(ex)
     image = inspect_imported(client, name)
     got = (image.get("Os"), image.get("Architecture"), image.get("Variant") or None)
     observe[platform] = list(got)
     # Without a variant in platform, the engine may fill in the architecture's default.
     want = (host_os, arch, variant) if variant else (host_os, arch)
-    assert got[:len(want)] == want, (
+    assert got[: len(want)] == want, (
         f"platform={platform}: the image has Os/Architecture/Variant {got}, expected {want}"
     )
 
@@ -567,8 +605,9 @@ def test_platform_sets_architecture(client, images, target_info, observe, form):
 def test_invalid_platform_is_refused(client, images, observe, platform):
     name = images.name("imp-badplat")
     before = image_ids(client)
-    ex = do_import(client, images, {"fromSrc": "-", "repo": name, "platform": platform},
-                   unique_rootfs(name))
+    ex = do_import(
+        client, images, {"fromSrc": "-", "repo": name, "platform": platform}, unique_rootfs(name)
+    )
     observe[platform] = ex.status
     assert_refused_400(client, images, ex, before, name, f"platform={platform!r}")
 
@@ -579,9 +618,7 @@ def import_with_platform(client, images, label: str, platform: str | None) -> Ex
     params = {"fromSrc": "-", "repo": name} | ({} if platform is None else {"platform": platform})
     ex = do_import(client, images, params, unique_rootfs(name))
     sent = "no platform" if platform is None else f"platform={platform!r}"
-    assert not failed(ex), (
-        f"{sent} was refused: {where(ex)} ({ex.stream_error or ex.body[:300]!r})"
-    )
+    assert not failed(ex), f"{sent} was refused: {where(ex)} ({ex.stream_error or ex.body[:300]!r})"
     assert_stream_success(ex)
     return ex
 
@@ -640,8 +677,9 @@ def test_unsupported_os_is_refused_or_kept(client, images, target_info, observe)
     platform = f"{UNSUPPORTED_OS}/{host_arch}"
     name = images.name("imp-platos")
     before = image_ids(client)
-    ex = do_import(client, images, {"fromSrc": "-", "repo": name, "platform": platform},
-                   unique_rootfs(name))
+    ex = do_import(
+        client, images, {"fromSrc": "-", "repo": name, "platform": platform}, unique_rootfs(name)
+    )
     observe["status"] = ex.status
     observe["stream_error"] = ex.stream_error
     if ex.status == 200 and not failed(ex):
@@ -670,8 +708,11 @@ def test_url_import(client, images, file_server, observe):
     observe["file_server_saw"] = asked
     # An import that failed with the file server never asked is one the engine could not
     # reach: not judged. One that reports success without fetching the URL is judged.
-    precondition(asked or not failed(ex), f"the file server was never asked for {url} and "
-                 f"the import failed ({where(ex)}): the engine could not reach it")
+    precondition(
+        asked or not failed(ex),
+        f"the file server was never asked for {url} and "
+        f"the import failed ({where(ex)}): the engine could not reach it",
+    )
     assert ("GET", path, 200) in fetched, (
         f"the import of {url} answered {where(ex)}, but the engine never fetched that URL "
         f"(the file server saw {asked or 'nothing'})"
@@ -689,8 +730,10 @@ def test_url_404_fails(client, images, file_server, observe):
 @pytest.mark.requirement("IMPORT-027")
 def test_url_without_scheme_is_fetched_over_http(client, images, file_server, observe):
     if file_server.tls:
-        pytest.skip("the file server speaks HTTPS only (--serve-tls), and a fromSrc without "
-                    "a scheme is fetched over plain http")
+        pytest.skip(
+            "the file server speaks HTTPS only (--serve-tls), and a fromSrc without "
+            "a scheme is fetched over plain http"
+        )
     name = images.name("imp-noscheme")
     url = file_server.add("rootfs.tar", unique_rootfs(name))
     bare = url.split("://", 1)[1]
@@ -719,25 +762,30 @@ def test_url_without_host_fails(client, images, observe):
     observe["status"] = ex.status
     observe["stream_error"] = ex.stream_error
     assert_visible_failure(ex, f"fromSrc={src} names no host to fetch from")
-    assert_nothing_created(client, images, before, [name],
-                           "the import from a URL with no host failed")
+    assert_nothing_created(
+        client, images, before, [name], "the import from a URL with no host failed"
+    )
 
 
-URL_ASPECTS = ["repo", "repo-with-tag", "message",
-               *(f"changes-{i}" for i in sorted(DOCUMENTED_CHANGES))]
+URL_ASPECTS = [
+    "repo",
+    "repo-with-tag",
+    "message",
+    *(f"changes-{i}" for i in sorted(DOCUMENTED_CHANGES)),
+]
 """What IMPORT-030 judges on a URL import, each as its body-import check does
 (IMPORT-003, -006, -008); IMPORT-031 judges ``tag`` as IMPORT-004 does."""
 
 
 @pytest.mark.requirement("IMPORT-030")
 @pytest.mark.parametrize("aspect", URL_ASPECTS)
-def test_url_import_applies_what_a_body_import_does(client, images, file_server, observe,
-                                                    aspect):
+def test_url_import_applies_what_a_body_import_does(client, images, file_server, observe, aspect):
     if aspect == "message":
         judge_message(client, images, observe, via=file_server)
     elif aspect.startswith("changes-"):
-        judge_documented_change(client, images, observe, aspect.removeprefix("changes-"),
-                                via=file_server)
+        judge_documented_change(
+            client, images, observe, aspect.removeprefix("changes-"), via=file_server
+        )
     else:
         judge_naming(client, images, observe, aspect, via=file_server)
 

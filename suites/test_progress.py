@@ -99,8 +99,11 @@ class Traffic:
 
 
 def _own_image(label: str):
-    return build_image({"lab/progress.txt": f"engine-conformance progress {label}\n"},
-                       env={"LAB_PROGRESS": label}, cmd=["/bin/sh"])
+    return build_image(
+        {"lab/progress.txt": f"engine-conformance progress {label}\n"},
+        env={"LAB_PROGRESS": label},
+        cmd=["/bin/sh"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +117,9 @@ def traffic(client: Client, lab, run_state) -> Iterator[Traffic]:
     def do_pull(label: str, repository: str, tag: str) -> None:
         ref = lab.reference(repository, tag)
         tracker.track(ref)
-        ex = client.create_image({"fromImage": ref.rsplit(":", 1)[0], "tag": tag},
-                                 deadline=DEADLINE)
+        ex = client.create_image(
+            {"fromImage": ref.rsplit(":", 1)[0], "tag": tag}, deadline=DEADLINE
+        )
         sent.append(Sent(label, "pull", ex, client.inspect_image(ref) is not None))
 
     try:
@@ -130,11 +134,15 @@ def traffic(client: Client, lab, run_state) -> Iterator[Traffic]:
                 do_pull("large", name, "v1")
             # The journal's times are wall-clock; the stream's arrivals monotonic.
             shift = time.monotonic() - time.time()
-            gets = [e for e in lab.journal.since(mark)
-                    if e.path == layer and e.method == "GET" and e.bytes_sent > 0]
+            gets = [
+                e
+                for e in lab.journal.since(mark)
+                if e.path == layer and e.method == "GET" and e.bytes_sent > 0
+            ]
             if gets:
-                transfer = Transfer(min(e.time for e in gets) + shift,
-                                    max(e.bytes_sent for e in gets))
+                transfer = Transfer(
+                    min(e.time for e in gets) + shift, max(e.bytes_sent for e in gets)
+                )
         for short, tag in STANDARD:
             do_pull(short, short, tag)
         repo = tracker.name("progress-import")
@@ -170,14 +178,16 @@ def traffic(client: Client, lab, run_state) -> Iterator[Traffic]:
 # -- judging ----------------------------------------------------------------------------
 
 
-def verdict(client: Client, observe: dict, judged: list[Sent], bad: list[tuple[Sent, str]],
-            what: str) -> None:
+def verdict(
+    client: Client, observe: dict, judged: list[Sent], bad: list[tuple[Sent, str]], what: str
+) -> None:
     cited = [s for s, _ in bad] or judged
     client.cite(s.exchange for s in cited[:6])
     observe["judged"] = [s.label for s in judged]
     observe["violations"] = len(bad)
     assert not bad, f"{len(bad)} of {len(judged)} {what}: " + " | ".join(
-        f"{s.describe()}: {problem}" for s, problem in bad[:3])
+        f"{s.describe()}: {problem}" for s, problem in bad[:3]
+    )
 
 
 def _detail(obj: dict) -> tuple[int | None, int | None]:
@@ -185,8 +195,10 @@ def _detail(obj: dict) -> tuple[int | None, int | None]:
     if not isinstance(detail, dict):
         return None, None
     current, total = detail.get("current"), detail.get("total")
-    return (current if isinstance(current, int) else None,
-            total if isinstance(total, int) else None)
+    return (
+        current if isinstance(current, int) else None,
+        total if isinstance(total, int) else None,
+    )
 
 
 # -- framing and schema ------------------------------------------------------------------
@@ -215,8 +227,9 @@ def test_every_line_is_one_json_object(client, traffic, observe):
     bad = []
     for s in streams:
         for error in s.exchange.framing_errors[:1]:
-            bad.append((s, f"the line at byte {error.offset} is {error.detail}: "
-                           f"{error.raw[:80]!r}"))
+            bad.append(
+                (s, f"the line at byte {error.offset} is {error.detail}: {error.raw[:80]!r}")
+            )
     verdict(client, observe, streams, bad, "200 streams have lines that are not one JSON object")
 
 
@@ -319,8 +332,9 @@ def _lab_only(traffic: Traffic) -> None:
 def test_failed_stream_ends_with_error_detail(client, traffic, observe):
     _lab_only(traffic)
     failed = traffic.failed_streams
-    observe["refused_before_stream"] = [s.label for s in traffic.failures
-                                        if s.exchange.status != 200]
+    observe["refused_before_stream"] = [
+        s.label for s in traffic.failures if s.exchange.status != 200
+    ]
     if not failed:
         pytest.skip("every failing pull was refused with an error status before the stream")
     bad, cut = [], []
@@ -333,33 +347,51 @@ def test_failed_stream_ends_with_error_detail(client, traffic, observe):
             if s.exchange.incomplete:
                 cut.append(s)  # its last line may be what the cut took
                 continue
-            bad.append((s, f"no image was made, yet the last of {len(messages)} lines is {last}, "
-                           "without errorDetail.message"))
+            bad.append(
+                (
+                    s,
+                    f"no image was made, yet the last of {len(messages)} lines is {last}, "
+                    "without errorDetail.message",
+                )
+            )
     observe["cut_before_an_error_line"] = [s.label for s in cut]
     if not bad:
         client.cite(s.exchange for s in cut[:6])
         for s in cut:
-            require_end(s.exchange, f"whether the stream of the failed pull {s.label} ends "
-                        "with errorDetail.message")
-    verdict(client, observe, failed, bad, "200 streams of failed pulls do not end with "
-            "errorDetail.message")
+            require_end(
+                s.exchange,
+                f"whether the stream of the failed pull {s.label} ends with errorDetail.message",
+            )
+    verdict(
+        client,
+        observe,
+        failed,
+        bad,
+        "200 streams of failed pulls do not end with errorDetail.message",
+    )
 
 
 @pytest.mark.requirement("PROGRESS-008")
 def test_nothing_follows_an_error(client, traffic, observe):
     _lab_only(traffic)
-    judged = [s for s in traffic.failed_streams
-              if any(m.error is not None for m in s.exchange.messages)]
+    judged = [
+        s for s in traffic.failed_streams if any(m.error is not None for m in s.exchange.messages)
+    ]
     if not judged:
         pytest.skip("no failing pull reported its error inside a 200 stream")
     bad = []
     for s in judged:
         messages = s.exchange.messages
         first = next(i for i, m in enumerate(messages) if m.error is not None)
-        after = messages[first + 1:]
+        after = messages[first + 1 :]
         if after:
-            bad.append((s, f"{len(after)} line(s) follow the error {messages[first].obj}, "
-                           f"first {after[0].obj}"))
+            bad.append(
+                (
+                    s,
+                    f"{len(after)} line(s) follow the error {messages[first].obj}, "
+                    f"first {after[0].obj}",
+                )
+            )
     verdict(client, observe, judged, bad, "failed streams go on after their error line")
 
 
@@ -370,21 +402,25 @@ def test_nothing_follows_an_error(client, traffic, observe):
 def test_stream_arrives_as_it_happens(client, traffic, observe):
     _lab_only(traffic)
     large = next((s for s in traffic.sent if s.label == "large"), None)
-    precondition(large is not None and large.succeeded and traffic.transfer is not None,
-                 "the throttled pull of progress-large did not happen as set up (the image "
-                 "did not arrive, or the lab registry never served its layer): whether the "
-                 "stream arrives as it happens could not be judged")
+    precondition(
+        large is not None and large.succeeded and traffic.transfer is not None,
+        "the throttled pull of progress-large did not happen as set up (the image "
+        "did not arrive, or the lab registry never served its layer): whether the "
+        "stream arrives as it happens could not be judged",
+    )
     ex, transfer = large.exchange, traffic.transfer
     # Half the time the layer needs at the throttled rate: a stream quieter than that
     # while bytes flow reports less than twice per transfer.
     bound = transfer.seconds / 2
     arrivals = [m.arrived for m in ex.messages]
-    precondition(ex.finished is not None and ex.finished >= transfer.end,
-                 "the pull ended before the throttled layer could have arrived: the lab "
-                 "registry's throttle did not hold")
+    precondition(
+        ex.finished is not None and ex.finished >= transfer.end,
+        "the pull ended before the throttled layer could have arrived: the lab "
+        "registry's throttle did not hold",
+    )
     observe["layer_seconds"] = round(transfer.seconds, 2)
     observe["silence_bound_seconds"] = round(bound, 2)
-    observe["first_message_after"] = (round(arrivals[0] - ex.started, 2) if arrivals else None)
+    observe["first_message_after"] = round(arrivals[0] - ex.started, 2) if arrivals else None
     observe["pull_seconds"] = round(ex.finished - ex.started, 2)
     client.cite([ex])
     assert arrivals, f"the throttled pull answered {ex.status} with no stream message"
@@ -393,7 +429,8 @@ def test_stream_arrives_as_it_happens(client, traffic, observe):
         f"the first stream message arrived {first - ex.started:.2f} s after the request, "
         f"{ex.finished - first:.2f} s before the pull ended, though the layer's bytes flowed "
         f"for {transfer.seconds:.1f} s: it should arrive at least {bound:.1f} s before they "
-        "all could have (the stream is held back)")
+        "all could have (the stream is held back)"
+    )
     inside = [t for t in arrivals if transfer.start < t < transfer.end]
     edges = [transfer.start, *inside, transfer.end]
     gaps = [(b - a, a) for a, b in zip(edges, edges[1:], strict=False)]
@@ -403,7 +440,8 @@ def test_stream_arrives_as_it_happens(client, traffic, observe):
         f"while the layer's bytes flowed ({transfer.seconds:.1f} s at {LARGE_RATE} bytes/s), "
         f"the stream was silent for {longest:.2f} s from {at - transfer.start:.2f} s into the "
         f"transfer ({len(inside)} messages arrived during it): more than the {bound:.1f} s "
-        "allowed (half the transfer)")
+        "allowed (half the transfer)"
+    )
 
 
 # -- the HTTP message ----------------------------------------------------------------------
@@ -415,7 +453,9 @@ def test_stream_is_a_complete_message(client, traffic, observe):
     observe["framing"] = {s.label: s.exchange.framing for s in streams}
     if not streams:
         pytest.skip("no progress request was answered 200")
-    bad = [(s, f"an incomplete HTTP message: {s.exchange.incomplete}")
-           for s in streams if s.exchange.incomplete]
-    verdict(client, observe, streams, bad, "200 answers are incomplete HTTP messages "
-            "(RFC 9112 §8)")
+    bad = [
+        (s, f"an incomplete HTTP message: {s.exchange.incomplete}")
+        for s in streams
+        if s.exchange.incomplete
+    ]
+    verdict(client, observe, streams, bad, "200 answers are incomplete HTTP messages (RFC 9112 §8)")

@@ -36,8 +36,6 @@ PLATFORM_SINCE = "1.32"
 # -- helpers --------------------------------------------------------------------------------
 
 
-
-
 def statuses(ex) -> list[str]:
     return [m.obj["status"] for m in ex.messages if isinstance(m.obj.get("status"), str)]
 
@@ -71,9 +69,14 @@ def expect_image(client, ref: str, facts, what: str) -> dict:
     return image
 
 
-def manifests_fetched(registry, mark: int | None, short: str, what: str,
-                      kinds: tuple[str, ...] = ("manifest",),
-                      required: bool = True) -> list[str] | None:
+def manifests_fetched(
+    registry,
+    mark: int | None,
+    short: str,
+    what: str,
+    kinds: tuple[str, ...] = ("manifest",),
+    required: bool = True,
+) -> list[str] | None:
     """The manifest references the engine asked the lab registry for since ``mark``.
 
     None with an external registry (no journal). ``required``: a precondition that
@@ -126,12 +129,16 @@ def scratch_unsafe_reason(client) -> str | None:
     names = [str(c.get("Name", "")) for c in info.get("Components") or []]
     platform = str((info.get("Platform") or {}).get("Name", ""))
     if any("podman" in n.lower() for n in names) or "podman" in platform.lower():
-        return ("not sent: Podman's compat API resolves a bare `scratch` to "
-                "docker.io/library/scratch and pulls it, and the suite never lets an engine "
-                "reach a host outside 127.0.0.0/8")
+        return (
+            "not sent: Podman's compat API resolves a bare `scratch` to "
+            "docker.io/library/scratch and pulls it, and the suite never lets an engine "
+            "reach a host outside 127.0.0.0/8"
+        )
     if "Engine" not in names:
-        return ("not sent: the target does not identify as Docker Engine (which refuses "
-                "`scratch` before any lookup); another engine might look it up on docker.io")
+        return (
+            "not sent: the target does not identify as Docker Engine (which refuses "
+            "`scratch` before any lookup); another engine might look it up on docker.io"
+        )
     return None
 
 
@@ -149,17 +156,33 @@ def failure_params(registry, case: str) -> dict:
         "double-colon": {"fromImage": f"{bad_repo}/single::v1"},
         "invalid-tag": {"fromImage": repo_name(registry, "single"), "tag": "bad tag!"},
         "scratch": {"fromImage": "scratch"},
-        "missing-platform": {"fromImage": repo_name(registry, "multi"), "tag": "latest",
-                             "platform": MISSING_PLATFORM},
-        "unparsable-platform": {"fromImage": repo_name(registry, "multi"), "tag": "latest",
-                                "platform": "not/a/platform/at/all"},
+        "missing-platform": {
+            "fromImage": repo_name(registry, "multi"),
+            "tag": "latest",
+            "platform": MISSING_PLATFORM,
+        },
+        "unparsable-platform": {
+            "fromImage": repo_name(registry, "multi"),
+            "tag": "latest",
+            "platform": "not/a/platform/at/all",
+        },
     }
     return cases[case]
 
 
-FAILURE_CASES = ["unknown-repository", "unknown-repository-all-tags", "unknown-tag",
-                 "unknown-digest", "uppercase-repository", "bad-characters", "double-colon",
-                 "invalid-tag", "scratch", "missing-platform", "unparsable-platform"]
+FAILURE_CASES = [
+    "unknown-repository",
+    "unknown-repository-all-tags",
+    "unknown-tag",
+    "unknown-digest",
+    "uppercase-repository",
+    "bad-characters",
+    "double-colon",
+    "invalid-tag",
+    "scratch",
+    "missing-platform",
+    "unparsable-platform",
+]
 INVALID_REFERENCES = ["uppercase-repository", "bad-characters", "double-colon", "invalid-tag"]
 
 
@@ -206,8 +229,7 @@ def test_tag_overrides_tag_in_from_image(client, images, registry, observe):
     ex = pull(client, images, {"fromImage": v1, "tag": "v2"}, [v1, v2])
     observe["answer"] = where(ex)
     assert_stream_success(ex)
-    expect_image(client, v2, registry.catalogue.facts("single", "v2"),
-                 "fromImage=<repo>:v1&tag=v2")
+    expect_image(client, v2, registry.catalogue.facts("single", "v2"), "fromImage=<repo>:v1&tag=v2")
     assert client.inspect_image(v1) is None, (
         "fromImage=<repo>:v1&tag=v2 also pulled v1: tag did not override the tag in fromImage"
     )
@@ -221,8 +243,7 @@ def assert_by_digest(client, registry, ref: str, digest: str, facts, what: str) 
     return image
 
 
-def assert_only_that_manifest(client, registry, mark: int | None, digest: str,
-                              what: str) -> None:
+def assert_only_that_manifest(client, registry, mark: int | None, digest: str, what: str) -> None:
     """The engine fetched the manifest ``digest`` and no other, and pulled no tag."""
     fetched = manifests_fetched(registry, mark, "single", what, required=False)
     others = [r for r in fetched or [] if r != digest]
@@ -230,8 +251,10 @@ def assert_only_that_manifest(client, registry, mark: int | None, digest: str,
     tagged = [t for t in tags if client.inspect_image(registry.reference("single", t))]
     assert not others and not tagged, (
         f"{what} must pull exactly the manifest {digest}, but the engine also "
-        + "; ".join(([f"fetched the manifests {others}"] if others else [])
-                    + ([f"pulled the tags {tagged}"] if tagged else []))
+        + "; ".join(
+            ([f"fetched the manifests {others}"] if others else [])
+            + ([f"pulled the tags {tagged}"] if tagged else [])
+        )
     )
 
 
@@ -240,8 +263,10 @@ def test_digest_inside_from_image(client, images, registry, observe):
     digest = registry.catalogue.manifest_digest("single", "v2")
     facts = registry.catalogue.facts("single", "v2")
     ref = registry.reference("single", digest=digest)
-    tags = [registry.reference("single", t)
-            for t in registry.catalogue.tags(registry.catalogue.name("single")) or []]
+    tags = [
+        registry.reference("single", t)
+        for t in registry.catalogue.tags(registry.catalogue.name("single")) or []
+    ]
     mark = journal_mark(registry)
     ex = pull(client, images, {"fromImage": ref}, [ref, facts.image_id, *tags])
     assert_stream_success(ex)
@@ -255,11 +280,17 @@ def test_digest_as_tag(client, images, registry, observe):
     digest = registry.catalogue.manifest_digest("single", "v2")
     facts = registry.catalogue.facts("single", "v2")
     ref = registry.reference("single", digest=digest)
-    tags = [registry.reference("single", t)
-            for t in registry.catalogue.tags(registry.catalogue.name("single")) or []]
+    tags = [
+        registry.reference("single", t)
+        for t in registry.catalogue.tags(registry.catalogue.name("single")) or []
+    ]
     mark = journal_mark(registry)
-    ex = pull(client, images, {"fromImage": repo_name(registry, "single"), "tag": digest},
-              [ref, facts.image_id, *tags])
+    ex = pull(
+        client,
+        images,
+        {"fromImage": repo_name(registry, "single"), "tag": digest},
+        [ref, facts.image_id, *tags],
+    )
     assert_stream_success(ex)
     image = assert_by_digest(client, registry, ref, digest, facts, "fromImage=<repo>&tag=<digest>")
     observe["RepoTags"] = image.get("RepoTags")
@@ -275,8 +306,9 @@ def test_digest_in_from_image_wins_over_tag(client, images, registry, observe):
     v1_ref = registry.reference("single", "v1")
     v1_digest = registry.catalogue.manifest_digest("single", "v1")
     mark = journal_mark(registry)
-    ex = pull(client, images, {"fromImage": ref, "tag": "v1"},
-              [ref, v1_ref, v2.image_id, v1.image_id])
+    ex = pull(
+        client, images, {"fromImage": ref, "tag": "v1"}, [ref, v1_ref, v2.image_id, v1.image_id]
+    )
     observe["answer"] = where(ex)
     assert_stream_success(ex)
     # Judged by name and by what the registry was asked, not by v1's image ID: the lab's
@@ -327,8 +359,7 @@ def test_id_and_repo_digests(client, images, registry, target_info, observe, sho
     assert image is not None, f"{ref} does not exist after a pull that reported success"
     observe[f"{short}:{tag}"] = {"Id": image["Id"], "RepoDigests": image.get("RepoDigests")}
     assert image["Id"] == facts.image_id, (
-        f"{ref} has Id {image['Id']}, not the config digest the registry served "
-        f"({facts.image_id})"
+        f"{ref} has Id {image['Id']}, not the config digest the registry served ({facts.image_id})"
     )
     wanted = f"{repo_name(registry, short)}@{facts.repo_digest}"
     assert wanted in (image.get("RepoDigests") or []), (
@@ -359,8 +390,9 @@ def test_repeat_pull_downloads_no_layer(client, images, lab_control, observe):
     ref = lab_control.reference("single", "v1")
     _, second, entries = pull_twice(client, images, lab_control, lab_control.journal)
     image_after = client.inspect_image(ref)
-    observe["second_pull_requests"] = [f"{e.method} {e.kind} {e.reference} -> {e.status}"
-                                       for e in entries]
+    observe["second_pull_requests"] = [
+        f"{e.method} {e.kind} {e.reference} -> {e.status}" for e in entries
+    ]
     observe["last_status"] = (statuses(second) or [None])[-1]
     assert_stream_success(second)
     blob_gets = [e.reference for e in entries if e.kind == "blob" and e.method == "GET"]
@@ -381,25 +413,29 @@ def test_repeat_pull_says_up_to_date(client, images, registry, observe):
     observe["statuses"] = statuses(second)[-3:]
     assert_stream_success(second)
     assert any("up to date" in s.lower() for s in statuses(second)), (
-        f"the repeat pull's status lines {statuses(second)[-3:]} do not say the image is "
-        "up to date"
+        f"the repeat pull's status lines {statuses(second)[-3:]} do not say the image is up to date"
     )
 
 
 # -- pulls that must fail -------------------------------------------------------------------
 
 
-REGISTRY_CASES = {"unknown-repository": "no-such-repo", "unknown-repository-all-tags":
-                  "no-such-repo", "unknown-tag": "single", "unknown-digest": "single",
-                  "missing-platform": "multi"}
+REGISTRY_CASES = {
+    "unknown-repository": "no-such-repo",
+    "unknown-repository-all-tags": "no-such-repo",
+    "unknown-tag": "single",
+    "unknown-digest": "single",
+    "missing-platform": "multi",
+}
 """Failure cases the registry must be asked about (the others are refused before)."""
 
 
 def require_registry_asked(registry, mark: int | None, case: str) -> None:
     """A case the engine can only judge by asking the registry: it did ask (precondition)."""
     if case in REGISTRY_CASES and mark is not None:
-        manifests_fetched(registry, mark, REGISTRY_CASES[case], f"the {case} case",
-                          kinds=("manifest", "tags"))
+        manifests_fetched(
+            registry, mark, REGISTRY_CASES[case], f"the {case} case", kinds=("manifest", "tags")
+        )
 
 
 @pytest.mark.requirement("PULL-011")
@@ -409,8 +445,9 @@ def test_unknown_repository_is_404(client, images, registry, api_version, observ
     ex, left = send_failure(client, images, registry, case, api_version)
     observe[case] = where(ex)
     require_registry_asked(registry, mark, case)
-    assert_refused(ex, 404, case, left,
-                   "documented: 404 'repository does not exist or no read access'")
+    assert_refused(
+        ex, 404, case, left, "documented: 404 'repository does not exist or no read access'"
+    )
 
 
 @pytest.mark.requirement("PULL-012")
@@ -429,11 +466,19 @@ def test_invalid_reference_is_400(client, images, registry, api_version, observe
     mark = journal_mark(registry)
     ex, left = send_failure(client, images, registry, case, api_version)
     observe[case] = where(ex)
-    assert_refused(ex, 400, f"{case} ({failure_params(registry, case)})", left,
-                   "reference engine: 400 before the stream")
+    assert_refused(
+        ex,
+        400,
+        f"{case} ({failure_params(registry, case)})",
+        left,
+        "reference engine: 400 before the stream",
+    )
     if mark is not None:
-        asked = [f"{e.method} {e.path}" for e in registry.journal.since(mark)
-                 if e.kind in ("manifest", "blob", "tags")]
+        asked = [
+            f"{e.method} {e.path}"
+            for e in registry.journal.since(mark)
+            if e.kind in ("manifest", "blob", "tags")
+        ]
         assert not asked, f"{case}: refused, but the registry was asked first: {asked}"
 
 
@@ -456,8 +501,10 @@ MANIFESTS_VIEW_SINCE = "1.48"
 def shown(view: dict) -> str:
     """What an inspect view shows, for a reason: ``os/arch/variant, N layer(s)``."""
     layers = (view.get("RootFS") or {}).get("Layers") or []
-    return (f"{view.get('Os') or '-'}/{view.get('Architecture') or '-'}/"
-            f"{view.get('Variant') or '-'}, {len(layers)} layer(s)")
+    return (
+        f"{view.get('Os') or '-'}/{view.get('Architecture') or '-'}/"
+        f"{view.get('Variant') or '-'}, {len(layers)} layer(s)"
+    )
 
 
 def empty_view(view: dict) -> bool:
@@ -467,8 +514,11 @@ def empty_view(view: dict) -> bool:
     host-platform image is absent so: the host's view of that index. It is evidence
     neither that the engine pulled the platform asked for nor that it pulled another.
     """
-    return (not view.get("Os") and not view.get("Architecture")
-            and not (view.get("RootFS") or {}).get("Layers"))
+    return (
+        not view.get("Os")
+        and not view.get("Architecture")
+        and not (view.get("RootFS") or {}).get("Layers")
+    )
 
 
 @dataclass
@@ -500,8 +550,12 @@ class PlatformPull:
         return self.exchange.status == 200 and self.exchange.stream_error is None
 
     def observation(self) -> dict:
-        return {"views": {k: {"Id": v.get("Id"), "shows": shown(v)} for k, v in self.seen.items()},
-                "for": self.proofs, "against": self.against, "neither": self.neutral}
+        return {
+            "views": {k: {"Id": v.get("Id"), "shows": shown(v)} for k, v in self.seen.items()},
+            "for": self.proofs,
+            "against": self.against,
+            "neither": self.neutral,
+        }
 
 
 def journal_evidence(registry, mark: int | None, pulled: PlatformPull) -> None:
@@ -518,28 +572,39 @@ def journal_evidence(registry, mark: int | None, pulled: PlatformPull) -> None:
         return
     facts = pulled.facts
     repository = registry.catalogue.name(pulled.short)
-    served = [e for e in registry.journal.since(mark)
-              if e.repository == repository and e.method == "GET" and e.status < 400]
+    served = [
+        e
+        for e in registry.journal.since(mark)
+        if e.repository == repository and e.method == "GET" and e.status < 400
+    ]
     manifests = {e.reference for e in served if e.kind == "manifest"}
     blobs = {e.reference for e in served if e.kind == "blob"}
     own = [facts.config_digest, *facts.layer_digests]
-    others = {p: registry.catalogue.facts(pulled.short, "latest", platform=p)
-              for p in MULTI_PLATFORMS if p != pulled.platform}
-    other_manifests = {p: f.manifest_digest for p, f in others.items()
-                       if f.manifest_digest in manifests}
-    other_blobs = {p: sorted(({f.config_digest, *f.layer_digests} - set(own)) & blobs)
-                   for p, f in others.items()}
+    others = {
+        p: registry.catalogue.facts(pulled.short, "latest", platform=p)
+        for p in MULTI_PLATFORMS
+        if p != pulled.platform
+    }
+    other_manifests = {
+        p: f.manifest_digest for p, f in others.items() if f.manifest_digest in manifests
+    }
+    other_blobs = {
+        p: sorted(({f.config_digest, *f.layer_digests} - set(own)) & blobs)
+        for p, f in others.items()
+    }
     other_blobs = {p: d for p, d in other_blobs.items() if d}
     chosen = facts.manifest_digest in manifests
     if other_blobs:
         pulled.against.append(
             f"{journal} shows the config or layers of the index's "
-            + ", ".join(f"{p} image fetched ({len(d)} blob(s))" for p, d in other_blobs.items()))
+            + ", ".join(f"{p} image fetched ({len(d)} blob(s))" for p, d in other_blobs.items())
+        )
     if other_manifests and not chosen:
         pulled.against.append(
             f"{journal} shows the index's {', '.join(other_manifests)} manifest(s) fetched "
             f"({', '.join(other_manifests.values())}), not its {pulled.platform} manifest "
-            f"({facts.manifest_digest})")
+            f"({facts.manifest_digest})"
+        )
     if chosen and not other_blobs:
         held = [d for d in own if d not in blobs]
         pulled.proofs.append(
@@ -547,12 +612,18 @@ def journal_evidence(registry, mark: int | None, pulled: PlatformPull) -> None:
             f"({facts.manifest_digest}), and {len(own) - len(held)} of its {len(own)} blobs "
             "(config and layers)"
             + (f"; the other {len(held)} were not needed (the engine held them)" if held else "")
-            + (f"; the {', '.join(other_manifests)} manifest(s) were fetched too, but none of "
-               "their config or layers" if other_manifests else ""))
+            + (
+                f"; the {', '.join(other_manifests)} manifest(s) were fetched too, but none of "
+                "their config or layers"
+                if other_manifests
+                else ""
+            )
+        )
     if not chosen and not other_manifests:
         pulled.neutral.append(
             f"{journal} shows none of the index's platform manifests fetched (asked for "
-            f"{sorted(manifests) or 'none'}): the engine held them, so it does not say which")
+            f"{sorted(manifests) or 'none'}): the engine held them, so it does not say which"
+        )
 
 
 def manifests_evidence(client, pulled: PlatformPull) -> None:
@@ -565,27 +636,37 @@ def manifests_evidence(client, pulled: PlatformPull) -> None:
         return
     listed = [m for m in (view or {}).get("Manifests") or [] if isinstance(m, dict)]
     if not listed:
-        pulled.neutral.append(f"{asked} is absent or empty (the document: populated only by a "
-                              "multi-platform image store)")
+        pulled.neutral.append(
+            f"{asked} is absent or empty (the document: populated only by a "
+            "multi-platform image store)"
+        )
         return
     digest = pulled.facts.manifest_digest
 
     def platform_of(m: dict) -> str:
-        p = (m.get("ImageData") or {}).get("Platform") or (m.get("Descriptor") or {}).get(
-            "platform") or {}
+        p = (
+            (m.get("ImageData") or {}).get("Platform")
+            or (m.get("Descriptor") or {}).get("platform")
+            or {}
+        )
         return "/".join(p.get(k) or "" for k in ("os", "architecture", "variant")).rstrip("/")
 
-    entry = next((m for m in listed if digest in (m.get("ID"), (m.get("Descriptor") or {})
-                                                   .get("digest"))), None)
+    entry = next(
+        (m for m in listed if digest in (m.get("ID"), (m.get("Descriptor") or {}).get("digest"))),
+        None,
+    )
     available = sorted(platform_of(m) or str(m.get("ID")) for m in listed if m.get("Available"))
     if entry is not None and entry.get("Available") is True:
-        pulled.proofs.append(f"{asked} lists the {pulled.platform} manifest ({digest}) as "
-                             f"Available (available: {available})")
+        pulled.proofs.append(
+            f"{asked} lists the {pulled.platform} manifest ({digest}) as "
+            f"Available (available: {available})"
+        )
     else:
         pulled.against.append(
             f"{asked} lists the {pulled.platform} manifest ({digest}) "
             + ("as not Available" if entry is not None else "not at all")
-            + f" (available: {available or 'none'})")
+            + f" (available: {available or 'none'})"
+        )
 
 
 def view_evidence(client, api_version: str, pulled: PlatformPull) -> None:
@@ -603,20 +684,25 @@ def view_evidence(client, api_version: str, pulled: PlatformPull) -> None:
             if view is not None:
                 pulled.seen["platform-aware"] = view
             if view is None:
-                pulled.against.append(f"{asked} answered 404: the engine holds no {platform} "
-                                      f"image under {ref}")
+                pulled.against.append(
+                    f"{asked} answered 404: the engine holds no {platform} image under {ref}"
+                )
             elif (mismatch := image_mismatch(view, facts)) is None:
                 pulled.platform_view = view
                 pulled.proofs.append(f"{asked} shows the {platform} image ({shown(view)})")
             else:
                 pulled.against.append(f"{asked} shows another image ({shown(view)}): {mismatch}")
     elif version >= version_tuple(MANIFESTS_VIEW_SINCE):
-        pulled.neutral.append(f"API {api_version} serves no platform-aware view (?platform= "
-                              f"from {PLATFORM_VIEW_SINCE})")
+        pulled.neutral.append(
+            f"API {api_version} serves no platform-aware view (?platform= "
+            f"from {PLATFORM_VIEW_SINCE})"
+        )
     else:
-        pulled.neutral.append(f"API {api_version} serves neither the platform-aware view "
-                              f"(?platform= from {PLATFORM_VIEW_SINCE}) nor the Manifests list "
-                              f"(?manifests=1 from {MANIFESTS_VIEW_SINCE})")
+        pulled.neutral.append(
+            f"API {api_version} serves neither the platform-aware view "
+            f"(?platform= from {PLATFORM_VIEW_SINCE}) nor the Manifests list "
+            f"(?manifests=1 from {MANIFESTS_VIEW_SINCE})"
+        )
     if version >= version_tuple(MANIFESTS_VIEW_SINCE):
         manifests_evidence(client, pulled)
     asked = "the default view"
@@ -626,28 +712,36 @@ def view_evidence(client, api_version: str, pulled: PlatformPull) -> None:
     if pulled.default is None:
         pulled.against.append(f"{ref} does not exist after a pull that reported success")
     elif empty_view(pulled.default):
-        pulled.neutral.append(f"{asked} is empty (Os {pulled.default.get('Os')!r}, Architecture "
-                              f"{pulled.default.get('Architecture')!r}, no layers): the host "
-                              "platform's view of an index whose host image is absent, evidence "
-                              "of nothing")
+        pulled.neutral.append(
+            f"{asked} is empty (Os {pulled.default.get('Os')!r}, Architecture "
+            f"{pulled.default.get('Architecture')!r}, no layers): the host "
+            "platform's view of an index whose host image is absent, evidence "
+            "of nothing"
+        )
     elif (mismatch := image_mismatch(pulled.default, facts)) is None:
         pulled.default_is_image = True
-        pulled.neutral.append(f"{asked} is the {platform} image ({shown(pulled.default)}), "
-                              "which alone does not prove what the pull fetched")
+        pulled.neutral.append(
+            f"{asked} is the {platform} image ({shown(pulled.default)}), "
+            "which alone does not prove what the pull fetched"
+        )
     else:
-        pulled.against.append(f"{asked} shows another image ({shown(pulled.default)}): "
-                              f"{mismatch}")
+        pulled.against.append(f"{asked} shows another image ({shown(pulled.default)}): {mismatch}")
 
 
-def pull_platform(client, images, registry, api_version: str, short: str,
-                  platform: str) -> PlatformPull:
+def pull_platform(
+    client, images, registry, api_version: str, short: str, platform: str
+) -> PlatformPull:
     """Pull ``short:latest`` (an index) for ``platform``; if it succeeded, gather the evidence
     of which image it took: the journal first, then the engine's views."""
     facts = registry.catalogue.facts(short, "latest", platform=platform)
     ref = registry.reference(short, "latest")
     mark = journal_mark(registry)
-    ex = pull(client, images, {"fromImage": repo_name(registry, short), "tag": "latest",
-                               "platform": platform}, [ref])
+    ex = pull(
+        client,
+        images,
+        {"fromImage": repo_name(registry, short), "tag": "latest", "platform": platform},
+        [ref],
+    )
     pulled = PlatformPull(short, platform, ref, facts, ex)
     if pulled.succeeded:
         journal_evidence(registry, mark, pulled)
@@ -658,24 +752,33 @@ def pull_platform(client, images, registry, api_version: str, short: str,
 @pytest.mark.requirement("PULL-015")
 @pytest.mark.parametrize("platform", MULTI_PLATFORMS)
 @pytest.mark.parametrize("short", ["multi", "multi-oci"])
-def test_platform_picks_the_manifest(client, images, registry, api_version, observe, short,
-                                     platform):
+def test_platform_picks_the_manifest(
+    client, images, registry, api_version, observe, short, platform
+):
     pulled = pull_platform(client, images, registry, api_version, short, platform)
     assert_stream_success(pulled.exchange)
     observe[f"{short} {platform}"] = pulled.observation()
     # Layers and Id name the manifest chosen exactly; Os/Architecture are only recorded.
     assert not pulled.against, (
         f"platform={platform} from {short}: what the engine pulled is not the index's "
-        f"{platform} image: " + "; ".join(pulled.against)
-        + (f" (yet: {'; '.join(pulled.proofs)})" if pulled.proofs else ""))
+        f"{platform} image: "
+        + "; ".join(pulled.against)
+        + (f" (yet: {'; '.join(pulled.proofs)})" if pulled.proofs else "")
+    )
     if not pulled.proofs and registry.external:
         # As the checks that need the lab registry's journal do: not judged here.
-        pytest.skip(f"platform={platform} from {short}: an external registry keeps no journal, "
-                    "and no platform-aware view shows which image the pull took (the default "
-                    "view alone does not prove it): " + "; ".join(pulled.neutral))
-    precondition(pulled.proofs, (
-        f"platform={platform} from {short}: nothing shows which image the pull took, and the "
-        "default view alone does not prove it: " + "; ".join(pulled.neutral)))
+        pytest.skip(
+            f"platform={platform} from {short}: an external registry keeps no journal, "
+            "and no platform-aware view shows which image the pull took (the default "
+            "view alone does not prove it): " + "; ".join(pulled.neutral)
+        )
+    precondition(
+        pulled.proofs,
+        (
+            f"platform={platform} from {short}: nothing shows which image the pull took, and the "
+            "default view alone does not prove it: " + "; ".join(pulled.neutral)
+        ),
+    )
 
 
 @pytest.mark.requirement("PULL-016")
@@ -686,8 +789,9 @@ def test_missing_platform_fails_visibly(client, images, registry, api_version, o
     images.track(ref)
     before = image_ids(client)
     mark = journal_mark(registry)
-    ex = client.create_image({"fromImage": repo_name(registry, short), "tag": "latest",
-                              "platform": MISSING_PLATFORM})
+    ex = client.create_image(
+        {"fromImage": repo_name(registry, short), "tag": "latest", "platform": MISSING_PLATFORM}
+    )
     left = new_images(client, images, before)
     observe[short] = where(ex)
     manifests_fetched(registry, mark, short, f"a platform missing from {short}'s index")
@@ -705,12 +809,14 @@ def test_unparsable_platform_is_400(client, images, registry, observe, platform)
     ref = registry.reference("multi", "latest")
     images.track(ref)
     before = image_ids(client)
-    ex = client.create_image({"fromImage": repo_name(registry, "multi"), "tag": "latest",
-                              "platform": platform})
+    ex = client.create_image(
+        {"fromImage": repo_name(registry, "multi"), "tag": "latest", "platform": platform}
+    )
     left = new_images(client, images, before)
     observe[platform] = where(ex)
-    assert_refused(ex, 400, f"platform={platform!r}", left,
-                   "reference engine: 400 before the stream")
+    assert_refused(
+        ex, 400, f"platform={platform!r}", left, "reference engine: 400 before the stream"
+    )
 
 
 @pytest.mark.requirement("PULL-018")
@@ -724,8 +830,13 @@ def test_platform_ignored_below_1_32(client, images, registry, target_info, obse
     other = next(p for p in MULTI_PLATFORMS if p.split("/")[1] != native.split("/")[1])
     facts = registry.catalogue.facts("multi", "latest", platform=native)
     ref = registry.reference("multi", "latest")
-    ex = pull(client, images, {"fromImage": repo_name(registry, "multi"), "tag": "latest",
-                               "platform": other}, [ref], version="1.31")
+    ex = pull(
+        client,
+        images,
+        {"fromImage": repo_name(registry, "multi"), "tag": "latest", "platform": other},
+        [ref],
+        version="1.31",
+    )
     if ex.status == 400 and b"version" in ex.body.lower():
         pytest.skip(f"the engine does not serve API 1.31: {ex.body[:200]!r}")
     assert_stream_success(ex)
@@ -739,8 +850,10 @@ def test_platform_ignored_below_1_32(client, images, registry, target_info, obse
     )
 
 
-MISMATCHES = {"arm-only-as-amd64": ("arm-only", "latest", "linux/amd64"),
-              "single-as-arm64": ("single", "v1", "linux/arm64")}
+MISMATCHES = {
+    "arm-only-as-amd64": ("arm-only", "latest", "linux/amd64"),
+    "single-as-arm64": ("single", "v1", "linux/arm64"),
+}
 WARNING = re.compile(r"warn|does not match|platform", re.IGNORECASE)
 
 
@@ -749,14 +862,18 @@ WARNING = re.compile(r"warn|does not match|platform", re.IGNORECASE)
 def test_single_platform_mismatch(client, images, registry, observe, case):
     short, tag, platform = MISMATCHES[case]
     ref = registry.reference(short, tag)
-    ex = pull(client, images, {"fromImage": repo_name(registry, short), "tag": tag,
-                               "platform": platform}, [ref])
+    ex = pull(
+        client,
+        images,
+        {"fromImage": repo_name(registry, short), "tag": tag, "platform": platform},
+        [ref],
+    )
     image = client.inspect_image(ref)
     warnings = [s for s in statuses(ex) if WARNING.search(s)]
     observe[case] = {
         "answer": where(ex),
-        "error": ex.stream_error or (ex.body[:200].decode(errors="replace")
-                                     if ex.status >= 400 else None),
+        "error": ex.stream_error
+        or (ex.body[:200].decode(errors="replace") if ex.status >= 400 else None),
         "warnings": warnings,
         "pulled": image and f"{image.get('Os')}/{image.get('Architecture')}",
     }
@@ -787,21 +904,31 @@ VARIANT_PLATFORMS = [p for p in MULTI_PLATFORMS if len(p.split("/")) == 3]
 @pytest.mark.requirement("PULL-021")
 @pytest.mark.parametrize("platform", VARIANT_PLATFORMS)
 @pytest.mark.parametrize("short", ["multi", "multi-oci"])
-def test_inspect_reports_the_variant(client, images, registry, api_version, observe, short,
-                                     platform):
+def test_inspect_reports_the_variant(
+    client, images, registry, api_version, observe, short, platform
+):
     pulled = pull_platform(client, images, registry, api_version, short, platform)
-    precondition(pulled.succeeded, f"the pull of {platform} from {short} failed "
-                 f"({where(pulled.exchange)}; PULL-015 judges that): there is no image to read")
+    precondition(
+        pulled.succeeded,
+        f"the pull of {platform} from {short} failed "
+        f"({where(pulled.exchange)}; PULL-015 judges that): there is no image to read",
+    )
     # A view that shows the pulled platform's image: platform-aware where the API version
     # serves one, else the default view when it is that image.
-    view, which = ((pulled.platform_view, "the platform-aware view")
-                   if pulled.platform_view is not None
-                   else (pulled.default, "the default view") if pulled.default_is_image
-                   else (None, ""))
-    precondition(view is not None, (
-        f"no view of {pulled.ref} shows the {platform} image, so its Variant cannot be read "
-        "(PULL-015 judges what was pulled): "
-        + "; ".join(pulled.against + pulled.neutral)))
+    view, which = (
+        (pulled.platform_view, "the platform-aware view")
+        if pulled.platform_view is not None
+        else (pulled.default, "the default view")
+        if pulled.default_is_image
+        else (None, "")
+    )
+    precondition(
+        view is not None,
+        (
+            f"no view of {pulled.ref} shows the {platform} image, so its Variant cannot be read "
+            "(PULL-015 judges what was pulled): " + "; ".join(pulled.against + pulled.neutral)
+        ),
+    )
     observe[f"{short} {platform}"] = {"Variant": view.get("Variant"), "view": which}
     assert view.get("Variant") == pulled.facts.variant, (
         f"the {platform} image of {short} (its config says variant {pulled.facts.variant!r}) "
@@ -816,14 +943,18 @@ def test_inspect_reports_the_variant(client, images, registry, api_version, obse
 def test_stored_digest_is_checked_with_the_other_repository(client, images, registry, observe):
     digest = registry.catalogue.manifest_digest("single", "v1")
     other_name = registry.catalogue.name("oci")
-    precondition(registry.catalogue.manifest(other_name, digest) is None,
-                 f"the lab registry serves {digest} in {other_name} too: nothing to judge")
+    precondition(
+        registry.catalogue.manifest(other_name, digest) is None,
+        f"the lab registry serves {digest} in {other_name} too: nothing to judge",
+    )
     ref = registry.reference("single", "v1")
     first = pull(client, images, {"fromImage": repo_name(registry, "single"), "tag": "v1"}, [ref])
     held = client.inspect_image(ref)
-    precondition(first.status == 200 and first.stream_error is None and held is not None,
-                 f"the first pull, of {ref}, did not succeed ({where(first)}; PULL-001 judges "
-                 "that): the engine holds nothing by that digest")
+    precondition(
+        first.status == 200 and first.stream_error is None and held is not None,
+        f"the first pull, of {ref}, did not succeed ({where(first)}; PULL-001 judges "
+        "that): the engine holds nothing by that digest",
+    )
     other = registry.reference("oci", digest=digest)
     # Podman finds any <repo>@<digest> by the digest alone: what resolves before the pull
     # says nothing of what the pull recorded.
@@ -834,15 +965,21 @@ def test_stored_digest_is_checked_with_the_other_repository(client, images, regi
     observe["answer"] = where(ex)
     fetched = manifests_fetched(registry, mark, "oci", "", required=False)
     if fetched is not None:
-        observe["registry_answers"] = sorted({
-            f"{e.method} {e.reference} -> {e.status}" for e in registry.journal.since(mark)
-            if e.repository == other_name and e.kind == "manifest"})
+        observe["registry_answers"] = sorted(
+            {
+                f"{e.method} {e.reference} -> {e.status}"
+                for e in registry.journal.since(mark)
+                if e.repository == other_name and e.kind == "manifest"
+            }
+        )
         assert digest in fetched, (
             f"{other} was pulled while the engine held {digest} from {ref}, but the engine "
             f"did not ask the registry's {other_name} for it (manifests fetched there: "
-            f"{fetched or 'none'}): it answered from what it holds, not from the registry")
-    assert_visible_failure(ex, f"{other_name} does not have {digest} (the registry answers "
-                               "404 manifest unknown)")
+            f"{fetched or 'none'}): it answered from what it holds, not from the registry"
+        )
+    assert_visible_failure(
+        ex, f"{other_name} does not have {digest} (the registry answers 404 manifest unknown)"
+    )
     named = not resolved_before and client.inspect_image(other) is not None
     after = client.inspect_image(held["Id"]) or {}
     names = (after.get("RepoDigests") or []) + (after.get("RepoTags") or [])
@@ -851,13 +988,17 @@ def test_stored_digest_is_checked_with_the_other_repository(client, images, regi
         f"the pull of {other} failed, yet the engine recorded the name: "
         + (f"{other} can be inspected now (not before the pull)" if named else "")
         + ("; " if named and recorded else "")
-        + (f"the image held from {ref} is named {recorded}" if recorded else ""))
+        + (f"the image held from {ref} is named {recorded}" if recorded else "")
+    )
 
 
 def moving_image(label: str) -> Image:
     """An image of PULL-023's own, one of two its tag points at (the same in every run)."""
-    return build_image({"lab/moving.txt": f"engine-conformance moving tag: {label}\n"},
-                       env={"LAB_MOVING": label}, cmd=["/bin/sh"])
+    return build_image(
+        {"lab/moving.txt": f"engine-conformance moving tag: {label}\n"},
+        env={"LAB_MOVING": label},
+        cmd=["/bin/sh"],
+    )
 
 
 @pytest.mark.requirement("PULL-023")
@@ -871,10 +1012,14 @@ def test_moved_tag_gives_the_new_image_and_keeps_the_old(client, images, lab_con
         old = catalogue.facts(name, "v1")
         first = pull(client, images, params, [ref])
         before = client.inspect_image(ref)
-        precondition(first.status == 200 and first.stream_error is None and before is not None
-                     and image_mismatch(before, old) is None,
-                     f"the first pull of {ref} did not give the registry's image ({where(first)}"
-                     "; PULL-001 judges that): there is no old image to judge")
+        precondition(
+            first.status == 200
+            and first.stream_error is None
+            and before is not None
+            and image_mismatch(before, old) is None,
+            f"the first pull of {ref} did not give the registry's image ({where(first)}"
+            "; PULL-001 judges that): there is no old image to judge",
+        )
         old_id = before["Id"]
         images.track(old_id)
         catalogue.add(name, "v1", moving_image("after"))  # the registry moves the tag
@@ -883,7 +1028,8 @@ def test_moved_tag_gives_the_new_image_and_keeps_the_old(client, images, lab_con
         second = pull(client, images, params)
         observe["second_pull"] = where(second)
         observe["second_pull_manifests"] = manifests_fetched(
-            lab_control, mark, "moving", "the pull after the tag moved", required=False)
+            lab_control, mark, "moving", "the pull after the tag moved", required=False
+        )
         assert_stream_success(second)
         now = client.inspect_image(ref)
         assert now is not None, f"after the tag moved, the re-pull answered 200 but {ref} is gone"
@@ -891,13 +1037,17 @@ def test_moved_tag_gives_the_new_image_and_keeps_the_old(client, images, lab_con
         assert mismatch is None, (
             f"the registry moved {ref} to a new image ({new.manifest_digest}), the re-pull "
             f"answered 200, but {ref} is not the new image: {mismatch}"
-            + (" (it is still the old one)" if image_mismatch(now, old) is None else ""))
+            + (" (it is still the old one)" if image_mismatch(now, old) is None else "")
+        )
         kept = client.inspect_image(old_id)
-        observe["old_image"] = kept and {"RepoTags": kept.get("RepoTags"),
-                                         "RepoDigests": kept.get("RepoDigests")}
+        observe["old_image"] = kept and {
+            "RepoTags": kept.get("RepoTags"),
+            "RepoDigests": kept.get("RepoDigests"),
+        }
         assert kept is not None, (
             f"the re-pull gave {ref} the new image and the old one ({old_id}) no longer "
-            "exists: reference engines keep it, untagged, inspectable by its ID")
+            "exists: reference engines keep it, untagged, inspectable by its ID"
+        )
     finally:
         catalogue.remove(name)
 
@@ -908,8 +1058,9 @@ def test_image_without_layers(client, images, registry, observe):
     precondition(not facts.layer_digests, "the lab's no-layers image has layers")
     ref = registry.reference("no-layers", "latest")
     mark = journal_mark(registry)
-    ex = pull(client, images, {"fromImage": repo_name(registry, "no-layers"), "tag": "latest"},
-              [ref])
+    ex = pull(
+        client, images, {"fromImage": repo_name(registry, "no-layers"), "tag": "latest"}, [ref]
+    )
     manifests_fetched(registry, mark, "no-layers", "a manifest with no layers")
     observe["answer"] = where(ex)
     assert_stream_success(ex)
@@ -920,27 +1071,40 @@ def test_image_without_layers(client, images, registry, observe):
 @pytest.mark.requirement("PULL-025")
 def test_one_tag_pulls_only_that_tag(client, images, registry, observe):
     full = registry.catalogue.name("single")
-    others = {t: registry.reference("single", t)
-              for t in registry.catalogue.tags(full) or [] if t != "v1"}
+    others = {
+        t: registry.reference("single", t) for t in registry.catalogue.tags(full) or [] if t != "v1"
+    }
     present = sorted(t for t, r in others.items() if client.inspect_image(r) is not None)
-    precondition(others and not present,
-                 f"the other tags of {full} ({sorted(others)}) must be absent before the "
-                 f"pull, but {present} exist")
+    precondition(
+        others and not present,
+        f"the other tags of {full} ({sorted(others)}) must be absent before the "
+        f"pull, but {present} exist",
+    )
     ref = registry.reference("single", "v1")
     allowed = {"v1", registry.catalogue.manifest_digest("single", "v1")}
     mark = journal_mark(registry)
-    ex = pull(client, images, {"fromImage": repo_name(registry, "single"), "tag": "v1"},
-              [ref, *others.values()])
-    precondition(ex.status == 200 and ex.stream_error is None,
-                 f"the pull of {ref} failed ({where(ex)}; PULL-001 judges that)")
+    ex = pull(
+        client,
+        images,
+        {"fromImage": repo_name(registry, "single"), "tag": "v1"},
+        [ref, *others.values()],
+    )
+    precondition(
+        ex.status == 200 and ex.stream_error is None,
+        f"the pull of {ref} failed ({where(ex)}; PULL-001 judges that)",
+    )
     fetched = manifests_fetched(registry, mark, "single", "a pull of one tag") or []
     observe["manifests_fetched"] = fetched
     if mark is not None:
-        observe["tags_listed"] = any(e.kind == "tags" and e.repository == full
-                                     for e in registry.journal.since(mark))
+        observe["tags_listed"] = any(
+            e.kind == "tags" and e.repository == full for e in registry.journal.since(mark)
+        )
     extra = sorted(set(fetched) - allowed)
     pulled = sorted(t for t, r in others.items() if client.inspect_image(r) is not None)
     assert not extra and not pulled, (
         f"fromImage={repo_name(registry, 'single')}&tag=v1 must pull v1 only, but the engine "
-        + "; ".join(([f"also fetched the manifests {extra}"] if extra else [])
-                    + ([f"also pulled the tags {pulled}"] if pulled else [])))
+        + "; ".join(
+            ([f"also fetched the manifests {extra}"] if extra else [])
+            + ([f"also pulled the tags {pulled}"] if pulled else [])
+        )
+    )

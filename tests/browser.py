@@ -13,8 +13,15 @@ from pathlib import Path
 
 # Root in a container has no sandbox; no network, updates or first-run work may start:
 # the page must render from file:// alone.
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--hide-scrollbars")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--hide-scrollbars",
+)
 
 
 def chromium() -> str | None:
@@ -27,8 +34,12 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     if browser is None:
         raise FileNotFoundError("chromium is not installed (apt-get install chromium)")
     with tempfile.TemporaryDirectory(prefix="ec-chromium-") as profile:
-        proc = subprocess.run([browser, *FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [browser, *FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     if proc.returncode != 0:
         raise RuntimeError(f"chromium exited {proc.returncode}: {proc.stderr[-1000:]}")
     return proc
@@ -39,13 +50,16 @@ def dump_dom(page: Path, timeout: float = 120) -> str:
     return _run(["--dump-dom", Path(page).resolve().as_uri()], timeout).stdout
 
 
-def screenshot(page: Path, out: Path, width: int = 1280, height: int = 900,
-               timeout: float = 120) -> Path:
+def screenshot(
+    page: Path, out: Path, width: int = 1280, height: int = 900, timeout: float = 120
+) -> Path:
     """A PNG of the page as rendered at ``width`` × ``height``."""
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    _run([f"--screenshot={out}", f"--window-size={width},{height}",
-          Path(page).resolve().as_uri()], timeout)
+    _run(
+        [f"--screenshot={out}", f"--window-size={width},{height}", Path(page).resolve().as_uri()],
+        timeout,
+    )
     if not out.is_file():
         raise RuntimeError(f"chromium wrote no screenshot to {out}")
     return out

@@ -73,9 +73,14 @@ class SuiteRun:
     target: str = ""  # the engine it judged (under pytest-xdist, the controller's)
 
 
-ENGINE_OF = {"docker_suite": "docker", "docker26_suite": "docker26",
-             "docker26_containerd_suite": "docker26_containerd", "docker28_suite": "docker28",
-             "docker28_containerd_suite": "docker28_containerd", "podman_suite": "podman"}
+ENGINE_OF = {
+    "docker_suite": "docker",
+    "docker26_suite": "docker26",
+    "docker26_containerd_suite": "docker26_containerd",
+    "docker28_suite": "docker28",
+    "docker28_containerd_suite": "docker28_containerd",
+    "podman_suite": "podman",
+}
 """The full suite runs, one per engine CI judges, and the engine fixture each judges."""
 
 API_VERSION_OF = {"docker28_suite": "1.51", "docker28_containerd_suite": "1.51"}
@@ -91,6 +96,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "suite" in metafunc.fixturenames:
         metafunc.parametrize("suite", SUITES)
 
+
 JUDGED: dict[str, str] = {}
 """Which engine each suite fixture judged, for the session's closing lines."""
 
@@ -98,12 +104,14 @@ CI_REPORTS = ROOT / "reports" / "ci"
 """Where each full suite run's reports stay, one folder per engine kind."""
 
 
-FACTORIES = {"docker": ("EC_TEST_DOCKER", ManagedDocker),
-             "docker26": ("EC_TEST_DOCKER26", managed_docker26),
-             "docker26-containerd": ("EC_TEST_DOCKER26_CONTAINERD", managed_docker26_containerd),
-             "docker28": ("EC_TEST_DOCKER28", managed_docker28),
-             "docker28-containerd": ("EC_TEST_DOCKER28_CONTAINERD", managed_docker28_containerd),
-             "podman": ("EC_TEST_PODMAN", ManagedPodman)}
+FACTORIES = {
+    "docker": ("EC_TEST_DOCKER", ManagedDocker),
+    "docker26": ("EC_TEST_DOCKER26", managed_docker26),
+    "docker26-containerd": ("EC_TEST_DOCKER26_CONTAINERD", managed_docker26_containerd),
+    "docker28": ("EC_TEST_DOCKER28", managed_docker28),
+    "docker28-containerd": ("EC_TEST_DOCKER28_CONTAINERD", managed_docker28_containerd),
+    "podman": ("EC_TEST_PODMAN", ManagedPodman),
+}
 """Each engine kind: the variable naming a running one to reuse, and how to start one."""
 
 
@@ -126,8 +134,9 @@ def start_engine(kind: str, lab_port: int = 0) -> tuple[Engine, ManagedEngine | 
     env, factory = FACTORIES[kind]
     if os.environ.get(env):
         return Engine(kind, os.environ[env]), None
-    managed = (factory(insecure_registries=[f"127.0.0.1:{lab_port}"]) if kind == "podman"
-               else factory())
+    managed = (
+        factory(insecure_registries=[f"127.0.0.1:{lab_port}"]) if kind == "podman" else factory()
+    )
     if not managed.available():
         raise Unavailable(f"{kind}: {managed.missing} (bash scripts/setup installs it)", skip=True)
     try:
@@ -201,8 +210,10 @@ def seed_sentinels(target: str) -> dict[str, str]:
         client.negotiate()
         for i, name in enumerate(SENTINELS):
             # The tag goes inside repo: Podman 4.3 ignores the separate tag.
-            client.create_image({"fromSrc": "-", "repo": name},
-                                body=archives.rootfs({"sentinel": f"{i}\n".encode()}))
+            client.create_image(
+                {"fromSrc": "-", "repo": name},
+                body=archives.rootfs({"sentinel": f"{i}\n".encode()}),
+            )
             image = client.inspect_image(name)
             assert image is not None, f"could not seed sentinel {name}"
             ids[name] = image["Id"]
@@ -223,8 +234,12 @@ def look(target: str) -> tuple[dict[str, str | None], list[str]]:
         for name in SENTINELS:
             image = client.inspect_image(name)
             after[name] = image["Id"] if image else None
-        leftovers = [t for image in client.list_images() for t in image.get("RepoTags") or []
-                     if "ectest-" in t.rsplit(":", 1)[0]]
+        leftovers = [
+            t
+            for image in client.list_images()
+            for t in image.get("RepoTags") or []
+            if "ectest-" in t.rsplit(":", 1)[0]
+        ]
     return after, leftovers
 
 
@@ -246,10 +261,15 @@ def _phase_line(results: dict) -> str:
     for req in results["requirements"]:
         phase = req.get("observations") or {}
         if req["id"].startswith("SCHEMA-") and "requests" in phase:
-            found = sum(len((r.get("observations") or {}).get("findings") or [])
-                        for r in results["requirements"] if r["id"].startswith("SCHEMA-"))
-            return (f"; property phase: {phase['requests']} requests in {phase['seconds']} s "
-                    f"(budget {phase['budget']}), {found} distinct findings")
+            found = sum(
+                len((r.get("observations") or {}).get("findings") or [])
+                for r in results["requirements"]
+                if r["id"].startswith("SCHEMA-")
+            )
+            return (
+                f"; property phase: {phase['requests']} requests in {phase['seconds']} s "
+                f"(budget {phase['budget']}), {found} distinct findings"
+            )
     return ""
 
 
@@ -264,15 +284,20 @@ def full_run(engine: Engine, lab_port: int, api_version: str | None = None) -> S
     report_dir = CI_REPORTS / engine.kind
     shutil.rmtree(report_dir, ignore_errors=True)
     started = time.monotonic()
-    outcome = run_suite(engine.target, report_dir, api_version=api_version,
-                        expectations="auto" if known else None,
-                        extra=["--registry-port", str(lab_port)])
+    outcome = run_suite(
+        engine.target,
+        report_dir,
+        api_version=api_version,
+        expectations="auto" if known else None,
+        extra=["--registry-port", str(lab_port)],
+    )
     assert outcome.results is not None, outcome.output[-4000:]
     t = outcome.results["target"]
-    JUDGED[engine.kind] = (f"{t['engine']} {t['version']} ({t.get('image_store')}, "
-                           f"API {t['api_version']}) -> {t['engine_key']} "
-                           f"in {time.monotonic() - started:.0f} s"
-                           + _phase_line(outcome.results))
+    JUDGED[engine.kind] = (
+        f"{t['engine']} {t['version']} ({t.get('image_store')}, "
+        f"API {t['api_version']}) -> {t['engine_key']} "
+        f"in {time.monotonic() - started:.0f} s" + _phase_line(outcome.results)
+    )
     after, leftovers = look(engine.target)
     new = sorted(image_ids(engine.target) - ids_before)
     # The file is judged at the API version it was made at, or it judges other rules.
@@ -280,12 +305,14 @@ def full_run(engine: Engine, lab_port: int, api_version: str | None = None) -> S
     assert recorded in (None, t["api_version"]), (
         f"{path} records API {recorded}, but the test command judged {engine.kind} at "
         f"{t['api_version']}: regenerate it at that version (--api-version), or change "
-        "API_VERSION_OF in tests/conftest.py")
+        "API_VERSION_OF in tests/conftest.py"
+    )
     return SuiteRun(outcome, before, after, leftovers, new, report_dir, engine.target)
 
 
-def full_runs_of(needed: set[str], engine_of: Callable[[str], Engine],
-                 podman_lab_port: int) -> dict[str, SuiteRun | BaseException]:
+def full_runs_of(
+    needed: set[str], engine_of: Callable[[str], Engine], podman_lab_port: int
+) -> dict[str, SuiteRun | BaseException]:
     """The full runs ``needed``, side by side: each engine mostly waits on I/O, so
     together they take about as long as the slowest alone. Podman gets the lab port it
     was told about; each Docker a port of its own (127.0.0.0/8 is insecure to it)."""
@@ -297,10 +324,15 @@ def full_runs_of(needed: set[str], engine_of: Callable[[str], Engine],
         except (Unavailable, pytest.skip.Exception, pytest.fail.Exception) as exc:
             runs[name] = exc  # raised again by the suite fixture, in its own test
     with ThreadPoolExecutor(max_workers=max(1, len(engines))) as pool:
-        futures = {name: pool.submit(full_run, engine,
-                                     podman_lab_port if name == "podman_suite" else free_port(),
-                                     API_VERSION_OF.get(name))
-                   for name, engine in engines.items()}
+        futures = {
+            name: pool.submit(
+                full_run,
+                engine,
+                podman_lab_port if name == "podman_suite" else free_port(),
+                API_VERSION_OF.get(name),
+            )
+            for name, engine in engines.items()
+        }
         for name, future in futures.items():
             try:
                 runs[name] = future.result()
@@ -317,8 +349,12 @@ def full_runs_needed(item: pytest.Item) -> set[str]:
     if params.get("suite") in ENGINE_OF:
         needed.add(params["suite"])
     case = params.get("case")
-    if ("judge" in item.fixturenames and case is not None
-            and not case.deviations and case.api_version is None):
+    if (
+        "judge" in item.fixturenames
+        and case is not None
+        and not case.deviations
+        and case.api_version is None
+    ):
         needed.add("docker_suite")
     return needed
 
@@ -363,9 +399,11 @@ def full_runs(request: pytest.FixtureRequest, lab_port: int) -> dict[str, SuiteR
 def _suite(request: pytest.FixtureRequest, name: str) -> SuiteRun:
     runs = request.getfixturevalue("full_runs")
     if name not in runs:  # asked for by name at run time only: run it now, alone
-        runs[name] = full_run(request.getfixturevalue(ENGINE_OF[name]),
-                              request.getfixturevalue("lab_port"),
-                              API_VERSION_OF.get(name))
+        runs[name] = full_run(
+            request.getfixturevalue(ENGINE_OF[name]),
+            request.getfixturevalue("lab_port"),
+            API_VERSION_OF.get(name),
+        )
     got = runs[name]
     if isinstance(got, Unavailable):
         got.raise_for_pytest()
@@ -386,8 +424,9 @@ def load_run(found: dict) -> SuiteRun | BaseException:
     if "run" not in found:
         return Unavailable(found.get("skip") or found["error"], skip="skip" in found)
     run = dict(found["run"])
-    return SuiteRun(**{**run, "outcome": Outcome(**run["outcome"]),
-                       "report_dir": Path(run["report_dir"])})
+    return SuiteRun(
+        **{**run, "outcome": Outcome(**run["outcome"]), "report_dir": Path(run["report_dir"])}
+    )
 
 
 @pytest.fixture(scope="session")

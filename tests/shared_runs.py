@@ -82,8 +82,9 @@ class Controller:
         try:
             made = make(needed) if needed else {}
         except BaseException as exc:  # noqa: BLE001 - every run reads as this error
-            made = {name: {"error": f"the controller's full runs broke: {exc!r}"}
-                    for name in needed}
+            made = {
+                name: {"error": f"the controller's full runs broke: {exc!r}"} for name in needed
+            }
         try:
             scratch = self.dir / "runs.tmp"
             scratch.write_text(json.dumps(made))

@@ -39,8 +39,13 @@ def replay_script(bundle: Path, target: str) -> subprocess.CompletedProcess[str]
     """``sh reproduce.sh TARGET`` as a maintainer runs it (PYTHON: this interpreter)."""
     env = dict(os.environ, PYTHON=sys.executable)
     env.pop("DOCKER_HOST", None)
-    return subprocess.run(["sh", str(bundle / "reproduce.sh"), target], capture_output=True,
-                          text=True, timeout=300, env=env)
+    return subprocess.run(
+        ["sh", str(bundle / "reproduce.sh"), target],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 def copied_bundles(run, fresh: Path) -> dict[str, list[Path]]:
@@ -82,21 +87,31 @@ def chosen(bundles: dict[str, list[Path]]) -> list[Path]:
     return list(first.values())
 
 
-def test_every_deviation_replays_from_its_bundle(request, tmp_path, docker_suite,
-                                                 docker26_suite, docker26_containerd_suite,
-                                                 docker28_suite, docker28_containerd_suite,
-                                                 podman_suite):
+def test_every_deviation_replays_from_its_bundle(
+    request,
+    tmp_path,
+    docker_suite,
+    docker26_suite,
+    docker26_containerd_suite,
+    docker28_suite,
+    docker28_containerd_suite,
+    podman_suite,
+):
     # The six runs as arguments: collected, they run side by side, each on its own port.
     runs = {name: request.getfixturevalue(name) for name in ENGINE_OF}
     targets = {name: run.target for name, run in runs.items()}  # the engines they judged
     # Per recorded run: (bundle, target to replay it on, expected exit and word).
     plans: dict[str, list[tuple[Path, str, tuple[int, str]]]] = {n: [] for n in ENGINE_OF}
     for name, run in runs.items():
-        plans[name] += [(p, targets[name], STILL)
-                        for p in chosen(copied_bundles(run, tmp_path / name))]
+        plans[name] += [
+            (p, targets[name], STILL) for p in chosen(copied_bundles(run, tmp_path / name))
+        ]
         engine_dir = targets[name].removeprefix("unix://").rpartition("/")[0]
-        named = [p.name for p in (tmp_path / name).iterdir()
-                 if engine_dir in (p / "case.json").read_text()]
+        named = [
+            p.name
+            for p in (tmp_path / name).iterdir()
+            if engine_dir in (p / "case.json").read_text()
+        ]
         assert not named, f"{name}: {named} name the managed engine's {engine_dir}"
     reference = expectations.load(expectations.path_for("docker-20.10"))
     podman_only = copied_bundles(runs["podman_suite"], tmp_path / "podman-on-docker")
@@ -112,9 +127,11 @@ def test_every_deviation_replays_from_its_bundle(request, tmp_path, docker_suite
         for bundle, target, (code, word) in plans[name]:
             done = replay_script(bundle, target)
             if done.returncode != code or word not in done.stdout:
-                wrong.append(f"{name} {bundle.name} on {target}: exit {done.returncode}, "
-                             f"expected {code} ({word}):\n{done.stdout[-1500:]}"
-                             f"{done.stderr[-800:]}")
+                wrong.append(
+                    f"{name} {bundle.name} on {target}: exit {done.returncode}, "
+                    f"expected {code} ({word}):\n{done.stdout[-1500:]}"
+                    f"{done.stderr[-800:]}"
+                )
         print(f"{name}: {len(plans[name])} replays in {time.monotonic() - started:.0f} s")
         return wrong
 
@@ -190,7 +207,10 @@ def test_a_taken_fixed_port_is_could_not_judge_naming_it():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        record = {"requirement": {"id": "PULL-003"}, "case": "suites/test_pull.py::x",
-                  "run_options": ["--serve-host", "127.0.0.1", "--registry-port", str(port)]}
+        record = {
+            "requirement": {"id": "PULL-003"},
+            "case": "suites/test_pull.py::x",
+            "run_options": ["--serve-host", "127.0.0.1", "--registry-port", str(port)],
+        }
         deviates, why = _judge_case(record, "unix:///nowhere.sock", 30)
     assert deviates is None and f"127.0.0.1:{port} is in use" in why

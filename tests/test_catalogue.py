@@ -67,8 +67,14 @@ def test_requirements_quote_their_basis():
 
 @pytest.mark.parametrize(
     ("version", "spec", "inside"),
-    [("1.41", ">=1.24", True), ("1.41", ">=1.42", False), ("1.31", "<1.32", True),
-     ("1.40", "1.30-1.40", True), ("1.44", ">=1.24,<1.44", False), ("1.41", "any", True)],
+    [
+        ("1.41", ">=1.24", True),
+        ("1.41", ">=1.42", False),
+        ("1.31", "<1.32", True),
+        ("1.40", "1.30-1.40", True),
+        ("1.44", ">=1.24,<1.44", False),
+        ("1.41", "any", True),
+    ],
 )
 def test_version_ranges(version, spec, inside):
     assert version_in(version, spec) is inside
@@ -81,9 +87,16 @@ def test_malformed_catalogue_is_refused(tmp_path):
 
 
 def test_levels_follow_the_basis():
-    should = Requirement("X-001", "t", "SHOULD", "s", "x",
-                         all_basis=(Basis("reference", ">=1.24", engines="D", note="n"),))
+    should = Requirement(
+        "X-001",
+        "t",
+        "SHOULD",
+        "s",
+        "x",
+        all_basis=(Basis("reference", ">=1.24", engines="D", note="n"),),
+    )
     assert (should.at("1.41").level, should.at("1.41").gating) == ("SHOULD", True)
-    info = Requirement("X-002", "t", "MUST", "s", "x",
-                       all_basis=(Basis("observation", ">=1.24", note="n"),))
+    info = Requirement(
+        "X-002", "t", "MUST", "s", "x", all_basis=(Basis("observation", ">=1.24", note="n"),)
+    )
     assert not info.at("1.41").gating

@@ -21,8 +21,12 @@ from engine_conformance.engine.engines import ManagedDocker
 HOST = Host(boot_id="boot-now", pid_ns="pid:[4026531836]")
 
 
-def owner(pid: int = 4711, start_time: int = 900, boot_id: str = "boot-now",
-          pid_ns: str = "pid:[4026531836]") -> Owner:
+def owner(
+    pid: int = 4711,
+    start_time: int = 900,
+    boot_id: str = "boot-now",
+    pid_ns: str = "pid:[4026531836]",
+) -> Owner:
     return Owner(pid, start_time, boot_id, pid_ns, "/tmp/ec-docker-abcd", "10.0.0.5:5000")
 
 
@@ -60,13 +64,19 @@ def test_entry_without_marker_is_foreign() -> None:
     assert MARKER in verdict.reason
 
 
-@pytest.mark.parametrize("text", [
-    "", "not json", "[]", '{"pid": 4711}',
-    '{"tool": "someone-else", "pid": 4711, "start_time": 900, "boot_id": "boot-now", '
-    '"pid_ns": "pid:[4026531836]"}',
-    '{"tool": "engine-conformance", "pid": "4711", "start_time": 900, "boot_id": "boot-now", '
-    '"pid_ns": "pid:[4026531836]"}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not json",
+        "[]",
+        '{"pid": 4711}',
+        '{"tool": "someone-else", "pid": 4711, "start_time": 900, "boot_id": "boot-now", '
+        '"pid_ns": "pid:[4026531836]"}',
+        '{"tool": "engine-conformance", "pid": "4711", "start_time": 900, "boot_id": "boot-now", '
+        '"pid_ns": "pid:[4026531836]"}',
+    ],
+)
 def test_marker_not_ours_is_foreign(text: str) -> None:
     assert judge(text, HOST, {}.get).state == "foreign"
 
@@ -88,8 +98,10 @@ def test_marker_round_trip() -> None:
 
 def test_start_time_from_stat() -> None:
     # comm may hold spaces and parentheses: field 22 counts from the last ')'.
-    line = (b"77 (a) (b c) S 1 77 77 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 1417436 "
-            b"3133440 395 18446744073709551615 0 0 0")
+    line = (
+        b"77 (a) (b c) S 1 77 77 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 1417436 "
+        b"3133440 395 18446744073709551615 0 0 0"
+    )
     assert certsd.start_time_from_stat(line) == 1417436
     assert certsd.start_time_from_stat(line.replace(b") S ", b") Z ")) is None
     assert certsd.start_time_from_stat(b"garbage") is None
@@ -127,8 +139,7 @@ def leave_entry(certs: Path, address: str, marker: Owner | None, *extra: str) ->
 
 def dead_owner(address: str) -> Owner:
     me = certsd.this_process()
-    return Owner(exited_pid(), me.start_time, me.boot_id, me.pid_ns, "/tmp/ec-docker-gone",
-                 address)
+    return Owner(exited_pid(), me.start_time, me.boot_id, me.pid_ns, "/tmp/ec-docker-gone", address)
 
 
 def test_claim_writes_marker_and_release_removes_only_that(tmp_path: Path, ca: Path) -> None:

@@ -21,8 +21,14 @@ from engine_conformance.run.runner import ROOT
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "engine_conformance", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "engine_conformance", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 def one_line(proc: subprocess.CompletedProcess) -> str:
@@ -31,11 +37,18 @@ def one_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("args", [["--bogus"], ["run", "--bogus"], ["frobnicate"],
-                                  ["run", "--timeout", "0"],
-                                  ["run", "--update-expectations"],
-                                  ["run", "--target", "ftp://x"],
-                                  ["run", "--serve-host", "203.0.113.9"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--bogus"],
+        ["run", "--bogus"],
+        ["frobnicate"],
+        ["run", "--timeout", "0"],
+        ["run", "--update-expectations"],
+        ["run", "--target", "ftp://x"],
+        ["run", "--serve-host", "203.0.113.9"],
+    ],
+)
 def test_bad_option_is_exit_2(args):
     proc = cli(*args)
     assert proc.returncode == 2
@@ -83,7 +96,7 @@ def test_requirements_where_names_the_check_and_its_deviant_rows():
     source = (ROOT / check["file"]).read_text().splitlines()
     # The line starts the check's own definition (its decorators), and its marker names
     # the requirement.
-    head = source[check["line"] - 1:]
+    head = source[check["line"] - 1 :]
     upto = next(i for i, line in enumerate(head) if line.lstrip().startswith("def "))
     assert head[upto].lstrip().startswith(f"def {check['name']}(")
     assert '"ERRORS-004"' in "\n".join(head[:upto])
@@ -103,20 +116,36 @@ def test_requirements_where_an_unknown_id_is_exit_2():
 
 
 def test_run_writes_reports_and_exit_code_follows_verdicts(docker, tmp_path):
-    ok = cli("run", "--target", docker.target, "--requirement", "ERRORS-003",
-             "--report-dir", str(tmp_path / "ok"))
+    ok = cli(
+        "run",
+        "--target",
+        docker.target,
+        "--requirement",
+        "ERRORS-003",
+        "--report-dir",
+        str(tmp_path / "ok"),
+    )
     assert ok.returncode == 0, ok.stdout[-2000:] + ok.stderr
     assert (tmp_path / "ok" / "junit.xml").is_file()
     results = json.loads((tmp_path / "ok" / "results.json").read_text())
     assert results["target"]["engine"] == "docker"
     # Docker answers 500 where the spec calls for a client error: a failing MUST.
-    bad = cli("run", "--target", docker.target, "--requirement", "ERRORS-005",
-              "--report-dir", str(tmp_path / "bad"))
+    bad = cli(
+        "run",
+        "--target",
+        docker.target,
+        "--requirement",
+        "ERRORS-005",
+        "--report-dir",
+        str(tmp_path / "bad"),
+    )
     assert bad.returncode == 1, bad.stdout[-2000:] + bad.stderr
 
 
-@pytest.mark.parametrize("child, code", [(CHILD_TARGET_UNREACHABLE, 3), (CHILD_USAGE, 2),
-                                         (pytest.ExitCode.USAGE_ERROR, 2)])
+@pytest.mark.parametrize(
+    "child, code",
+    [(CHILD_TARGET_UNREACHABLE, 3), (CHILD_USAGE, 2), (pytest.ExitCode.USAGE_ERROR, 2)],
+)
 def test_child_status_maps_to_the_documented_code(child, code, tmp_path):
     assert _verdict_code(child, tmp_path) == code
 
@@ -137,19 +166,34 @@ def test_a_suite_that_does_not_import_is_a_harness_failure(tmp_path):
 
 
 def test_suite_unreachable_is_exit_6_with_the_reason(tmp_path):
-    reason = 'preflight: the engine cannot pull from the lab registry 127.0.0.1:5000: ... Fix: ...'
-    (tmp_path / "results.json").write_text(json.dumps({
-        "run": {"preflight": {"registry": {"status": "failed", "reason": reason},
-                              "file_server": {"status": "ok", "reason": ""}}},
-        "summary": {"gating_failures": 0, "error": 30}}))
+    reason = "preflight: the engine cannot pull from the lab registry 127.0.0.1:5000: ... Fix: ..."
+    (tmp_path / "results.json").write_text(
+        json.dumps(
+            {
+                "run": {
+                    "preflight": {
+                        "registry": {"status": "failed", "reason": reason},
+                        "file_server": {"status": "ok", "reason": ""},
+                    }
+                },
+                "summary": {"gating_failures": 0, "error": 30},
+            }
+        )
+    )
     with pytest.raises(Refusal) as refused:
         _verdict_code(CHILD_SUITE_UNREACHABLE, tmp_path)
     assert (refused.value.code, str(refused.value)) == (6, reason)
 
 
 def test_requirements_into_a_closed_pipe_is_quiet():
-    proc = subprocess.run(f"{sys.executable} -m engine_conformance requirements | head -1",
-                          shell=True, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        f"{sys.executable} -m engine_conformance requirements | head -1",
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.stdout.count("\n") == 1 and proc.stderr == "", proc.stderr
 
 
@@ -181,28 +225,57 @@ def test_strict_needs_expectations():
 
 @pytest.mark.parametrize("gate, code", [(True, 0), (False, 1)])
 def test_the_gate_decides_the_exit_code(gate, code, tmp_path):
-    (tmp_path / "results.json").write_text(json.dumps({
-        "run": {}, "summary": {"gating_failures": 3, "error": 0},
-        "expectations": {"file": "x.yaml", "passed": gate, "mismatches": []}}))
+    (tmp_path / "results.json").write_text(
+        json.dumps(
+            {
+                "run": {},
+                "summary": {"gating_failures": 3, "error": 0},
+                "expectations": {"file": "x.yaml", "passed": gate, "mismatches": []},
+            }
+        )
+    )
     assert _verdict_code(0, tmp_path) == code
 
 
 def test_signal_handling_is_restored_when_launched_ignored():
     # `nohup ... &` starts Python with SIGINT ignored, and Python keeps it so: the tool
     # installs its own handler, and so does the plugin for a plain pytest run.
-    code = ("import signal, sys; from engine_conformance.run import cli; cli.main(['requirements']);"
-            "sys.stderr.write(str(signal.getsignal(signal.SIGINT) is signal.default_int_handler))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, timeout=60,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    code = (
+        "import signal, sys; from engine_conformance.run import cli; cli.main(['requirements']);"
+        "sys.stderr.write(str(signal.getsignal(signal.SIGINT) is signal.default_int_handler))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     assert proc.stderr.strip().endswith("True"), proc.stderr
 
 
 def test_relative_report_dir_is_under_the_current_directory(docker, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "engine_conformance", "run", "--target",
-                           docker.target, "--requirement", "ERRORS-003", "--report-dir", "out"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine_conformance",
+            "run",
+            "--target",
+            docker.target,
+            "--requirement",
+            "ERRORS-003",
+            "--report-dir",
+            "out",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert (tmp_path / "out" / "results.json").is_file()
     assert (tmp_path / "out" / "pytest.log").is_file()
@@ -215,17 +288,32 @@ def test_a_managed_engine_not_fetched_names_the_fetch_command(tmp_path):
     assert "engine-conformance engines fetch docker28" in one_line(proc)
     listed = cli("engines", "list", env=env)
     assert listed.returncode == 0
-    assert any(line.startswith("docker28 ") and "engines fetch docker28" in line
-               for line in listed.stdout.splitlines())
+    assert any(
+        line.startswith("docker28 ") and "engines fetch docker28" in line
+        for line in listed.stdout.splitlines()
+    )
 
 
 def test_the_command_connects_once_and_its_child_never_negotiates(docker, tmp_path):
     # The child adopts the command's /version (--run-config): each is asked once a run.
-    asked = [Deviation(f"counts {path}", match=lambda req, path=path: req.endpoint == path,
-                       response=lambda req, resp: resp) for path in ("/_ping", "/version")]
+    asked = [
+        Deviation(
+            f"counts {path}",
+            match=lambda req, path=path: req.endpoint == path,
+            response=lambda req, resp: resp,
+        )
+        for path in ("/_ping", "/version")
+    ]
     with DeviantProxy(docker.target, asked) as proxy:
-        done = cli("run", "--target", proxy.target, "--requirement", "ERRORS-003",
-                   "--report-dir", str(tmp_path))
+        done = cli(
+            "run",
+            "--target",
+            proxy.target,
+            "--requirement",
+            "ERRORS-003",
+            "--report-dir",
+            str(tmp_path),
+        )
     assert done.returncode == 0, done.stderr[-2000:]
     assert [d.hits for d in asked] == [1, 1], [f"{d.name}: {d.hits}" for d in asked]
 

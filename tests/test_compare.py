@@ -14,11 +14,26 @@ from engine_conformance.run.runner import ROOT
 
 
 def _results(key: str, verdicts: dict[str, str]) -> dict:
-    reqs = [{"id": rid, "title": f"title of {rid}", "level": "MUST" if rid < "B" else "INFO",
-             "suite": rid.split("-")[0].lower(), "verdict": v} for rid, v in verdicts.items()]
-    return {"target": {"engine_key": key, "engine": key.split("-")[0], "version": "1",
-                       "image_store": "graphdriver", "api_version": "1.41"},
-            "requirements": reqs}
+    reqs = [
+        {
+            "id": rid,
+            "title": f"title of {rid}",
+            "level": "MUST" if rid < "B" else "INFO",
+            "suite": rid.split("-")[0].lower(),
+            "verdict": v,
+        }
+        for rid, v in verdicts.items()
+    ]
+    return {
+        "target": {
+            "engine_key": key,
+            "engine": key.split("-")[0],
+            "version": "1",
+            "image_store": "graphdriver",
+            "api_version": "1.41",
+        },
+        "requirements": reqs,
+    }
 
 
 A = _results("docker-20.10", {"A-001": "pass", "A-002": "fail", "B-001": "pass"})
@@ -43,9 +58,23 @@ def test_compare_command_writes_markdown_and_self_contained_html(tmp_path):
     for i, results in enumerate((A, B, A)):
         paths.append(tmp_path / f"r{i}.json")
         paths[-1].write_text(json.dumps(results))
-    proc = subprocess.run([sys.executable, "-m", "engine_conformance", "compare", *map(str, paths),
-                           "--out", str(tmp_path / "out"), "--label", "one"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine_conformance",
+            "compare",
+            *map(str, paths),
+            "--out",
+            str(tmp_path / "out"),
+            "--label",
+            "one",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     md = (tmp_path / "out" / "comparison.md").read_text()
     assert "| requirement | level | one | podman-4.3 | docker-20.10 | |" in md
@@ -57,8 +86,13 @@ def test_compare_command_writes_markdown_and_self_contained_html(tmp_path):
 def test_compare_refuses_what_is_not_a_results_file(tmp_path):
     bad = tmp_path / "x.json"
     bad.write_text("[]")
-    proc = subprocess.run([sys.executable, "-m", "engine_conformance", "compare", str(bad)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "engine_conformance", "compare", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
@@ -69,11 +103,11 @@ def _matrix_columns(text: str) -> dict[str, dict[str, str]]:
     header = next(line for line in lines if line.startswith("| requirement |"))
     labels = [c.strip() for c in header.strip("|").split("|")][2:-1]
     columns: dict[str, dict[str, str]] = {label: {} for label in labels}
-    for line in lines[lines.index(header) + 1:]:
+    for line in lines[lines.index(header) + 1 :]:
         cells = [c.strip() for c in line.strip("|").split("|")]
         if cells[0].startswith("---"):
             continue
-        for label, cell in zip(labels, cells[2:2 + len(labels)], strict=True):
+        for label, cell in zip(labels, cells[2 : 2 + len(labels)], strict=True):
             cell = cell.split(" (")[0]  # "pass (MUST)": the level, where versions differ
             if cell in unmark:
                 columns[label][cells[0]] = unmark[cell]
@@ -93,12 +127,15 @@ def test_docs_matrix_is_current_with_the_expectation_files():
             stale.append(f"{key}: no column")
             continue
         want = expectations.load(path)
-        diff = sorted(rid for rid in set(want) | set(columns[key])
-                      if want.get(rid) != columns[key].get(rid))
+        diff = sorted(
+            rid for rid in set(want) | set(columns[key]) if want.get(rid) != columns[key].get(rid)
+        )
         if diff:
             stale.append(f"{key}: {', '.join(diff[:10])}")
-    assert not stale, ("docs/matrix.md is stale against suites/expectations/ (run the tests, "
-                       "then scripts/update-matrix): " + "; ".join(stale))
+    assert not stale, (
+        "docs/matrix.md is stale against suites/expectations/ (run the tests, "
+        "then scripts/update-matrix): " + "; ".join(stale)
+    )
 
 
 @pytest.mark.parametrize("name", ["matrix.md", "matrix.html"])

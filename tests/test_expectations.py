@@ -16,8 +16,10 @@ def test_verdicts_match_expectation_file(suite, request):
     exp = run.results.get("expectations")
     if exp is None:
         key = run.results["target"]["engine_key"]
-        pytest.skip(f"no expectation file for {key}: judged, but nothing to compare with "
-                    f"(suites/expectations/{key}.yaml; see README, Expectations)")
+        pytest.skip(
+            f"no expectation file for {key}: judged, but nothing to compare with "
+            f"(suites/expectations/{key}.yaml; see README, Expectations)"
+        )
     # Exactly the release gate a user gets from `run --expectations` (no --strict): a
     # regression or a change fails; a fix is reported and asks for the file to be updated.
     lines = [f"regression: {x}" for x in exp["regressions"]]

@@ -24,9 +24,12 @@ def distribution():
 
 
 def test_pulls_judged_and_lab_only_checks_skip(docker, distribution, tmp_path):
-    out = run_suite(docker.target, tmp_path,
-                    requirements=["PULL-001", "PULL-008", "FAULTS-001"],
-                    extra=["--registry", distribution.address])
+    out = run_suite(
+        docker.target,
+        tmp_path,
+        requirements=["PULL-001", "PULL-008", "FAULTS-001"],
+        extra=["--registry", distribution.address],
+    )
     assert out.verdict("PULL-001") == "pass", out.output[-3000:]
     assert out.verdict("PULL-008") == "pass", out.output[-3000:]
     faults = out.requirement("FAULTS-001")

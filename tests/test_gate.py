@@ -32,11 +32,14 @@ def test_newly_passing_is_fixed_and_fails_only_when_strict():
     assert not gate({"A-001": "pass"}, {"A-001": "fail"}, True, strict=True).passed
 
 
-@pytest.mark.parametrize("verdicts, expected, complete", [
-    ({"A-001": "error"}, {"A-001": "fail"}, True),      # a deviation became a harness error
-    ({"A-001": "fail"}, {}, True),                      # the file does not know the requirement
-    ({}, {"A-001": "fail"}, True),                      # a complete run did not judge it
-])
+@pytest.mark.parametrize(
+    "verdicts, expected, complete",
+    [
+        ({"A-001": "error"}, {"A-001": "fail"}, True),  # a deviation became a harness error
+        ({"A-001": "fail"}, {}, True),  # the file does not know the requirement
+        ({}, {"A-001": "fail"}, True),  # a complete run did not judge it
+    ],
+)
 def test_any_other_difference_is_a_change_that_fails(verdicts, expected, complete):
     g = gate(verdicts, expected, complete)
     assert not g.passed and g.changed and not g.regressions
@@ -53,9 +56,25 @@ def _gated(docker, tmp_path, verdicts: dict[str, str], *flags: str) -> tuple[int
     report = tmp_path / "r"
     args = [a for rid in verdicts for a in ("--requirement", rid)]
     proc = subprocess.run(
-        [sys.executable, "-m", "engine_conformance", "run", "--target", docker.target, *args,
-         "--expectations", str(exp), "--report-dir", str(report), *flags],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "engine_conformance",
+            "run",
+            "--target",
+            docker.target,
+            *args,
+            "--expectations",
+            str(exp),
+            "--report-dir",
+            str(report),
+            *flags,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     results = json.loads((report / "results.json").read_text())
     return proc.returncode, proc.stdout + proc.stderr, results["expectations"]
 
@@ -70,6 +89,7 @@ def test_gate_end_to_end(docker, tmp_path):
     assert "regression: ERRORS-005: expected pass, got fail" in out
     code, out, exp = _gated(docker, tmp_path / "c", {"ERRORS-005": "fail", "ERRORS-003": "fail"})
     assert code == 0 and "fixed: update the expectations: ERRORS-003" in out, out
-    code, out, _ = _gated(docker, tmp_path / "d", {"ERRORS-005": "fail", "ERRORS-003": "fail"},
-                          "--strict")
+    code, out, _ = _gated(
+        docker, tmp_path / "d", {"ERRORS-005": "fail", "ERRORS-003": "fail"}, "--strict"
+    )
     assert code == 1, out

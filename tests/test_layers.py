@@ -52,8 +52,12 @@ def test_every_module_sits_in_a_layer():
 
 
 def test_imports_point_down_the_layers():
-    up = [f"{module} imports {name}" for module, names in _imports().items() for name in names
-          if LAYERS.index(name.split(".")[0]) > LAYERS.index(module.split(".")[0])]
+    up = [
+        f"{module} imports {name}"
+        for module, names in _imports().items()
+        for name in names
+        if LAYERS.index(name.split(".")[0]) > LAYERS.index(module.split(".")[0])
+    ]
     assert not up, "\n".join(up)
 
 
@@ -64,7 +68,7 @@ def test_no_import_cycle():
     def visit(module: str, path: list[str]) -> None:
         for name in sorted(graph.get(module, ())):
             if name in path:
-                cycles.append(" -> ".join([*path[path.index(name):], name]))
+                cycles.append(" -> ".join([*path[path.index(name) :], name]))
             elif name in graph and name not in done:
                 visit(name, [*path, name])
         done.add(module)

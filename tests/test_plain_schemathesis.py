@@ -57,14 +57,25 @@ CREATE = "create:latest"  # what DELETE /images/create removes
 MAX_EXAMPLES = 5
 SEED = 20_240_601
 PROBE_HEADER = "X-Schemathesis-Probe"
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade",
-              "te", "trailer", "proxy-authenticate", "proxy-authorization"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authenticate",
+    "proxy-authorization",
+}
 
 
 def _schemathesis_cli() -> Path | None:
     """The CLI of the environment running the tests (``.venv/bin/schemathesis``)."""
-    for candidate in (Path(sys.executable).parent / "schemathesis",
-                      ROOT / ".venv" / "bin" / "schemathesis"):
+    for candidate in (
+        Path(sys.executable).parent / "schemathesis",
+        ROOT / ".venv" / "bin" / "schemathesis",
+    ):
         if os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -82,8 +93,10 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.engine,
-              pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.skipif(_missing() is not None, reason=_missing() or ""),
+]
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +184,9 @@ class _Forward(BaseHTTPRequestHandler):
         transport = httpx.HTTPTransport(uds=self.server.socket_path)
         with httpx.Client(transport=transport, timeout=60.0) as http:
             try:
-                with http.stream(self.command, "http://engine" + self.path, headers=headers,
-                                 content=body) as answer:
+                with http.stream(
+                    self.command, "http://engine" + self.path, headers=headers, content=body
+                ) as answer:
                     self.send_response(answer.status_code)
                     for key, value in answer.headers.multi_items():
                         if key.lower() not in HOP_BY_HOP:
@@ -211,14 +225,17 @@ def _seed_sentinels(target: str) -> dict[str, list[str]]:
     with Client(Target.parse(target)) as client:
         client.negotiate()
         if client.inspect_image(CREATE) is None:
-            client.create_image({"fromSrc": "-", "repo": CREATE},
-                                body=archives.rootfs({"sentinel": b"create\n"}))
+            client.create_image(
+                {"fromSrc": "-", "repo": CREATE}, body=archives.rootfs({"sentinel": b"create\n"})
+            )
         for attempt in range(256):  # an import's ID has its creation time in it: 1 in 16
             zero = client.inspect_image(ZERO)
             if zero is not None and zero["Id"].startswith("sha256:0"):
                 break
-            client.create_image({"fromSrc": "-", "repo": ZERO},
-                                body=archives.rootfs({"sentinel": f"{attempt}\n".encode()}))
+            client.create_image(
+                {"fromSrc": "-", "repo": ZERO},
+                body=archives.rootfs({"sentinel": f"{attempt}\n".encode()}),
+            )
         else:
             pytest.fail(f"no import of {ZERO} got an ID starting with 0 in 256 attempts")
         assert client.inspect_image(CREATE) is not None, f"could not seed {CREATE}"
@@ -229,10 +246,32 @@ def _schemathesis(base_url: str, cwd: Path, *options: str) -> subprocess.Complet
     """``schemathesis run spec/images-create.yaml --url BASE`` as a user runs it."""
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     run = subprocess.run(
-        [str(_schemathesis_cli()), "run", str(spec.SPEC_PATH), "--url", base_url,
-         "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--workers", "1",
-         "--generation-database", "none", "--request-timeout", "60", "--no-color", *options],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+        [
+            str(_schemathesis_cli()),
+            "run",
+            str(spec.SPEC_PATH),
+            "--url",
+            base_url,
+            "--seed",
+            str(SEED),
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--workers",
+            "1",
+            "--generation-database",
+            "none",
+            "--request-timeout",
+            "60",
+            "--no-color",
+            *options,
+        ],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     # 0: no check failed, 1: some did (the engine's answers are not what is judged here)
     assert run.returncode in (0, 1), run.stdout[-3000:] + run.stderr[-2000:]
     return run
@@ -240,8 +279,11 @@ def _schemathesis(base_url: str, cwd: Path, *options: str) -> subprocess.Complet
 
 def _lost(before: dict[str, list[str]], after: dict[str, list[str]]) -> dict[str, list[str]]:
     """Images of ``before`` that are gone or lost a tag in ``after``."""
-    return {image: tags for image, tags in before.items()
-            if not set(tags) <= set(after.get(image, [])) or image not in after}
+    return {
+        image: tags
+        for image, tags in before.items()
+        if not set(tags) <= set(after.get(image, [])) or image not in after
+    }
 
 
 def _probes_only(sent: list[Sent]) -> None:
@@ -254,8 +296,9 @@ def _probes_only(sent: list[Sent]) -> None:
 def test_only_loopback_in_the_namespace(namespace: Namespace, docker: NamespacedDocker) -> None:
     """The premise: the engine's network is a namespace with loopback and nothing else."""
     assert namespace.links() == ["lo"]
-    routes = (netns.ip("-n", namespace.name, "route", "show")
-              + netns.ip("-n", namespace.name, "-6", "route", "show"))
+    routes = netns.ip("-n", namespace.name, "route", "show") + netns.ip(
+        "-n", namespace.name, "-6", "route", "show"
+    )
     assert all(" dev lo " in f" {line} " for line in routes.splitlines()), routes
     assert docker.process is not None
     inode = os.stat(namespace.path).st_ino
@@ -263,8 +306,9 @@ def test_only_loopback_in_the_namespace(namespace: Namespace, docker: Namespaced
     assert os.readlink(f"/proc/{docker.process.pid}/ns/net") != os.readlink("/proc/self/ns/net")
 
 
-def test_plain_schemathesis_sends_only_image_create(docker: NamespacedDocker, recorder: Recorder,
-                                                    tmp_path: Path) -> None:
+def test_plain_schemathesis_sends_only_image_create(
+    docker: NamespacedDocker, recorder: Recorder, tmp_path: Path
+) -> None:
     before = _seed_sentinels(docker.target)
     recorder.take()
     # The fragment's unversioned server: the engine's current API version.
@@ -275,12 +319,14 @@ def test_plain_schemathesis_sends_only_image_create(docker: NamespacedDocker, re
     _probes_only(sent)
     lost = _lost(before, _images(docker.target))
     assert sorted({(s.method, s.path) for s in drawn}) == [("POST", "/images/create")], (
-        f"plain schemathesis sent {[(s.method, s.target) for s in drawn]}; lost {lost}")
+        f"plain schemathesis sent {[(s.method, s.target) for s in drawn]}; lost {lost}"
+    )
     assert not lost, "images deleted or untagged"
 
 
-def test_a_thorough_run_needs_exclude_method_delete(docker: NamespacedDocker,
-                                                    recorder: Recorder, tmp_path: Path) -> None:
+def test_a_thorough_run_needs_exclude_method_delete(
+    docker: NamespacedDocker, recorder: Recorder, tmp_path: Path
+) -> None:
     """With --continue-on-failure the coverage phase sends the undeclared methods too."""
     declared = {"POST"}
     before = _seed_sentinels(docker.target)

@@ -62,14 +62,16 @@ def test_podman_without_insecure_registry_is_error_never_fail(unconfigured_podma
     assert "\n" not in reason
     lab = [r for r in out.results["requirements"] if r["suite"] in LAB_SUITES]
     assert {r["verdict"] for r in lab} <= {"error", "skip"}, [
-        (r["id"], r["verdict"]) for r in lab if r["verdict"] not in ("error", "skip")]
+        (r["id"], r["verdict"]) for r in lab if r["verdict"] not in ("error", "skip")
+    ]
     errors = [r for r in lab if r["verdict"] == "error"]
     assert len(errors) > len(lab) / 2
     assert {r["reason"] for r in errors} == {reason}  # one shared reason
     # The checks that need no registry are judged as on a Podman that can reach it.
     expected = expectations.load(expectations.path_for(out.results["target"]["engine_key"]))
-    others = {r["id"]: r["verdict"] for r in out.results["requirements"]
-              if r["suite"] not in LAB_SUITES}
+    others = {
+        r["id"]: r["verdict"] for r in out.results["requirements"] if r["suite"] not in LAB_SUITES
+    }
     assert {"ERRORS-001", "IMPORT-001", "IMPORT-020"} <= others.keys()
     assert others == {rid: expected[rid] for rid in others}
 
@@ -77,11 +79,28 @@ def test_podman_without_insecure_registry_is_error_never_fail(unconfigured_podma
 def test_cli_exits_6_with_the_fix_and_keeps_expectations(unconfigured_podman, tmp_path):
     expectation_file = tmp_path / "podman.yaml"
     proc = subprocess.run(
-        [sys.executable, "-m", "engine_conformance", "run", "--target", unconfigured_podman,
-         "--requirement", "PULL-001", "--requirement", "ERRORS-001",
-         "--expectations", str(expectation_file), "--update-expectations",
-         "--report-dir", str(tmp_path / "r")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "engine_conformance",
+            "run",
+            "--target",
+            unconfigured_podman,
+            "--requirement",
+            "PULL-001",
+            "--requirement",
+            "ERRORS-001",
+            "--expectations",
+            str(expectation_file),
+            "--update-expectations",
+            "--report-dir",
+            str(tmp_path / "r"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 6, proc.stdout[-2000:] + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "insecure = true" in lines[0], proc.stderr
@@ -95,8 +114,10 @@ def test_cli_exits_6_with_the_fix_and_keeps_expectations(unconfigured_podman, tm
 def test_only_checks_that_need_a_service_wait_for_it(unconfigured_podman, tmp_path):
     out = run_suite(unconfigured_podman, tmp_path, requirements=["ERRORS-001", "IMPORT-001"])
     assert out.returncode != CHILD_SUITE_UNREACHABLE, out.output[-3000:]
-    assert out.results["run"]["preflight"] == {"registry": {"status": "not needed"},
-                                               "file_server": {"status": "not needed"}}
+    assert out.results["run"]["preflight"] == {
+        "registry": {"status": "not needed"},
+        "file_server": {"status": "not needed"},
+    }
 
 
 def _elsewhere(closed: int) -> Deviation:
@@ -107,8 +128,11 @@ def _elsewhere(closed: int) -> Deviation:
         for key in ("fromImage", "fromSrc"):
             value = req.param(key)
             if value and value != "-":
-                changes[key] = re.sub(r"^(http://)?127\.0\.0\.1:\d+",
-                                      lambda m: f"{m[1] or ''}127.0.0.1:{closed}", value)
+                changes[key] = re.sub(
+                    r"^(http://)?127\.0\.0\.1:\d+",
+                    lambda m: f"{m[1] or ''}127.0.0.1:{closed}",
+                    value,
+                )
         return req.with_params(**changes)
 
     return Deviation("services-elsewhere", request=rewrite)
@@ -117,12 +141,17 @@ def _elsewhere(closed: int) -> Deviation:
 def test_docker_that_cannot_reach_either_service(docker, tmp_path):
     deviation = _elsewhere(free_port())
     with StreamingProxy(docker.target, [deviation]) as proxy:
-        out = run_suite(proxy.target, tmp_path,
-                        requirements=["PULL-001", "IMPORT-020", "IMPORT-001", "ERRORS-001"])
+        out = run_suite(
+            proxy.target,
+            tmp_path,
+            requirements=["PULL-001", "IMPORT-020", "IMPORT-001", "ERRORS-001"],
+        )
     assert out.returncode == CHILD_SUITE_UNREACHABLE, out.output[-3000:]
     preflight = out.results["run"]["preflight"]
-    assert {s: p["status"] for s, p in preflight.items()} == {"registry": "failed",
-                                                              "file_server": "failed"}
+    assert {s: p["status"] for s, p in preflight.items()} == {
+        "registry": "failed",
+        "file_server": "failed",
+    }
     pull, url_import = out.requirement("PULL-001"), out.requirement("IMPORT-020")
     assert pull["verdict"] == url_import["verdict"] == "error"
     # Connection refused: the engine is not on this machine's network. No setting of the
@@ -146,12 +175,17 @@ def test_preflight_passes_on_every_engine_ci_judges(suite, request):
 def test_a_hung_engine_is_told_it_hung_not_how_to_reach_the_registry(docker, tmp_path):
     # The engine never answers the canary pull: nothing about the registry was learned,
     # so the reason must say the engine hung, and give no registry setting to change.
-    hung = Deviation("hangs-on-the-canary", hang=True,
-                     match=lambda req: req.endpoint == "/images/create"
-                     and "preflight" in (req.param("fromImage") or ""))
+    hung = Deviation(
+        "hangs-on-the-canary",
+        hang=True,
+        match=lambda req: (
+            req.endpoint == "/images/create" and "preflight" in (req.param("fromImage") or "")
+        ),
+    )
     with StreamingProxy(docker.target, [hung]) as proxy:
-        out = run_suite(proxy.target, tmp_path, requirements=["PULL-001"],
-                        extra=["--request-timeout", "3"])
+        out = run_suite(
+            proxy.target, tmp_path, requirements=["PULL-001"], extra=["--request-timeout", "3"]
+        )
     assert out.returncode == CHILD_SUITE_UNREACHABLE, out.output[-3000:]
     probe = out.results["run"]["preflight"]["registry"]
     assert (probe["status"], probe["cause"]) == ("failed", "hung"), probe

@@ -30,7 +30,8 @@ LAB = "127.0.0.1:5999"
 def test_the_draw_is_pinned():
     assert pp.drafts_digest(pp.DEFAULT_SEED, 40) == DRAFTS_DIGEST, (
         "the requests drawn with the default seed changed: if on purpose (strategies "
-        "edited), update DRAFTS_DIGEST; if after an upgrade, check pyproject.toml's pins")
+        "edited), update DRAFTS_DIGEST; if after an upgrade, check pyproject.toml's pins"
+    )
 
 
 def test_the_draw_is_repeatable_and_seeded():
@@ -56,8 +57,9 @@ class _Files:
 
 
 def _phase(tmp_path) -> pp.PropertyPhase:
-    names = SimpleNamespace(prefix=PREFIX, counter=iter(range(10**6)), created=set(),
-                            preexisting=frozenset())
+    names = SimpleNamespace(
+        prefix=PREFIX, counter=iter(range(10**6)), created=set(), preexisting=frozenset()
+    )
     return pp.PropertyPhase(SimpleNamespace(), names, _Lab(), _Files(), tmp_path)
 
 
@@ -69,8 +71,13 @@ def test_every_drawn_request_stays_on_the_lab_and_under_the_prefix(tmp_path):
     kinds = set()
 
     @seed(1)
-    @settings(max_examples=300, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=300,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(pp.drafts())
     def safe(draft: pp.Draft) -> None:
         params, headers, body = phase.request(draft, f"{PREFIX}/prop-1")
@@ -96,9 +103,10 @@ def test_every_drawn_request_stays_on_the_lab_and_under_the_prefix(tmp_path):
     assert kinds == set(pp.KINDS)
 
 
-@pytest.mark.parametrize("text,seconds,examples", [("60s", 60.0, pp.MAX_EXAMPLES),
-                                                   ("200", None, 200), (" 2.5S ", 2.5,
-                                                                       pp.MAX_EXAMPLES)])
+@pytest.mark.parametrize(
+    "text,seconds,examples",
+    [("60s", 60.0, pp.MAX_EXAMPLES), ("200", None, 200), (" 2.5S ", 2.5, pp.MAX_EXAMPLES)],
+)
 def test_budget(text, seconds, examples):
     budget = pp.Budget.parse(text)
     assert (budget.seconds, budget.examples) == (seconds, examples)
@@ -111,8 +119,15 @@ def test_bad_budget(text):
 
 
 def _exchange(status: int, body: bytes, ctype: str = "application/json") -> Exchange:
-    ex = Exchange("POST", "/v1.44/images/create", [("fromSrc", "-")], {}, status=status,
-                  headers={"content-type": ctype}, body=body)
+    ex = Exchange(
+        "POST",
+        "/v1.44/images/create",
+        [("fromSrc", "-")],
+        {},
+        status=status,
+        headers={"content-type": ctype},
+        body=body,
+    )
     parser = StreamParser()
     parser.feed(body, 0.0)
     parser.close()
@@ -121,8 +136,9 @@ def _exchange(status: int, body: bytes, ctype: str = "application/json") -> Exch
 
 
 def _draft(kind: str = "import", fault: bool = True, secret: str | None = None) -> pp.Draft:
-    return pp.Draft(kind, "positive", (("fromSrc", "-"),), body="tar", client_fault=fault,
-                    secret=secret)
+    return pp.Draft(
+        kind, "positive", (("fromSrc", "-"),), body="tar", client_fault=fault, secret=secret
+    )
 
 
 def _rids(found):
@@ -136,40 +152,56 @@ def test_properties_of_a_good_import():
 
 
 def test_properties_each_break():
-    assert _rids(pp.violations(_exchange(418, b'{"message":"x"}'), _draft(False), {}, {},
-                               PREFIX)) == ["SCHEMA-001"]
-    assert _rids(pp.violations(_exchange(400, b"bad", "text/plain"), _draft(), {}, {},
-                               PREFIX)) == ["SCHEMA-002"]
-    assert _rids(pp.violations(_exchange(200, b'{"status":"x"}{"status":"y"}\r\n'), _draft(),
-                               {}, {}, PREFIX)) == ["SCHEMA-003"]
-    assert _rids(pp.violations(_exchange(500, b'{"message":"x"}'), _draft(), {}, {},
-                               PREFIX)) == ["SCHEMA-004"]
-    assert _rids(pp.violations(_exchange(200, b'{"status":"Loading layer"}\r\n'), _draft(),
-                               {}, {}, PREFIX)) == ["SCHEMA-005"]
-    assert _rids(pp.violations(_exchange(400, b'{"message":"bad ec-secret-1"}'),
-                               _draft(secret="ec-secret-1"), {}, {}, PREFIX)) == ["SCHEMA-006"]
+    assert _rids(
+        pp.violations(_exchange(418, b'{"message":"x"}'), _draft(False), {}, {}, PREFIX)
+    ) == ["SCHEMA-001"]
+    assert _rids(pp.violations(_exchange(400, b"bad", "text/plain"), _draft(), {}, {}, PREFIX)) == [
+        "SCHEMA-002"
+    ]
+    assert _rids(
+        pp.violations(_exchange(200, b'{"status":"x"}{"status":"y"}\r\n'), _draft(), {}, {}, PREFIX)
+    ) == ["SCHEMA-003"]
+    assert _rids(pp.violations(_exchange(500, b'{"message":"x"}'), _draft(), {}, {}, PREFIX)) == [
+        "SCHEMA-004"
+    ]
+    assert _rids(
+        pp.violations(_exchange(200, b'{"status":"Loading layer"}\r\n'), _draft(), {}, {}, PREFIX)
+    ) == ["SCHEMA-005"]
+    assert _rids(
+        pp.violations(
+            _exchange(400, b'{"message":"bad ec-secret-1"}'),
+            _draft(secret="ec-secret-1"),
+            {},
+            {},
+            PREFIX,
+        )
+    ) == ["SCHEMA-006"]
     ok = _exchange(200, b'{"status":"sha256:' + b"a" * 64 + b'"}\r\n')
     assert _rids(pp.violations(ok, _draft(), {"sha256:b": set()}, {}, PREFIX)) == ["SCHEMA-007"]
-    assert _rids(pp.violations(ok, _draft(), {}, {"sha256:b": {f"{PREFIX}/x:1"}},
-                               PREFIX)) == ["SCHEMA-007"]
+    assert _rids(pp.violations(ok, _draft(), {}, {"sha256:b": {f"{PREFIX}/x:1"}}, PREFIX)) == [
+        "SCHEMA-007"
+    ]
 
 
 def test_a_pull_may_end_with_a_warning_after_its_status():
-    body = (b'{"status":"Status: Downloaded newer image for x"}\r\n'
-            b'{"status":"WARNING: image with reference x was found but does not match"}\r\n')
+    body = (
+        b'{"status":"Status: Downloaded newer image for x"}\r\n'
+        b'{"status":"WARNING: image with reference x was found but does not match"}\r\n'
+    )
     assert pp.stream_end_problem(_exchange(200, body), "pull") is None
     assert pp.stream_end_problem(_exchange(200, b'{"status":"Downloading"}\r\n'), "pull")
     cut = _exchange(200, b'{"error":"x"}\r\n{"status":"y"}\r\n')
     assert pp.stream_end_problem(cut, "pull")[0] == "goes on after its error line"
-    assert pp.stream_end_problem(_exchange(200, b'{"errorDetail":{"message":"x"}}\r\n'),
-                                 "pull") is None
+    assert (
+        pp.stream_end_problem(_exchange(200, b'{"errorDetail":{"message":"x"}}\r\n'), "pull")
+        is None
+    )
 
 
 def test_findings_are_grouped_by_property_and_shape():
     a = pp._violation_type(("SCHEMA-004", "import -> HTTP 500"))
     assert a is pp._violation_type(("SCHEMA-004", "import -> HTTP 500"))
     assert a is not pp._violation_type(("SCHEMA-004", "pull -> HTTP 500"))
-
 
 
 def test_the_cli_refuses_a_bad_budget(capsys):
@@ -181,12 +213,28 @@ def test_the_cli_refuses_a_bad_budget(capsys):
 
 
 def test_findings_are_listed_with_their_reproducers():
-    results = {"requirements": [{"id": "SCHEMA-004", "observations": {"findings": [
-        {"shape": "import -> HTTP 500", "requests": 3, "request": "POST /v1.44/images/create",
-         "reproducer": "curl -sS -i …"}]}}, {"id": "ERRORS-001", "observations": {}}]}
+    results = {
+        "requirements": [
+            {
+                "id": "SCHEMA-004",
+                "observations": {
+                    "findings": [
+                        {
+                            "shape": "import -> HTTP 500",
+                            "requests": 3,
+                            "request": "POST /v1.44/images/create",
+                            "reproducer": "curl -sS -i …",
+                        }
+                    ]
+                },
+            },
+            {"id": "ERRORS-001", "observations": {}},
+        ]
+    }
     assert list(pp.finding_lines(results)) == [
         "SCHEMA-004 import -> HTTP 500 (3 requests): POST /v1.44/images/create",
-        "  curl -sS -i …"]
+        "  curl -sS -i …",
+    ]
 
 
 def test_an_echoed_secret_is_found_where_checks_find_it():

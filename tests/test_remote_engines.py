@@ -60,13 +60,19 @@ TLS_SUBSET = ("PULL-001", "IMPORT-020")
 
 def _missing() -> str | None:
     """Why these tests cannot run here, or None."""
-    return netns.missing() or (None if ManagedDocker().available() else
-                               "docker: dockerd is not installed (bash scripts/setup installs it)")
+    return netns.missing() or (
+        None
+        if ManagedDocker().available()
+        else "docker: dockerd is not installed (bash scripts/setup installs it)"
+    )
 
 
 # One worker at a time makes namespaces: each picks a free 10.213.N.0/30 from the routes.
-pytestmark = [pytest.mark.engine, pytest.mark.xdist_group("netns"),
-              pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.xdist_group("netns"),
+    pytest.mark.skipif(_missing() is not None, reason=_missing() or ""),
+]
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +97,14 @@ def engine(namespace: Namespace) -> Iterator[NamespacedDocker]:
 
 
 def _serving(namespace: Namespace, registry_port: int, file_server_port: int) -> list[str]:
-    return ["--serve-host", namespace.host_address, "--registry-port", str(registry_port),
-            "--file-server-port", str(file_server_port)]
+    return [
+        "--serve-host",
+        namespace.host_address,
+        "--registry-port",
+        str(registry_port),
+        "--file-server-port",
+        str(file_server_port),
+    ]
 
 
 def _tls_env(engine: NamespacedDocker) -> dict[str, str]:
@@ -110,29 +122,40 @@ def judged_as_on_loopback(run: CLI, report_dir: Path) -> None:
     machine's loopback, requirement for requirement, and its gate passed."""
     got = _verdicts(report_dir)
     expected = expectations.load(EXPECTATIONS)
-    differ = {rid: (expected[rid], verdict) for rid, verdict in sorted(got.items())
-              if rid in expected and expected[rid] != verdict}
+    differ = {
+        rid: (expected[rid], verdict)
+        for rid, verdict in sorted(got.items())
+        if rid in expected and expected[rid] != verdict
+    }
     unrecorded = {rid: verdict for rid, verdict in sorted(got.items()) if rid not in expected}
     unjudged = sorted(expected.keys() - got.keys())
     assert not differ, f"verdicts other than Docker 20.10's on loopback (expected, got): {differ}"
-    assert not unrecorded, (f"{EXPECTATIONS.name} records no verdict for {unrecorded}: "
-                            "regenerate it (its header says how)")
+    assert not unrecorded, (
+        f"{EXPECTATIONS.name} records no verdict for {unrecorded}: "
+        "regenerate it (its header says how)"
+    )
     assert not unjudged, f"judged nothing for {unjudged}"
     assert run.returncode == 0, str(run)
 
 
 # --- following the steps as written -------------------------------------------------------
 
-_INSECURE = re.compile(r'add "insecure-registries": \["([^"]+)"\] to (\S+), then restart it '
-                       r"\(systemctl restart docker\), and keep the port with --registry-port "
-                       r"(\d+) \(daemon\.json is one JSON object: a file that is missing or "
-                       r"empty becomes (\{.*?\}); where the key is there already, \"([^\"]+)\" "
-                       r"joins its list\)")
-_COPY_CA = re.compile(r"copy (\S+/ca\.crt) to (/etc/docker/certs\.d/([^/\s]+)/ca\.crt) "
-                      r"\(read at each pull, no restart\)")
-_SYSTEM_TRUST = re.compile(r"the engine fetches fromSrc URLs with its host's system trust "
-                           r"store: add (\S+/ca\.crt) there .*then restart it "
-                           r"\(systemctl restart docker\)")
+_INSECURE = re.compile(
+    r'add "insecure-registries": \["([^"]+)"\] to (\S+), then restart it '
+    r"\(systemctl restart docker\), and keep the port with --registry-port "
+    r"(\d+) \(daemon\.json is one JSON object: a file that is missing or "
+    r"empty becomes (\{.*?\}); where the key is there already, \"([^\"]+)\" "
+    r"joins its list\)"
+)
+_COPY_CA = re.compile(
+    r"copy (\S+/ca\.crt) to (/etc/docker/certs\.d/([^/\s]+)/ca\.crt) "
+    r"\(read at each pull, no restart\)"
+)
+_SYSTEM_TRUST = re.compile(
+    r"the engine fetches fromSrc URLs with its host's system trust "
+    r"store: add (\S+/ca\.crt) there .*then restart it "
+    r"\(systemctl restart docker\)"
+)
 
 
 def declare_insecure(engine: NamespacedDocker, step: str) -> str:
@@ -228,14 +251,17 @@ def plain_http(engine: NamespacedDocker, namespace: Namespace) -> dict[str, obje
 
 # --- (a) ----------------------------------------------------------------------------------
 
+
 def test_default_options_name_the_refused_connection_and_serve_host(
-        engine: NamespacedDocker, namespace: Namespace, tmp_path: Path) -> None:
+    engine: NamespacedDocker, namespace: Namespace, tmp_path: Path
+) -> None:
     run = cli("run", "--target", engine.target, "--report-dir", str(tmp_path))
     print(run)
     assert run.returncode == EXIT_SUITE_UNREACHABLE, str(run)
     (line,) = [x for x in run.stderr.splitlines() if x.startswith("engine-conformance:")]
-    assert line.startswith("engine-conformance: preflight: the engine cannot pull from the lab "
-                           "registry 127.0.0.1:"), line
+    assert line.startswith(
+        "engine-conformance: preflight: the engine cannot pull from the lab registry 127.0.0.1:"
+    ), line
     registry, files = line.split(" | ")
     for reason in (registry, files):
         assert "connect: connection refused" in reason, reason
@@ -248,14 +274,17 @@ def test_default_options_name_the_refused_connection_and_serve_host(
     assert '"insecure-registries": ["127.0.0.1' not in line, line
     preflight = json.loads((tmp_path / "results.json").read_text())["run"]["preflight"]
     assert {s: (p["status"], p["cause"]) for s, p in preflight.items()} == {
-        "registry": ("failed", "unreachable"), "file_server": ("failed", "unreachable")}
+        "registry": ("failed", "unreachable"),
+        "file_server": ("failed", "unreachable"),
+    }
 
 
 # --- (b) ----------------------------------------------------------------------------------
 
+
 def test_doctor_steps_followed_as_written_then_a_full_run_judges_as_on_loopback(
-        engine: NamespacedDocker, namespace: Namespace, plain_http: dict[str, object],
-        tmp_path: Path) -> None:
+    engine: NamespacedDocker, namespace: Namespace, plain_http: dict[str, object], tmp_path: Path
+) -> None:
     before, after = plain_http["before"], plain_http["after"]
     print(before, after, sep="\n")
     assert isinstance(after, CLI)
@@ -269,6 +298,7 @@ def test_doctor_steps_followed_as_written_then_a_full_run_judges_as_on_loopback(
 
 # --- (c) ----------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def placed() -> Iterator[list[Placed]]:
     """certs.d entries a test made: removed afterwards, whatever happened."""
@@ -280,8 +310,9 @@ def placed() -> Iterator[list[Placed]]:
             entry.remove()
 
 
-def test_serve_tls_twice_after_one_ca_placement(engine: NamespacedDocker, namespace: Namespace,
-                                                placed: list[Placed], tmp_path: Path) -> None:
+def test_serve_tls_twice_after_one_ca_placement(
+    engine: NamespacedDocker, namespace: Namespace, placed: list[Placed], tmp_path: Path
+) -> None:
     # A port of its own: the one (b) declared insecure would be pulled without verifying.
     ports = (free_port(namespace.host_address), free_port(namespace.host_address))
     address = f"{namespace.host_address}:{ports[0]}"
@@ -301,14 +332,22 @@ def test_serve_tls_twice_after_one_ca_placement(engine: NamespacedDocker, namesp
     assert after.returncode == 0, str(after)
     for i in (1, 2):
         report = tmp_path / f"run{i}"
-        run = cli("run", "--target", engine.target, *serving,
-                  *[a for rid in TLS_SUBSET for a in ("--requirement", rid)],
-                  "--report-dir", str(report))
+        run = cli(
+            "run",
+            "--target",
+            engine.target,
+            *serving,
+            *[a for rid in TLS_SUBSET for a in ("--requirement", rid)],
+            "--report-dir",
+            str(report),
+        )
         print(run)
         assert run.returncode == 0, str(run)
         results = json.loads((report / "results.json").read_text())
         assert {s: p["status"] for s, p in results["run"]["preflight"].items()} == {
-            "registry": "ok", "file_server": "ok"}, results["run"]["preflight"]
+            "registry": "ok",
+            "file_server": "ok",
+        }, results["run"]["preflight"]
         assert _verdicts(report) == {rid: "pass" for rid in TLS_SUBSET}, results["requirements"]
         # The same CA: the one placed once, never made anew.
         assert hashlib.sha256(ca.read_bytes()).hexdigest() == fingerprint
@@ -318,9 +357,10 @@ def test_serve_tls_twice_after_one_ca_placement(engine: NamespacedDocker, namesp
 
 # --- (d) ----------------------------------------------------------------------------------
 
-def test_tcp_tls_target_after_the_one_time_steps(engine: NamespacedDocker, namespace: Namespace,
-                                                 plain_http: dict[str, object],
-                                                 tmp_path: Path) -> None:
+
+def test_tcp_tls_target_after_the_one_time_steps(
+    engine: NamespacedDocker, namespace: Namespace, plain_http: dict[str, object], tmp_path: Path
+) -> None:
     target = engine.tcp_target
     assert target == f"tcp://{namespace.address}:2376"
     serving = plain_http["serving"]
@@ -331,26 +371,37 @@ def test_tcp_tls_target_after_the_one_time_steps(engine: NamespacedDocker, names
     assert doctor.returncode == 0, str(doctor)
     assert doctor.stdout.strip().splitlines()[-1] == (
         f"ready: engine-conformance run --target https://{namespace.address}:2376 "
-        + " ".join(serving)), str(doctor)
-    run = cli("run", "--target", target, *serving, "--expectations", str(EXPECTATIONS),
-              "--report-dir", str(tmp_path), env=env)
+        + " ".join(serving)
+    ), str(doctor)
+    run = cli(
+        "run",
+        "--target",
+        target,
+        *serving,
+        "--expectations",
+        str(EXPECTATIONS),
+        "--report-dir",
+        str(tmp_path),
+        env=env,
+    )
     print(run)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["target"]["url"] == f"https://{namespace.address}:2376"
     judged_as_on_loopback(run, tmp_path)
 
 
-def test_the_namespace_has_only_its_own_addresses(namespace: Namespace,
-                                                  engine: NamespacedDocker) -> None:
+def test_the_namespace_has_only_its_own_addresses(
+    namespace: Namespace, engine: NamespacedDocker
+) -> None:
     """The premise: loopback and the veth, whose two addresses are the only ones given."""
     assert namespace.links() == ["lo", namespace.link]
     inside = json.loads(netns.ip("-j", "-n", namespace.name, "addr", "show"))
-    given = sorted(f"{a['local']}/{a['prefixlen']}" for link in inside
-                   for a in link["addr_info"])
+    given = sorted(f"{a['local']}/{a['prefixlen']}" for link in inside for a in link["addr_info"])
     assert given == sorted(["127.0.0.1/8", "::1/128", f"{namespace.address}/30"]), given
     outside = json.loads(netns.ip("-j", "addr", "show", "dev", namespace.host_link))
     assert [f"{a['local']}/{a['prefixlen']}" for a in outside[0]["addr_info"]] == [
-        f"{namespace.host_address}/30"]
+        f"{namespace.host_address}/30"
+    ]
     assert namespace.network is not None and namespace.network.subnet_of(netns.RANGE)
     assert engine.process is not None
     inode = os.stat(namespace.path).st_ino

@@ -28,10 +28,23 @@ def cli_run(docker, tmp_path_factory):
     step = out / "step-summary.md"
     args = [a for rid in PICKED for a in ("--requirement", rid)]
     proc = subprocess.run(
-        [sys.executable, "-m", "engine_conformance", "run", "--target", docker.target, *args,
-         "--report-dir", str(out / "r")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "GITHUB_STEP_SUMMARY": str(step)})
+        [
+            sys.executable,
+            "-m",
+            "engine_conformance",
+            "run",
+            "--target",
+            docker.target,
+            *args,
+            "--report-dir",
+            str(out / "r"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "GITHUB_STEP_SUMMARY": str(step)},
+    )
     return proc, out / "r", step
 
 
@@ -54,9 +67,24 @@ def test_terminal_shows_verdicts_not_tracebacks(cli_run):
 
 def test_verbose_shows_pytest_detail(docker, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "engine_conformance", "run", "--target", docker.target,
-         "--requirement", "ERRORS-005", "--report-dir", str(tmp_path), "-v"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "engine_conformance",
+            "run",
+            "--target",
+            docker.target,
+            "--requirement",
+            "ERRORS-005",
+            "--report-dir",
+            str(tmp_path),
+            "-v",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1
     assert "short test summary" in proc.stdout or "FAILED" in proc.stdout, proc.stdout[-2000:]
 
@@ -109,8 +137,10 @@ def test_summary_md_and_step_summary(cli_run):
 def test_junit_cases_carry_requirement_level_and_suite(cli_run):
     _, report_dir, _ = cli_run
     cases = ET.parse(report_dir / "junit.xml").getroot().findall("testcase")
-    props = {c.get("name").split()[0]: {p.get("name"): p.get("value")
-                                        for p in c.find("properties")} for c in cases}
+    props = {
+        c.get("name").split()[0]: {p.get("name"): p.get("value") for p in c.find("properties")}
+        for c in cases
+    }
     assert props["ERRORS-005"]["requirement"] == "ERRORS-005"
     assert props["ERRORS-005"]["level"] == "SHOULD" and props["ERRORS-005"]["suite"] == "errors"
     assert props["ERRORS-005"]["basis"].startswith("RFC 9110 §15.5")
@@ -119,9 +149,12 @@ def test_junit_cases_carry_requirement_level_and_suite(cli_run):
 def test_report_html_is_self_contained(cli_run):
     _, report_dir, _ = cli_run
     page = (report_dir / "report.html").read_text()
-    for remote in ("http://", "https://", "src=\"//"):
-        hits = [line for line in page.splitlines()
-                if remote in line and ("<link" in line or "<script src" in line)]
+    for remote in ("http://", "https://", 'src="//'):
+        hits = [
+            line
+            for line in page.splitlines()
+            if remote in line and ("<link" in line or "<script src" in line)
+        ]
         assert not hits
     assert "<script src" not in page and "<link" not in page
     # Failures first: the failing requirement's block comes before the passing ones.
@@ -130,8 +163,10 @@ def test_report_html_is_self_contained(cli_run):
 
 
 def test_curl_reproduces_over_a_unix_socket_and_tcp():
-    ev = {"request": "POST /v1.41/images/create?fromImage=a%2Fb&tag=v1",
-          "request_headers": {"X-Registry-Auth": "<redacted>"}}
+    ev = {
+        "request": "POST /v1.41/images/create?fromImage=a%2Fb&tag=v1",
+        "request_headers": {"X-Registry-Auth": "<redacted>"},
+    }
     unix = curl_command("unix:///run/docker.sock", ev)
     assert unix.startswith("curl -sS --unix-socket /run/docker.sock -X POST")
     assert "'X-Registry-Auth: <redacted>'" in unix
@@ -160,13 +195,14 @@ def test_report_renders_in_headless_chromium(cli_run):
     dom = browser.dump_dom(report_dir / "report.html")
     results = json.loads((report_dir / "results.json").read_text())
     s = results["summary"]
-    assert (f"{s['pass']} pass, {s['fail']} fail, {s['error']} error, {s['skip']} skip"
-            in dom), dom[:2000]
+    assert f"{s['pass']} pass, {s['fail']} fail, {s['error']} error, {s['skip']} skip" in dom, dom[
+        :2000
+    ]
     # The filter script ran: it counts what it shows.
     assert f"showing {len(results['requirements'])} of {len(results['requirements'])}" in dom
     fail = next(r for r in results["requirements"] if r["id"] == "ERRORS-005")
     ev = fail["evidence"][-1]
-    block = dom[dom.index('id="ERRORS-005"'):]
+    block = dom[dom.index('id="ERRORS-005"') :]
     assert f"HTTP {ev['status']}" in block
     assert ev["request"].split("?")[0] in block
     assert "curl -sS --unix-socket" in block
@@ -210,10 +246,19 @@ def _chromium_click_and_read_clipboard(page, button: str) -> tuple[str, str]:
         os.dup2(b, 4)
 
     with tempfile.TemporaryDirectory(prefix="ec-chromium-") as profile:
-        proc = subprocess.Popen([browser.chromium(), *browser.FLAGS, f"--user-data-dir={profile}",
-                                 "--remote-debugging-pipe", "about:blank"],
-                                preexec_fn=fds, close_fds=False, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                browser.chromium(),
+                *browser.FLAGS,
+                f"--user-data-dir={profile}",
+                "--remote-debugging-pipe",
+                "about:blank",
+            ],
+            preexec_fn=fds,
+            close_fds=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         os.close(chrome_in)
         os.close(chrome_out)
         send_to, read_from = os.fdopen(ours_out, "wb", buffering=0), os.fdopen(ours_in, "rb")
@@ -238,21 +283,33 @@ def _chromium_click_and_read_clipboard(page, button: str) -> tuple[str, str]:
                     return answer["result"]
 
         def page_eval(session: str, expression: str) -> object:
-            result = call("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                               "userGesture": True, "returnByValue": True},
-                          session)
+            result = call(
+                "Runtime.evaluate",
+                {
+                    "expression": expression,
+                    "awaitPromise": True,
+                    "userGesture": True,
+                    "returnByValue": True,
+                },
+                session,
+            )
             return result["result"].get("value")
 
         try:
-            call("Browser.grantPermissions",
-                 {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]})
+            call(
+                "Browser.grantPermissions",
+                {"permissions": ["clipboardReadWrite", "clipboardSanitizedWrite"]},
+            )
             target = call("Target.createTarget", {"url": Path(page).resolve().as_uri()})
-            session = call("Target.attachToTarget", {"targetId": target["targetId"],
-                                                     "flatten": True})["sessionId"]
+            session = call(
+                "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True}
+            )["sessionId"]
             deadline = time.monotonic() + 30
             # The new tab starts on an empty document: wait for the report, loaded and run.
-            ready = (f"location.protocol === 'file:' && document.readyState === 'complete'"
-                     f" && !!document.querySelector({json.dumps(button)})")
+            ready = (
+                f"location.protocol === 'file:' && document.readyState === 'complete'"
+                f" && !!document.querySelector({json.dumps(button)})"
+            )
             while not page_eval(session, ready):
                 assert time.monotonic() < deadline, "the report did not load"
                 time.sleep(0.1)
@@ -260,8 +317,9 @@ def _chromium_click_and_read_clipboard(page, button: str) -> tuple[str, str]:
             label = ""
             while label != "copied" and time.monotonic() < deadline:
                 time.sleep(0.1)
-                label = page_eval(session, f"document.querySelector({json.dumps(button)})"
-                                           ".textContent")
+                label = page_eval(
+                    session, f"document.querySelector({json.dumps(button)}).textContent"
+                )
             copied = page_eval(session, "navigator.clipboard.readText()")
         finally:
             proc.terminate()
@@ -281,6 +339,7 @@ def test_copy_as_bug_report_copies_the_findings_section(cli_run):
     section = sections(results)["ERRORS-005"]
     assert section in (report_dir / "findings.md").read_text()
     label, copied = _chromium_click_and_read_clipboard(
-        report_dir / "report.html", '#ERRORS-005 button.copy[data-req="ERRORS-005"]')
+        report_dir / "report.html", '#ERRORS-005 button.copy[data-req="ERRORS-005"]'
+    )
     assert label == "copied"  # the feedback a person sees
     assert copied == section

@@ -11,15 +11,39 @@ from engine_conformance.run.runner import ROOT
 
 # Pull checks read the engine's whole image list (they must run alone); imports and
 # errors run side by side with them; ERRORS-005 fails on Docker 20.10.
-PICKED = ("PULL-001", "PULL-006", "PULL-013", "PULL-014", "IMPORT-001", "IMPORT-003",
-          "ERRORS-003", "ERRORS-005", "AUTH-002")
+PICKED = (
+    "PULL-001",
+    "PULL-006",
+    "PULL-013",
+    "PULL-014",
+    "IMPORT-001",
+    "IMPORT-003",
+    "ERRORS-003",
+    "ERRORS-005",
+    "AUTH-002",
+)
 
 
 def _run(target: str, report_dir, *extra: str) -> dict:
     args = [a for rid in PICKED for a in ("--requirement", rid)]
-    proc = subprocess.run([sys.executable, "-m", "engine_conformance", "run", "--target", target,
-                           *args, "--report-dir", str(report_dir), *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine_conformance",
+            "run",
+            "--target",
+            target,
+            *args,
+            "--report-dir",
+            str(report_dir),
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     return json.loads((report_dir / "results.json").read_text())
 

@@ -14,13 +14,24 @@ import pytest
 from engine_conformance.engine.target import TLS, Target
 from engine_conformance.judge.reproducer import curl
 
-PARAMS = [("fromSrc", "-"), ("changes", "ENV A=1 ü"), ("changes", 'CMD ["/bin/true"]'),
-          ("message", "a&b=c%d +e\t"), ("repo", "ectest-1/prop-1")]
+PARAMS = [
+    ("fromSrc", "-"),
+    ("changes", "ENV A=1 ü"),
+    ("changes", 'CMD ["/bin/true"]'),
+    ("message", "a&b=c%d +e\t"),
+    ("repo", "ectest-1/prop-1"),
+]
 
 
 def test_socket_target_uses_unix_socket(tmp_path):
-    line = curl(Target.parse("unix:///tmp/ec/docker.sock"), "POST", "/v1.44/images/create",
-                PARAMS, {"Content-Type": "application/octet-stream"}, tmp_path / "b.body")
+    line = curl(
+        Target.parse("unix:///tmp/ec/docker.sock"),
+        "POST",
+        "/v1.44/images/create",
+        PARAMS,
+        {"Content-Type": "application/octet-stream"},
+        tmp_path / "b.body",
+    )
     words = shlex.split(line)
     assert words[words.index("--unix-socket") + 1] == "/tmp/ec/docker.sock"
     assert words[-1].startswith("http://localhost/v1.44/images/create?fromSrc=-&changes=")
@@ -30,8 +41,9 @@ def test_socket_target_uses_unix_socket(tmp_path):
 def test_tls_target_carries_the_client_certificate(tmp_path):
     for name in ("ca.pem", "cert.pem", "key.pem"):
         (tmp_path / name).write_text("x")
-    target = Target("https://engine:2376", "https://engine:2376",
-                    tls=TLS.from_cert_path(str(tmp_path)))
+    target = Target(
+        "https://engine:2376", "https://engine:2376", tls=TLS.from_cert_path(str(tmp_path))
+    )
     words = shlex.split(curl(target, "POST", "/v1.44/images/create", [("fromImage", "a")], {}))
     assert words[words.index("--cacert") + 1] == str(tmp_path / "ca.pem")
     assert words[words.index("--cert") + 1] == str(tmp_path / "cert.pem")
@@ -78,9 +90,14 @@ def test_the_reproducer_sends_the_same_request(socket_server, tmp_path):
     body_file = tmp_path / "SCHEMA-004-1.body"
     body_file.write_bytes(body)
     secret = "eyJwYXNzd29yZCI6ImVjLXNlY3JldCJ9"
-    line = curl(Target.parse(f"unix://{path}"), "POST", "/v1.44/images/create", PARAMS,
-                {"Content-Type": "application/octet-stream", "X-Registry-Auth": secret},
-                body_file)
+    line = curl(
+        Target.parse(f"unix://{path}"),
+        "POST",
+        "/v1.44/images/create",
+        PARAMS,
+        {"Content-Type": "application/octet-stream", "X-Registry-Auth": secret},
+        body_file,
+    )
     shown = subprocess.run(line, shell=True, capture_output=True, timeout=30)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.startswith(b"HTTP/1.0 500"), shown.stdout[:200]
@@ -92,7 +109,14 @@ def test_the_reproducer_sends_the_same_request(socket_server, tmp_path):
 
 
 def test_no_body_file_no_data(tmp_path):
-    words = shlex.split(curl(Target.parse("tcp://127.0.0.1:2375"), "POST",
-                             "/v1.44/images/create", [("fromImage", "x")], {}))
+    words = shlex.split(
+        curl(
+            Target.parse("tcp://127.0.0.1:2375"),
+            "POST",
+            "/v1.44/images/create",
+            [("fromImage", "x")],
+            {},
+        )
+    )
     assert "--data-binary" not in words
     assert words[-1] == "http://127.0.0.1:2375/v1.44/images/create?fromImage=x"

@@ -70,12 +70,15 @@ class _Answers:
         return SimpleNamespace(status=self.status, json=lambda: self.body)
 
 
-@pytest.mark.parametrize(("status", "body", "expected"), [
-    (200, {"host": {"security": {"rootless": True}}}, True),
-    (200, {"host": {"security": {"rootless": False}}}, False),
-    (404, {"message": "not found"}, False),
-    (200, ["not", "an", "object"], False),
-])
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, {"host": {"security": {"rootless": True}}}, True),
+        (200, {"host": {"security": {"rootless": False}}}, False),
+        (404, {"message": "not found"}, False),
+        (200, ["not", "an", "object"], False),
+    ],
+)
 def test_rootless_podman_is_known_from_its_libpod_info(status, body, expected):
     client = _Answers(status, body)
     info = {"SecurityOptions": ["name=seccomp,profile=default"]}  # what Podman 4.3 says
@@ -140,17 +143,27 @@ def host_address(rootless_docker) -> Iterator[str]:
     a veth pair made for the test, in 198.18.0.0/15 (RFC 2544), removed at the end."""
     name = f"ecrl{secrets.token_hex(3)}"
     taken = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
-    address = next(a for a in (f"198.18.{secrets.randbelow(256)}.{1 + secrets.randbelow(254)}"
-                               for _ in range(100)) if f" {a}/" not in taken)
-    steps = [["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"],
-             ["ip", "addr", "add", f"{address}/32", "dev", name],
-             ["ip", "link", "set", name, "up"], ["ip", "link", "set", f"{name}p", "up"]]
+    address = next(
+        a
+        for a in (
+            f"198.18.{secrets.randbelow(256)}.{1 + secrets.randbelow(254)}" for _ in range(100)
+        )
+        if f" {a}/" not in taken
+    )
+    steps = [
+        ["ip", "link", "add", name, "type", "veth", "peer", "name", f"{name}p"],
+        ["ip", "addr", "add", f"{address}/32", "dev", name],
+        ["ip", "link", "set", name, "up"],
+        ["ip", "link", "set", f"{name}p", "up"],
+    ]
     try:
         for step in steps:
             made = subprocess.run(step, capture_output=True, text=True, timeout=30)
             if made.returncode != 0:
-                pytest.skip(f"cannot make a veth pair with an address for the rootless engine "
-                            f"to reach ({shlex.join(step)}: {made.stderr.strip()})")
+                pytest.skip(
+                    f"cannot make a veth pair with an address for the rootless engine "
+                    f"to reach ({shlex.join(step)}: {made.stderr.strip()})"
+                )
         yield address
     finally:
         subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=30)
@@ -160,8 +173,7 @@ def host_address(rootless_docker) -> Iterator[str]:
 
 
 def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def _client(target: str) -> Client:
@@ -173,8 +185,9 @@ def _client(target: str) -> Client:
 def seed_sentinel(target: str) -> str:
     """An image that exists before a run and must be untouched after it: its ID."""
     with _client(target) as client:
-        client.create_image({"fromSrc": "-", "repo": SENTINEL},
-                            body=archives.rootfs({"sentinel": b"rootless\n"}))
+        client.create_image(
+            {"fromSrc": "-", "repo": SENTINEL}, body=archives.rootfs({"sentinel": b"rootless\n"})
+        )
         image = client.inspect_image(SENTINEL)
         assert image is not None, f"could not seed {SENTINEL}"
         return image["Id"]
@@ -193,11 +206,16 @@ def differences(results: dict, key: str) -> tuple[list[str], list[str]]:
     direction, and the requirements one of the two has and the other not."""
     expected = expectations.load(expectations.path_for(key))
     got = {r["id"]: r["verdict"] for r in results["requirements"]}
-    differ = [f"{rid}: {got[rid]}, the file records {expected[rid]}"
-              for rid in sorted(set(got) & set(expected)) if got[rid] != expected[rid]]
+    differ = [
+        f"{rid}: {got[rid]}, the file records {expected[rid]}"
+        for rid in sorted(set(got) & set(expected))
+        if got[rid] != expected[rid]
+    ]
     unmatched = [f"{rid}: {got[rid]}, not in the file" for rid in sorted(set(got) - set(expected))]
-    unmatched += [f"{rid}: not judged, the file records {expected[rid]}"
-                  for rid in sorted(set(expected) - set(got))]
+    unmatched += [
+        f"{rid}: not judged, the file records {expected[rid]}"
+        for rid in sorted(set(expected) - set(got))
+    ]
     return differ, unmatched
 
 
@@ -214,8 +232,11 @@ def judged_as(results: dict, key: str) -> None:
     differ, unmatched = differences(results, key)
     assert not differ, f"rootless {key} differs from {key}.yaml:\n  " + "\n  ".join(differ)
     if unmatched:
-        warnings.warn(f"rootless {key}: {key}.yaml is not current with the catalogue, "
-                      f"so these were not compared: {'; '.join(unmatched)}", stacklevel=1)
+        warnings.warn(
+            f"rootless {key}: {key}.yaml is not current with the catalogue, "
+            f"so these were not compared: {'; '.join(unmatched)}",
+            stacklevel=1,
+        )
 
 
 def quick_verdicts_match(results: dict) -> None:
@@ -234,13 +255,18 @@ def home_path(engine: RootlessPodman | RootlessDocker, path: str) -> Path:
 # -- rootless Podman -----------------------------------------------------------------
 
 
-def test_rootless_podman_is_judged_by_podmans_expectation_file(configured_podman, podman_port,
-                                                               tmp_path, look):
+def test_rootless_podman_is_judged_by_podmans_expectation_file(
+    configured_podman, podman_port, tmp_path, look
+):
     with _client(configured_podman.target) as client:
         assert describe_target(client, client.info())["rootless"] is True
     sentinel = seed_sentinel(configured_podman.target)
-    out = run_suite(configured_podman.target, tmp_path / "report", expectations="auto",
-                    extra=["--registry-port", str(podman_port)])
+    out = run_suite(
+        configured_podman.target,
+        tmp_path / "report",
+        expectations="auto",
+        extra=["--registry-port", str(podman_port)],
+    )
     assert out.results is not None, out.output[-4000:]
     for service, probe in out.results["run"]["preflight"].items():
         assert probe["status"] == "ok", f"{service}: {probe['reason']}"
@@ -250,8 +276,14 @@ def test_rootless_podman_is_judged_by_podmans_expectation_file(configured_podman
 
 def test_rootless_podman_steps_followed_as_written(default_podman, tmp_path):
     # 1) As its user has it: the preflight stops the run (exit 6) with the rootless fix.
-    first = _cli("run", "--target", default_podman.target, "--report-dir", str(tmp_path / "r1"),
-                 *[a for rid in QUICK for a in ("--requirement", rid)])
+    first = _cli(
+        "run",
+        "--target",
+        default_podman.target,
+        "--report-dir",
+        str(tmp_path / "r1"),
+        *[a for rid in QUICK for a in ("--requirement", rid)],
+    )
     assert first.returncode == 6, first.stdout[-2000:] + first.stderr
     results = json.loads((tmp_path / "r1" / "results.json").read_text())
     assert results["target"]["rootless"] is True
@@ -265,9 +297,12 @@ def test_rootless_podman_steps_followed_as_written(default_podman, tmp_path):
     assert registry["reason"] in first.stderr
     # 2) The step, as written: three lines into the file it names, the service restarted,
     # the port kept.
-    found = re.search(r"add \[\[registry\]\] .* to (\S+) as three lines: `([^`]+)`, `([^`]+)`, "
-                      r"`([^`]+)`.*then restart its service.*keep the port with "
-                      r"--registry-port (\d+)", step)
+    found = re.search(
+        r"add \[\[registry\]\] .* to (\S+) as three lines: `([^`]+)`, `([^`]+)`, "
+        r"`([^`]+)`.*then restart its service.*keep the port with "
+        r"--registry-port (\d+)",
+        step,
+    )
     assert found, step
     conf = home_path(default_podman, found[1])
     lines = "\n".join(found.group(2, 3, 4))
@@ -276,11 +311,17 @@ def test_rootless_podman_steps_followed_as_written(default_podman, tmp_path):
         f.write("\n" + lines + "\n")
     default_podman.restart()
     # 3) The next run judges it.
-    second = run_suite(default_podman.target, tmp_path / "r2", requirements=QUICK,
-                       extra=["--registry-port", found[5]])
+    second = run_suite(
+        default_podman.target,
+        tmp_path / "r2",
+        requirements=QUICK,
+        extra=["--registry-port", found[5]],
+    )
     assert second.returncode == 0, second.output[-3000:]
     assert {s: p["status"] for s, p in second.results["run"]["preflight"].items()} == {
-        "registry": "ok", "file_server": "ok"}
+        "registry": "ok",
+        "file_server": "ok",
+    }
     quick_verdicts_match(second.results)
 
 
@@ -288,8 +329,14 @@ def test_rootless_podman_steps_followed_as_written(default_podman, tmp_path):
 
 
 def test_rootless_docker_is_told_to_serve_on_an_address_it_reaches(rootless_docker, tmp_path):
-    out = _cli("run", "--target", rootless_docker.target, "--report-dir", str(tmp_path / "r"),
-               *[a for rid in QUICK for a in ("--requirement", rid)])
+    out = _cli(
+        "run",
+        "--target",
+        rootless_docker.target,
+        "--report-dir",
+        str(tmp_path / "r"),
+        *[a for rid in QUICK for a in ("--requirement", rid)],
+    )
     assert out.returncode == 6, out.stdout[-2000:] + out.stderr
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["target"]["rootless"] is True
@@ -308,17 +355,25 @@ def test_rootless_docker_is_told_to_serve_on_an_address_it_reaches(rootless_dock
     # What needs neither service is judged as on the rootful Docker.
     verdicts = {r["id"]: r["verdict"] for r in results["requirements"]}
     assert verdicts["PULL-001"] == verdicts["IMPORT-020"] == "error"
-    quick_verdicts_match({**results, "requirements": [
-        r for r in results["requirements"] if r["id"] in ("IMPORT-001", "ERRORS-001")]})
+    quick_verdicts_match(
+        {
+            **results,
+            "requirements": [
+                r for r in results["requirements"] if r["id"] in ("IMPORT-001", "ERRORS-001")
+            ],
+        }
+    )
 
 
-def test_rootless_docker_doctor_steps_followed_as_written(rootless_docker, host_address,
-                                                          tmp_path, look):
+def test_rootless_docker_doctor_steps_followed_as_written(
+    rootless_docker, host_address, tmp_path, look
+):
     # 1) The doctor, with the serving options a run has by default.
     doctor = _cli("doctor", "--target", rootless_docker.target, timeout=300)
     assert doctor.returncode == 6, doctor.stdout + doctor.stderr
-    steps = [line.split(") ", 1)[1] for line in doctor.stdout.splitlines()
-             if re.match(r"  \d+\) ", line)]
+    steps = [
+        line.split(") ", 1)[1] for line in doctor.stdout.splitlines() if re.match(r"  \d+\) ", line)
+    ]
     options: list[str] = []
     for step in steps:
         if step.startswith("the engine is not on this machine's network"):
@@ -330,8 +385,11 @@ def test_rootless_docker_doctor_steps_followed_as_written(rootless_docker, host_
             assert port, step
             options += [port[1], port[2]]
         elif step.startswith("declare "):
-            found = re.search(r'add "insecure-registries": \["([^"]+)"\] to (\S+), then '
-                              r"restart it", step)
+            found = re.search(
+                r'add "insecure-registries": \["([^"]+)"\] to (\S+), then '
+                r"restart it",
+                step,
+            )
             assert found, step
             # ADDRESS (several to choose from) is the one chosen above; else the one there is.
             entry = found[1].replace("ADDRESS:", f"{host_address}:")
@@ -361,22 +419,35 @@ def test_rootless_docker_doctor_steps_followed_as_written(rootless_docker, host_
     judged_as(results, "docker-20.10")
     # The release gate's own exit code: 1 only for what judged_as said is not compared.
     assert run.returncode == (0 if results["expectations"]["passed"] else 1), (
-        run.stdout[-3000:] + run.stderr)
+        run.stdout[-3000:] + run.stderr
+    )
     untouched(rootless_docker.target, sentinel, look)
 
 
-def test_rootless_docker_trusts_the_run_ca_in_its_own_certs_d(rootless_docker, host_address,
-                                                               tmp_path):
+def test_rootless_docker_trusts_the_run_ca_in_its_own_certs_d(
+    rootless_docker, host_address, tmp_path
+):
     # The other fix for the registry: HTTPS with a lasting CA, copied where the step says.
-    serving = ["--serve-host", host_address, "--registry-port", str(free_port(host_address)),
-               "--file-server-port", str(free_port(host_address)),
-               "--tls-dir", str(tmp_path / "tls")]
+    serving = [
+        "--serve-host",
+        host_address,
+        "--registry-port",
+        str(free_port(host_address)),
+        "--file-server-port",
+        str(free_port(host_address)),
+        "--tls-dir",
+        str(tmp_path / "tls"),
+    ]
     first = _cli("doctor", "--target", rootless_docker.target, *serving, timeout=300)
     assert first.returncode == 6, first.stdout + first.stderr
-    steps = [line.split(") ", 1)[1] for line in first.stdout.splitlines()
-             if re.match(r"  \d+\) ", line)]
-    copy = re.search(r"copy (\S+) to (~/\.config/docker/certs\.d/\S+) \(read at each pull, no "
-                     r"restart\)", steps[0])
+    steps = [
+        line.split(") ", 1)[1] for line in first.stdout.splitlines() if re.match(r"  \d+\) ", line)
+    ]
+    copy = re.search(
+        r"copy (\S+) to (~/\.config/docker/certs\.d/\S+) \(read at each pull, no "
+        r"restart\)",
+        steps[0],
+    )
     assert copy, steps
     assert copy[2] == f"~/.config/docker/certs.d/{host_address}:{serving[3]}/ca.crt"
     # The file server is fetched with the host's trust store: a host-wide change, not made here.

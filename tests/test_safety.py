@@ -42,18 +42,34 @@ def test_ctrl_c_mid_run_removes_what_was_created(docker, tmp_path, look):
     # that follows a successful import never gets an answer.
     freeze = Deviation(
         "freeze-inspect",
-        match=lambda req: req.method == "GET" and "/ectest-" in req.path
-        and req.path.endswith("/json"),
+        match=lambda req: (
+            req.method == "GET" and "/ectest-" in req.path and req.path.endswith("/json")
+        ),
         hang=True,
         limit=1,
     )
     with DeviantProxy(docker.target, [freeze]) as proxy:
-        cmd = [sys.executable, "-m", "engine_conformance", "run", "--target", proxy.target,
-               "--requirement", "ERRORS-003", "--report-dir", str(tmp_path)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "engine_conformance",
+            "run",
+            "--target",
+            proxy.target,
+            "--requirement",
+            "ERRORS-003",
+            "--report-dir",
+            str(tmp_path),
+        ]
         # Launched with SIGINT ignored, as from `nohup ... &`: the tool must stop on it anyway.
-        child = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True,
-                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         try:
             assert freeze.seen.wait(60), "the run never reached the frozen inspect"
             _, leftovers = look(docker.target)
@@ -82,12 +98,14 @@ def _image_ids(target: str) -> set[str]:
 def test_untagged_imports_of_an_engine_that_ignores_repo_are_removed(docker, tmp_path):
     # The images stay untagged, so no name leads to them: the IDs the imports reported do.
     # ERRORS-004 tracks no ID itself: clean-up finds it in the import's last message.
-    ignores_repo = Deviation("ignores-repo", match=is_body_import,
-                             request=lambda req: req.with_params(repo=None, tag=None))
+    ignores_repo = Deviation(
+        "ignores-repo",
+        match=is_body_import,
+        request=lambda req: req.with_params(repo=None, tag=None),
+    )
     before = _image_ids(docker.target)
     with DeviantProxy(docker.target, [ignores_repo]) as proxy:
-        outcome = run_suite(proxy.target, tmp_path,
-                            requirements=["ERRORS-004", "IMPORT-003"])
+        outcome = run_suite(proxy.target, tmp_path, requirements=["ERRORS-004", "IMPORT-003"])
     assert ignores_repo.hits, "no import went through the proxy: the test proves nothing"
     assert outcome.verdict("ERRORS-004") == "fail", outcome.output[-2000:]
     assert _image_ids(docker.target) - before == set()
@@ -103,19 +121,27 @@ def test_created_refs_are_what_the_engine_said_it_made():
     image_id, digest = "sha256:" + "a" * 64, "sha256:" + "b" * 64
     exchanges = [
         _create([("fromSrc", "-"), ("repo", "ectest-1/imp-1")], image_id),
-        _create([("fromImage", "127.0.0.1:5000/ectest-1/single"), ("tag", "v1")],
-                "Pulling from ectest-1/single", f"Digest: {digest}"),
+        _create(
+            [("fromImage", "127.0.0.1:5000/ectest-1/single"), ("tag", "v1")],
+            "Pulling from ectest-1/single",
+            f"Digest: {digest}",
+        ),
         _create([("fromImage", "127.0.0.1:5000/ectest-1/single:v2")], f"Digest: {digest}"),
         # Not the run's repository: never a candidate, whatever it reports.
         _create([("fromImage", "127.0.0.1:5000/other/single")], f"Digest: {digest}"),
     ]
     assert created_refs(exchanges, "ectest-1") == [
-        image_id, f"127.0.0.1:5000/ectest-1/single@{digest}"]
+        image_id,
+        f"127.0.0.1:5000/ectest-1/single@{digest}",
+    ]
 
 
 RUN, OTHER_ID = "ectest-1", "sha256:" + "c" * 64
-RUN_NAMES = {"Id": OTHER_ID, "RepoTags": [f"127.0.0.1:5000/{RUN}/single:v1"],
-             "RepoDigests": [f"127.0.0.1:5000/{RUN}/single@sha256:{'d' * 64}"]}
+RUN_NAMES = {
+    "Id": OTHER_ID,
+    "RepoTags": [f"127.0.0.1:5000/{RUN}/single:v1"],
+    "RepoDigests": [f"127.0.0.1:5000/{RUN}/single@sha256:{'d' * 64}"],
+}
 
 
 def test_an_image_there_before_the_run_is_never_deleted_by_id():
@@ -155,13 +181,20 @@ def _dangling_lab_image(client: Client, lab: LabRegistry) -> str:
     saved = client.request("GET", f"/images/{image_id}/get")
     assert saved.status == 200, saved.body[:500]
     assert client.delete_image(image_id, force=True) == 200
-    loaded = client.request("POST", "/images/load", params={"quiet": "1"}, content=saved.body,
-                            headers={"Content-Type": "application/x-tar"})
+    loaded = client.request(
+        "POST",
+        "/images/load",
+        params={"quiet": "1"},
+        content=saved.body,
+        headers={"Content-Type": "application/x-tar"},
+    )
     assert loaded.status == 200, loaded.body[:500]
     image = client.inspect_image(image_id)
     assert image is not None and not [
-        n for n in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
-        if not n.startswith("<none>")], image
+        n
+        for n in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+        if not n.startswith("<none>")
+    ], image
     return image_id
 
 
@@ -178,14 +211,19 @@ def test_a_dangling_image_with_the_runs_content_survives_the_run(docker, tmp_pat
     containers_before = _container_ids(client)
     image_id = container = None
     try:
-        with standard(f"ecsafety-{secrets.token_hex(3)}") as catalogue, \
-                LabRegistry(catalogue) as lab:
+        with (
+            standard(f"ecsafety-{secrets.token_hex(3)}") as catalogue,
+            LabRegistry(catalogue) as lab,
+        ):
             image_id = catalogue.facts("single", "v1").image_id  # removed at the end, always
             assert _dangling_lab_image(client, lab) == image_id
-        made = client.request("POST", "/containers/create",
-                              params={"name": f"ecsafety-{secrets.token_hex(4)}"},
-                              content=json.dumps({"Image": image_id, "Cmd": ["true"]}).encode(),
-                              headers={"Content-Type": "application/json"})
+        made = client.request(
+            "POST",
+            "/containers/create",
+            params={"name": f"ecsafety-{secrets.token_hex(4)}"},
+            content=json.dumps({"Image": image_id, "Cmd": ["true"]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         assert made.status == 201, made.body[:500]
         container = made.json()["Id"]
         assert image_id in record_preexisting(client)
@@ -211,7 +249,9 @@ def test_a_dangling_image_with_the_runs_content_survives_the_run(docker, tmp_pat
             client.request("DELETE", f"/containers/{container}", params={"force": "1"})
         if image_id is not None:
             client.delete_image(image_id, force=True)
-        left = ({image["Id"] for image in client.list_images()} - images_before,
-                _container_ids(client) - containers_before)
+        left = (
+            {image["Id"] for image in client.list_images()} - images_before,
+            _container_ids(client) - containers_before,
+        )
         client.close()
     assert left == (set(), set()), "the test left images or containers behind"

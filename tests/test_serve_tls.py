@@ -88,8 +88,11 @@ def test_pull_and_url_import_over_https(engine: ManagedEngine, tmp_path: Path) -
     registry_tls = ServeTLS.create(tmp_path / "registry", host)
     files_tls = ServeTLS.create(tmp_path / "files", host)
     # A registry the engine treats as insecure gets TLS without verification.
-    verifies = host != "127.0.0.1" or getattr(engine, "containerd_store", False) or (
-        engine.name == "podman")
+    verifies = (
+        host != "127.0.0.1"
+        or getattr(engine, "containerd_store", False)
+        or (engine.name == "podman")
+    )
     prefix = f"ectest-{secrets.token_hex(3)}"
     engine.trust_ca(files_tls.ca_path)  # before the engine's first TLS check
     with (
@@ -179,9 +182,16 @@ def test_docker_reclaims_the_entry_a_killed_run_left(tmp_path: Path) -> None:
             stale.mkdir(parents=True)
             written.append(stale)
             shutil.copyfile(crashed_tls.ca_path, stale / "ca.crt")
-            (stale / certsd.MARKER).write_text(certsd.Owner(
-                _exited_pid(), me.start_time, me.boot_id, me.pid_ns, "/tmp/ec-docker-killed",
-                lab.address).to_json())
+            (stale / certsd.MARKER).write_text(
+                certsd.Owner(
+                    _exited_pid(),
+                    me.start_time,
+                    me.boot_id,
+                    me.pid_ns,
+                    "/tmp/ec-docker-killed",
+                    lab.address,
+                ).to_json()
+            )
             users = DOCKER_CERTS_DIR / foreign
             users.mkdir()
             written.append(users)
@@ -229,8 +239,12 @@ def test_run_with_serve_tls(tmp_path: Path) -> None:
         target = Target.parse(managed.target)
         material, advice = prepare_run(tmp_path, host, f"{host}:{port}", target, managed)
         assert advice is None and material.ca_path == tmp_path / "tls" / "ca.crt"
-        out = run_suite(managed.target, tmp_path, requirements=["PULL-001", "IMPORT-020"],
-                        extra=["--serve-tls", "--serve-host", host, "--registry-port", str(port)])
+        out = run_suite(
+            managed.target,
+            tmp_path,
+            requirements=["PULL-001", "IMPORT-020"],
+            extra=["--serve-tls", "--serve-host", host, "--registry-port", str(port)],
+        )
     finally:
         managed.stop()
     assert out.returncode == 0, out.output[-3000:]
@@ -242,18 +256,20 @@ def test_run_with_serve_tls(tmp_path: Path) -> None:
     assert material.ca_path.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
 
 
-@pytest.mark.parametrize(("kind", "where"), [
-    ("docker", "/etc/docker/certs.d/10.0.0.5:5000/ca.crt"),
-    ("podman", "/etc/containers/certs.d/10.0.0.5:5000/ca.crt"),
-])
+@pytest.mark.parametrize(
+    ("kind", "where"),
+    [
+        ("docker", "/etc/docker/certs.d/10.0.0.5:5000/ca.crt"),
+        ("podman", "/etc/containers/certs.d/10.0.0.5:5000/ca.crt"),
+    ],
+)
 def test_advice_for_the_users_engine(kind: str, where: str) -> None:
     line = ca_advice(kind, "10.0.0.5:5000", Path("/r/tls/ca.crt"))
     assert "\n" not in line
     assert "/r/tls/ca.crt" in line and where in line
 
 
-def test_cli_refuses_a_foreign_certs_entry_in_one_line(tmp_path: Path, monkeypatch,
-                                                       capsys) -> None:
+def test_cli_refuses_a_foreign_certs_entry_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
     # The lab's port is random; fixed here so that it meets an entry someone else made.
     from engine_conformance.run import cli
 
@@ -265,8 +281,20 @@ def test_cli_refuses_a_foreign_certs_entry_in_one_line(tmp_path: Path, monkeypat
     entry.mkdir(parents=True)
     (entry / "ca.crt").write_text("someone else's CA\n")
     try:
-        code = cli.main(["run", "--managed", "docker", "--serve-tls", "--serve-host", host,
-                         "--requirement", "PULL-001", "--report-dir", str(tmp_path)])
+        code = cli.main(
+            [
+                "run",
+                "--managed",
+                "docker",
+                "--serve-tls",
+                "--serve-host",
+                host,
+                "--requirement",
+                "PULL-001",
+                "--report-dir",
+                str(tmp_path),
+            ]
+        )
         err = capsys.readouterr().err
         assert code == cli.EXIT_USAGE, err
         lines = [line for line in err.splitlines() if line.startswith("engine-conformance:")]

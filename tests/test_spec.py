@@ -44,9 +44,16 @@ NOTE_SOURCES = {"changelog", "document", "reference"}
 # of themselves that they are the reference engine's; any other x- key of the endpoint
 # asserts something and must be marked.
 SELF_DESCRIBED = {
-    "x-source", "x-since", "x-reference-since", "x-version-notes", "x-reference-note",
-    "x-reference-instructions", "x-documented-instructions", "x-departs-from-document",
-    "x-name", "x-applies-to",  # x-applies-to: checked against the description below
+    "x-source",
+    "x-since",
+    "x-reference-since",
+    "x-version-notes",
+    "x-reference-note",
+    "x-reference-instructions",
+    "x-documented-instructions",
+    "x-departs-from-document",
+    "x-name",
+    "x-applies-to",  # x-applies-to: checked against the description below
 }
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,8 +95,8 @@ def _without(node: dict[str, Any], dotted_keys: set[str], prefix: str = "") -> d
     """``node`` without the keys ``dotted_keys`` names below ``prefix``."""
     out = dict(node)
     for dotted in dotted_keys:
-        if dotted.startswith(prefix) and "." not in dotted[len(prefix):]:
-            out.pop(dotted[len(prefix):], None)
+        if dotted.startswith(prefix) and "." not in dotted[len(prefix) :]:
+            out.pop(dotted[len(prefix) :], None)
     return out
 
 
@@ -234,26 +241,34 @@ def test_departures_are_well_formed() -> None:
                 pytest.fail(f"{where} names {key!r}, which the node does not have")
 
 
-@pytest.mark.parametrize(("pointer", "keys"), [
-    # the repeated-key form of changes: the document's array is Swagger 2.0 csv
-    ("/paths/~1images~1create/post/parameters/5", {"style", "explode"}),
-    # the stream item: no version of the document links CreateImageInfo to the 200
-    ("/paths/~1images~1create/post/responses/200", {"x-stream-item", "x-stream-framing"}),
-    # a schema-less Swagger 2.0 response returns no content
-    ("/paths/~1images~1create/post/responses/200", {"content"}),
-    # the header's JSON, written as schema keywords from the Authentication prose
-    ("/paths/~1images~1create/post/parameters/7",
-     {"schema.contentEncoding", "schema.contentMediaType", "schema.contentSchema"}),
-    ("/paths/~1images~1create/post/requestBody",
-     {"content.application/octet-stream.schema.format"}),
-])
+@pytest.mark.parametrize(
+    ("pointer", "keys"),
+    [
+        # the repeated-key form of changes: the document's array is Swagger 2.0 csv
+        ("/paths/~1images~1create/post/parameters/5", {"style", "explode"}),
+        # the stream item: no version of the document links CreateImageInfo to the 200
+        ("/paths/~1images~1create/post/responses/200", {"x-stream-item", "x-stream-framing"}),
+        # a schema-less Swagger 2.0 response returns no content
+        ("/paths/~1images~1create/post/responses/200", {"content"}),
+        # the header's JSON, written as schema keywords from the Authentication prose
+        (
+            "/paths/~1images~1create/post/parameters/7",
+            {"schema.contentEncoding", "schema.contentMediaType", "schema.contentSchema"},
+        ),
+        (
+            "/paths/~1images~1create/post/requestBody",
+            {"content.application/octet-stream.schema.format"},
+        ),
+    ],
+)
 def test_known_departures_are_marked(pointer: str, keys: set[str]) -> None:
     assert keys <= _marked(spec._pointer_get(spec.load(), pointer))
 
 
 def test_changes_departure_says_why() -> None:
-    (entry,) = [e for e in spec.parameter("changes")["x-departs-from-document"]
-                if "explode" in e["keys"]]
+    (entry,) = [
+        e for e in spec.parameter("changes")["x-departs-from-document"] if "explode" in e["keys"]
+    ]
     assert entry["source"] == "reference"
     assert "collectionFormat" in entry["document"] and "csv" in entry["document"]
     assert "repeated" in entry["reason"]
@@ -321,8 +336,7 @@ def test_version_facts_are_well_formed() -> None:
     minimum = spec.min_api_version()
     for param in spec.parameters():
         assert _version_key(param["x-since"]) >= _version_key(minimum)
-        assert _version_key(spec.reference_since(param["name"])) <= _version_key(
-            param["x-since"])
+        assert _version_key(spec.reference_since(param["name"])) <= _version_key(param["x-since"])
         for note in param.get("x-version-notes", []):
             assert VERSION.match(note["since"])
             assert isinstance(note["versioned"], bool)
@@ -412,7 +426,8 @@ def test_responses_render_the_document() -> None:
         if "schema" in source:
             assert response["content"] == {
                 media: {"schema": {"$ref": _ref(source["schema"]["$ref"])}}
-                for media in post["produces"]}, status
+                for media in post["produces"]
+            }, status
         else:  # Swagger 2.0: no schema, no content; anything said of a body is marked
             assert "content" not in response or "content" in marked, status
         extra = set(_standard(response)) - {"description", "content"}
@@ -420,8 +435,9 @@ def test_responses_render_the_document() -> None:
 
 
 @needs_docs
-@pytest.mark.parametrize("name", ["CreateImageInfo", "ProgressDetail", "ErrorDetail",
-                                  "ErrorResponse", "AuthConfig"])
+@pytest.mark.parametrize(
+    "name", ["CreateImageInfo", "ProgressDetail", "ErrorDetail", "ErrorResponse", "AuthConfig"]
+)
 def test_definitions_render_the_document(name: str) -> None:
     source, schema = _document("1.44")["definitions"][name], SCHEMAS[name]
     marked = _marked(schema)
@@ -430,8 +446,7 @@ def test_definitions_render_the_document(name: str) -> None:
     assert (schema.get("description") or "").strip() == (source.get("description") or "").strip()
     if "example" in source and "examples" in schema:
         assert schema["examples"] == [source["example"]]
-    extra = set(_standard(schema)) - {"type", "required", "description", "properties",
-                                      "examples"}
+    extra = set(_standard(schema)) - {"type", "required", "description", "properties", "examples"}
     assert extra <= marked, f"{name}: {sorted(extra - marked)}"
     assert set(schema["properties"]) == set(source["properties"]), name
     for prop, mine in schema["properties"].items():
@@ -442,10 +457,12 @@ def test_definitions_render_the_document(name: str) -> None:
         else:
             assert mine.get("type") == theirs.get("type"), where
         assert (mine.get("description") or "").strip() == (
-            theirs.get("description") or "").strip(), where
+            theirs.get("description") or ""
+        ).strip(), where
         # `deprecated` renders the document's own "**Deprecated**" mark, nothing else
-        assert mine.get("deprecated", False) == ("**Deprecated**" in theirs.get(
-            "description", "")), where
+        assert mine.get("deprecated", False) == (
+            "**Deprecated**" in theirs.get("description", "")
+        ), where
         extra = set(_standard(mine)) - {"type", "$ref", "description", "deprecated"}
         assert extra <= _marked(mine), where
 
@@ -456,14 +473,13 @@ def test_since_is_the_first_document_that_lists_the_parameter(name: str) -> None
     listed = [v for v in DOC_VERSIONS if _doc_parameter(v, name) is not None]
     assert listed, name
     assert spec.since(name) == listed[0], f"{name}: first listed in v{listed[0]}"
-    assert listed == DOC_VERSIONS[DOC_VERSIONS.index(listed[0]):], f"{name}: gaps {listed}"
+    assert listed == DOC_VERSIONS[DOC_VERSIONS.index(listed[0]) :], f"{name}: gaps {listed}"
 
 
 @needs_docs
 def test_since_of_stream_item_fields() -> None:
     for prop, mine in SCHEMAS["CreateImageInfo"]["properties"].items():
-        listed = [v for v in DOC_VERSIONS
-                  if _doc_property(v, "CreateImageInfo", prop) is not None]
+        listed = [v for v in DOC_VERSIONS if _doc_property(v, "CreateImageInfo", prop) is not None]
         assert mine["x-since"] == listed[0], f"CreateImageInfo.{prop}: first listed {listed[0]}"
 
 
@@ -473,14 +489,16 @@ def _notes() -> list[tuple[str, dict[str, Any], Any]]:
     for param in ENDPOINT["parameters"]:
         for note in param.get("x-version-notes", []):
             if "quote" in note:
-                notes.append((param["name"], note,
-                              functools.partial(_doc_parameter, name=param["name"])))
+                notes.append(
+                    (param["name"], note, functools.partial(_doc_parameter, name=param["name"]))
+                )
     return notes
 
 
 @needs_docs
-@pytest.mark.parametrize(("name", "note", "find"), _notes(),
-                         ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("name", "note", "find"), _notes(), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_version_note_quotes_the_source(name: str, note: dict[str, Any], find: Any) -> None:
     quote, since = _normal(note["quote"]), note["since"]
     if note["source"] == "changelog":
@@ -489,23 +507,29 @@ def test_version_note_quotes_the_source(name: str, note: dict[str, Any], find: A
     # a document note: the words appear in that version's document and not in the one before
     assert quote in _normal(" ".join(_strings(find(since)))), f"{name}: not in v{since}"
     assert quote not in _normal(" ".join(_strings(find(_previous(since)) or ""))), (
-        f"{name}: already in v{_previous(since)}")
+        f"{name}: already in v{_previous(since)}"
+    )
 
 
 @needs_docs
-@pytest.mark.parametrize(("schema", "prop"), [
-    ("CreateImageInfo", "error"), ("CreateImageInfo", "progress"), ("AuthConfig", "email")])
+@pytest.mark.parametrize(
+    ("schema", "prop"),
+    [("CreateImageInfo", "error"), ("CreateImageInfo", "progress"), ("AuthConfig", "email")],
+)
 def test_deprecation_facts_match_the_documents(schema: str, prop: str) -> None:
     mine = SCHEMAS[schema]["properties"][prop]
     listed = [v for v in DOC_VERSIONS[1:] if _doc_property(v, schema, prop) is not None]
-    marks = [v for v in listed
-             if "**Deprecated**" in (_doc_property(v, schema, prop) or {}).get("description", "")]
+    marks = [
+        v
+        for v in listed
+        if "**Deprecated**" in (_doc_property(v, schema, prop) or {}).get("description", "")
+    ]
     dropped = mine["x-dropped-since"]
     assert listed[-1] == _previous(dropped), f"{schema}.{prop}: last listed in v{listed[-1]}"
     assert all(_version_key(v) < _version_key(dropped) for v in listed)
     deprecated = mine["x-deprecated-since"]
     if deprecated in DOC_VERSIONS:  # the first document that carries the mark
-        assert marks[0] == deprecated and marks == listed[listed.index(deprecated):]
+        assert marks[0] == deprecated and marks == listed[listed.index(deprecated) :]
     else:  # older than every document here: each one that lists it carries the mark
         assert marks == listed, f"{schema}.{prop}: unmarked in {sorted(set(listed) - set(marks))}"
         assert f"API v{deprecated})" in mine["x-deprecation"]
@@ -547,8 +571,9 @@ def test_loader_version_notes() -> None:
 def test_loader_departures() -> None:
     pointers = {p for p, _ in spec.departures()}
     assert "/paths/~1images~1create/post/responses/200" in pointers
-    assert all(p.startswith(("/paths/~1images~1create/post", "/components/schemas/"))
-               for p in pointers)
+    assert all(
+        p.startswith(("/paths/~1images~1create/post", "/components/schemas/")) for p in pointers
+    )
 
 
 def test_loader_is_cached() -> None:
@@ -638,8 +663,9 @@ def test_schemathesis_generates_only_image_create(st_schema: schemathesis.BaseSc
     cases = []
 
     @seed(20_240_601)
-    @settings(max_examples=25, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
     @given(operations[0].as_strategy())
     def collect(case: schemathesis.Case) -> None:
         assert case.method.upper() == "POST"

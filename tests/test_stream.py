@@ -19,8 +19,13 @@ from engine_conformance.base.determinism import no_local_constants
 from engine_conformance.base.stream import FramingError, Message, StreamParser, parse
 
 SEED = 20_240_601
-FIXED = settings(max_examples=200, database=None, deadline=None, derandomize=False,
-                 suppress_health_check=[HealthCheck.too_slow])
+FIXED = settings(
+    max_examples=200,
+    database=None,
+    deadline=None,
+    derandomize=False,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -34,8 +39,9 @@ def _fixed_constants():
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 objects = st.dictionaries(st.text(max_size=8), json_values, max_size=4).map(
@@ -75,12 +81,15 @@ def chunked(body_strategy: st.SearchStrategy[bytes] | None = None):
 
 
 def summary(parser: StreamParser) -> tuple[list, list]:
-    return ([(m.obj, m.offset) for m in parser.messages],
-            [(e.offset, e.detail, e.raw) for e in parser.errors])
+    return (
+        [(m.obj, m.offset) for m in parser.messages],
+        [(e.offset, e.detail, e.raw) for e in parser.errors],
+    )
 
 
-def feed_all(chunks: list[bytes], times: list[float] | None = None,
-             close_at: float = -1.0) -> StreamParser:
+def feed_all(
+    chunks: list[bytes], times: list[float] | None = None, close_at: float = -1.0
+) -> StreamParser:
     parser = StreamParser()
     for i, chunk in enumerate(chunks):
         parser.feed(chunk, now=float(i) if times is None else times[i])
@@ -115,8 +124,9 @@ def test_blank_lines_are_ignored():
     p = parse(body)
     assert [m.obj for m in p.messages] == [{"a": 1}, {"b": 2}]
     assert p.errors == []
-    assert [body[m.offset:].split(b"\n")[0].rstrip(b"\r") for m in p.messages] == [
-        b'{"a":1}', b'{"b":2}'
+    assert [body[m.offset :].split(b"\n")[0].rstrip(b"\r") for m in p.messages] == [
+        b'{"a":1}',
+        b'{"b":2}',
     ]
 
 
@@ -198,9 +208,11 @@ def test_a_cut_changes_nothing_but_how_a_broken_tail_counts(body_and_chunks):
     # The same messages; the one framing error a whole body's broken tail gives is, in a
     # cut body, the line the cut shortened.
     assert summary(cut)[0] == summary(whole)[0]
-    tail = [(e.offset, e.detail, e.raw) for e in whole.errors
-            if e.offset == len(body) - len(body.rsplit(b"\n", 1)[-1])
-            and not body.endswith(b"\n")]
+    tail = [
+        (e.offset, e.detail, e.raw)
+        for e in whole.errors
+        if e.offset == len(body) - len(body.rsplit(b"\n", 1)[-1]) and not body.endswith(b"\n")
+    ]
     assert summary(cut)[1] + tail == summary(whole)[1]
     assert bool(cut.cut_line) == bool(tail)
     if cut.cut_line:
@@ -274,8 +286,8 @@ def test_arbitrary_bytes_never_raise_and_errors_point_at_their_line(body_and_chu
     for error in p.errors:
         assert 0 <= error.offset < len(body)
         assert line_start(body, error.offset), f"offset {error.offset} is mid-line"
-        line = body[error.offset:].split(b"\n", 1)[0]
-        assert body[error.offset:error.offset + len(error.raw)] == error.raw
+        line = body[error.offset :].split(b"\n", 1)[0]
+        assert body[error.offset : error.offset + len(error.raw)] == error.raw
         assert line.removesuffix(b"\r").startswith(error.raw)
         assert line.strip()
     for message in p.messages:
@@ -299,9 +311,9 @@ def test_errors_point_at_the_start_of_the_bad_line(body_and_chunks):
     p = feed_all(chunks)
     for error in p.errors:
         assert line_start(body, error.offset)
-        assert body[error.offset:error.offset + len(error.raw)] == error.raw
+        assert body[error.offset : error.offset + len(error.raw)] == error.raw
     for message in p.messages:
-        line = body[message.offset:].split(b"\n", 1)[0].removesuffix(b"\r")
+        line = body[message.offset :].split(b"\n", 1)[0].removesuffix(b"\r")
         assert json.loads(line) == message.obj
 
 
@@ -332,7 +344,9 @@ def test_arrival_times_are_those_given_to_feed():
     second = p.feed(b':2}\r\n{"c":3}', now=2.5)
     third = p.close(now=3.5)
     assert [(m.obj, m.arrived) for m in first + second + third] == [
-        ({"a": 1}, 1.5), ({"b": 2}, 2.5), ({"c": 3}, 3.5)
+        ({"a": 1}, 1.5),
+        ({"b": 2}, 2.5),
+        ({"c": 3}, 3.5),
     ]
 
 

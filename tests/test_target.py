@@ -51,8 +51,9 @@ def test_default_prefers_docker_host(tmp_path):
 
 def test_tls_from_environment_needs_certificates(tmp_path):
     with pytest.raises(UsageError, match="lacks"):
-        Target.parse("tcp://h:2376", env={"DOCKER_TLS_VERIFY": "1",
-                                           "DOCKER_CERT_PATH": str(tmp_path)})
+        Target.parse(
+            "tcp://h:2376", env={"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(tmp_path)}
+        )
 
 
 def test_negotiates_the_lower_of_spec_and_engine(docker):
@@ -107,16 +108,18 @@ def test_hung_engine_gives_an_error(docker):
 def test_hung_engine_is_an_error_verdict_not_a_fail(docker, tmp_path):
     hang = Deviation("hang", hang=True)
     with DeviantProxy(docker.target, [hang]) as proxy:
-        out = run_suite(proxy.target, tmp_path, requirements=["ERRORS-003"],
-                        extra=["--request-timeout", "1"])
+        out = run_suite(
+            proxy.target, tmp_path, requirements=["ERRORS-003"], extra=["--request-timeout", "1"]
+        )
     assert out.verdict("ERRORS-003") == "error", out.output[-2000:]
 
 
 # -- an answer cut short: an incomplete message, not a failure to reach the engine --------------
 
 
-HEAD_200 = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n")
+HEAD_200 = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+)
 LINES = b'{"status":"Pulling from ectest/x"}\r\n{"status":"Digest: sha256:0"}\r\n'
 
 
@@ -160,8 +163,7 @@ def test_a_chunked_answer_without_its_last_chunk_keeps_every_line():
     with raw_engine(HEAD_200 + _chunk(LINES)) as target:
         ex = _create(target)
     assert ex.status == 200
-    assert [m.obj["status"] for m in ex.messages] == ["Pulling from ectest/x",
-                                                       "Digest: sha256:0"]
+    assert [m.obj["status"] for m in ex.messages] == ["Pulling from ectest/x", "Digest: sha256:0"]
     assert ex.framing_errors == []
     assert ex.framing == "chunked"
     assert "before the chunked body's last chunk" in ex.incomplete
@@ -192,14 +194,17 @@ def test_a_chunked_body_that_cannot_be_decoded_is_incomplete():
 
 
 def test_a_body_short_of_its_content_length_is_incomplete():
-    head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % (len(LINES) + 10))
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (
+        len(LINES) + 10
+    )
     with raw_engine(head + LINES) as target:
         ex = _create(target)
     assert len(ex.messages) == 2
     assert ex.framing == "content-length"
-    assert (f"the connection closed after {len(LINES)} of the {len(LINES) + 10} body bytes"
-            in ex.incomplete)
+    assert (
+        f"the connection closed after {len(LINES)} of the {len(LINES) + 10} body bytes"
+        in ex.incomplete
+    )
 
 
 def test_a_whole_answer_is_not_incomplete():
@@ -237,8 +242,7 @@ def test_mutual_tls(tls_docker, tmp_path):
     target = Target.parse(tls_docker.tls_target.replace("https", "tcp"), env=env)
     with Client(target) as client:
         assert client.negotiate() == "1.41"
-    out = run_suite(target.url, tmp_path, requirements=["ERRORS-003"],
-                    env=_env(env))
+    out = run_suite(target.url, tmp_path, requirements=["ERRORS-003"], env=_env(env))
     assert out.verdict("ERRORS-003") == "pass", out.output[-2000:]
 
 
@@ -251,8 +255,11 @@ def test_tls_without_client_certificate_is_refused(tls_docker, tmp_path):
     shutil.copy(Path(tls_docker.cert_path) / "ca.pem", only_ca / "ca.pem")
     from engine_conformance.engine.target import TLS
 
-    target = Target(url=tls_docker.tls_target, base_url=tls_docker.tls_target,
-                    tls=TLS(ca=str(only_ca / "ca.pem")))
+    target = Target(
+        url=tls_docker.tls_target,
+        base_url=tls_docker.tls_target,
+        tls=TLS(ca=str(only_ca / "ca.pem")),
+    )
     with Client(target) as client, pytest.raises(TargetError):
         client.negotiate()
 

@@ -27,12 +27,16 @@ class TargetHung(Exception):
 @pytest.mark.parametrize("phase", ["setup", "call", "teardown"])
 def test_precondition_is_error_in_any_phase(phase):
     assert classify(phase, "failed", Precondition, "the engine never fetched the layer") == (
-        "error", "the engine never fetched the layer")
+        "error",
+        "the engine never fetched the layer",
+    )
 
 
 def test_only_an_assertion_in_the_call_is_fail():
     assert classify("call", "failed", AssertionError, "pulled 2 tags\nassert 2 == 1") == (
-        "fail", "pulled 2 tags")
+        "fail",
+        "pulled 2 tags",
+    )
     verdict, reason = classify("setup", "failed", AssertionError, "fixture check")
     assert (verdict, reason) == ("error", "setup: fixture check")
     assert classify("teardown", "failed", AssertionError, "x")[0] == "error"
@@ -40,7 +44,9 @@ def test_only_an_assertion_in_the_call_is_fail():
 
 def test_any_other_exception_is_error_naming_it():
     assert classify("call", "failed", TargetHung, "no answer in 60 s") == (
-        "error", "TargetHung: no answer in 60 s")
+        "error",
+        "TargetHung: no answer in 60 s",
+    )
     assert classify("teardown", "failed", KeyError, "'Id'") == ("error", "teardown: KeyError: 'Id'")
     assert classify("call", "failed", None, "")[0] == "error"
 
@@ -50,7 +56,9 @@ def test_passes_and_skips():
     assert classify("setup", "passed") == (None, "")
     assert classify("teardown", "passed") == (None, "")
     assert classify("setup", "skipped", message="applies to API 1.44+") == (
-        "skip", "applies to API 1.44+")
+        "skip",
+        "applies to API 1.44+",
+    )
     assert classify("call", "skipped", message="no journal")[0] == "skip"
 
 
@@ -72,9 +80,11 @@ def phases(*outcomes: tuple[str, str, type[BaseException] | None, str]) -> Recor
 
 
 def test_teardown_error_does_not_overwrite_a_fail():
-    record = phases(("setup", "passed", None, ""),
-                    ("call", "failed", AssertionError, "engine answered 500"),
-                    ("teardown", "failed", RuntimeError, "image still in use"))
+    record = phases(
+        ("setup", "passed", None, ""),
+        ("call", "failed", AssertionError, "engine answered 500"),
+        ("teardown", "failed", RuntimeError, "image still in use"),
+    )
     assert (record.verdict, record.reason) == ("fail", "engine answered 500")
     assert record.teardown_error == "teardown: RuntimeError: image still in use"
     assert record.case()["teardown_error"] == record.teardown_error
@@ -82,14 +92,17 @@ def test_teardown_error_does_not_overwrite_a_fail():
 
 
 def test_teardown_error_after_a_pass_is_error():
-    record = phases(("call", "passed", None, ""),
-                    ("teardown", "failed", RuntimeError, "cannot delete"))
+    record = phases(
+        ("call", "passed", None, ""), ("teardown", "failed", RuntimeError, "cannot delete")
+    )
     assert (record.verdict, record.reason) == ("error", "teardown: RuntimeError: cannot delete")
 
 
 def test_teardown_error_keeps_the_first_error():
-    record = phases(("setup", "failed", Precondition, "registry unreachable"),
-                    ("teardown", "failed", RuntimeError, "cannot delete"))
+    record = phases(
+        ("setup", "failed", Precondition, "registry unreachable"),
+        ("teardown", "failed", RuntimeError, "cannot delete"),
+    )
     assert (record.verdict, record.reason) == ("error", "registry unreachable")
     assert "cannot delete" in record.teardown_error
 
@@ -100,7 +113,9 @@ def test_aggregate_fail_beats_error_beats_pass_beats_skip():
 
     assert aggregate([r("pass"), r("error", "e"), r("fail", "f"), r("skip", "s")]) == ("fail", "f")
     assert aggregate([r("pass"), r("error", "e1"), r("error", "e1"), r("error", "e2")]) == (
-        "error", "e1; e2")
+        "error",
+        "e1; e2",
+    )
     assert aggregate([r("skip", "s"), r("pass")]) == ("pass", "")
     assert aggregate([r("skip", "a"), r("skip", "b")]) == ("skip", "a; b")
 
@@ -118,14 +133,26 @@ def test_build_results_per_requirement():
     catalogue = Catalogue.load()
     first, second = list(catalogue)[:2]
     records = {
-        first: [Record("t::a", "fail", "deviated", 1.5, evidence=[{"status": 500}],
-                       teardown_error="teardown: oops"),
-                Record("t::b", "pass", "", 0.5, observations={"k": 1})],
+        first: [
+            Record(
+                "t::a",
+                "fail",
+                "deviated",
+                1.5,
+                evidence=[{"status": 500}],
+                teardown_error="teardown: oops",
+            ),
+            Record("t::b", "pass", "", 0.5, observations={"k": 1}),
+        ],
         second: [Record("t::c", "error", "preflight: unreachable")],
     }
-    results = build_results(catalogue, records, {"engine": "docker"},
-                            {"prefix": "ectest-x", "preflight": {"registry": {"status": "ok"}}},
-                            started=0.0)
+    results = build_results(
+        catalogue,
+        records,
+        {"engine": "docker"},
+        {"prefix": "ectest-x", "preflight": {"registry": {"status": "ok"}}},
+        started=0.0,
+    )
     assert results["run"]["prefix"] == "ectest-x"
     assert results["run"]["preflight"] == {"registry": {"status": "ok"}}
     by_id = {r["id"]: r for r in results["requirements"]}

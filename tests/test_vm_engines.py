@@ -61,8 +61,10 @@ REQUIREMENTS = ("PULL-001", "IMPORT-030", "PULL-015")
 """A pull, a URL import (the two services) and a second pull."""
 
 DESKTOP_KERNEL = "6.10.14-linuxkit"
-DESKTOP_DAEMON_JSON = {"builder": {"gc": {"defaultKeepStorage": "20GB", "enabled": True}},
-                       "experimental": False}
+DESKTOP_DAEMON_JSON = {
+    "builder": {"gc": {"defaultKeepStorage": "20GB", "enabled": True}},
+    "experimental": False,
+}
 """What Docker Desktop's Settings → Docker Engine shows before anyone edits it."""
 MACHINE_KERNEL = "6.8.11-300.fc40.x86_64"
 MACHINE_DISTRIBUTION = {"distribution": "fedora", "variant": "coreos", "version": "40"}
@@ -80,14 +82,19 @@ def _missing() -> str | None:
 
 
 # One worker at a time makes namespaces: each picks a free 10.213.N.0/30 from the routes.
-pytestmark = [pytest.mark.engine, pytest.mark.xdist_group("netns"),
-              pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.xdist_group("netns"),
+    pytest.mark.skipif(_missing() is not None, reason=_missing() or ""),
+]
 
 
 # --- what each VM says of itself ------------------------------------------------------
 
-def _rewrite(name: str, match: Callable[[Request], bool],
-             change: Callable[[dict], None]) -> Deviation:
+
+def _rewrite(
+    name: str, match: Callable[[Request], bool], change: Callable[[dict], None]
+) -> Deviation:
     """The engine's JSON answer to ``match``ed requests, with ``change`` applied to it."""
 
     def response(req: Request, resp: Response) -> Response:
@@ -97,30 +104,45 @@ def _rewrite(name: str, match: Callable[[Request], bool],
         change(body)
         return resp.replace(body=json.dumps(body).encode())
 
-    return Deviation(name, match=lambda req: req.method == "GET" and match(req),
-                     response=response)
+    return Deviation(name, match=lambda req: req.method == "GET" and match(req), response=response)
 
 
 def _engine_details(version: dict) -> dict:
-    return next((c.setdefault("Details", {}) for c in version.get("Components") or []
-                 if c.get("Name") in ("Engine", "Podman Engine")), {})
+    return next(
+        (
+            c.setdefault("Details", {})
+            for c in version.get("Components") or []
+            if c.get("Name") in ("Engine", "Podman Engine")
+        ),
+        {},
+    )
 
 
 def _desktop_info(info: dict) -> None:
-    info.update(OperatingSystem="Docker Desktop", OSVersion="", KernelVersion=DESKTOP_KERNEL,
-                Name="docker-desktop")
+    info.update(
+        OperatingSystem="Docker Desktop",
+        OSVersion="",
+        KernelVersion=DESKTOP_KERNEL,
+        Name="docker-desktop",
+    )
 
 
 def _desktop_version(version: dict) -> None:
-    version.update(Os="linux", KernelVersion=DESKTOP_KERNEL,
-                   Platform={"Name": "Docker Desktop 4.37.1 (178610)"})
+    version.update(
+        Os="linux",
+        KernelVersion=DESKTOP_KERNEL,
+        Platform={"Name": "Docker Desktop 4.37.1 (178610)"},
+    )
     _engine_details(version).update(Os="linux", KernelVersion=DESKTOP_KERNEL)
 
 
 def _machine_info(info: dict) -> None:
     # Podman's compatible /info: OperatingSystem is host.distribution.distribution alone.
-    info.update(OperatingSystem=MACHINE_DISTRIBUTION["distribution"],
-                OSVersion=MACHINE_DISTRIBUTION["version"], KernelVersion=MACHINE_KERNEL)
+    info.update(
+        OperatingSystem=MACHINE_DISTRIBUTION["distribution"],
+        OSVersion=MACHINE_DISTRIBUTION["version"],
+        KernelVersion=MACHINE_KERNEL,
+    )
 
 
 def _machine_libpod_info(info: dict) -> None:
@@ -133,18 +155,23 @@ def _machine_version(version: dict) -> None:
     _engine_details(version).update(KernelVersion=MACHINE_KERNEL)
 
 
-DESKTOP = [_rewrite("docker-desktop /info", lambda req: req.endpoint == "/info", _desktop_info),
-           _rewrite("docker-desktop /version", lambda req: req.endpoint == "/version",
-                    _desktop_version)]
-MACHINE = [_rewrite("podman-machine /info", lambda req: req.endpoint == "/info", _machine_info),
-           _rewrite("podman-machine libpod /info",
-                    lambda req: re.fullmatch(r"(/v[\d.]+)?/libpod/info", req.path) is not None,
-                    _machine_libpod_info),
-           _rewrite("podman-machine /version", lambda req: req.endpoint == "/version",
-                    _machine_version)]
+DESKTOP = [
+    _rewrite("docker-desktop /info", lambda req: req.endpoint == "/info", _desktop_info),
+    _rewrite("docker-desktop /version", lambda req: req.endpoint == "/version", _desktop_version),
+]
+MACHINE = [
+    _rewrite("podman-machine /info", lambda req: req.endpoint == "/info", _machine_info),
+    _rewrite(
+        "podman-machine libpod /info",
+        lambda req: re.fullmatch(r"(/v[\d.]+)?/libpod/info", req.path) is not None,
+        _machine_libpod_info,
+    ),
+    _rewrite("podman-machine /version", lambda req: req.endpoint == "/version", _machine_version),
+]
 
 
 # --- the simulated VMs ------------------------------------------------------------------
+
 
 class DesktopDocker(NamespacedDocker):
     """Docker 20.10 in its namespace, its daemon.json as Docker Desktop's starts."""
@@ -175,20 +202,30 @@ def _start_vm(stack: ExitStack, which: str) -> VM:
     host = namespace.host_address
     engine: DesktopDocker | NamespacedPodman
     if which == "desktop":
-        engine = DesktopDocker(namespace, hosts={"host.docker.internal": host,
-                                                 "gateway.docker.internal": host})
-        label, alias, answers, key = "Docker Desktop", "host.docker.internal", DESKTOP, \
-            "docker-20.10"
+        engine = DesktopDocker(
+            namespace, hosts={"host.docker.internal": host, "gateway.docker.internal": host}
+        )
+        label, alias, answers, key = (
+            "Docker Desktop",
+            "host.docker.internal",
+            DESKTOP,
+            "docker-20.10",
+        )
     else:
         engine = NamespacedPodman(namespace, hosts={"host.containers.internal": host})
-        label, alias, answers, key = "Podman machine", "host.containers.internal", MACHINE, \
-            "podman-4.3"
+        label, alias, answers, key = (
+            "Podman machine",
+            "host.containers.internal",
+            MACHINE,
+            "podman-4.3",
+        )
     stack.callback(engine.stop)
     engine.start()
     scratch = Path(tempfile.mkdtemp(prefix=f"ec-{which}-"))
     stack.callback(shutil.rmtree, scratch, True)
-    proxy = stack.enter_context(DeviantProxy(engine.target, answers,
-                                             unix=str(scratch / f"{which}.sock")))
+    proxy = stack.enter_context(
+        DeviantProxy(engine.target, answers, unix=str(scratch / f"{which}.sock"))
+    )
     return VM(label, alias, namespace, engine, proxy, expectations.path_for(key))
 
 
@@ -203,8 +240,10 @@ def vm(request: pytest.FixtureRequest) -> Iterator[VM]:
 
 PLACES = {
     "Docker Desktop": ("Settings → Docker Engine (the daemon.json editor)", "Apply & restart"),
-    "Podman machine": ("/etc/containers/registries.conf inside the machine (podman machine ssh)",
-                       "podman machine stop && podman machine start"),
+    "Podman machine": (
+        "/etc/containers/registries.conf inside the machine (podman machine ssh)",
+        "podman machine stop && podman machine start",
+    ),
 }
 """Where each VM keeps its registry settings, and how it is made to read them again."""
 
@@ -223,11 +262,13 @@ def simulated(vm: VM, destination: str, restart: str) -> Path:
 _DOCKER_ENTRY = re.compile(
     r'add "insecure-registries": \["([^"]+)"\] to (.+?), then (.+?), and keep the port with '
     r"--registry-port (\d+) \(daemon\.json is one JSON object: a file that is missing or "
-    r'empty becomes (\{.*?\}); where the key is there already, "([^"]+)" joins its list\)')
+    r'empty becomes (\{.*?\}); where the key is there already, "([^"]+)" joins its list\)'
+)
 _PODMAN_ENTRY = re.compile(
     r"add \[\[registry\]\] .* to (.+?) as three lines: `([^`]+)`, `([^`]+)`, `([^`]+)` "
     r"\(CONTAINERS_REGISTRIES_CONF names another file if set\), then (.+?), and keep the port "
-    r"with --registry-port (\d+)")
+    r"with --registry-port (\d+)"
+)
 
 
 def declare_insecure(vm: VM, step: str, chosen: str) -> str:
@@ -293,6 +334,7 @@ def _requirements() -> list[str]:
 
 # --- (a) ----------------------------------------------------------------------------------
 
+
 def test_default_options_name_the_vm_and_its_steps(vm: VM, tmp_path: Path) -> None:
     vm = vm
     run = cli("run", "--target", vm.target, "--report-dir", str(tmp_path), *_requirements())
@@ -300,13 +342,15 @@ def test_default_options_name_the_vm_and_its_steps(vm: VM, tmp_path: Path) -> No
     assert run.returncode == EXIT_NOT_READY, str(run)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["target"]["operating_system"] == (
-        "Docker Desktop" if vm.label == "Docker Desktop" else "fedora")
+        "Docker Desktop" if vm.label == "Docker Desktop" else "fedora"
+    )
     preflight = results["run"]["preflight"]
     for service in ("registry", "file_server"):
         probe = preflight[service]
         assert (probe["status"], probe["cause"]) == ("failed", "unreachable"), probe
-        assert probe["steps"][0].startswith(f"{vm.label} runs in a VM, whose 127.0.0.1 is not "
-                                            "this machine's"), probe["steps"]
+        assert probe["steps"][0].startswith(
+            f"{vm.label} runs in a VM, whose 127.0.0.1 is not this machine's"
+        ), probe["steps"]
         assert probe["reason"] in run.stderr
     assert preflight["registry"]["steps"][1].startswith("declare ADDRESS:"), preflight
 
@@ -316,20 +360,30 @@ def test_serving_on_0_0_0_0_sends_the_vm_to_itself(vm: VM) -> None:
     # alias), followed: the engine is given 0.0.0.0 in every reference and URL, and dials
     # its own. The steps now say so.
     ports = [str(free_port("0.0.0.0")), str(free_port("0.0.0.0"))]
-    doctor = cli("doctor", "--target", vm.target, "--serve-host", "0.0.0.0",
-                 "--registry-port", ports[0], "--file-server-port", ports[1])
+    doctor = cli(
+        "doctor",
+        "--target",
+        vm.target,
+        "--serve-host",
+        "0.0.0.0",
+        "--registry-port",
+        ports[0],
+        "--file-server-port",
+        ports[1],
+    )
     print(doctor)
     assert doctor.returncode == EXIT_NOT_READY, str(doctor)
     for port in ports:
         assert f"dial tcp 0.0.0.0:{port}: connect: connection refused" in doctor.stdout
-    assert all(f"not 0.0.0.0 nor {vm.alias}" in step for step in doctor.steps()
-               if "--serve-host" in step), str(doctor)
+    assert all(
+        f"not 0.0.0.0 nor {vm.alias}" in step for step in doctor.steps() if "--serve-host" in step
+    ), str(doctor)
 
 
 # --- (b) ----------------------------------------------------------------------------------
 
-def test_steps_followed_as_written_then_judged_as_its_engine(vm: VM,
-                                                            tmp_path: Path) -> None:
+
+def test_steps_followed_as_written_then_judged_as_its_engine(vm: VM, tmp_path: Path) -> None:
     vm = vm
     before = cli("doctor", "--target", vm.target)
     print(before)
@@ -345,8 +399,14 @@ def test_steps_followed_as_written_then_judged_as_its_engine(vm: VM,
     assert ready == "ready: " + " ".join(command), str(after)
 
     report = tmp_path / "report"
-    run = cli(*command[1:], *_requirements(), "--expectations", str(vm.expectations),
-              "--report-dir", str(report))
+    run = cli(
+        *command[1:],
+        *_requirements(),
+        "--expectations",
+        str(vm.expectations),
+        "--report-dir",
+        str(report),
+    )
     print(run)
     expected = expectations.load(vm.expectations)
     assert _verdicts(report) == {rid: expected[rid] for rid in REQUIREMENTS}, str(run)
@@ -355,12 +415,16 @@ def test_steps_followed_as_written_then_judged_as_its_engine(vm: VM,
 
 # --- the premises ---------------------------------------------------------------------------
 
+
 def test_the_vm_names_this_machine_by_its_alias_and_this_machine_is_untouched(vm: VM) -> None:
     assert vm.engine.process is not None
     pid = vm.engine.process.pid
-    resolved = subprocess.run(["nsenter", f"--target={pid}", "--mount", "--net", "--",
-                               "getent", "hosts", vm.alias],
-                              capture_output=True, text=True, timeout=30)
+    resolved = subprocess.run(
+        ["nsenter", f"--target={pid}", "--mount", "--net", "--", "getent", "hosts", vm.alias],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert resolved.stdout.split() == [vm.namespace.host_address, vm.alias], resolved
     assert vm.alias not in Path("/etc/hosts").read_text()
     inode = os.stat(vm.namespace.path).st_ino

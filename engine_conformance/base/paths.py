@@ -47,7 +47,7 @@ def managed_engine_dir(url: str) -> Path | None:
     """
     if not url.startswith("unix://"):
         return None
-    parent = Path(url[len("unix://"):]).parent
+    parent = Path(url[len("unix://") :]).parent
     return parent if (parent / MANAGED_MARKER).is_file() else None
 
 

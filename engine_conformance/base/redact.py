@@ -1,7 +1,7 @@
 """Secrets out of everything a run writes.
 
-    >>> scrub({"auth": "hunter2-pass"}, ["hunter2-pass"])
-    {'auth': '<redacted>'}
+>>> scrub({"auth": "hunter2-pass"}, ["hunter2-pass"])
+{'auth': '<redacted>'}
 """
 
 from __future__ import annotations

@@ -29,13 +29,14 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Message:
     """One JSON object from the stream and where/when it arrived."""
 
-    obj: dict
+    obj: dict[str, Any]
     offset: int
     arrived: float
 

@@ -1,7 +1,7 @@
 """Engine API versions: the one parser, the suite's default, the range check.
 
-    >>> version_tuple("1.41") < version_tuple("1.44")
-    True
+>>> version_tuple("1.41") < version_tuple("1.44")
+True
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def api_version_problem(pinned: str, engine_min: str | None, engine_max: str | N
     high = engine_max if engine_max and API_VERSION.match(engine_max) else None
     pin = version_tuple(pinned)
     if (low and pin < version_tuple(low)) or (high and pin > version_tuple(high)):
-        return (f"--api-version {pinned} is outside the API versions the engine serves "
-                f"({low or '?'} to {high or '?'})")
+        return (
+            f"--api-version {pinned} is outside the API versions the engine serves "
+            f"({low or '?'} to {high or '?'})"
+        )
     return None

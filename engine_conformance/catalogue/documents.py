@@ -47,17 +47,23 @@ class Documents:
     """The folder of documents, read once each."""
 
     def __init__(self, folder: Path | str | None = None) -> None:
-        self.folder = Path(folder or os.environ.get(
-            "EC_ENGINE_API_DOCS", ROOT.parent / "shared" / "reference" / "engine-api"))
+        self.folder = Path(
+            folder
+            or os.environ.get(
+                "EC_ENGINE_API_DOCS", ROOT.parent / "shared" / "reference" / "engine-api"
+            )
+        )
 
     @property
     def missing(self) -> str:
         """Why the documents cannot be read here ('' when they can)."""
         if (self.folder / "v1.44.yaml").is_file():
             return ""
-        return (f"the Engine API documents are not at {self.folder} (set EC_ENGINE_API_DOCS "
-                "to a folder of moby's api/docs excerpts v1.24-create-an-image.md, "
-                "v1.25.yaml … v1.55.yaml and CHANGELOG.md)")
+        return (
+            f"the Engine API documents are not at {self.folder} (set EC_ENGINE_API_DOCS "
+            "to a folder of moby's api/docs excerpts v1.24-create-an-image.md, "
+            "v1.25.yaml … v1.55.yaml and CHANGELOG.md)"
+        )
 
     @functools.cache  # noqa: B019 (one instance per folder, alive for the process)
     def document(self, version: str) -> dict[str, Any] | str:
@@ -90,14 +96,21 @@ class Documents:
             return normal(doc)
         post = doc["paths"]["/images/create"]["post"]
         if kind == "operation":
-            return normal(" ".join(strings({k: post.get(k) for k in (
-                "summary", "description", "consumes", "produces")})))
+            return normal(
+                " ".join(
+                    strings(
+                        {k: post.get(k) for k in ("summary", "description", "consumes", "produces")}
+                    )
+                )
+            )
         if kind == "parameter":
-            return normal(" ".join(strings([p for p in post["parameters"]
-                                            if p.get("name") == name])))
+            return normal(
+                " ".join(strings([p for p in post["parameters"] if p.get("name") == name]))
+            )
         if kind == "response":
-            return normal(" ".join(strings(post["responses"].get(
-                int(name) if name.isdigit() else name))))
+            return normal(
+                " ".join(strings(post["responses"].get(int(name) if name.isdigit() else name)))
+            )
         if kind == "definition":
             top, _, prop = name.partition(".")
             node = doc["definitions"].get(top, {})

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -71,8 +72,11 @@ def compare(verdicts: dict[str, str], expected: dict[str, str], complete: bool) 
         elif want != verdict:
             lines.append(f"{rid}: expected {want}, got {verdict}")
     if complete:
-        lines += [f"{rid}: expected {want}, did not run" for rid, want in expected.items()
-                  if rid not in verdicts]
+        lines += [
+            f"{rid}: expected {want}, did not run"
+            for rid, want in expected.items()
+            if rid not in verdicts
+        ]
     return lines
 
 
@@ -94,9 +98,14 @@ class Gate:
         """Every difference, as :func:`compare` lists them."""
         return self.regressions + self.fixed + self.changed
 
-    def as_dict(self) -> dict:
-        return {"passed": self.passed, "strict": self.strict, "regressions": self.regressions,
-                "fixed": self.fixed, "changed": self.changed}
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "strict": self.strict,
+            "regressions": self.regressions,
+            "fixed": self.fixed,
+            "changed": self.changed,
+        }
 
     def lines(self) -> list[str]:
         """What a person reads: each difference with what it means for the gate."""
@@ -106,12 +115,14 @@ class Gate:
         return out
 
 
-def gate(verdicts: dict[str, str], expected: dict[str, str], complete: bool,
-         strict: bool = False) -> Gate:
+def gate(
+    verdicts: dict[str, str], expected: dict[str, str], complete: bool, strict: bool = False
+) -> Gate:
     """Judge a run's verdicts against the expected ones (rules in the module docstring)."""
     result = Gate(strict=strict)
-    for line, rid in zip(compare(verdicts, expected, complete), _ids(verdicts, expected, complete),
-                         strict=True):
+    for line, rid in zip(
+        compare(verdicts, expected, complete), _ids(verdicts, expected, complete), strict=True
+    ):
         want, got = expected.get(rid), verdicts.get(rid)
         if want == "pass" and got is not None:
             result.regressions.append(line)
@@ -130,15 +141,20 @@ def _ids(verdicts: dict[str, str], expected: dict[str, str], complete: bool) -> 
     return ids
 
 
-def write(path: Path, target: dict, verdicts: dict[str, str], reasons: dict[str, str],
-          prefix: str = "") -> None:
+def write(
+    path: Path,
+    target: dict[str, Any],
+    verdicts: dict[str, str],
+    reasons: dict[str, str],
+    prefix: str = "",
+) -> None:
     """Record a run's verdicts; deviations carry their reason as a comment."""
     lines = [
         "# Verdicts this suite gives the engine below; the test command fails when a run differs.",
         "# Regenerate: engine-conformance run --managed ENGINE --expectations auto"
         " --update-expectations",
         f"engine: {target.get('engine')} {target.get('version')}",
-        f"api_version: \"{target.get('api_version')}\"",
+        f'api_version: "{target.get("api_version")}"',
         "verdicts:",
     ]
     for rid in sorted(verdicts):

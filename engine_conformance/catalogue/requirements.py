@@ -172,8 +172,12 @@ class Requirement:
             if not self.applies_to(v):
                 continue
             here = self.at(v)
-            if spans and spans[-1][2] == here.level and spans[-1][3] == here.basis \
-                    and spans[-1][1] == f"1.{minor - 1}":
+            if (
+                spans
+                and spans[-1][2] == here.level
+                and spans[-1][3] == here.basis
+                and spans[-1][1] == f"1.{minor - 1}"
+            ):
                 spans[-1][1] = v
             else:
                 spans.append([v, v, here.level, here.basis])
@@ -183,18 +187,23 @@ class Requirement:
             out.append((span, level, basis))
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = {
-            "id": self.id, "title": self.title, "level": self.level, "suite": self.suite,
-            "versions": self.versions, "spec": self.spec,
+            "id": self.id,
+            "title": self.title,
+            "level": self.level,
+            "suite": self.suite,
+            "versions": self.versions,
+            "spec": self.spec,
             "basis": [b.to_dict() for b in self.basis],
         }
         if self.judged_at:
             out["judged_at"] = self.judged_at
         else:
-            out["levels"] = [{"versions": span, "level": level,
-                              "basis": [b.to_dict() for b in basis]}
-                             for span, level, basis in self.levels()]
+            out["levels"] = [
+                {"versions": span, "level": level, "basis": [b.to_dict() for b in basis]}
+                for span, level, basis in self.levels()
+            ]
         return out
 
 
@@ -254,8 +263,9 @@ class Catalogue(dict[str, Requirement]):
 
     def unresolved(self) -> Catalogue:
         """The catalogue with every version range's basis (for listing, not judging)."""
-        return Catalogue({rid: replace(req, judged_at="", basis=req.all_basis)
-                          for rid, req in self.items()})
+        return Catalogue(
+            {rid: replace(req, judged_at="", basis=req.all_basis) for rid, req in self.items()}
+        )
 
 
 def _basis(raw: object, req_id: str, versions: str, where: str) -> Basis:
@@ -263,26 +273,32 @@ def _basis(raw: object, req_id: str, versions: str, where: str) -> Basis:
         raise CatalogueError(f"{where}: {req_id} basis entries are mappings")
     kind = str(raw.get("kind", ""))
     if kind not in KINDS:
-        raise CatalogueError(f"{where}: {req_id} basis kind {kind!r} is not one of "
-                             f"{', '.join(KINDS)}")
+        raise CatalogueError(
+            f"{where}: {req_id} basis kind {kind!r} is not one of {', '.join(KINDS)}"
+        )
     unknown = set(raw) - {"kind", "versions", *Basis.__dataclass_fields__}
     if unknown:
         raise CatalogueError(f"{where}: {req_id} basis has unknown keys {sorted(unknown)}")
     missing = [k for k in KINDS[kind] if not str(raw.get(k, "")).strip()]
     if missing:
         raise CatalogueError(f"{where}: {req_id} {kind} basis lacks {', '.join(missing)}")
-    basis = Basis(**{k: " ".join(str(v).split()) for k, v in raw.items()
-                     if k != "versions"}, versions=str(raw.get("versions", versions)))
+    basis = Basis(
+        **{k: " ".join(str(v).split()) for k, v in raw.items() if k != "versions"},
+        versions=str(raw.get("versions", versions)),
+    )
     if kind == "document" and basis.at.split()[0] not in LOCATORS:
-        raise CatalogueError(f"{where}: {req_id} document basis 'at' starts with one of "
-                             f"{', '.join(LOCATORS)}, not {basis.at!r}")
+        raise CatalogueError(
+            f"{where}: {req_id} document basis 'at' starts with one of "
+            f"{', '.join(LOCATORS)}, not {basis.at!r}"
+        )
     if kind == "rfc" and basis.keyword not in ("MUST", "SHOULD", "none"):
         raise CatalogueError(f"{where}: {req_id} rfc basis keyword is MUST, SHOULD or none")
     try:
         version_in("1.41", basis.versions)
     except Exception as exc:
-        raise CatalogueError(f"{where}: {req_id} basis versions {basis.versions!r}: {exc}") \
-            from None
+        raise CatalogueError(
+            f"{where}: {req_id} basis versions {basis.versions!r}: {exc}"
+        ) from None
     return basis
 
 
@@ -306,14 +322,26 @@ def _requirement(entry: object, suite: str, where: str) -> Requirement:
     if not isinstance(raw, list) or not raw:
         raise CatalogueError(f"{where}: {rid} lacks its basis (a list of what it rests on)")
     basis = tuple(_basis(b, rid, versions, where) for b in raw)
-    req = Requirement(id=rid, title=str(entry["title"]).strip(), level="INFO",
-                      spec=str(entry["spec"]).strip(), suite=suite, versions=versions,
-                      basis=basis, all_basis=basis)
-    uncovered = [f"1.{m}" for m in range(DOCUMENTED_MIN[1], DOCUMENTED_MAX[1] + 1)
-                 if req.applies_to(f"1.{m}") and not any(b.holds_at(f"1.{m}") for b in basis)]
+    req = Requirement(
+        id=rid,
+        title=str(entry["title"]).strip(),
+        level="INFO",
+        spec=str(entry["spec"]).strip(),
+        suite=suite,
+        versions=versions,
+        basis=basis,
+        all_basis=basis,
+    )
+    uncovered = [
+        f"1.{m}"
+        for m in range(DOCUMENTED_MIN[1], DOCUMENTED_MAX[1] + 1)
+        if req.applies_to(f"1.{m}") and not any(b.holds_at(f"1.{m}") for b in basis)
+    ]
     if uncovered:
-        raise CatalogueError(f"{where}: {rid} has no basis at API {', '.join(uncovered[:3])}"
-                             f"{'…' if len(uncovered) > 3 else ''}")
+        raise CatalogueError(
+            f"{where}: {rid} has no basis at API {', '.join(uncovered[:3])}"
+            f"{'…' if len(uncovered) > 3 else ''}"
+        )
     return req
 
 
@@ -323,8 +351,11 @@ def cite(entry: Mapping[str, Any]) -> list[str]:
     >>> cite({"basis": [{"kind": "reference", "engines": "Docker 26.1", "note": "400"}]})
     ['reference engine (Docker 26.1): 400']
     """
-    return [Basis(**{k: v for k, v in b.items() if k != "level"}).cite()
-            for b in entry.get("basis") or [] if isinstance(b, Mapping)]
+    return [
+        Basis(**{k: v for k, v in b.items() if k != "level"}).cite()
+        for b in entry.get("basis") or []
+        if isinstance(b, Mapping)
+    ]
 
 
 def reference_note(entry: Mapping[str, Any]) -> str:

@@ -79,12 +79,23 @@ class Owner:
         if not isinstance(data, dict) or data.get("tool") != _TOOL:
             return None
         pid, start, boot, ns = (data.get(k) for k in ("pid", "start_time", "boot_id", "pid_ns"))
-        if not (isinstance(pid, int) and isinstance(start, int) and pid > 0
-                and isinstance(boot, str) and isinstance(ns, str)):
+        if not (
+            isinstance(pid, int)
+            and isinstance(start, int)
+            and pid > 0
+            and isinstance(boot, str)
+            and isinstance(ns, str)
+        ):
             return None
         private = data.get("private_dir")
-        return cls(pid, start, boot, ns, private if isinstance(private, str) else None,
-                   str(data.get("address", "")))
+        return cls(
+            pid,
+            start,
+            boot,
+            ns,
+            private if isinstance(private, str) else None,
+            str(data.get("address", "")),
+        )
 
 
 @dataclass(frozen=True)
@@ -127,17 +138,24 @@ def judge(marker: str | None, host: Host, start_time_of: Callable[[int], int | N
     if owner.boot_id != host.boot_id:
         return Verdict("stale", f"was written by pid {owner.pid} before the last reboot", owner)
     if owner.pid_ns != host.pid_ns:
-        return Verdict("in-use", f"was written by pid {owner.pid} in another pid namespace "
-                       f"({owner.pid_ns}), whose processes cannot be checked from here", owner)
+        return Verdict(
+            "in-use",
+            f"was written by pid {owner.pid} in another pid namespace "
+            f"({owner.pid_ns}), whose processes cannot be checked from here",
+            owner,
+        )
     started = start_time_of(owner.pid)
     if started is None:
         return Verdict("stale", f"was written by pid {owner.pid}, which has exited", owner)
     if started != owner.start_time:
-        return Verdict("stale", f"was written by pid {owner.pid}, which has exited "
-                       "(the pid now belongs to another process)", owner)
+        return Verdict(
+            "stale",
+            f"was written by pid {owner.pid}, which has exited "
+            "(the pid now belongs to another process)",
+            owner,
+        )
     where = f" (private dir {owner.private_dir})" if owner.private_dir else ""
-    return Verdict("in-use", f"belongs to a run that is still going: pid {owner.pid}{where}",
-                   owner)
+    return Verdict("in-use", f"belongs to a run that is still going: pid {owner.pid}{where}", owner)
 
 
 # --- what the host says -------------------------------------------------------------------
@@ -178,8 +196,14 @@ def this_process(private_dir: Path | str | None = None, address: str = "") -> Ow
     """The marker for an entry written now, by this process."""
     host = this_host()
     pid = os.getpid()
-    return Owner(pid, process_start_time(pid) or 0, host.boot_id, host.pid_ns,
-                 str(private_dir) if private_dir is not None else None, address)
+    return Owner(
+        pid,
+        process_start_time(pid) or 0,
+        host.boot_id,
+        host.pid_ns,
+        str(private_dir) if private_dir is not None else None,
+        address,
+    )
 
 
 # --- file operations --------------------------------------------------------------------
@@ -296,15 +320,17 @@ def _check_name(address: str) -> None:
 
 
 def _write(directory: int, name: str, data: bytes) -> None:
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644,
-                 dir_fd=directory)
+    fd = os.open(
+        name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=directory
+    )
     with os.fdopen(fd, "wb") as out:
         out.write(data)
 
 
 @contextmanager
-def _directory(path: Path | str, dir_fd: int | None = None, *, follow: bool = True
-               ) -> Iterator[int]:
+def _directory(
+    path: Path | str, dir_fd: int | None = None, *, follow: bool = True
+) -> Iterator[int]:
     # certs.d itself may be a symlink the user made (dockerd follows it too); entries not.
     flags = os.O_RDONLY | os.O_DIRECTORY | (0 if follow else os.O_NOFOLLOW)
     fd = os.open(path, flags, dir_fd=dir_fd)

@@ -242,9 +242,16 @@ class ManagedDocker(ManagedEngine):
     program = "dockerd"
     name = "docker"
 
-    def __init__(self, tls: bool = False, *, root: Path | None = None,
-                 containerd_store: bool = False, certs_dir: Path | None = None,
-                 tcp_host: str = "127.0.0.1", tcp_port: int | None = None) -> None:
+    def __init__(
+        self,
+        tls: bool = False,
+        *,
+        root: Path | None = None,
+        containerd_store: bool = False,
+        certs_dir: Path | None = None,
+        tcp_host: str = "127.0.0.1",
+        tcp_port: int | None = None,
+    ) -> None:
         super().__init__()
         # By default the one a rootful dockerd reads; tests give a directory of their own.
         self.certs_dir = certs_dir if certs_dir is not None else DOCKER_CERTS_DIR
@@ -274,8 +281,10 @@ class ManagedDocker(ManagedEngine):
     def missing(self) -> str:
         if self.root is not None:
             name = getattr(self, "unpacked", "") or self.root.name
-            return (f"{self.dockerd} is missing: `engine-conformance engines fetch {name}` "
-                    "unpacks it (bash scripts/setup runs that)")
+            return (
+                f"{self.dockerd} is missing: `engine-conformance engines fetch {name}` "
+                "unpacks it (bash scripts/setup runs that)"
+            )
         return super().missing
 
     def environment(self) -> dict[str, str]:
@@ -434,15 +443,15 @@ def unpacked_docker(name: str, containerd_store: bool = False) -> Callable[..., 
     store (overlay2) or, with ``containerd_store``, the containerd image store."""
 
     def make(**kwargs: object) -> ManagedDocker:
-        engine = ManagedDocker(root=unpacked_dir(name), containerd_store=containerd_store,
-                               **kwargs)  # type: ignore[arg-type]
+        engine = ManagedDocker(root=unpacked_dir(name), containerd_store=containerd_store, **kwargs)  # type: ignore[arg-type]
         engine.unpacked = name  # what `engines fetch` calls it
         return engine
 
     store = "the containerd image store" if containerd_store else "the graphdriver store"
     make.__name__ = name + ("_containerd" if containerd_store else "")
-    make.__doc__ = (f"{UNPACKED[name]}, unpacked by ``engine-conformance engines fetch {name}``, "
-                    f"{store}.")
+    make.__doc__ = (
+        f"{UNPACKED[name]}, unpacked by ``engine-conformance engines fetch {name}``, {store}."
+    )
     return make
 
 
@@ -461,5 +470,14 @@ ENGINES: dict[str, Callable[..., ManagedEngine]] = {
 }
 """What ``--managed NAME`` starts."""
 
-__all__ = ["ENGINES", "UNPACKED", "EngineUnavailable", "ManagedDocker", "ManagedEngine",
-           "ManagedPodman", "free_port", "unpacked_docker", "unpacked_dir"]
+__all__ = [
+    "ENGINES",
+    "UNPACKED",
+    "EngineUnavailable",
+    "ManagedDocker",
+    "ManagedEngine",
+    "ManagedPodman",
+    "free_port",
+    "unpacked_docker",
+    "unpacked_dir",
+]

@@ -39,8 +39,12 @@ RELEASES = {
     "docker26": Release("trixie", "Debian 13's", "26.1"),
     "docker28": Release("sid", "Debian unstable's", "28.5"),
 }
-BINARIES = ("usr/sbin/dockerd", "usr/sbin/docker-proxy", "usr/bin/containerd",
-            "usr/bin/containerd-shim-runc-v2")
+BINARIES = (
+    "usr/sbin/dockerd",
+    "usr/sbin/docker-proxy",
+    "usr/bin/containerd",
+    "usr/bin/containerd-shim-runc-v2",
+)
 
 
 def ready(name: str) -> bool:
@@ -62,21 +66,37 @@ def fetch(name: str, log: Callable[[str], object] = print) -> Path:
     with tempfile.TemporaryDirectory(prefix=f"ec-fetch-{name}-") as tmp:
         work = Path(tmp)
         debs = work / "debs"
-        for d in ("lists/partial", "cache/archives/partial", "etc/preferences.d",
-                  "etc/sources.list.d", "debs"):
+        for d in (
+            "lists/partial",
+            "cache/archives/partial",
+            "etc/preferences.d",
+            "etc/sources.list.d",
+            "debs",
+        ):
             (work / d).mkdir(parents=True)
         (work / "etc/sources.list").write_text(
             "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
-            f"{_mirror()} {release.suite} main\n")
-        apt = ["apt-get",
-               "-o", f"Dir::Etc::SourceList={work}/etc/sources.list",
-               "-o", f"Dir::Etc::SourceParts={work}/etc/sources.list.d",
-               "-o", f"Dir::Etc::PreferencesParts={work}/etc/preferences.d",
-               "-o", f"Dir::State::Lists={work}/lists",
-               "-o", f"Dir::Cache={work}/cache",
-               "-o", "Dir::State::status=/dev/null",
-               "-o", "APT::Get::List-Cleanup=false",
-               "-o", "APT::Sandbox::User=root"]
+            f"{_mirror()} {release.suite} main\n"
+        )
+        apt = [
+            "apt-get",
+            "-o",
+            f"Dir::Etc::SourceList={work}/etc/sources.list",
+            "-o",
+            f"Dir::Etc::SourceParts={work}/etc/sources.list.d",
+            "-o",
+            f"Dir::Etc::PreferencesParts={work}/etc/preferences.d",
+            "-o",
+            f"Dir::State::Lists={work}/lists",
+            "-o",
+            f"Dir::Cache={work}/cache",
+            "-o",
+            "Dir::State::status=/dev/null",
+            "-o",
+            "APT::Get::List-Cleanup=false",
+            "-o",
+            "APT::Sandbox::User=root",
+        ]
         log(f"fetch: downloading {release.label} docker.io and containerd ({release.suite})")
         _run([*apt, "update", "-qq"], "apt-get update")
         _run([*apt, "download", "docker.io", "containerd"], "apt-get download", cwd=debs)
@@ -90,8 +110,10 @@ def fetch(name: str, log: Callable[[str], object] = print) -> Path:
             version = _run([str(partial / "usr/sbin/dockerd"), "--version"], "dockerd --version")
             _run([str(partial / "usr/bin/containerd"), "--version"], "containerd --version")
             if f"version {release.version}." not in version:
-                log(f"fetch: warning: expected Docker {release.version} from {release.suite}, "
-                    f"got {version.strip()} (no expectation file: the tests judge it without)")
+                log(
+                    f"fetch: warning: expected Docker {release.version} from {release.suite}, "
+                    f"got {version.strip()} (no expectation file: the tests judge it without)"
+                )
             shutil.rmtree(dest, ignore_errors=True)
             partial.rename(dest)
         finally:
@@ -118,11 +140,13 @@ def _check(root: Path, name: str) -> None:
         path = root / binary
         if path.is_file():
             out = subprocess.run(["ldd", str(path)], capture_output=True, text=True).stdout
-            lacking += [f"{path.name}: {line.strip()}" for line in out.splitlines()
-                        if "not found" in line]
+            lacking += [
+                f"{path.name}: {line.strip()}" for line in out.splitlines() if "not found" in line
+            ]
     if lacking:
-        raise FetchError(f"{name}'s binaries need libraries this machine lacks: "
-                         + "; ".join(lacking))
+        raise FetchError(
+            f"{name}'s binaries need libraries this machine lacks: " + "; ".join(lacking)
+        )
 
 
 def _run(cmd: list[str], what: str, cwd: Path | None = None) -> str:

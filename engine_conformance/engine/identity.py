@@ -1,10 +1,12 @@
 """Who the engine is, from its own answers: product, version, image store, kind.
 
-    >>> describe_target(client, client.info())["engine_key"]       # doctest: +SKIP
-    'docker-26.1-containerd'
+>>> describe_target(client, client.info())["engine_key"]       # doctest: +SKIP
+'docker-26.1-containerd'
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from engine_conformance.engine.target import Client, TargetError
 
@@ -12,7 +14,7 @@ LIBPOD_INFO = "/v4.0.0/libpod/info"
 """Podman's own ``/info`` (Podman 4 and 5 serve it): the one that says rootless."""
 
 
-def describe_target(client: Client, info: dict) -> dict:
+def describe_target(client: Client, info: dict[str, Any]) -> dict:
     """Engine identity for reports and for picking an expectation file."""
     v = client.version_info
     components = [c.get("Name", "") for c in v.get("Components") or []]
@@ -42,7 +44,7 @@ def describe_target(client: Client, info: dict) -> dict:
     }
 
 
-def is_rootless(info: dict, podman_host: dict) -> bool:
+def is_rootless(info: dict[str, Any], podman_host: dict) -> bool:
     """Whether the engine runs as an unprivileged user, from its own answers.
 
     Docker says so in ``/info``: SecurityOptions holds ``name=rootless``. Podman's
@@ -55,7 +57,7 @@ def is_rootless(info: dict, podman_host: dict) -> bool:
     return isinstance(security, dict) and security.get("rootless") is True
 
 
-def distribution_variant(podman_host: dict) -> str | None:
+def distribution_variant(podman_host: dict[str, Any]) -> str | None:
     """``coreos`` on a Podman machine: libpod ``/info`` ``host.distribution.variant``
     (the compatible ``/info`` says only ``fedora``)."""
     distribution = podman_host.get("distribution")
@@ -63,7 +65,7 @@ def distribution_variant(podman_host: dict) -> str | None:
     return variant if isinstance(variant, str) and variant else None
 
 
-def podman_host(client: Client, product: str) -> dict:
+def podman_host(client: Client, product: str) -> dict[str, Any]:
     """``host`` of Podman's libpod ``/info``, asked of Podman only, once; ``{}`` otherwise.
     Its exchange is an observation, kept out of the evidence like ``/info``'s."""
     if product != "podman":
@@ -80,7 +82,7 @@ def podman_host(client: Client, product: str) -> dict:
     return host if isinstance(host, dict) else {}
 
 
-def image_store(product: str, info: dict) -> str:
+def image_store(product: str, info: dict[str, Any]) -> str:
     """``containerd`` (Docker's containerd store), ``graphdriver`` or ``containers-storage``."""
     if product == "podman":
         return "containers-storage"

@@ -81,8 +81,9 @@ def missing(private_hosts: bool = False) -> str | None:
 
 def ip(*args: str) -> str:
     """``ip ARGS``; its output. Raises ``subprocess.CalledProcessError`` with what it said."""
-    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True,
-                          timeout=30).stdout
+    return subprocess.run(
+        ["ip", *args], check=True, capture_output=True, text=True, timeout=30
+    ).stdout
 
 
 class Namespace:
@@ -150,18 +151,25 @@ class Namespace:
         """Delete the veth pair and the namespace (what was made of them); idempotent."""
         if self._made_link:
             # Deleting either end deletes both; the namespace's end goes with it anyway.
-            subprocess.run(["ip", "link", "delete", "dev", self.host_link],
-                           capture_output=True, timeout=30, check=False)
+            subprocess.run(
+                ["ip", "link", "delete", "dev", self.host_link],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
             self._made_link = False
         if self._made:
-            subprocess.run(["ip", "netns", "delete", self.name], capture_output=True,
-                           timeout=30, check=False)
+            subprocess.run(
+                ["ip", "netns", "delete", self.name], capture_output=True, timeout=30, check=False
+            )
             self._made = False
 
     def links(self) -> list[str]:
         """The interfaces inside the namespace."""
-        return [line.split(":")[1].strip().split("@")[0]
-                for line in ip("-n", self.name, "-o", "link", "show").splitlines()]
+        return [
+            line.split(":")[1].strip().split("@")[0]
+            for line in ip("-n", self.name, "-o", "link", "show").splitlines()
+        ]
 
     def __enter__(self) -> Namespace:
         return self.create()
@@ -170,8 +178,9 @@ class Namespace:
         self.remove()
 
 
-def free_network(taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
-                 ) -> ipaddress.IPv4Network:
+def free_network(
+    taken: list[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> ipaddress.IPv4Network:
     """A ``10.213.N.0/30`` that overlaps none of ``taken``.
 
     >>> free_network([ipaddress.ip_network("10.213.0.0/17")]).subnet_of(
@@ -191,8 +200,7 @@ def _taken() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     found: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for entry in json.loads(ip("-j", "-4", "addr", "show") or "[]"):
         for info in entry.get("addr_info", []):
-            found.append(ipaddress.ip_network(f"{info['local']}/{info['prefixlen']}",
-                                              strict=False))
+            found.append(ipaddress.ip_network(f"{info['local']}/{info['prefixlen']}", strict=False))
     for route in json.loads(ip("-j", "-4", "route", "show", "table", "all") or "[]"):
         destination = route.get("dst", "")
         if destination == "default":
@@ -230,9 +238,22 @@ def hosts_text(names: Mapping[str, str]) -> str:
 def in_namespaces(namespace: Namespace, command: list[str], hosts: Path | None) -> list[str]:
     """``command`` in ``namespace``'s network, and with ``hosts`` bound over /etc/hosts in a
     private mount namespace (the bind is seen by nothing else: propagation private)."""
-    inner = command if hosts is None else [
-        "unshare", "--mount", "--propagation", "private", "--",
-        "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts), *command]
+    inner = (
+        command
+        if hosts is None
+        else [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            'mount --bind "$0" /etc/hosts && exec "$@"',
+            str(hosts),
+            *command,
+        ]
+    )
     return ["nsenter", f"--net={namespace.path}", "--", *inner]
 
 
@@ -267,8 +288,13 @@ class NamespacedDocker(_Namespaced, ManagedDocker):
     is its own (see the module docstring).
     """
 
-    def __init__(self, namespace: Namespace, tls: bool = False,
-                 hosts: Mapping[str, str] | None = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        namespace: Namespace,
+        tls: bool = False,
+        hosts: Mapping[str, str] | None = None,
+        **kwargs: object,
+    ) -> None:
         if tls:
             kwargs.setdefault("tcp_host", namespace.address)
             kwargs.setdefault("tcp_port", TLS_PORT)
@@ -290,8 +316,12 @@ class NamespacedPodman(_Namespaced, ManagedPodman):
     each start: what ``/etc/containers/registries.conf`` is to a system Podman.
     """
 
-    def __init__(self, namespace: Namespace, hosts: Mapping[str, str] | None = None,
-                 insecure_registries: list[str] | tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        namespace: Namespace,
+        hosts: Mapping[str, str] | None = None,
+        insecure_registries: list[str] | tuple[str, ...] = (),
+    ) -> None:
         ManagedPodman.__init__(self, insecure_registries)
         self.namespace = namespace
         self.hosts = dict(hosts or {})
@@ -302,5 +332,14 @@ class NamespacedPodman(_Namespaced, ManagedPodman):
         return self.dir / "registries.conf"
 
 
-__all__ = ["RANGE", "Namespace", "NamespacedDocker", "NamespacedPodman", "free_network",
-           "hosts_text", "in_namespaces", "ip", "missing"]
+__all__ = [
+    "RANGE",
+    "Namespace",
+    "NamespacedDocker",
+    "NamespacedPodman",
+    "free_network",
+    "hosts_text",
+    "in_namespaces",
+    "ip",
+    "missing",
+]

@@ -45,9 +45,13 @@ class ExternalRegistry:
 
 
 @contextmanager
-def serve(prefix: str, host: str = "127.0.0.1", port: int = 0,
-          external: str | None = None,
-          tls: ssl.SSLContext | None = None) -> Iterator[LabRegistry | ExternalRegistry]:
+def serve(
+    prefix: str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    external: str | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> Iterator[LabRegistry | ExternalRegistry]:
     """The registry for one run: the lab registry, or ``external`` loaded by push.
 
     ``tls`` (see :mod:`engine_conformance.engine.tls`) makes the lab registry HTTPS only;

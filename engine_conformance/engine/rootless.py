@@ -54,8 +54,10 @@ SUBID_COUNT = 65536
 
 SUBID_MIN = 100000
 
-DOCKERD_ROOTLESS = ("/usr/share/docker.io/contrib/dockerd-rootless.sh",  # Debian's docker.io
-                    "dockerd-rootless.sh")  # upstream packages put it on PATH
+DOCKERD_ROOTLESS = (
+    "/usr/share/docker.io/contrib/dockerd-rootless.sh",  # Debian's docker.io
+    "dockerd-rootless.sh",
+)  # upstream packages put it on PATH
 _LOCK = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
 
 
@@ -76,22 +78,41 @@ def userns_problem() -> str | None:
             return "user namespaces are off (sysctl user.max_user_namespaces = 0)"
     except (OSError, ValueError):
         pass
-    for knob, bad in (("kernel/unprivileged_userns_clone", "0"),
-                      ("kernel/apparmor_restrict_unprivileged_userns", "1")):
+    for knob, bad in (
+        ("kernel/unprivileged_userns_clone", "0"),
+        ("kernel/apparmor_restrict_unprivileged_userns", "1"),
+    ):
         try:
             if Path("/proc/sys", knob).read_text().strip() == bad:
-                return (f"unprivileged user namespaces are off (sysctl "
-                        f"{knob.replace('/', '.')} = {bad})")
+                return (
+                    f"unprivileged user namespaces are off (sysctl "
+                    f"{knob.replace('/', '.')} = {bad})"
+                )
         except OSError:
             pass
     if shutil.which("unshare") and shutil.which("setpriv"):
         # The real test: nobody (65534) makes one.
-        probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                "--", "unshare", "--user", shutil.which("true") or "/bin/true"],
-                               capture_output=True, text=True, timeout=10, check=False)
+        probe = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "unshare",
+                "--user",
+                shutil.which("true") or "/bin/true",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
         if probe.returncode != 0:
-            return ("an unprivileged user cannot make a user namespace (unshare --user: "
-                    f"{probe.stderr.strip()[-200:]})")
+            return (
+                "an unprivileged user cannot make a user namespace (unshare --user: "
+                f"{probe.stderr.strip()[-200:]})"
+            )
     return None
 
 
@@ -105,8 +126,10 @@ def tun_problem() -> str | None:
         return "/dev/net/tun is not a character device"
     if st.st_mode & 0o006 == 0o006:
         return None
-    return (f"/dev/net/tun is not usable by an unprivileged user (mode "
-            f"{stat.S_IMODE(st.st_mode):04o}; needs 0666)")
+    return (
+        f"/dev/net/tun is not usable by an unprivileged user (mode "
+        f"{stat.S_IMODE(st.st_mode):04o}; needs 0666)"
+    )
 
 
 def _missing_programs(*names: str) -> list[str]:
@@ -121,8 +144,7 @@ def common_problems() -> list[str]:
     if _missing_programs("setpriv", "useradd", "usermod"):
         problems.append("util-linux's setpriv or passwd's useradd/usermod is missing")
     if os.geteuid() != 0:
-        problems.append("the suite is not running as root (it runs the engine as "
-                        f"{SUITE_USER})")
+        problems.append(f"the suite is not running as root (it runs the engine as {SUITE_USER})")
     userns = userns_problem()
     if userns:
         problems.append(userns)
@@ -146,8 +168,10 @@ def _ranges(path: str) -> list[tuple[str, int, int]]:
 
 
 def _has_range(path: str, user: pwd.struct_passwd) -> bool:
-    return any(owner in (user.pw_name, str(user.pw_uid)) and count >= SUBID_COUNT
-               for owner, _, count in _ranges(path))
+    return any(
+        owner in (user.pw_name, str(user.pw_uid)) and count >= SUBID_COUNT
+        for owner, _, count in _ranges(path)
+    )
 
 
 def ensure_user(name: str = SUITE_USER) -> SuiteUser:
@@ -160,10 +184,23 @@ def ensure_user(name: str = SUITE_USER) -> SuiteUser:
             user = pwd.getpwnam(name)
         except KeyError:
             made = subprocess.run(
-                ["useradd", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-                 "--shell", "/usr/sbin/nologin", "--comment",
-                 "engine-conformance rootless engines", name],
-                capture_output=True, text=True, timeout=60, check=False)
+                [
+                    "useradd",
+                    "--user-group",
+                    "--no-create-home",
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    "--comment",
+                    "engine-conformance rootless engines",
+                    name,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
             if made.returncode not in (0, 9):  # 9: it exists
                 raise EngineUnavailable(f"useradd {name}: {made.stderr.strip()}") from None
             user = pwd.getpwnam(name)
@@ -172,10 +209,16 @@ def ensure_user(name: str = SUITE_USER) -> SuiteUser:
             if _has_range(path, user):
                 continue
             # Past every range either file gives anyone: no overlap with another user's.
-            end = max([SUBID_MIN] + [start + count for p, _ in files
-                                     for _, start, count in _ranges(p)])
-            added = subprocess.run(["usermod", option, f"{end}-{end + SUBID_COUNT - 1}", name],
-                                   capture_output=True, text=True, timeout=60, check=False)
+            end = max(
+                [SUBID_MIN] + [start + count for p, _ in files for _, start, count in _ranges(p)]
+            )
+            added = subprocess.run(
+                ["usermod", option, f"{end}-{end + SUBID_COUNT - 1}", name],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
             if added.returncode != 0:
                 raise EngineUnavailable(f"usermod {option} for {name}: {added.stderr.strip()}")
     return SuiteUser(user.pw_name, user.pw_uid, user.pw_gid)
@@ -291,8 +334,7 @@ class _Rootless:
     def write(self, relative: str, text: str) -> Path:
         """Write ``~/relative`` as the user would have (its owner, parents made)."""
         path = self.home / relative
-        made = [p for p in reversed(path.parents) if p.is_relative_to(self.home)
-                and not p.exists()]
+        made = [p for p in reversed(path.parents) if p.is_relative_to(self.home) and not p.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         self._own(*made, path)
@@ -333,10 +375,21 @@ class _Rootless:
         assert self.dir is not None and self.user is not None
         with open(self.dir / "engine.log", "ab") as log:
             self.process = subprocess.Popen(
-                ["setpriv", f"--reuid={self.user.uid}", f"--regid={self.user.gid}",
-                 "--init-groups", "--", *self.command()],  # type: ignore[attr-defined]
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.user_environment(), cwd=self.home, start_new_session=True)
+                [
+                    "setpriv",
+                    f"--reuid={self.user.uid}",
+                    f"--regid={self.user.gid}",
+                    "--init-groups",
+                    "--",
+                    *self.command(),
+                ],  # type: ignore[attr-defined]
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.user_environment(),
+                cwd=self.home,
+                start_new_session=True,
+            )
         self._wait_ready()  # type: ignore[attr-defined]
 
     def restart(self) -> None:
@@ -391,12 +444,15 @@ class RootlessPodman(_Rootless, ManagedPodman):
         entries = "".join(
             f'\n[[registry]]\nlocation = "{r}"\ninsecure = true\n' for r in self.insecure_registries
         )
-        self.write(".config/containers/registries.conf",
-                   'unqualified-search-registries = []\nshort-name-mode = "permissive"\n'
-                   + entries)
-        self.write(".config/containers/storage.conf",
-                   f'[storage]\ngraphroot = "{self.dir / "storage"}"\n'
-                   f'runroot = "{self.runtime_dir / "containers"}"\n')
+        self.write(
+            ".config/containers/registries.conf",
+            'unqualified-search-registries = []\nshort-name-mode = "permissive"\n' + entries,
+        )
+        self.write(
+            ".config/containers/storage.conf",
+            f'[storage]\ngraphroot = "{self.dir / "storage"}"\n'
+            f'runroot = "{self.runtime_dir / "containers"}"\n',
+        )
 
     @property
     def registries_conf(self) -> Path:
@@ -411,8 +467,17 @@ class RootlessPodman(_Rootless, ManagedPodman):
         self.write(f".config/containers/certs.d/{address}/ca.crt", Path(ca_path).read_text())
 
     def command(self) -> list[str]:
-        return ["podman", "--events-backend", "file", "--cgroup-manager", "cgroupfs",
-                "system", "service", "--time=0", f"unix://{self.socket}"]
+        return [
+            "podman",
+            "--events-backend",
+            "file",
+            "--cgroup-manager",
+            "cgroupfs",
+            "system",
+            "service",
+            "--time=0",
+            f"unix://{self.socket}",
+        ]
 
     def _leftovers(self) -> list[tuple[int, str]]:
         # The pause process holds the user namespace and outlives the service; its pid
@@ -460,8 +525,10 @@ class RootlessDocker(_Rootless, ManagedDocker):
     def problems(self) -> list[str]:
         problems = []
         if self.script() is None:
-            problems.append("dockerd-rootless.sh is missing (Debian's docker.io ships it in "
-                            "/usr/share/docker.io/contrib)")
+            problems.append(
+                "dockerd-rootless.sh is missing (Debian's docker.io ships it in "
+                "/usr/share/docker.io/contrib)"
+            )
         if shutil.which("dockerd") is None:
             problems.append("dockerd is not installed")
         if shutil.which("rootlesskit") is None:
@@ -473,8 +540,9 @@ class RootlessDocker(_Rootless, ManagedDocker):
 
     def prepare(self) -> None:
         self.socket = str(self.runtime_dir / "docker.sock")
-        config = ({"insecure-registries": self.insecure_registries}
-                  if self.insecure_registries else {})
+        config = (
+            {"insecure-registries": self.insecure_registries} if self.insecure_registries else {}
+        )
         self.write(".config/docker/daemon.json", json.dumps(config, indent=2) + "\n")
 
     @property
@@ -500,9 +568,23 @@ class RootlessDocker(_Rootless, ManagedDocker):
     def command(self) -> list[str]:
         script = self.script()
         assert script is not None
-        return [script, "--host", f"unix://{self.socket}",
-                "--iptables=false", "--ip6tables=false", "--bridge=none"]
+        return [
+            script,
+            "--host",
+            f"unix://{self.socket}",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+        ]
 
 
-__all__ = ["SUITE_USER", "RootlessDocker", "RootlessPodman", "SuiteUser", "common_problems",
-           "ensure_user", "tun_problem", "userns_problem"]
+__all__ = [
+    "SUITE_USER",
+    "RootlessDocker",
+    "RootlessPodman",
+    "SuiteUser",
+    "common_problems",
+    "ensure_user",
+    "tun_problem",
+    "userns_problem",
+]

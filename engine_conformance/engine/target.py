@@ -295,7 +295,7 @@ class Client:
         info = version.json() if version.status == 200 else {}
         return self.adopt(info if isinstance(info, dict) else {}, ping.headers.get("api-version"))
 
-    def adopt(self, version_info: dict, ping_version: str | None = None) -> str:
+    def adopt(self, version_info: dict[str, Any], ping_version: str | None = None) -> str:
         """Settle the API version from a ``/version`` answer read before (by
         ``engine-conformance run``, for its child run), sending nothing."""
         self.version_info = dict(version_info)
@@ -359,7 +359,11 @@ class Client:
         timeout = httpx.Timeout(limit, connect=self.timeouts.connect) if until else None
         try:
             with self._http.stream(
-                method, full_path, params=pairs, headers=headers, content=content,
+                method,
+                full_path,
+                params=pairs,
+                headers=headers,
+                content=content,
                 **({"timeout": timeout} if timeout else {}),
             ) as response:
                 exchange.status = response.status_code
@@ -394,8 +398,10 @@ class Client:
             raise TargetError(f"cannot reach {self.target.url}: {_reason(exc)}") from None
         parser.close(cut=bool(exchange.incomplete))
         if parser.cut_line:
-            exchange.incomplete += (f"; it ends inside a line ({len(parser.cut_line)} bytes: "
-                                    f"{parser.cut_line[:60]!r}), which is not judged as one")
+            exchange.incomplete += (
+                f"; it ends inside a line ({len(parser.cut_line)} bytes: "
+                f"{parser.cut_line[:60]!r}), which is not judged as one"
+            )
         exchange.finished = time.monotonic()
         exchange.body = bytes(body)
         if exchange.content_type.startswith("application/json") or exchange.status == 200:
@@ -436,8 +442,9 @@ class Client:
 
     # -- observation calls (not judged, only read) -------------------------------
 
-    def inspect_image(self, name: str, *, platform: str | Mapping[str, str] | None = None,
-                      manifests: bool = False) -> dict | None:
+    def inspect_image(
+        self, name: str, *, platform: str | Mapping[str, str] | None = None, manifests: bool = False
+    ) -> dict[str, Any] | None:
         """``GET /images/{name}/json``; None when the engine answers 404.
 
         ``platform`` asks for the view of one platform of a multi-platform image
@@ -458,18 +465,20 @@ class Client:
         if ex.status == 404:
             return None
         if ex.status != 200:
-            raise TargetError(f"inspect {name}"
-                              + (f" ({urlencode(params)})" if params else "")
-                              + f": HTTP {ex.status}: {ex.body[:200]!r}")
+            raise TargetError(
+                f"inspect {name}"
+                + (f" ({urlencode(params)})" if params else "")
+                + f": HTTP {ex.status}: {ex.body[:200]!r}"
+            )
         return ex.json()
 
-    def history(self, name: str) -> list[dict]:
+    def history(self, name: str) -> list[dict[str, Any]]:
         ex = self._observe("GET", f"/images/{name}/history")
         if ex.status != 200:
             raise TargetError(f"history {name}: HTTP {ex.status}")
         return ex.json()
 
-    def list_images(self) -> list[dict]:
+    def list_images(self) -> list[dict[str, Any]]:
         ex = self._observe("GET", "/images/json", params={"all": "1"})
         if ex.status != 200:
             raise TargetError(f"list images: HTTP {ex.status}")
@@ -482,7 +491,7 @@ class Client:
         )
         return ex.status
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         ex = self._observe("GET", "/info")
         return ex.json() if ex.status == 200 else {}
 
@@ -531,13 +540,18 @@ def _incomplete(exchange: Exchange, received: int, exc: BaseException) -> str:
         how = "the connection closed"
     if exchange.framing == "chunked":
         if isinstance(exc, httpx.RemoteProtocolError) and "incomplete chunked read" not in str(exc):
-            return (f"its chunked body could not be decoded after {received} bytes ({exc}), "
-                    "so it never reached its last chunk")
-        return (f"{how} after {received} body bytes, before the chunked body's last chunk "
-                "(0\\r\\n\\r\\n)")
+            return (
+                f"its chunked body could not be decoded after {received} bytes ({exc}), "
+                "so it never reached its last chunk"
+            )
+        return (
+            f"{how} after {received} body bytes, before the chunked body's last chunk "
+            "(0\\r\\n\\r\\n)"
+        )
     if exchange.framing == "content-length" and declared.strip().isdigit():
-        return (f"{how} after {received} of the {int(declared)} body bytes its "
-                "Content-Length declared")
+        return (
+            f"{how} after {received} of the {int(declared)} body bytes its Content-Length declared"
+        )
     return f"{how} after {received} body bytes, before the end of the message ({exc})"
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine_conformance.engine.engines import ManagedEngine
@@ -93,8 +93,9 @@ class ServeTLS:
         if ca_key.is_file() and not set(hosts) <= found.names():
             import trustme
 
-            found._issue(trustme.CA.from_pem(found.ca_path.read_bytes(), ca_key.read_bytes()),
-                         hosts)
+            found._issue(
+                trustme.CA.from_pem(found.ca_path.read_bytes(), ca_key.read_bytes()), hosts
+            )
         return found
 
     def names(self) -> set[str]:
@@ -104,7 +105,8 @@ class ServeTLS:
         cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
         alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         return {str(n) for n in alt.get_values_for_type(x509.DNSName)} | {
-            str(a) for a in alt.get_values_for_type(x509.IPAddress)}
+            str(a) for a in alt.get_values_for_type(x509.IPAddress)
+        }
 
     def _issue(self, ca: object, hosts: tuple[str, ...]) -> None:
         names = list(dict.fromkeys([*hosts, "127.0.0.1", "localhost"]))
@@ -123,7 +125,7 @@ class ServeTLS:
         return ssl.create_default_context(cafile=str(self.ca_path))
 
 
-def engine_kind(version_info: dict) -> str:
+def engine_kind(version_info: dict[str, Any]) -> str:
     """``"podman"`` or ``"docker"`` from an engine's ``/version`` answer."""
     names = [str(c.get("Name", "")) for c in version_info.get("Components") or []]
     return "podman" if any("podman" in n.lower() for n in names) else "docker"
@@ -132,14 +134,20 @@ def engine_kind(version_info: dict) -> str:
 def ca_advice(kind: str, address: str, ca_path: Path) -> str:
     """One line: where the user's own engine of ``kind`` wants the CA for ``address``."""
     if kind == "podman":
-        where = (f"/etc/containers/certs.d/{address}/ca.crt (rootless: "
-                 f"~/.config/containers/certs.d/{address}/ca.crt)")
+        where = (
+            f"/etc/containers/certs.d/{address}/ca.crt (rootless: "
+            f"~/.config/containers/certs.d/{address}/ca.crt)"
+        )
     else:
-        where = (f"/etc/docker/certs.d/{address}/ca.crt (rootless: "
-                 f"~/.config/docker/certs.d/{address}/ca.crt)")
-    return (f"--serve-tls: copy {ca_path} to {where}, read at each pull without a restart; "
-            "imports from the file server also need it in the engine host's trust store "
-            "(update-ca-certificates, then restart the engine)")
+        where = (
+            f"/etc/docker/certs.d/{address}/ca.crt (rootless: "
+            f"~/.config/docker/certs.d/{address}/ca.crt)"
+        )
+    return (
+        f"--serve-tls: copy {ca_path} to {where}, read at each pull without a restart; "
+        "imports from the file server also need it in the engine host's trust store "
+        "(update-ca-certificates, then restart the engine)"
+    )
 
 
 def host_port(host: str, port: int) -> str:
@@ -158,12 +166,12 @@ def run_directory(report_dir: Path, tls_dir: Path | str | None = None) -> Path:
     return Path(tls_dir) if tls_dir else Path(report_dir) / "tls"
 
 
-def material_for(report_dir: Path, serve_host: str,
-                 tls_dir: Path | str | None = None) -> ServeTLS:
+def material_for(report_dir: Path, serve_host: str, tls_dir: Path | str | None = None) -> ServeTLS:
     """The run's material: made once in ``--tls-dir`` and reused by every later run
     (the CA an engine was given once keeps serving), else made for this run."""
-    return ServeTLS.ensure(run_directory(report_dir, tls_dir), serve_host,
-                           keep_ca_key=bool(tls_dir))
+    return ServeTLS.ensure(
+        run_directory(report_dir, tls_dir), serve_host, keep_ca_key=bool(tls_dir)
+    )
 
 
 def server_context_for(

@@ -107,8 +107,15 @@ def command(bundle: Path, report_dir: Path) -> str:
     return f"sh {shlex.quote(str(bundle.relative_to(report_dir)))}/reproduce.sh"
 
 
-def write_case(report_dir: Path, case: Case, exchanges: Sequence[Exchange], *,
-               files: Any = None, withheld: Iterable[str] = (), target_url: str = "") -> Path:
+def write_case(
+    report_dir: Path,
+    case: Case,
+    exchanges: Sequence[Exchange],
+    *,
+    files: Any = None,
+    withheld: Iterable[str] = (),
+    target_url: str = "",
+) -> Path:
     """Write the bundle of one failing case; returns its directory.
 
     ``files`` is the run's file server (its ``files`` and ``base_url``), if it served
@@ -120,8 +127,13 @@ def write_case(report_dir: Path, case: Case, exchanges: Sequence[Exchange], *,
     record = {
         "format": FORMAT,
         "kind": "case",
-        "requirement": {"id": case.requirement, "title": case.title, "level": case.level,
-                        "judged_at": case.judged_at, "basis": case.basis},
+        "requirement": {
+            "id": case.requirement,
+            "title": case.title,
+            "level": case.level,
+            "judged_at": case.judged_at,
+            "basis": case.basis,
+        },
         "case": case.nodeid,
         "reason": case.reason,
         "engine": case.engine,
@@ -130,15 +142,29 @@ def write_case(report_dir: Path, case: Case, exchanges: Sequence[Exchange], *,
         "seed": case.seed,
     }
     record |= _requests(bundle, exchanges, files, withheld)
-    _finish(bundle, record, f"{case.requirement} ({case.level}) {case.title}: {case.name}",
-            case.engine, target_url)
+    _finish(
+        bundle,
+        record,
+        f"{case.requirement} ({case.level}) {case.title}: {case.name}",
+        case.engine,
+        target_url,
+    )
     return bundle
 
 
-def write_finding(report_dir: Path, requirement: str, finding: Mapping[str, Any],
-                  draft: Mapping[str, Any], exchange: Exchange, engine: dict[str, Any],
-                  prefix: str, *, files: Any = None, withheld: Iterable[str] = (),
-                  target_url: str = "") -> Path:
+def write_finding(
+    report_dir: Path,
+    requirement: str,
+    finding: Mapping[str, Any],
+    draft: Mapping[str, Any],
+    exchange: Exchange,
+    engine: dict[str, Any],
+    prefix: str,
+    *,
+    files: Any = None,
+    withheld: Iterable[str] = (),
+    target_url: str = "",
+) -> Path:
     """Write the bundle of one property-phase finding (one request, judged on its answer)."""
     bundle = new_directory(report_dir, requirement)
     record = {
@@ -152,8 +178,9 @@ def write_finding(report_dir: Path, requirement: str, finding: Mapping[str, Any]
         "prefix": prefix,
     }
     record |= _requests(bundle, [exchange], files, withheld)
-    _finish(bundle, record, f"{requirement} finding: {finding.get('shape', '')}", engine,
-            target_url)
+    _finish(
+        bundle, record, f"{requirement} finding: {finding.get('shape', '')}", engine, target_url
+    )
     return bundle
 
 
@@ -165,15 +192,18 @@ def load(bundle: Path) -> dict[str, Any]:
 # -- writing ------------------------------------------------------------------------------
 
 
-def _requests(bundle: Path, exchanges: Sequence[Exchange], files: Any,
-              withheld: Iterable[str]) -> dict[str, Any]:
+def _requests(
+    bundle: Path, exchanges: Sequence[Exchange], files: Any, withheld: Iterable[str]
+) -> dict[str, Any]:
     requests: list[dict[str, Any]] = []
     labs: list[tuple[Any, str]] = []  # (snapshot, file name): equal snapshots share a file
     served: dict[str, str] = {}
     withheld = set(withheld)
     for n, ex in enumerate(exchanges[:MOST_REQUESTS], 1):
         entry: dict[str, Any] = {
-            "method": ex.method, "path": ex.path, "params": [list(p) for p in ex.params],
+            "method": ex.method,
+            "path": ex.path,
+            "params": [list(p) for p in ex.params],
             "headers": scrub(dict(ex.request_headers), withheld),
             "answer": ex.evidence(max_messages=8),
         }
@@ -192,7 +222,7 @@ def _requests(bundle: Path, exchanges: Sequence[Exchange], files: Any,
         if files is not None:
             for key, value in ex.params:
                 if key == "fromSrc" and value.startswith(files.base_url):
-                    path = value[len(files.base_url):]
+                    path = value[len(files.base_url) :]
                     if path in files.files and path not in served:
                         served[path] = _served_file(bundle, path, files.files[path], len(served))
         requests.append(entry)
@@ -201,8 +231,12 @@ def _requests(bundle: Path, exchanges: Sequence[Exchange], files: Any,
         out["requests_left_out"] = len(exchanges) - MOST_REQUESTS
     if files is not None and served:
         parts = urlsplit(files.base_url)
-        out["file_server"] = {"host": parts.hostname, "port": parts.port,
-                              "tls": parts.scheme == "https", "files": served}
+        out["file_server"] = {
+            "host": parts.hostname,
+            "port": parts.port,
+            "tls": parts.scheme == "https",
+            "files": served,
+        }
     return out
 
 
@@ -226,14 +260,18 @@ def _served_file(bundle: Path, path: str, data: bytes, index: int) -> str:
     return name
 
 
-def _finish(bundle: Path, record: dict[str, Any], title: str, engine: Mapping[str, Any],
-            target_url: str) -> None:
+def _finish(
+    bundle: Path, record: dict[str, Any], title: str, engine: Mapping[str, Any], target_url: str
+) -> None:
     record = paths.without_engine_dir(record, target_url)
     (bundle / "case.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     label = " ".join(str(engine.get(k, "")) for k in ("engine", "version")).strip() or "an engine"
     if engine.get("image_store"):
         label += f" ({engine['image_store']} store)"
     script = bundle / "reproduce.sh"
-    script.write_text(SCRIPT.format(title=title.replace("\n", " "), engine=label,
-                                    api=engine.get("api_version", "?")))
+    script.write_text(
+        SCRIPT.format(
+            title=title.replace("\n", " "), engine=label, api=engine.get("api_version", "?")
+        )
+    )
     script.chmod(0o755)

@@ -81,8 +81,9 @@ def error_location(ex: Exchange) -> str | None:
     """
     if ex.status >= 400:
         return f"HTTP {ex.status} before the stream"
-    errors = [i for i, m in enumerate(ex.messages) if m.error is not None] \
-        if ex.status == 200 else []
+    errors = (
+        [i for i, m in enumerate(ex.messages) if m.error is not None] if ex.status == 200 else []
+    )
     if errors and errors[0] == len(ex.messages) - 1:
         return f"HTTP 200, error in the last of {len(ex.messages)} stream lines"
     if errors:
@@ -98,10 +99,12 @@ def require_end(ex: Exchange, what: str) -> None:
     would have shown it may be the ones lost, so the verdict is ``error``, naming the
     cut, which PROGRESS-010 judges; if it arrived whole, nothing happens.
     """
-    precondition(not ex.incomplete,
-                 f"{ex.request_line} answered HTTP {ex.status} in an incomplete message "
-                 f"({ex.incomplete}): {what} needs its end, which never arrived "
-                 "(PROGRESS-010 judges the incomplete message)")
+    precondition(
+        not ex.incomplete,
+        f"{ex.request_line} answered HTTP {ex.status} in an incomplete message "
+        f"({ex.incomplete}): {what} needs its end, which never arrived "
+        "(PROGRESS-010 judges the incomplete message)",
+    )
 
 
 def assert_visible_failure(ex: Exchange, what: str) -> None:
@@ -119,8 +122,10 @@ def assert_visible_failure(ex: Exchange, what: str) -> None:
         how = f"answered HTTP {ex.status}"
     else:
         last = ex.messages[-1].obj if ex.messages else None
-        how = (f"answered HTTP 200 and its {len(ex.messages)} stream lines carry no error "
-               f"(last: {last})")
+        how = (
+            f"answered HTTP 200 and its {len(ex.messages)} stream lines carry no error "
+            f"(last: {last})"
+        )
     raise AssertionError(f"{what}, yet a client cannot tell the request failed: it {how}")
 
 
@@ -136,8 +141,9 @@ def assert_nothing_left(what: str, left: Iterable[str]) -> None:
     assert not found, f"{what}, yet the engine left an image behind: {', '.join(found)}"
 
 
-def assert_refused(ex: Exchange, status: int, what: str, left: object = None,
-                   grounds: str = "") -> None:
+def assert_refused(
+    ex: Exchange, status: int, what: str, left: object = None, grounds: str = ""
+) -> None:
     """Refused with HTTP ``status`` and an ``ErrorResponse``, leaving nothing behind.
 
     ``left`` is what the refused request left behind (falsy: nothing); ``grounds``
@@ -148,9 +154,12 @@ def assert_refused(ex: Exchange, status: int, what: str, left: object = None,
     """
     problems = []
     if ex.status != status:
-        problems.append(f"{where(ex)}"
-                        + (f" ({ex.stream_error!r})" if ex.stream_error else "")
-                        + f", expected HTTP {status}" + (f" ({grounds})" if grounds else ""))
+        problems.append(
+            f"{where(ex)}"
+            + (f" ({ex.stream_error!r})" if ex.stream_error else "")
+            + f", expected HTTP {status}"
+            + (f" ({grounds})" if grounds else "")
+        )
     elif error_problems := error_answer_problems(ex):
         problems.append(f"HTTP {status} that is not an ErrorResponse: " + "; ".join(error_problems))
     if left:
@@ -169,7 +178,7 @@ def where(ex: Exchange) -> str:
     return f"HTTP {ex.status} with no error line{cut}"
 
 
-def image_mismatch(image: dict, facts: Any) -> str | None:
+def image_mismatch(image: dict[str, Any], facts: Any) -> str | None:
     """Why an inspected ``image`` is not the one ``facts`` (lab ``ImageFacts``) describes.
 
     None when it is. The image is told by its layers (``RootFS.Layers``, the diff IDs)
@@ -180,10 +189,15 @@ def image_mismatch(image: dict, facts: Any) -> str | None:
     problems = []
     ids = {facts.config_digest, facts.manifest_digest, facts.repo_digest}
     if image.get("Id") not in ids:
-        problems.append(f"its Id {image.get('Id')} is neither the config "
-                        f"({facts.config_digest}) nor the manifest digest ({facts.manifest_digest})"
-                        + (f" nor the index digest ({facts.repo_digest})"
-                           if facts.repo_digest != facts.manifest_digest else ""))
+        problems.append(
+            f"its Id {image.get('Id')} is neither the config "
+            f"({facts.config_digest}) nor the manifest digest ({facts.manifest_digest})"
+            + (
+                f" nor the index digest ({facts.repo_digest})"
+                if facts.repo_digest != facts.manifest_digest
+                else ""
+            )
+        )
     layers = list((image.get("RootFS") or {}).get("Layers") or [])
     if layers != list(facts.diff_ids):
         problems.append(f"its layers {layers} are not {list(facts.diff_ids)}")
@@ -198,9 +212,14 @@ def image_ids(client: Client) -> set[str]:
 # -- evidence that the engine did what is judged --------------------------------------------
 
 
-def registry_requests(journal: Any, mark: int, repository: str, what: str,
-                      kinds: Sequence[str] = ("manifest",),
-                      wanted: Any = None) -> list[Any]:
+def registry_requests(
+    journal: Any,
+    mark: int,
+    repository: str,
+    what: str,
+    kinds: Sequence[str] = ("manifest",),
+    wanted: Any = None,
+) -> list[Any]:
     """The lab registry's journal entries since ``mark`` for ``repository`` (of ``kinds``;
     ``base`` is the ``/v2/`` check, which names no repository).
 
@@ -210,27 +229,40 @@ def registry_requests(journal: Any, mark: int, repository: str, what: str,
     lab registry gave without a fault is its own internal error, also ``error``.
     """
     # The base endpoint (/v2/) names no repository; it counts when asked for.
-    entries = [e for e in journal.since(mark) if e.kind in kinds
-               and (e.repository == repository or e.kind == "base")]
+    entries = [
+        e
+        for e in journal.since(mark)
+        if e.kind in kinds and (e.repository == repository or e.kind == "base")
+    ]
     broken = [e for e in entries if e.status == 500 and not e.fault]
-    precondition(not broken, f"the lab registry failed internally on "
-                 f"{', '.join(f'{e.method} {e.path}' for e in broken[:3])}: {what} "
-                 "could not be judged")
+    precondition(
+        not broken,
+        f"the lab registry failed internally on "
+        f"{', '.join(f'{e.method} {e.path}' for e in broken[:3])}: {what} "
+        "could not be judged",
+    )
     matching = [e for e in entries if wanted is None or wanted(e)]
     seen = sorted({f"{e.method} {e.kind} {e.reference} -> {e.status}" for e in entries})
-    precondition(matching, f"the lab registry saw no {'/'.join(kinds)} request for "
-                 f"{repository} that {what} needs (it saw {seen or 'none'}): the engine "
-                 "did not reach the registry, so it could not be judged")
+    precondition(
+        matching,
+        f"the lab registry saw no {'/'.join(kinds)} request for "
+        f"{repository} that {what} needs (it saw {seen or 'none'}): the engine "
+        "did not reach the registry, so it could not be judged",
+    )
     return matching
 
 
-def file_server_requests(file_server: Any, url: str, what: str,
-                         statuses: Iterable[int] = (200, 404)) -> list[tuple[str, str, int]]:
+def file_server_requests(
+    file_server: Any, url: str, what: str, statuses: Iterable[int] = (200, 404)
+) -> list[tuple[str, str, int]]:
     """The file server's answers to ``url``; a precondition that the engine asked for it."""
     path = url.removeprefix(file_server.base_url)
     asked = [r for r in file_server.requests if r[1] == path and r[2] in set(statuses)]
-    precondition(asked, f"the file server was never asked for {url}: the engine did not "
-                 f"reach it, so {what} could not be judged")
+    precondition(
+        asked,
+        f"the file server was never asked for {url}: the engine did not "
+        f"reach it, so {what} could not be judged",
+    )
     return asked
 
 
@@ -245,8 +277,15 @@ def secret_forms(value: str) -> set[str]:
 
     once = json.dumps(value)[1:-1]
     go = once.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-    forms = {value, once, go, json.dumps(once)[1:-1], json.dumps(go)[1:-1],
-             quote(value, safe=""), quote_plus(value)}
+    forms = {
+        value,
+        once,
+        go,
+        json.dumps(once)[1:-1],
+        json.dumps(go)[1:-1],
+        quote(value, safe=""),
+        quote_plus(value),
+    }
     return {f for f in forms if f}
 
 
@@ -259,10 +298,16 @@ def exposures(ex: Exchange, secrets: dict[str, str]) -> list[str]:
     places: list[tuple[str, str]] = [("the status line", f"{ex.status} {ex.reason}")]
     places += [(f"header {name}", f"{name}: {value}") for name, value in ex.headers.items()]
     if ex.messages:
-        places += [(f"stream message {i + 1} of {len(ex.messages)}",
-                    json.dumps(m.obj, ensure_ascii=False)) for i, m in enumerate(ex.messages)]
-    places.append(("the body" if ex.status == 200 else f"the HTTP {ex.status} error body",
-                   ex.body.decode("utf-8", "replace")))
+        places += [
+            (f"stream message {i + 1} of {len(ex.messages)}", json.dumps(m.obj, ensure_ascii=False))
+            for i, m in enumerate(ex.messages)
+        ]
+    places.append(
+        (
+            "the body" if ex.status == 200 else f"the HTTP {ex.status} error body",
+            ex.body.decode("utf-8", "replace"),
+        )
+    )
     found = []
     for what, value in secrets.items():
         forms = secret_forms(value)

@@ -32,7 +32,7 @@ pytest-xdist every worker at its own start, before any check runs).
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine_conformance.engine.target import Client, Exchange, TargetError
 from engine_conformance.judge.checks import imported_id
@@ -48,7 +48,7 @@ class RunNames(Protocol):
     the image IDs on the target before it started."""
 
     prefix: str
-    counter: itertools.count
+    counter: itertools.count[int]
     created: set[str]
     preexisting: frozenset[str]
 
@@ -58,13 +58,13 @@ def record_preexisting(client: Client) -> frozenset[str]:
     return frozenset(str(image["Id"]) for image in client.list_images() if image.get("Id"))
 
 
-def _preexisted(image: dict, preexisting: frozenset[str]) -> bool:
+def _preexisted(image: dict[str, Any], preexisting: frozenset[str]) -> bool:
     # With or without "sha256:": engines differ in how they show an ID.
     bare = str(image.get("Id", "")).removeprefix("sha256:")
     return bool(bare) and (bare in preexisting or f"sha256:{bare}" in preexisting)
 
 
-def may_delete_by_id(image: dict, prefix: str, preexisting: frozenset[str]) -> bool:
+def may_delete_by_id(image: dict[str, Any], prefix: str, preexisting: frozenset[str]) -> bool:
     """Whether clean-up may delete ``image`` by its ID, with ``force``.
 
     Only when no name outside the run points to it and it was not on the target
@@ -73,7 +73,7 @@ def may_delete_by_id(image: dict, prefix: str, preexisting: frozenset[str]) -> b
     return not _preexisted(image, preexisting) and _only_ours(image, prefix)
 
 
-def may_remove_run_names(image: dict, prefix: str, preexisting: frozenset[str]) -> bool:
+def may_remove_run_names(image: dict[str, Any], prefix: str, preexisting: frozenset[str]) -> bool:
     """Whether clean-up may remove the run's names from ``image`` (``force=False``).
 
     Always for an image the run made; for one that was there before, only while a
@@ -107,7 +107,7 @@ class Images:
         self.run.created.add(ref)
 
     def cleanup(self) -> None:
-        for ref in created_refs(self.client.exchanges[self._start:], self.run.prefix):
+        for ref in created_refs(self.client.exchanges[self._start :], self.run.prefix):
             if ref not in self.refs:
                 self.track(ref)
         for ref in reversed(self.refs):
@@ -136,8 +136,9 @@ def created_refs(exchanges: list[Exchange], prefix: str) -> list[str]:
             for message in ex.messages:
                 found = _DIGEST.search(str(message.obj.get("status", "")))
                 if found:
-                    refs.append(f"{repo.rsplit(':', 1)[0] if _has_tag(repo) else repo}"
-                                f"@{found.group(1)}")
+                    refs.append(
+                        f"{repo.rsplit(':', 1)[0] if _has_tag(repo) else repo}@{found.group(1)}"
+                    )
     return list(dict.fromkeys(refs))
 
 
@@ -146,8 +147,9 @@ def _has_tag(repo: str) -> bool:
     return ":" in repo.rsplit("/", 1)[-1]
 
 
-def remove_created(client: Client, ref: str, prefix: str,
-                   preexisting: frozenset[str] = frozenset()) -> None:
+def remove_created(
+    client: Client, ref: str, prefix: str, preexisting: frozenset[str] = frozenset()
+) -> None:
     """Delete every image ``ref`` names; with its tags when it is one of ours.
 
     ``preexisting``: the image IDs on the target when the run started, which are
@@ -176,7 +178,7 @@ def remove_created(client: Client, ref: str, prefix: str,
         pass
 
 
-def _only_ours(image: dict, prefix: str) -> bool:
+def _only_ours(image: dict[str, Any], prefix: str) -> bool:
     """No name outside the run (tag or digest reference) points to ``image``."""
     names = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
     return all(f"{prefix}/" in n for n in names if not n.startswith("<none>"))

@@ -21,17 +21,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 CAUSES = ("unreachable", "plain-http", "untrusted", "hung", "other")
 LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
 _UNREACHABLE = re.compile(
     r"connection refused|no route to host|network is unreachable|i/o timeout|"
-    r"connection timed out|no such host|host is down|connection reset", re.I)
+    r"connection timed out|no such host|host is down|connection reset",
+    re.I,
+)
 _PLAIN_HTTP = re.compile(r"server gave HTTP response to HTTPS client", re.I)
 _UNTRUSTED = re.compile(
     r"x509|certificate signed by unknown authority|failed to verify certificate|"
-    r"certificate is not trusted|unknown certificate authority|certificate verify failed", re.I)
+    r"certificate is not trusted|unknown certificate authority|certificate verify failed",
+    re.I,
+)
 _HUNG = re.compile(r"did not answer|timed out", re.I)
 
 
@@ -54,55 +59,91 @@ def _kinds() -> dict[str, EngineKind]:
     docker_insecure = 'add "insecure-registries": ["{address}"] to {path}'
     # daemon.json is one JSON object, and Debian's docker.io ships none: the key alone,
     # written as a new file, stops dockerd ("cannot unmarshal string into Go value").
-    docker_note = ('daemon.json is one JSON object: a file that is missing or empty becomes '
-                   '{{"insecure-registries": ["{address}"]}}; where the key is there already, '
-                   '"{address}" joins its list')
+    docker_note = (
+        "daemon.json is one JSON object: a file that is missing or empty becomes "
+        '{{"insecure-registries": ["{address}"]}}; where the key is there already, '
+        '"{address}" joins its list'
+    )
     # TOML: the table header and each key on a line of their own (pasted as one line,
     # every pull fails with "expected a top-level item to end with a newline").
-    podman_insecure = ('add [[registry]] location = "{address}" insecure = true to {path} as '
-                       'three lines: `[[registry]]`, `location = "{address}"`, `insecure = true` '
-                       "(CONTAINERS_REGISTRIES_CONF names another file if set{also})")
-    return {k.name: k for k in (
-        EngineKind("docker", "Docker",
-                   docker_insecure.replace("{path}", "/etc/docker/daemon.json"),
-                   "/etc/docker/certs.d", "restart it (systemctl restart docker)",
-                   insecure_note=docker_note),
-        EngineKind("docker-rootless", "rootless Docker",
-                   docker_insecure.replace("{path}", "~/.config/docker/daemon.json"),
-                   "~/.config/docker/certs.d",
-                   "restart it (systemctl --user restart docker)", shares_loopback=False,
-                   insecure_note=docker_note),
-        EngineKind("docker-desktop", "Docker Desktop",
-                   docker_insecure.replace(
-                       "{path}", "Settings → Docker Engine (the daemon.json editor)"),
-                   "~/.docker/certs.d", "Apply & restart",
-                   host_alias="host.docker.internal", shares_loopback=False,
-                   insecure_note=docker_note),
-        EngineKind("podman", "Podman",
-                   podman_insecure.replace("{path}", "/etc/containers/registries.conf")
-                   .replace("{also}", ""),
-                   "/etc/containers/certs.d",
-                   "restart its service (a running service does not re-read registries.conf)"),
-        EngineKind("podman-rootless", "rootless Podman",
-                   podman_insecure.replace("{path}", "~/.config/containers/registries.conf")
-                   .replace("{also}", "; a user's registries.conf is read instead of "
-                            "/etc/containers/registries.conf: make it from a copy of that"),
-                   "~/.config/containers/certs.d",
-                   "restart its service (systemctl --user restart podman.socket podman)"),
-        EngineKind("podman-machine", "Podman machine",
-                   podman_insecure.replace(
-                       "{path}", "/etc/containers/registries.conf inside the machine "
-                       "(podman machine ssh)").replace("{also}", ""),
-                   "/etc/containers/certs.d", "podman machine stop && podman machine start",
-                   host_alias="host.containers.internal", shares_loopback=False,
-                   inside=" inside the machine (podman machine ssh)"),
-    )}
+    podman_insecure = (
+        'add [[registry]] location = "{address}" insecure = true to {path} as '
+        'three lines: `[[registry]]`, `location = "{address}"`, `insecure = true` '
+        "(CONTAINERS_REGISTRIES_CONF names another file if set{also})"
+    )
+    return {
+        k.name: k
+        for k in (
+            EngineKind(
+                "docker",
+                "Docker",
+                docker_insecure.replace("{path}", "/etc/docker/daemon.json"),
+                "/etc/docker/certs.d",
+                "restart it (systemctl restart docker)",
+                insecure_note=docker_note,
+            ),
+            EngineKind(
+                "docker-rootless",
+                "rootless Docker",
+                docker_insecure.replace("{path}", "~/.config/docker/daemon.json"),
+                "~/.config/docker/certs.d",
+                "restart it (systemctl --user restart docker)",
+                shares_loopback=False,
+                insecure_note=docker_note,
+            ),
+            EngineKind(
+                "docker-desktop",
+                "Docker Desktop",
+                docker_insecure.replace(
+                    "{path}", "Settings → Docker Engine (the daemon.json editor)"
+                ),
+                "~/.docker/certs.d",
+                "Apply & restart",
+                host_alias="host.docker.internal",
+                shares_loopback=False,
+                insecure_note=docker_note,
+            ),
+            EngineKind(
+                "podman",
+                "Podman",
+                podman_insecure.replace("{path}", "/etc/containers/registries.conf").replace(
+                    "{also}", ""
+                ),
+                "/etc/containers/certs.d",
+                "restart its service (a running service does not re-read registries.conf)",
+            ),
+            EngineKind(
+                "podman-rootless",
+                "rootless Podman",
+                podman_insecure.replace("{path}", "~/.config/containers/registries.conf").replace(
+                    "{also}",
+                    "; a user's registries.conf is read instead of "
+                    "/etc/containers/registries.conf: make it from a copy of that",
+                ),
+                "~/.config/containers/certs.d",
+                "restart its service (systemctl --user restart podman.socket podman)",
+            ),
+            EngineKind(
+                "podman-machine",
+                "Podman machine",
+                podman_insecure.replace(
+                    "{path}",
+                    "/etc/containers/registries.conf inside the machine (podman machine ssh)",
+                ).replace("{also}", ""),
+                "/etc/containers/certs.d",
+                "podman machine stop && podman machine start",
+                host_alias="host.containers.internal",
+                shares_loopback=False,
+                inside=" inside the machine (podman machine ssh)",
+            ),
+        )
+    }
 
 
 KINDS = _kinds()
 
 
-def engine_kind(target_info: dict) -> EngineKind:
+def engine_kind(target_info: dict[str, Any]) -> EngineKind:
     """The kind of engine, from its own answers (``/version`` and ``/info`` as the run saw them).
 
     Rootless: ``rootless`` is true (:func:`engine_conformance.engine.identity.is_rootless`:
@@ -116,7 +157,8 @@ def engine_kind(target_info: dict) -> EngineKind:
     podman = target_info.get("engine") == "podman"
     system = str(target_info.get("operating_system") or "")
     rootless = target_info.get("rootless") is True or any(
-        "rootless" in str(o) for o in target_info.get("security_options") or [])
+        "rootless" in str(o) for o in target_info.get("security_options") or []
+    )
     if podman:
         if str(target_info.get("distribution_variant") or "").lower() == "coreos":
             return KINDS["podman-machine"]
@@ -182,27 +224,39 @@ def registry_steps(why: str, kind: EngineKind, setup: Setup) -> list[str]:
         steps.append(_serve_host(kind, setup, loopback))
     port = setup.registry_port or "PORT"
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # IPv6 in brackets
-    needs_trust = not host.startswith(LOOPBACK) or why in ("plain-http", "untrusted") \
+    needs_trust = (
+        not host.startswith(LOOPBACK)
+        or why in ("plain-http", "untrusted")
         or kind.name.startswith("podman")
+    )
     if not needs_trust:
-        steps.append(f"nothing else: {kind.label} treats 127.0.0.0/8 as a plain-HTTP registry "
-                     "(if this still fails, see what it answered above)")
+        steps.append(
+            f"nothing else: {kind.label} treats 127.0.0.0/8 as a plain-HTTP registry "
+            "(if this still fails, see what it answered above)"
+        )
         return steps
     tls_dir = setup.tls_dir or "DIR"
-    ca_step = (f"or serve over HTTPS with a CA made once: run with --serve-tls --tls-dir "
-               f"{tls_dir} --registry-port {port}, then copy {tls_dir}/ca.crt to "
-               f"{kind.certs_d}/{address}/ca.crt{kind.inside} (read at each pull, no restart)")
+    ca_step = (
+        f"or serve over HTTPS with a CA made once: run with --serve-tls --tls-dir "
+        f"{tls_dir} --registry-port {port}, then copy {tls_dir}/ca.crt to "
+        f"{kind.certs_d}/{address}/ca.crt{kind.inside} (read at each pull, no restart)"
+    )
     if why == "untrusted" or setup.serving_tls:
-        steps.append(ca_step.removeprefix("or ").replace(
-            "serve over HTTPS with a CA made once: ", ""))
+        steps.append(
+            ca_step.removeprefix("or ").replace("serve over HTTPS with a CA made once: ", "")
+        )
         if not setup.tls_dir:
-            steps.append("keep giving the same --tls-dir DIR: without it each run makes a new "
-                         "CA, which the engine will not trust")
+            steps.append(
+                "keep giving the same --tls-dir DIR: without it each run makes a new "
+                "CA, which the engine will not trust"
+            )
         return steps
     note = f" ({kind.insecure_note.format(address=address)})" if kind.insecure_note else ""
-    steps.append(f"declare {address} a plain-HTTP registry: "
-                 f"{kind.insecure.format(address=address)}, then {kind.restart}, and keep the "
-                 f"port with --registry-port {port}{note}; {ca_step}")
+    steps.append(
+        f"declare {address} a plain-HTTP registry: "
+        f"{kind.insecure.format(address=address)}, then {kind.restart}, and keep the "
+        f"port with --registry-port {port}{note}; {ca_step}"
+    )
     return steps
 
 
@@ -213,16 +267,23 @@ def file_server_steps(why: str, kind: EngineKind, setup: Setup) -> list[str]:
     steps: list[str] = []
     loopback = setup.serve_host.startswith(LOOPBACK)
     if why == "unreachable" or (loopback and setup.elsewhere(kind)):
-        steps.append(_serve_host(kind, setup, loopback, server="file server",
-                                 port_option="--file-server-port"))
+        steps.append(
+            _serve_host(
+                kind, setup, loopback, server="file server", port_option="--file-server-port"
+            )
+        )
     if why == "untrusted" or setup.serving_tls:
-        steps.append(f"the engine fetches fromSrc URLs with its host's system trust store: "
-                     f"add {setup.tls_dir or 'DIR'}/ca.crt there (Debian: copy it to "
-                     "/usr/local/share/ca-certificates/engine-conformance.crt, run "
-                     f"update-ca-certificates), then {kind.restart}")
+        steps.append(
+            f"the engine fetches fromSrc URLs with its host's system trust store: "
+            f"add {setup.tls_dir or 'DIR'}/ca.crt there (Debian: copy it to "
+            "/usr/local/share/ca-certificates/engine-conformance.crt, run "
+            f"update-ca-certificates), then {kind.restart}"
+        )
     if not steps:
-        steps.append("see what the engine answered above: it reached neither a refused "
-                     "connection nor a certificate problem")
+        steps.append(
+            "see what the engine answered above: it reached neither a refused "
+            "connection nor a certificate problem"
+        )
     return steps
 
 
@@ -231,8 +292,13 @@ def numbered(steps: list[str]) -> str:
     return " ".join(f"{i}) {s}" for i, s in enumerate(steps, 1))
 
 
-def _serve_host(kind: EngineKind, setup: Setup, loopback: bool, server: str = "lab registry",
-                port_option: str = "--registry-port") -> str:
+def _serve_host(
+    kind: EngineKind,
+    setup: Setup,
+    loopback: bool,
+    server: str = "lab registry",
+    port_option: str = "--registry-port",
+) -> str:
     port = setup.registry_port if port_option == "--registry-port" else setup.file_server_port
     fixed = f" and a fixed {port_option} {port or 'PORT'}"
     where = ", ".join(setup.local_addresses) or "see `ip -br addr`"
@@ -240,23 +306,31 @@ def _serve_host(kind: EngineKind, setup: Setup, loopback: bool, server: str = "l
         # --serve-host is both where the suite listens and what it names to the engine in
         # each image reference and URL: 0.0.0.0 would send the VM to its own 0.0.0.0, and
         # the VM's alias for this machine is a name only the VM knows.
-        return (f"{kind.label} runs in a VM, whose 127.0.0.1 is not this machine's: run with "
-                f"--serve-host ADDRESS{fixed}, ADDRESS being an address of this machine the "
-                f"VM reaches (this machine's: {where}); not 0.0.0.0 nor {kind.host_alias}, "
-                "the VM's name for this machine: the engine is sent to the --serve-host "
-                "address itself")
+        return (
+            f"{kind.label} runs in a VM, whose 127.0.0.1 is not this machine's: run with "
+            f"--serve-host ADDRESS{fixed}, ADDRESS being an address of this machine the "
+            f"VM reaches (this machine's: {where}); not 0.0.0.0 nor {kind.host_alias}, "
+            "the VM's name for this machine: the engine is sent to the --serve-host "
+            "address itself"
+        )
     if loopback:
-        return (f"the engine is not on this machine's network ({kind.label}'s 127.0.0.1 is its "
-                f"own): run with --serve-host ADDRESS{fixed}, ADDRESS being an address of this "
-                f"machine the engine reaches (this machine's: {where})")
-    return (f"the engine could not connect to {setup.serve_host}: it does not reach that "
-            f"address, or a firewall stops the {server}'s port; run with --serve-host ADDRESS"
-            f"{fixed}, ADDRESS being another address of this machine the engine reaches (this "
-            f"machine's: {where})")
+        return (
+            f"the engine is not on this machine's network ({kind.label}'s 127.0.0.1 is its "
+            f"own): run with --serve-host ADDRESS{fixed}, ADDRESS being an address of this "
+            f"machine the engine reaches (this machine's: {where})"
+        )
+    return (
+        f"the engine could not connect to {setup.serve_host}: it does not reach that "
+        f"address, or a firewall stops the {server}'s port; run with --serve-host ADDRESS"
+        f"{fixed}, ADDRESS being another address of this machine the engine reaches (this "
+        f"machine's: {where})"
+    )
 
 
 def _hung(kind: EngineKind, setup: Setup) -> str:
     within = f" within {setup.timeout:g} s" if setup.timeout else " in time"
-    return (f"{kind.label} did not answer the canary request{within}: the engine hung or is "
-            "very slow, and nothing about its reach to the suite's servers was learned; check "
-            "the engine (`docker info`, its log), or give a longer --timeout")
+    return (
+        f"{kind.label} did not answer the canary request{within}: the engine hung or is "
+        "very slow, and nothing about its reach to the suite's servers was learned; check "
+        "the engine (`docker info`, its log), or give a longer --timeout"
+    )

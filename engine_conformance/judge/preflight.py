@@ -79,7 +79,7 @@ class Probe:
 def probe_registry(
     client: Client,
     registry: LabRegistry | ExternalRegistry,
-    target_info: dict,
+    target_info: dict[str, Any],
     track: Callable[[str], None] = lambda ref: None,
     ca: Path | None = None,
 ) -> Probe:
@@ -124,17 +124,33 @@ def probe_registry(
             # A refused certificate is noted only after the engine hung up.
             registry.tls_failures.wait(handshakes + 1, timeout=2.0)
         seen = [f"{e.method} {e.path} {e.status}" for e in entries]
-        seen += [f"a failed TLS handshake ({failure})"
-                 for failure in dict.fromkeys(registry.tls_failures[handshakes:])]
+        seen += [
+            f"a failed TLS handshake ({failure})"
+            for failure in dict.fromkeys(registry.tls_failures[handshakes:])
+        ]
         catalogue.remove(repository)
     _remove(client, ref, (held or {}).get("Id"))
-    probe = Probe("registry", reached, seconds=time.monotonic() - started, answer=answer,
-                  seen=seen, evidence=ex.evidence() if ex else None)
+    probe = Probe(
+        "registry",
+        reached,
+        seconds=time.monotonic() - started,
+        answer=answer,
+        seen=seen,
+        evidence=ex.evidence() if ex else None,
+    )
     if not reached:
         probe.cause = cause(answer, answered=ex is not None)
-        steps = registry_steps(probe.cause, engine_kind(target_info), setup_of(
-            target_info, registry_host(registry), int(registry.address.rsplit(":", 1)[-1]),
-            client, ca))
+        steps = registry_steps(
+            probe.cause,
+            engine_kind(target_info),
+            setup_of(
+                target_info,
+                registry_host(registry),
+                int(registry.address.rsplit(":", 1)[-1]),
+                client,
+                ca,
+            ),
+        )
         probe.steps = steps
         probe.reason = (
             f"preflight: the engine cannot pull from the {_which(registry)} {registry.address}: "
@@ -148,15 +164,17 @@ def probe_registry(
 def probe_file_server(
     client: Client,
     files: FileServer,
-    target_info: dict,
+    target_info: dict[str, Any],
     prefix: str,
     track: Callable[[str], None] = lambda ref: None,
     ca: Path | None = None,
 ) -> Probe:
     """Import a canary archive by URL from ``files``; ok if the engine asked the file server."""
     started = time.monotonic()
-    url = files.add("preflight.tar", archives.rootfs(
-        {"etc/engine-conformance-preflight": f"canary of run {prefix}\n".encode()}))
+    url = files.add(
+        "preflight.tar",
+        archives.rootfs({"etc/engine-conformance-preflight": f"canary of run {prefix}\n".encode()}),
+    )
     path = url.removeprefix(files.base_url)
     repo = f"{prefix}/preflight-import"
     track(repo)
@@ -169,14 +187,24 @@ def probe_file_server(
     failed_tls = list(dict.fromkeys(files.tls_failures[handshakes:]))
     _remove(client, repo, imported_id(ex) if ex else None)
     reached = bool(fetched)
-    probe = Probe("file_server", reached, seconds=time.monotonic() - started, answer=answer,
-                  seen=[f"{m} {p.replace(path, '<canary>')} {s}" for m, p, s in fetched],
-                  evidence=ex.evidence() if ex else None)
+    probe = Probe(
+        "file_server",
+        reached,
+        seconds=time.monotonic() - started,
+        answer=answer,
+        seen=[f"{m} {p.replace(path, '<canary>')} {s}" for m, p, s in fetched],
+        evidence=ex.evidence() if ex else None,
+    )
     if not reached:
         probe.cause = "untrusted" if failed_tls else cause(answer, answered=ex is not None)
         split = urlsplit(files.base_url)
-        steps = file_server_steps(probe.cause, engine_kind(target_info), setup_of(
-            target_info, split.hostname or "", 0, client, ca, file_server_port=split.port or 0))
+        steps = file_server_steps(
+            probe.cause,
+            engine_kind(target_info),
+            setup_of(
+                target_info, split.hostname or "", 0, client, ca, file_server_port=split.port or 0
+            ),
+        )
         probe.steps = steps
         probe.reason = (
             f"preflight: the engine cannot import from the file server {files.base_url}: "
@@ -188,33 +216,53 @@ def probe_file_server(
     return probe
 
 
-def canary_image(prefix: str, target_info: dict) -> Image:
+def canary_image(prefix: str, target_info: dict[str, Any]) -> Image:
     """A one-layer image for the engine's own platform whose content names the run."""
     from lab_registry import build_image
 
     platform = f"{target_info.get('os') or 'linux'}/{target_info.get('arch') or 'amd64'}"
-    return build_image({"etc/engine-conformance-preflight": f"canary of run {prefix}\n"},
-                       platform=platform, env={"EC_PREFLIGHT": prefix}, cmd=None)
+    return build_image(
+        {"etc/engine-conformance-preflight": f"canary of run {prefix}\n"},
+        platform=platform,
+        env={"EC_PREFLIGHT": prefix},
+        cmd=None,
+    )
 
 
-def setup_of(target_info: dict, serve_host: str, registry_port: int, client: Client,
-             ca: Path | None, file_server_port: int = 0) -> Setup:
+def setup_of(
+    target_info: dict[str, Any],
+    serve_host: str,
+    registry_port: int,
+    client: Client,
+    ca: Path | None,
+    file_server_port: int = 0,
+) -> Setup:
     """What the steps refer to: how this run serves, and this machine's addresses."""
     url = urlsplit(str(target_info.get("url", "")))
     remote = url.scheme not in ("unix", "npipe", "") and not (url.hostname or "").startswith(
-        LOOPBACK)
-    return Setup(serve_host=serve_host, registry_port=registry_port,
-                 file_server_port=file_server_port,
-                 tls_dir=str(ca.parent) if ca is not None else "", serving_tls=ca is not None,
-                 local_addresses=local_addresses(), timeout=client.timeouts.read,
-                 remote=remote)
+        LOOPBACK
+    )
+    return Setup(
+        serve_host=serve_host,
+        registry_port=registry_port,
+        file_server_port=file_server_port,
+        tls_dir=str(ca.parent) if ca is not None else "",
+        serving_tls=ca is not None,
+        local_addresses=local_addresses(),
+        timeout=client.timeouts.read,
+        remote=remote,
+    )
 
 
 def local_addresses() -> tuple[str, ...]:
     """This machine's addresses an engine elsewhere might reach (loopback left out)."""
     try:
-        out = subprocess.run(["ip", "-o", "addr", "show", "scope", "global"],
-                             capture_output=True, text=True, timeout=5).stdout
+        out = subprocess.run(
+            ["ip", "-o", "addr", "show", "scope", "global"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
     found = re.findall(r"\binet6?\s+([0-9a-f.:]+)/", out)

@@ -69,8 +69,17 @@ from engine_conformance.judge.cleanup import Images, RunNames, may_remove_run_na
 from engine_conformance.judge.reproducer import curl
 
 __all__ = [
-    "DEFAULT_SEED", "DEFAULT_BUDGET", "Budget", "Draft", "Finding", "PhaseResult",
-    "PropertyPhase", "drafts", "drafts_digest", "violations", "finding_lines",
+    "DEFAULT_SEED",
+    "DEFAULT_BUDGET",
+    "Budget",
+    "Draft",
+    "Finding",
+    "PhaseResult",
+    "PropertyPhase",
+    "drafts",
+    "drafts_digest",
+    "violations",
+    "finding_lines",
 ]
 
 DEFAULT_SEED = 20_240_601
@@ -92,26 +101,51 @@ BODIES: dict[str, Callable[[], bytes]] = {
 VALID_ARCHIVES = frozenset({"tar", "gz", "bz2", "xz"})
 
 LAB_REFERENCES = (
-    "{lab}/{prefix}/single:v1", "{lab}/{prefix}/single", "{lab}/{prefix}/oci:latest",
-    "{lab}/{prefix}/multi:latest", "{lab}/{prefix}/multi-oci", "{lab}/{prefix}/arm-only:latest",
-    "{lab}/{prefix}/single@{digest:single:v2}", "{lab}/{prefix}/missing:latest",
+    "{lab}/{prefix}/single:v1",
+    "{lab}/{prefix}/single",
+    "{lab}/{prefix}/oci:latest",
+    "{lab}/{prefix}/multi:latest",
+    "{lab}/{prefix}/multi-oci",
+    "{lab}/{prefix}/arm-only:latest",
+    "{lab}/{prefix}/single@{digest:single:v2}",
+    "{lab}/{prefix}/missing:latest",
     "{lab}/{prefix}/single:missing",
 )
 # Each is refused by reference parsing before any registry is asked; all name the lab anyway.
 MALFORMED_REFERENCES = (
-    "{lab}/{prefix}/UPPER", "{lab}/{prefix}/bad::ref", "{lab}/{prefix}/single:bad tag",
-    "{lab}/{prefix}/single@sha256:0123", "{lab}/{prefix}//empty", "{lab}/{prefix}/-lead",
+    "{lab}/{prefix}/UPPER",
+    "{lab}/{prefix}/bad::ref",
+    "{lab}/{prefix}/single:bad tag",
+    "{lab}/{prefix}/single@sha256:0123",
+    "{lab}/{prefix}//empty",
+    "{lab}/{prefix}/-lead",
     "{lab}/{prefix}/single:" + "t" * 129,
 )
 TAGS = ("v1", "latest", "{digest:single:v1}")
 MALFORMED_TAGS = ("bad tag", "UPPER!", "t" * 129)
 PLATFORMS = ("linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux", "")
 MALFORMED_PLATFORMS = ("not a platform", "linux/amd64/v1/extra", "!!/??")
-CHANGES = ("ENV EC_PROPERTY=1", 'CMD ["/bin/true"]', "LABEL ec=1", "EXPOSE 8080", "USER 1000",
-           "WORKDIR /w", "VOLUME /v", "STOPSIGNAL SIGTERM", 'ENTRYPOINT ["/bin/true"]')
+CHANGES = (
+    "ENV EC_PROPERTY=1",
+    'CMD ["/bin/true"]',
+    "LABEL ec=1",
+    "EXPOSE 8080",
+    "USER 1000",
+    "WORKDIR /w",
+    "VOLUME /v",
+    "STOPSIGNAL SIGTERM",
+    'ENTRYPOINT ["/bin/true"]',
+)
 DISALLOWED_CHANGES = ("RUN true", "FROM scratch", "ADD a b", "COPY a b", "MAINTAINER x")
-AUTH_KINDS = ("none", "password", "identitytoken", "unpadded", "not-base64", "not-json",
-              "generated")
+AUTH_KINDS = (
+    "none",
+    "password",
+    "identitytoken",
+    "unpadded",
+    "not-base64",
+    "not-json",
+    "generated",
+)
 KINDS = ("import", "pull", "import-url", "neither")
 
 _HEADER_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?")
@@ -168,7 +202,7 @@ def _case_strategy(mode: str) -> st.SearchStrategy:
     return operation().as_strategy(generation_mode=GenerationMode(mode))
 
 
-def _auth(draw: Callable, generated: object) -> tuple[str | None, str | None]:
+def _auth(draw: Callable[..., Any], generated: object) -> tuple[str | None, str | None]:
     """An X-Registry-Auth value and the secret in it."""
     kind = draw(st.sampled_from(AUTH_KINDS))
     if kind == "none":
@@ -181,14 +215,17 @@ def _auth(draw: Callable, generated: object) -> tuple[str | None, str | None]:
         return f"%%{secret}%%", secret
     if kind == "not-json":
         return base64.urlsafe_b64encode(f"user:{secret}".encode()).decode(), secret
-    obj = ({"identitytoken": secret} if kind == "identitytoken"
-           else {"username": "ec-user", "password": secret})
+    obj = (
+        {"identitytoken": secret}
+        if kind == "identitytoken"
+        else {"username": "ec-user", "password": secret}
+    )
     value = base64.urlsafe_b64encode(json.dumps(obj).encode()).decode()
     return (value.rstrip("=") if kind == "unpadded" else value), secret
 
 
 @st.composite
-def drafts(draw: Callable) -> Draft:
+def drafts(draw: Callable[..., Any]) -> Draft:
     """One request: schemathesis's generated values, steered parameter by parameter."""
     kind = draw(st.sampled_from(KINDS))
     mode = draw(st.sampled_from(("positive", "negative")))
@@ -200,8 +237,13 @@ def drafts(draw: Callable) -> Draft:
 
     def pick(name: str, steered: tuple[str, ...], malformed: tuple[str, ...] = ()) -> str | None:
         nonlocal fault
-        choice = draw(st.sampled_from(("none", "steered", "malformed", "generated")
-                                      if malformed else ("none", "steered", "generated")))
+        choice = draw(
+            st.sampled_from(
+                ("none", "steered", "malformed", "generated")
+                if malformed
+                else ("none", "steered", "generated")
+            )
+        )
         if choice == "none":
             return None
         if choice == "generated":
@@ -243,10 +285,18 @@ def drafts(draw: Callable) -> Draft:
                 values = values if isinstance(values, list) else [values]
                 query.append(("changes", _text(draw(st.sampled_from(values)))))
             else:
-                query.append(("changes", draw(st.sampled_from(
-                    CHANGES if source == "allowed" else DISALLOWED_CHANGES))))
-    if kind != "neither" and (platform := pick("platform", PLATFORMS,
-                                               MALFORMED_PLATFORMS)) is not None:
+                query.append(
+                    (
+                        "changes",
+                        draw(
+                            st.sampled_from(CHANGES if source == "allowed" else DISALLOWED_CHANGES)
+                        ),
+                    )
+                )
+    if (
+        kind != "neither"
+        and (platform := pick("platform", PLATFORMS, MALFORMED_PLATFORMS)) is not None
+    ):
         query.append(("platform", platform))
     auth, secret = _auth(draw, dict(case.headers or {}).get("X-Registry-Auth"))
     if kind in ("import", "import-url"):
@@ -258,8 +308,14 @@ def _draw_keys(seed_value: int, examples: int) -> list[str]:
     keys: list[str] = []
 
     @seed(seed_value)
-    @settings(max_examples=examples, phases=[Phase.generate], database=None, deadline=None,
-              suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet)
+    @settings(
+        max_examples=examples,
+        phases=[Phase.generate],
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+    )
     @given(st.data())
     def collect(data: st.DataObject) -> None:
         keys.append(data.draw(drafts()).key())
@@ -321,10 +377,12 @@ def stream_end_problem(ex: Exchange, kind: str) -> tuple[str, str] | None:
     """How a 200 stream fails to end in success or an error line: (shape, detail), or None."""
     errors = [i for i, m in enumerate(ex.messages) if m.error is not None]
     if errors and errors[0] < len(ex.messages) - 1:
-        return ("goes on after its error line",
-                f"the stream reports an error at line {errors[0] + 1} of {len(ex.messages)} "
-                f"({ex.messages[errors[0]].error!r}) and goes on: it "
-                f"ends with {json.dumps(ex.messages[-1].obj)[:160]}")
+        return (
+            "goes on after its error line",
+            f"the stream reports an error at line {errors[0] + 1} of {len(ex.messages)} "
+            f"({ex.messages[errors[0]].error!r}) and goes on: it "
+            f"ends with {json.dumps(ex.messages[-1].obj)[:160]}",
+        )
     if errors or ex.incomplete:
         # An incomplete message lost its end: PROGRESS-010 judges the cut, not this.
         return None
@@ -335,8 +393,9 @@ def stream_end_problem(ex: Exchange, kind: str) -> tuple[str, str] | None:
     status = last.obj.get("status")
     if kind.startswith("import") and imported_id(ex) == status:
         return None
-    if kind == "pull" and any(str(m.obj.get("status", "")).startswith("Status: ")
-                              for m in ex.messages):
+    if kind == "pull" and any(
+        str(m.obj.get("status", "")).startswith("Status: ") for m in ex.messages
+    ):
         return None  # Docker may add a line after it (a platform WARNING)
     return "ends without success or errorDetail", f"the stream {ending}"
 
@@ -353,8 +412,7 @@ def status_class_problem(status: int) -> str | None:
         return None
     if 200 <= status < 300:
         return f"HTTP {status} is a success other than 200, the one success the document gives"
-    return (f"HTTP {status} is neither the documented success (200) nor an error status "
-            "(4xx, 5xx)")
+    return f"HTTP {status} is neither the documented success (200) nor an error status (4xx, 5xx)"
 
 
 def snapshot(client: Client) -> dict[str, set[str]]:
@@ -368,27 +426,37 @@ def snapshot(client: Client) -> dict[str, set[str]]:
 
 def new_names(before: dict[str, set[str]], after: dict[str, set[str]]) -> dict[str, set[str]]:
     """What appeared: new images with all their names, old images with their new names."""
-    return {i: names - before.get(i, set()) for i, names in after.items()
-            if i not in before or names - before[i]}
+    return {
+        i: names - before.get(i, set())
+        for i, names in after.items()
+        if i not in before or names - before[i]
+    }
 
 
-def violations(ex: Exchange, draft: Draft, created: dict[str, set[str]],
-               left: dict[str, set[str]], prefix: str) -> list[Violation]:
+def violations(
+    ex: Exchange, draft: Draft, created: dict[str, set[str]], left: dict[str, set[str]], prefix: str
+) -> list[Violation]:
     """Every property the answer to ``draft`` breaks, in requirement order."""
     found: list[Violation] = []
     status = ex.status
     if str(status) not in operation().responses.status_codes:
-        found.append(Violation("SCHEMA-001", f"HTTP {status}",
-                               f"HTTP {status} is not listed in the fragment"))
+        found.append(
+            Violation(
+                "SCHEMA-001", f"HTTP {status}", f"HTTP {status} is not listed in the fragment"
+            )
+        )
     if (problem := status_class_problem(status)) is not None:
         found.append(Violation("SCHEMA-008", f"HTTP {status}", problem))
     if status != 200:
         problems = error_answer_problems(ex)
         if problems:
-            shape = (f"HTTP {status}, Content-Type {_ctype(ex) or 'missing'}, "
-                     + ("body not JSON" if any("not JSON" in p for p in problems)
-                        else "body not ErrorResponse" if any(p.startswith("body") for p in problems)
-                        else "body ErrorResponse"))
+            shape = f"HTTP {status}, Content-Type {_ctype(ex) or 'missing'}, " + (
+                "body not JSON"
+                if any("not JSON" in p for p in problems)
+                else "body not ErrorResponse"
+                if any(p.startswith("body") for p in problems)
+                else "body ErrorResponse"
+            )
             found.append(Violation("SCHEMA-002", shape, "; ".join(problems)))
     else:
         shapes, details = [], []
@@ -397,8 +465,10 @@ def violations(ex: Exchange, draft: Draft, created: dict[str, set[str]],
             details.append(f"Content-Type is {_ctype(ex) or 'missing'!r}, not application/json")
         if ex.framing_errors:
             shapes.append("a line that is not one JSON object")
-            details += [f"line at byte {e.offset} is {e.detail}: {e.raw[:80]!r}"
-                        for e in ex.framing_errors[:2]]
+            details += [
+                f"line at byte {e.offset} is {e.detail}: {e.raw[:80]!r}"
+                for e in ex.framing_errors[:2]
+            ]
         bad = [(m, p) for m in ex.messages for p in spec.validate_stream_item(m.obj)[:1]]
         if bad:
             shapes.append("a line that is not a CreateImageInfo")
@@ -406,29 +476,55 @@ def violations(ex: Exchange, draft: Draft, created: dict[str, set[str]],
         if shapes:
             found.append(Violation("SCHEMA-003", ", ".join(shapes), "; ".join(details)))
         elif not ex.timed_out and (problem := stream_end_problem(ex, draft.kind)):
-            found.append(Violation("SCHEMA-005", f"{draft.kind}: stream {problem[0]}",
-                                   problem[1]))
+            found.append(Violation("SCHEMA-005", f"{draft.kind}: stream {problem[0]}", problem[1]))
     if draft.client_fault and status >= 500:
-        found.append(Violation("SCHEMA-004", f"{draft.kind} -> HTTP {status}",
-                               f"HTTP {status} for a request that is the client's fault: "
-                               f"{ex.body[:160].decode('utf-8', 'replace').strip()!r}"))
+        found.append(
+            Violation(
+                "SCHEMA-004",
+                f"{draft.kind} -> HTTP {status}",
+                f"HTTP {status} for a request that is the client's fault: "
+                f"{ex.body[:160].decode('utf-8', 'replace').strip()!r}",
+            )
+        )
     if draft.secret and (shown := exposures(ex, {"the X-Registry-Auth secret": draft.secret})):
         # Grouped by the kind of place (the same finding whichever message or header).
-        kinds = sorted({"headers" if " in header " in w else "status line"
-                        if w.endswith("status line") else "body" for w in shown})
-        found.append(Violation("SCHEMA-006", f"secret echoed in the {' and '.join(kinds)}",
-                               "; ".join(shown)))
-    outside = {i: n for i, n in created.items() if not any(f"{prefix}/" in x for x in n)
-               or any(f"{prefix}/" not in x for x in n)}
+        kinds = sorted(
+            {
+                "headers"
+                if " in header " in w
+                else "status line"
+                if w.endswith("status line")
+                else "body"
+                for w in shown
+            }
+        )
+        found.append(
+            Violation("SCHEMA-006", f"secret echoed in the {' and '.join(kinds)}", "; ".join(shown))
+        )
+    outside = {
+        i: n
+        for i, n in created.items()
+        if not any(f"{prefix}/" in x for x in n) or any(f"{prefix}/" not in x for x in n)
+    }
     if outside:
         image, names = sorted(outside.items())[0]
-        found.append(Violation("SCHEMA-007", "created an image not named under the run prefix",
-                               f"{image[:19]} named {sorted(names) or 'nothing'}"))
+        found.append(
+            Violation(
+                "SCHEMA-007",
+                "created an image not named under the run prefix",
+                f"{image[:19]} named {sorted(names) or 'nothing'}",
+            )
+        )
     if left:
         image, names = sorted(left.items())[0]
-        found.append(Violation("SCHEMA-007", "left an image behind after clean-up",
-                               f"{image[:19]} ({sorted(names) or 'no name'}) remains after the "
-                               "run removed what the request made"))
+        found.append(
+            Violation(
+                "SCHEMA-007",
+                "left an image behind after clean-up",
+                f"{image[:19]} ({sorted(names) or 'no name'}) remains after the "
+                "run removed what the request made",
+            )
+        )
     return found
 
 
@@ -509,15 +605,26 @@ def _violation_type(key: tuple[str, str]) -> type[_Violated]:
 class PropertyPhase:
     """Draw, send, judge and shrink; one instance per run."""
 
-    def __init__(self, client: Client, run: RunNames, lab: Any, files: Any, report_dir: Path,
-                 *, seed: int = DEFAULT_SEED, budget: Budget | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        run: RunNames,
+        lab: Any,
+        files: Any,
+        report_dir: Path,
+        *,
+        seed: int = DEFAULT_SEED,
+        budget: Budget | None = None,
+    ) -> None:
         self.client, self.names, self.lab, self.files = client, run, lab, files
         self.report_dir = Path(report_dir)
         self.seed = seed
         self.budget = budget or Budget.parse(DEFAULT_BUDGET)
         self._bodies = {name: make() for name, make in BODIES.items()}
-        self._urls = {name: files.add(f"{run.prefix}-property-{name}", data)
-                      for name, data in self._bodies.items()}
+        self._urls = {
+            name: files.add(f"{run.prefix}-property-{name}", data)
+            for name, data in self._bodies.items()
+        }
         self._missing = files.missing(f"{run.prefix}-property-missing")
         self._answers: dict[str, list[Violation]] = {}
         self._findings: dict[tuple[str, str], Finding] = {}
@@ -544,8 +651,9 @@ class PropertyPhase:
 
         return _PLACEHOLDER.sub(value, text)
 
-    def request(self, draft: Draft, repo: str) -> tuple[list[tuple[str, str]], dict[str, str],
-                                                        bytes | None]:
+    def request(
+        self, draft: Draft, repo: str
+    ) -> tuple[list[tuple[str, str]], dict[str, str], bytes | None]:
         params = [(k, self._render(v)) for k, v in draft.query] + [("repo", repo)]
         headers = {"X-Registry-Auth": draft.auth} if draft.auth is not None else {}
         body = self._bodies[draft.body] if draft.body else None
@@ -564,8 +672,14 @@ class PropertyPhase:
             tracker.cleanup()
             return []
 
-    def _exchange(self, draft: Draft, tracker: Images, params: list[tuple[str, str]],
-                  headers: dict[str, str], body: bytes | None) -> list[Violation]:
+    def _exchange(
+        self,
+        draft: Draft,
+        tracker: Images,
+        params: list[tuple[str, str]],
+        headers: dict[str, str],
+        body: bytes | None,
+    ) -> list[Violation]:
         before = snapshot(self.client)
         ex = self.client.create_image(params, body=body, headers=headers, deadline=60)
         if ex.status == 200 and (image := imported_id(ex)):
@@ -580,8 +694,9 @@ class PropertyPhase:
             if image not in before:
                 remove_created(self.client, image, self.names.prefix, preexisting)
                 continue
-            if not may_remove_run_names({"Id": image, "RepoTags": sorted(after[image])},
-                                        self.names.prefix, preexisting):
+            if not may_remove_run_names(
+                {"Id": image, "RepoTags": sorted(after[image])}, self.names.prefix, preexisting
+            ):
                 kept[image] = names  # their removal would delete an image the run found there
                 continue
             for name in names:
@@ -590,9 +705,11 @@ class PropertyPhase:
                         self.client.delete_image(name, force=False)
                     except TargetError:
                         pass
-        left = {i: names - kept.get(i, set())
-                for i, names in new_names(before, snapshot(self.client)).items()
-                if i not in kept or names - kept[i]}
+        left = {
+            i: names - kept.get(i, set())
+            for i, names in new_names(before, snapshot(self.client)).items()
+            if i not in kept or names - kept[i]
+        }
         self.sent.append((draft, ex))
         found = violations(ex, draft, created, left, self.names.prefix)
         for v in found:
@@ -623,14 +740,17 @@ class PropertyPhase:
 
         # Exploring never raises: Hypothesis stops drawing soon after a first failure,
         # and one early finding must not end the search for others.
-        outcome = self._hypothesis(explore, examples=self.budget.examples,
-                                   out_of_budget=lambda: explore_until is not None
-                                   and spent() >= explore_until)
+        outcome = self._hypothesis(
+            explore,
+            examples=self.budget.examples,
+            out_of_budget=lambda: explore_until is not None and spent() >= explore_until,
+        )
         # Then each finding alone: Hypothesis replays the choices of its first request
         # and shrinks them, sending what it has not sent before while the budget lasts.
         # A request under way when the budget runs out still has to finish: stop a little early.
         shrink_until = None if seconds is None else seconds * SHRINK_STOP
         for key, choices in first_hit.items():
+
             def shrink(draft: Draft, _: object, key: tuple[str, str] = key) -> None:
                 found = self._answer(draft, shrink_until, spent)
                 if any((v.requirement, v.shape) == key for v in found):
@@ -645,21 +765,37 @@ class PropertyPhase:
                 continue
             # A budget in examples bounds each finding's shrinking by as many again.
             ended = self._hypothesis(
-                shrink, examples=MAX_EXAMPLES if seconds is not None else self.budget.examples,
+                shrink,
+                examples=MAX_EXAMPLES if seconds is not None else self.budget.examples,
                 replay=choices,
                 # Past the budget Hypothesis would go on shrinking on cached answers alone.
-                out_of_budget=out_of_time)
-            self.shrunk[name] = ("shrinking cut short: budget spent"
-                                 if ended != "shrunk" and out_of_time() else ended)
+                out_of_budget=out_of_time,
+            )
+            self.shrunk[name] = (
+                "shrinking cut short: budget spent"
+                if ended != "shrunk" and out_of_time()
+                else ended
+            )
         findings = sorted(self._findings.values(), key=lambda f: (f.requirement, f.shape))
         self._reproduce(findings)
-        digest = hashlib.sha256("\n".join(d.key() for d, _ in self.sent).encode(
-            "utf-8", "surrogatepass")).hexdigest()[:16]
-        return PhaseResult(self.seed, str(self.budget), findings, self.sent,
-                           spent(), digest, self.errors, outcome, self.shrunk)
+        digest = hashlib.sha256(
+            "\n".join(d.key() for d, _ in self.sent).encode("utf-8", "surrogatepass")
+        ).hexdigest()[:16]
+        return PhaseResult(
+            self.seed,
+            str(self.budget),
+            findings,
+            self.sent,
+            spent(),
+            digest,
+            self.errors,
+            outcome,
+            self.shrunk,
+        )
 
-    def _answer(self, draft: Draft, until: float | None,
-                spent: Callable[[], float]) -> list[Violation]:
+    def _answer(
+        self, draft: Draft, until: float | None, spent: Callable[[], float]
+    ) -> list[Violation]:
         """The violations of ``draft``'s answer: sent once, or none when out of time."""
         key = draft.key()
         if key not in self._answers:
@@ -672,9 +808,14 @@ class PropertyPhase:
             self._slowest = max(self._slowest, time.monotonic() - started)
         return self._answers[key]
 
-    def _hypothesis(self, test: Callable[[Draft, tuple[Any, ...]], None], *,
-                    examples: int = 1, replay: tuple[Any, ...] | None = None,
-                    out_of_budget: Callable[[], bool]) -> str:
+    def _hypothesis(
+        self,
+        test: Callable[[Draft, tuple[Any, ...]], None],
+        *,
+        examples: int = 1,
+        replay: tuple[Any, ...] | None = None,
+        out_of_budget: Callable[[], bool],
+    ) -> str:
         """Draw ``examples`` drafts, or replay ``replay``'s choices and shrink them."""
         database = None
         if replay is not None:
@@ -684,10 +825,16 @@ class PropertyPhase:
             database.save(_REPLAY_KEY + b".secondary", choices_to_bytes(replay))
 
         # settings after seed: seed() alone would turn the database (the replay) off.
-        @settings(max_examples=examples, database=database, deadline=None,
-                  phases=[Phase.reuse, Phase.shrink] if replay is not None else [Phase.generate],
-                  suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
-                  report_multiple_bugs=False, print_blob=False)
+        @settings(
+            max_examples=examples,
+            database=database,
+            deadline=None,
+            phases=[Phase.reuse, Phase.shrink] if replay is not None else [Phase.generate],
+            suppress_health_check=list(HealthCheck),
+            verbosity=Verbosity.quiet,
+            report_multiple_bugs=False,
+            print_blob=False,
+        )
         @seed(self.seed)
         @given(st.data())
         def probe(data: st.DataObject) -> None:
@@ -716,24 +863,34 @@ class PropertyPhase:
         info = getattr(self.names, "target_info", None) or {}
         engine = {k: v for k, v in info.items() if k != "url"}
         for f in findings:
-            bundle = bundles.write_finding(self.report_dir, f.requirement, f.to_dict(),
-                                           dataclasses.asdict(f.draft), f.exchange, engine,
-                                           self.names.prefix, files=self.files,
-                                           target_url=str(info.get("url") or ""))
+            bundle = bundles.write_finding(
+                self.report_dir,
+                f.requirement,
+                f.to_dict(),
+                dataclasses.asdict(f.draft),
+                f.exchange,
+                engine,
+                self.names.prefix,
+                files=self.files,
+                target_url=str(info.get("url") or ""),
+            )
             f.bundle = str(bundle.relative_to(self.report_dir))
             ex = f.exchange
             body_file = None
             if (bundle / "bodies" / "1.bin").is_file():
                 body_file = Path(f.bundle) / "bodies" / "1.bin"
                 f.body_file = str(body_file)
-            f.reproducer = curl(self.client.target, ex.method, ex.path, ex.params,
-                                ex.request_headers, body_file)
+            f.reproducer = curl(
+                self.client.target, ex.method, ex.path, ex.params, ex.request_headers, body_file
+            )
 
 
 def finding_lines(results: dict[str, Any]) -> Iterator[str]:
     """Lines for the terminal: each finding of the property phase with its reproducer."""
     for req in results.get("requirements", []):
         for f in (req.get("observations") or {}).get("findings", []):
-            yield (f"{req['id']} {f['shape']} ({f['requests']} request"
-                   f"{'s' if f['requests'] != 1 else ''}): {f['request'][:160]}")
+            yield (
+                f"{req['id']} {f['shape']} ({f['requests']} request"
+                f"{'s' if f['requests'] != 1 else ''}): {f['request'][:160]}"
+            )
             yield f"  {f['reproducer']}"

@@ -36,8 +36,14 @@ def url(target: Target, path: str, params: Sequence[tuple[str, str]]) -> str:
     return f"{base}{path}" + (f"?{query}" if query else "")
 
 
-def curl(target: Target, method: str, path: str, params: Sequence[tuple[str, str]],
-         headers: Mapping[str, str], body_file: Path | None = None) -> str:
+def curl(
+    target: Target,
+    method: str,
+    path: str,
+    params: Sequence[tuple[str, str]],
+    headers: Mapping[str, str],
+    body_file: Path | None = None,
+) -> str:
     """A shell command that sends the request and prints the answer with its status line.
 
     ``path`` is the path as sent (versioned); ``headers`` as sent, the secret ones
@@ -47,14 +53,23 @@ def curl(target: Target, method: str, path: str, params: Sequence[tuple[str, str
     if target.uds:
         transport += ["--unix-socket", target.uds]
     if target.tls:
-        for option, path_ in (("--cacert", target.tls.ca), ("--cert", target.tls.cert),
-                              ("--key", target.tls.key)):
+        for option, path_ in (
+            ("--cacert", target.tls.ca),
+            ("--cert", target.tls.cert),
+            ("--key", target.tls.key),
+        ):
             if path_:
                 transport += [option, path_]
         if not target.tls.verify:
             transport.append("-k")
-    return _command(transport, method, url(target, path, params), headers,
-                    f"@{body_file}" if body_file is not None else None, show_status=True)
+    return _command(
+        transport,
+        method,
+        url(target, path, params),
+        headers,
+        f"@{body_file}" if body_file is not None else None,
+        show_status=True,
+    )
 
 
 def curl_for_evidence(target_url: str, evidence: Mapping[str, Any]) -> str:
@@ -74,27 +89,46 @@ def curl_for_evidence(target_url: str, evidence: Mapping[str, Any]) -> str:
     transport: list[str] = []
     if parts.scheme == "unix":
         # Not parts.path: a managed engine's socket reads unix://$ENGINE_DIR/docker.sock.
-        transport += ["--unix-socket", target_url[len("unix://"):]]
+        transport += ["--unix-socket", target_url[len("unix://") :]]
         base = "http://localhost"
     else:
         scheme = "https" if parts.scheme == "https" else "http"
         base = f"{scheme}://{parts.netloc}"
         if scheme == "https":
-            transport += ["--cacert", "$DOCKER_CERT_PATH/ca.pem",
-                          "--cert", "$DOCKER_CERT_PATH/cert.pem",
-                          "--key", "$DOCKER_CERT_PATH/key.pem"]
+            transport += [
+                "--cacert",
+                "$DOCKER_CERT_PATH/ca.pem",
+                "--cert",
+                "$DOCKER_CERT_PATH/cert.pem",
+                "--key",
+                "$DOCKER_CERT_PATH/key.pem",
+            ]
     data = "@rootfs.tar" if method == "POST" and "fromSrc=-" in path else None
-    return _command(transport, method, f"{base}{path}", evidence.get("request_headers") or {},
-                    data, show_status=False)
+    return _command(
+        transport,
+        method,
+        f"{base}{path}",
+        evidence.get("request_headers") or {},
+        data,
+        show_status=False,
+    )
 
 
 # Headers curl sets itself, or that only describe the client that sent the request.
-_NOT_REPEATED = frozenset({"host", "content-length", "user-agent", "accept-encoding",
-                           "connection", "accept"})
+_NOT_REPEATED = frozenset(
+    {"host", "content-length", "user-agent", "accept-encoding", "connection", "accept"}
+)
 
 
-def _command(transport: Sequence[str], method: str, full_url: str, headers: Mapping[str, str],
-             data: str | None, *, show_status: bool) -> str:
+def _command(
+    transport: Sequence[str],
+    method: str,
+    full_url: str,
+    headers: Mapping[str, str],
+    data: str | None,
+    *,
+    show_status: bool,
+) -> str:
     words = ["curl", "-sS", *(["-i"] if show_status else []), *transport]
     if method.upper() != "GET":
         words += ["-X", method.upper()]

@@ -65,7 +65,7 @@ class Record:
     reason: str = ""
     duration: float = 0.0
     engine_wait: float = 0.0  # seconds of ``duration`` spent waiting on the engine's answers
-    evidence: list[dict] = field(default_factory=list)
+    evidence: list[dict[str, Any]] = field(default_factory=list)
     observations: dict[str, Any] = field(default_factory=dict)
     teardown_error: str = ""
     reproducer: str = ""  # its bundle, relative to the report directory (a fail's)
@@ -126,9 +126,15 @@ def merge(previous: Record | None, new: Record) -> Record:
 
 
 def _reproducers(items: Iterable[Record]) -> dict[str, list[dict[str, str]]]:
-    found = [{"path": r.reproducer, "case": r.nodeid.split("::")[-1],
-              "command": f"sh {r.reproducer}/reproduce.sh"}
-             for r in items if r.reproducer and r.verdict == "fail"]
+    found = [
+        {
+            "path": r.reproducer,
+            "case": r.nodeid.split("::")[-1],
+            "command": f"sh {r.reproducer}/reproduce.sh",
+        }
+        for r in items
+        if r.reproducer and r.verdict == "fail"
+    ]
     return {"reproducers": found} if found else {}
 
 
@@ -160,11 +166,11 @@ def tolerated(verdict: str, *, gating: bool, expected: str | None, checking: boo
 def build_results(
     catalogue: Mapping[str, Requirement],
     records: Mapping[str, list[Record]],
-    target: dict,
-    run: dict,
+    target: dict[str, Any],
+    run: dict[str, Any],
     started: float,
     reference: Mapping[str, list[str]] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """The content of ``results.json``: per requirement its verdict, reason and evidence.
 
     ``reference`` names, per requirement, the reference engine's runs known to fail
@@ -188,8 +194,11 @@ def build_results(
                 "cases": [r.case() for r in items],
             }
             | _reproducers(items)
-            | ({"reference_deviates": list(reference[rid])}
-               if reference and reference.get(rid) else {})
+            | (
+                {"reference_deviates": list(reference[rid])}
+                if reference and reference.get(rid)
+                else {}
+            )
         )
     summary: dict[str, Any] = counts(reqs)
     summary["gating_failures"] = sum(

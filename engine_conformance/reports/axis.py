@@ -31,12 +31,14 @@ def catalogue_minimum(catalogue: Mapping[str, Any] | None = None) -> str:
     return SPEC_VERSION
 
 
-def all_versions(engine_min: str | None, engine_max: str | None,
-                 catalogue_min: str | None = None) -> list[str]:
+def all_versions(
+    engine_min: str | None, engine_max: str | None, catalogue_min: str | None = None
+) -> list[str]:
     """Every API version from the engine's (and catalogue's) minimum to the suite's maximum
     that the engine serves, lowest first."""
-    low = max(version_tuple(engine_min or "1.24"),
-              version_tuple(catalogue_min or catalogue_minimum()))
+    low = max(
+        version_tuple(engine_min or "1.24"), version_tuple(catalogue_min or catalogue_minimum())
+    )
     high = min(version_tuple(engine_max or SPEC_VERSION), version_tuple(SPEC_VERSION))
     if low[0] != 1 or high[0] != 1:
         return []
@@ -57,10 +59,14 @@ def merge_versions(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     merged["run"]["duration"] = round(sum(r["run"]["duration"] for r in runs.values()), 3)
     for req in merged["requirements"]:
         req["versions_judged"] = {
-            v: next((r["verdict"] for r in runs[v]["requirements"] if r["id"] == req["id"]),
-                    "skip") for v in versions}
+            v: next((r["verdict"] for r in runs[v]["requirements"] if r["id"] == req["id"]), "skip")
+            for v in versions
+        }
     merged["summary"]["by_api_version"] = {
-        v: {"score": scores(runs[v]["requirements"]),
-            **{k: runs[v]["summary"][k] for k in ("pass", "fail", "error", "skip")}}
-        for v in versions}
+        v: {
+            "score": scores(runs[v]["requirements"]),
+            **{k: runs[v]["summary"][k] for k in ("pass", "fail", "error", "skip")},
+        }
+        for v in versions
+    }
     return merged

@@ -41,18 +41,25 @@ class Matrix:
     rows: list[dict[str, str]] = field(default_factory=list)  # id, title, level, suite
 
     @classmethod
-    def from_results(cls, runs: Sequence[Mapping[str, Any]],
-                     labels: Sequence[str] = ()) -> Matrix:
+    def from_results(cls, runs: Sequence[Mapping[str, Any]], labels: Sequence[str] = ()) -> Matrix:
         columns, rows, seen = [], [], set()
         for i, results in enumerate(runs):
             t = results["target"]
             label = labels[i] if i < len(labels) else str(t.get("engine_key") or f"run {i + 1}")
-            detail = (f"{t.get('engine')} {t.get('version')}, {t.get('image_store')}, "
-                      f"API {t.get('api_version')}")
+            detail = (
+                f"{t.get('engine')} {t.get('version')}, {t.get('image_store')}, "
+                f"API {t.get('api_version')}"
+            )
             reqs = results["requirements"]
-            columns.append(Column(label, detail, {r["id"]: r["verdict"] for r in reqs},
-                                  results.get("summary", {}).get("score") or scores(reqs),
-                                  {r["id"]: r["level"] for r in reqs}))
+            columns.append(
+                Column(
+                    label,
+                    detail,
+                    {r["id"]: r["verdict"] for r in reqs},
+                    results.get("summary", {}).get("score") or scores(reqs),
+                    {r["id"]: r["level"] for r in reqs},
+                )
+            )
             for r in reqs:
                 if r["id"] not in seen:
                     seen.add(r["id"])
@@ -60,15 +67,16 @@ class Matrix:
                 row = next(x for x in rows if x["id"] == r["id"])
                 row["note"] = row["note"] or reference_note(r)
         for row in rows:
-            row["level"] = " / ".join(dict.fromkeys(
-                c.levels[row["id"]] for c in columns if row["id"] in c.levels))
+            row["level"] = " / ".join(
+                dict.fromkeys(c.levels[row["id"]] for c in columns if row["id"] in c.levels)
+            )
         rows.sort(key=lambda r: (r["suite"], r["id"]))
         return cls(columns, rows)
 
     def verdicts(self, rid: str) -> list[str | None]:
         return [c.verdicts.get(rid) for c in self.columns]
 
-    def cell(self, column: Column, row: Mapping[str, str], marks: Mapping = MARK) -> str:
+    def cell(self, column: Column, row: Mapping[str, str], marks: Mapping[str, Any] = MARK) -> str:
         """A verdict, with the column's level where the level differs across columns."""
         verdict = column.verdicts.get(row["id"])
         if verdict and " / " in row["level"]:
@@ -80,44 +88,64 @@ class Matrix:
 
     def markdown(self, title: str = "Verdicts across runs") -> str:
         head = " | ".join(c.label for c in self.columns)
-        lines = [f"# {title}", "",
-                 "Columns: " + "; ".join(f"**{c.label}**: {c.detail}" for c in self.columns),
-                 "", f"| score | {head} |", "|---|" + "---|" * len(self.columns)]
+        lines = [
+            f"# {title}",
+            "",
+            "Columns: " + "; ".join(f"**{c.label}**: {c.detail}" for c in self.columns),
+            "",
+            f"| score | {head} |",
+            "|---|" + "---|" * len(self.columns),
+        ]
         for level in LEVELS:
-            lines.append(f"| {level} | " + " | ".join(_pct(c.scores.get(level))
-                                                    for c in self.columns) + " |")
+            lines.append(
+                f"| {level} | " + " | ".join(_pct(c.scores.get(level)) for c in self.columns) + " |"
+            )
         differing = sum(1 for r in self.rows if self.differs(r["id"]))
-        lines += ["", f"{differing} of {len(self.rows)} requirements differ (marked ≠).", "",
-                  "A level written A / B differs with the API version judged; each cell then "
-                  "names its own.", "",
-                  f"| requirement | level | {head} | | note |",
-                  "|---|---|" + "---|" * len(self.columns) + "---|---|"]
+        lines += [
+            "",
+            f"{differing} of {len(self.rows)} requirements differ (marked ≠).",
+            "",
+            "A level written A / B differs with the API version judged; each cell then "
+            "names its own.",
+            "",
+            f"| requirement | level | {head} | | note |",
+            "|---|---|" + "---|" * len(self.columns) + "---|---|",
+        ]
         for r in self.rows:
             cells = " | ".join(self.cell(c, r) for c in self.columns)
-            lines.append(f"| {r['id']} | {r['level']} | {cells} | "
-                         f"{'≠' if self.differs(r['id']) else ''} | {r['note']} |")
+            lines.append(
+                f"| {r['id']} | {r['level']} | {cells} | "
+                f"{'≠' if self.differs(r['id']) else ''} | {r['note']} |"
+            )
         return "\n".join(lines) + "\n"
 
     def html(self, title: str = "Verdicts across runs") -> str:
-        head = "".join(f"<th title='{escape(c.detail)}'>{escape(c.label)}</th>"
-                       for c in self.columns)
+        head = "".join(
+            f"<th title='{escape(c.detail)}'>{escape(c.label)}</th>" for c in self.columns
+        )
         score_rows = "".join(
-            f"<tr><th>{level}</th>" + "".join(f"<td>{_pct(c.scores.get(level))}</td>"
-                                              for c in self.columns) + "</tr>"
-            for level in LEVELS)
+            f"<tr><th>{level}</th>"
+            + "".join(f"<td>{_pct(c.scores.get(level))}</td>" for c in self.columns)
+            + "</tr>"
+            for level in LEVELS
+        )
         rows = []
         for r in self.rows:
             cells = "".join(
                 f"<td class='{escape(c.verdicts.get(r['id']) or 'none')}'>"
                 f"{escape(self.cell(c, r, PLAIN))}</td>"
-                for c in self.columns)
+                for c in self.columns
+            )
             diff = self.differs(r["id"])
-            rows.append(f"<tr class='{'differs' if diff else 'same'}'><th title='"
-                        f"{escape(r['title'])}'>{escape(r['id'])}</th><td>{escape(r['level'])}"
-                        f"</td>{cells}<td>{'≠' if diff else ''}</td>"
-                        f"<td class=note>{escape(r['note'])}</td></tr>")
-        detail = "".join(f"<li><b>{escape(c.label)}</b>: {escape(c.detail)}</li>"
-                         for c in self.columns)
+            rows.append(
+                f"<tr class='{'differs' if diff else 'same'}'><th title='"
+                f"{escape(r['title'])}'>{escape(r['id'])}</th><td>{escape(r['level'])}"
+                f"</td>{cells}<td>{'≠' if diff else ''}</td>"
+                f"<td class=note>{escape(r['note'])}</td></tr>"
+            )
+        detail = "".join(
+            f"<li><b>{escape(c.label)}</b>: {escape(c.detail)}</li>" for c in self.columns
+        )
         return f"""<!doctype html><html lang=en><head><meta charset=utf-8><title>{escape(title)}
 </title><style>
 body{{font:14px system-ui,sans-serif;margin:24px;color:#1d2330}}
@@ -131,7 +159,7 @@ body.only-differs tr.same{{display:none}}
 <h2>Requirements</h2><label><input type=checkbox id=differs> differs only</label>
 <span id=shown></span>
 <table id=matrix><tr><th>requirement</th><th>level</th>{head}<th></th><th>note</th></tr>
-{''.join(rows)}
+{"".join(rows)}
 </table><script>
 (function(){{var box=document.getElementById('differs');
 function apply(){{document.body.classList.toggle('only-differs',box.checked);
@@ -149,14 +177,18 @@ box.addEventListener('change',apply);apply();}})();
         return [md, page]
 
 
-def compare_dirs(report_dirs: Sequence[Path], out: Path,
-                 title: str = "Verdicts of the engines CI judges") -> list[Path]:
+def compare_dirs(
+    report_dirs: Sequence[Path], out: Path, title: str = "Verdicts of the engines CI judges"
+) -> list[Path]:
     """The comparison of the runs in ``report_dirs`` (those with a results.json) into ``out``;
     its Markdown is appended to ``$GITHUB_STEP_SUMMARY`` when that is set."""
     import os
 
-    runs = [json.loads((d / "results.json").read_text()) for d in report_dirs
-            if (d / "results.json").is_file()]
+    runs = [
+        json.loads((d / "results.json").read_text())
+        for d in report_dirs
+        if (d / "results.json").is_file()
+    ]
     if not runs:
         return []
     matrix = Matrix.from_results(runs)

@@ -36,9 +36,11 @@ TITLE_OBSERVED = 90  # characters of the observation a title keeps
 
 # What only this run's lab makes (its address, its run prefix, whole digests) says
 # nothing to a maintainer in a title; the body keeps the reason as it was.
-_LAB = [(re.compile(r"(?:127\.0\.0\.1|localhost)(?::|%3A)\d+(?:/|%2F)"), ""),
-        (re.compile(r"ectest-[0-9a-f]{8}(?:/|%2F|-)"), ""),
-        (re.compile(r"sha256:([0-9a-f]{12})[0-9a-f]{52}"), r"sha256:\1…")]
+_LAB = [
+    (re.compile(r"(?:127\.0\.0\.1|localhost)(?::|%3A)\d+(?:/|%2F)"), ""),
+    (re.compile(r"ectest-[0-9a-f]{8}(?:/|%2F|-)"), ""),
+    (re.compile(r"sha256:([0-9a-f]{12})[0-9a-f]{52}"), r"sha256:\1…"),
+]
 # A case label before the observation ("no-header: …", "changes='RUN true': …").
 _LABEL = re.compile(r"^(?:[\w./-]+|[\w-]+='[^']*'|[\w-]+=\S+)(?: \(\{[^}]*\}\))?: (?=\S)")
 _ANSWERED = re.compile(r"^(?:POST|GET) \S+ answered (HTTP \d{3})")
@@ -54,11 +56,13 @@ def engine_facts(target: Mapping[str, Any]) -> str:
     """One line: engine, version, image store, API version judged, OS/arch."""
     parts = [f"{target.get('engine')} {target.get('version')}"]
     if target.get("image_store"):
-        driver = (f", storage driver {target['storage_driver']}"
-                  if target.get("storage_driver") else "")
+        driver = (
+            f", storage driver {target['storage_driver']}" if target.get("storage_driver") else ""
+        )
         parts.append(f"image store {target['image_store']}{driver}")
-    maximum = (f" (engine maximum {target['max_api_version']})"
-               if target.get("max_api_version") else "")
+    maximum = (
+        f" (engine maximum {target['max_api_version']})" if target.get("max_api_version") else ""
+    )
     parts.append(f"judged at Engine API {target.get('api_version')}{maximum}")
     parts.append(f"{target.get('os')}/{target.get('arch')}")
     if target.get("operating_system"):
@@ -83,8 +87,10 @@ def basis_line(basis: Mapping[str, Any], judged_at: str) -> str:
     if b.kind == "registry-protocol":
         return f'{b.source} (the registry protocol, not the Engine API document): "{b.quote}"'
     if b.kind == "reference":
-        return (f"what the reference engine does ({b.engines}), where the Engine API document "
-                f"v{judged_at} is silent: {b.note}")
+        return (
+            f"what the reference engine does ({b.engines}), where the Engine API document "
+            f"v{judged_at} is silent: {b.note}"
+        )
     return f"an observation, not a requirement of any document: {b.note}"
 
 
@@ -139,8 +145,11 @@ def passing_engines(rid: str, directory: Path | None, exclude: str = "") -> list
     """Expectation keys that record ``pass`` for ``rid`` (None: no expectation files)."""
     if directory is None or not Path(directory).is_dir():
         return None
-    return [p.stem for p in sorted(Path(directory).glob("*.yaml"))
-            if p.stem != exclude and expectations.load(p).get(rid) == "pass"]
+    return [
+        p.stem
+        for p in sorted(Path(directory).glob("*.yaml"))
+        if p.stem != exclude and expectations.load(p).get(rid) == "pass"
+    ]
 
 
 def _passing_line(rid: str, directory: Path | None, exclude: str) -> list[str]:
@@ -164,10 +173,12 @@ def _evidence_line(ev: Mapping[str, Any]) -> str:
 
 def _head(target: Mapping[str, Any], entry: Mapping[str, Any], heading: str) -> list[str]:
     at = entry.get("judged_at") or target.get("api_version")
-    lines = [f"## {heading}", "",
-             f"- Engine: {engine_facts(target)}",
-             f"- Requirement: {entry['id']} ({entry['level']} at Engine API {at}): "
-             f"{entry.get('title')}"]
+    lines = [
+        f"## {heading}",
+        "",
+        f"- Engine: {engine_facts(target)}",
+        f"- Requirement: {entry['id']} ({entry['level']} at Engine API {at}): {entry.get('title')}",
+    ]
     lines += [f"- Basis: {basis_line(b, str(at))}" for b in entry.get("basis") or []]
     return lines
 
@@ -185,13 +196,13 @@ def _reference_also(entry: Mapping[str, Any], key: str) -> list[str]:
     return [k for k in entry.get("reference_deviates") or [] if k != key]
 
 
-def _fail_section(target: Mapping[str, Any], entry: Mapping[str, Any],
-                  directory: Path | None) -> str:
+def _fail_section(
+    target: Mapping[str, Any], entry: Mapping[str, Any], directory: Path | None
+) -> str:
     reason = str(entry.get("reason") or "")
     lines = _head(target, entry, title(target, entry, observed(reason)))
     expected = _expected(reason)
-    lines += ["", f"**Observed**: {reason}", "",
-              f"**Expected**: {expected or entry.get('title')}."]
+    lines += ["", f"**Observed**: {reason}", "", f"**Expected**: {expected or entry.get('title')}."]
     evidence = entry.get("evidence") or []
     if evidence:
         lines += ["", "The requests and the engine's answers (first line of the answer):", ""]
@@ -199,29 +210,49 @@ def _fail_section(target: Mapping[str, Any], entry: Mapping[str, Any],
     bundles = entry.get("reproducers") or []
     lines.append("")
     if bundles:
-        lines += ["**Reproduce** (from the report directory; each bundle serves its own "
-                  "registry content and needs only the engine, `$DOCKER_HOST` or the "
-                  "socket as argument):", ""]
+        lines += [
+            "**Reproduce** (from the report directory; each bundle serves its own "
+            "registry content and needs only the engine, `$DOCKER_HOST` or the "
+            "socket as argument):",
+            "",
+        ]
         lines += [f"    {b['command']}    # {b.get('case', '')}".rstrip(" #") for b in bundles]
     elif evidence:
-        lines += ["**Reproduce** (the request again; the report has no bundle):", "",
-                  f"    {curl_for_evidence(str(target.get('url', '')), evidence[-1])}"]
+        lines += [
+            "**Reproduce** (the request again; the report has no bundle):",
+            "",
+            f"    {curl_for_evidence(str(target.get('url', '')), evidence[-1])}",
+        ]
     return "\n".join(lines + _tail(entry, directory, str(target.get("engine_key", ""))))
 
 
-def _finding_section(target: Mapping[str, Any], entry: Mapping[str, Any],
-                     finding: Mapping[str, Any], directory: Path | None) -> str:
+def _finding_section(
+    target: Mapping[str, Any],
+    entry: Mapping[str, Any],
+    finding: Mapping[str, Any],
+    directory: Path | None,
+) -> str:
     shape = tidy(str(finding.get("shape", "")))
     lines = _head(target, entry, title(target, entry, shape))
-    lines += ["", f"**Observed** (property phase, {finding.get('requests')} drawn requests "
-                  f"gave this answer; shrunk to one): {finding.get('detail') or shape}", "",
-              _indent(f"{finding.get('request')}\n→ HTTP {finding.get('status')}"
-                      + (f": {str(finding['answer'])[:300].strip()}"
-                         if finding.get("answer") else "")),
-              "", f"**Expected**: {entry.get('title')}.", ""]
+    lines += [
+        "",
+        f"**Observed** (property phase, {finding.get('requests')} drawn requests "
+        f"gave this answer; shrunk to one): {finding.get('detail') or shape}",
+        "",
+        _indent(
+            f"{finding.get('request')}\n→ HTTP {finding.get('status')}"
+            + (f": {str(finding['answer'])[:300].strip()}" if finding.get("answer") else "")
+        ),
+        "",
+        f"**Expected**: {entry.get('title')}.",
+        "",
+    ]
     if finding.get("bundle"):
-        lines += ["**Reproduce** (from the report directory; needs only the engine):", "",
-                  f"    sh {finding['bundle']}/reproduce.sh"]
+        lines += [
+            "**Reproduce** (from the report directory; needs only the engine):",
+            "",
+            f"    sh {finding['bundle']}/reproduce.sh",
+        ]
     elif finding.get("reproducer"):
         lines += ["**Reproduce**:", "", f"    {finding['reproducer']}"]
     return "\n".join(lines + _tail(entry, directory, str(target.get("engine_key", ""))))
@@ -246,8 +277,9 @@ def sections(results: Mapping[str, Any], expectations_dir: Path | None = None) -
             continue
         findings = (entry.get("observations") or {}).get("findings") or []
         if findings:
-            out[entry["id"]] = "\n\n".join(_finding_section(target, entry, f, directory)
-                                           for f in findings)
+            out[entry["id"]] = "\n\n".join(
+                _finding_section(target, entry, f, directory) for f in findings
+            )
         elif entry["verdict"] == "fail":
             out[entry["id"]] = _fail_section(target, entry, directory)
     return out
@@ -258,8 +290,11 @@ def _ordered(reqs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def _info_fails(results: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [r for r in _ordered(results["requirements"])
-            if r["level"] == "INFO" and r["verdict"] == "fail"]
+    return [
+        r
+        for r in _ordered(results["requirements"])
+        if r["level"] == "INFO" and r["verdict"] == "fail"
+    ]
 
 
 def drafts(results: Mapping[str, Any], expectations_dir: Path | None = None) -> str:
@@ -269,23 +304,28 @@ def drafts(results: Mapping[str, Any], expectations_dir: Path | None = None) -> 
     engines that pass each requirement.
     """
     t = results["target"]
-    head = (f"{t.get('engine')} {t.get('version')} ("
-            + (f"{t['image_store']}, " if t.get("image_store") else "")
-            + f"API {t.get('api_version')})")
+    head = (
+        f"{t.get('engine')} {t.get('version')} ("
+        + (f"{t['image_store']}, " if t.get("image_store") else "")
+        + f"API {t.get('api_version')})"
+    )
     found = sections(results, expectations_dir)
-    lines = [f"# Deviations of {head}: draft bug reports", "",
-             f"{len(found)} requirement{'s' if len(found) != 1 else ''} with a deviation "
-             f"(MUST or SHOULD), each section a draft to file on its own. "
-             "Reproducer paths are relative to this report's directory: attach the bundle "
-             "directory with the report.", ""]
+    lines = [
+        f"# Deviations of {head}: draft bug reports",
+        "",
+        f"{len(found)} requirement{'s' if len(found) != 1 else ''} with a deviation "
+        f"(MUST or SHOULD), each section a draft to file on its own. "
+        "Reproducer paths are relative to this report's directory: attach the bundle "
+        "directory with the report.",
+        "",
+    ]
     if not found:
         lines += ["No MUST or SHOULD requirement deviates.", ""]
     lines += [text + "\n" for text in found.values()]
     info = _info_fails(results)
     if info:
         lines += ["## Observations that do not gate (INFO)", ""]
-        lines += [f"- {r['id']} {r['title']}: {observed(str(r.get('reason') or ''))}"
-                  for r in info]
+        lines += [f"- {r['id']} {r['title']}: {observed(str(r.get('reason') or ''))}" for r in info]
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -304,50 +344,64 @@ def _run_command(kind: str, target: Mapping[str, Any], rid: str) -> str:
     top = str(target.get("max_api_version") or SPEC_VERSION)
     default = min(SPEC_VERSION, top, key=version_tuple)
     pin = f" --api-version {api}" if api and version_tuple(api) != version_tuple(default) else ""
-    return (f"engine-conformance run --managed {kind}{pin} --requirement {rid} "
-            "--report-dir REPORT_DIR")
+    return (
+        f"engine-conformance run --managed {kind}{pin} --requirement {rid} --report-dir REPORT_DIR"
+    )
 
 
 def _bundle_lines(entry: Mapping[str, Any]) -> list[str]:
     """The bundles a run of ``entry`` leaves, by name when results.json says them."""
     rid = entry["id"]
     named = [(b["path"], b.get("case", "")) for b in entry.get("reproducers") or []]
-    named += [(f["bundle"], f"finding: {tidy(str(f.get('shape', '')))}")
-              for f in (entry.get("observations") or {}).get("findings") or []
-              if f.get("bundle")]
+    named += [
+        (f["bundle"], f"finding: {tidy(str(f.get('shape', '')))}")
+        for f in (entry.get("observations") or {}).get("findings") or []
+        if f.get("bundle")
+    ]
     if named:
-        return [f"sh REPORT_DIR/{path}/reproduce.sh    # {note}".rstrip(" #")
-                for path, note in sorted(named)]
+        return [
+            f"sh REPORT_DIR/{path}/reproduce.sh    # {note}".rstrip(" #")
+            for path, note in sorted(named)
+        ]
     # An older report does not name its bundles: one per failing case and per finding.
-    n = (sum(1 for c in entry.get("cases") or [] if c.get("verdict") == "fail")
-         + len((entry.get("observations") or {}).get("findings") or [])) or 1
+    n = (
+        sum(1 for c in entry.get("cases") or [] if c.get("verdict") == "fail")
+        + len((entry.get("observations") or {}).get("findings") or [])
+    ) or 1
     more = f"    # one bundle per failing case or finding: {rid}-1 … {rid}-{n}" if n > 1 else ""
     return [f"sh REPORT_DIR/reproducers/{rid}-1/reproduce.sh{more}"]
 
 
-def ci_findings(runs: Sequence[tuple[str, Mapping[str, Any]]],
-                expectations_dir: Path | None = None,
-                title: str = "Deviations of the engines CI judges") -> str:
+def ci_findings(
+    runs: Sequence[tuple[str, Mapping[str, Any]]],
+    expectations_dir: Path | None = None,
+    title: str = "Deviations of the engines CI judges",
+) -> str:
     """``docs/findings.md``: every fail of each ``(managed kind, results)``, by engine.
 
     Each with the commands that rebuild its reproducer bundle and replay it.
     """
     directory = _default(expectations_dir)
-    lines = [f"# {title}", "",
-             "Every requirement each engine fails, grouped by engine, then by requirement "
-             "(MUST and SHOULD first; INFO never gates). Each gives the run that makes its "
-             "reproducer bundle (`REPORT_DIR` is any new directory) and the commands that "
-             "replay it. A report's own `findings.md` holds the full draft bug report of "
-             "each. Regenerated by `scripts/update-matrix` from `reports/ci/<engine>/`; "
-             "`tests/test_findings.py` fails when it is stale against "
-             "`suites/expectations/`.", ""]
+    lines = [
+        f"# {title}",
+        "",
+        "Every requirement each engine fails, grouped by engine, then by requirement "
+        "(MUST and SHOULD first; INFO never gates). Each gives the run that makes its "
+        "reproducer bundle (`REPORT_DIR` is any new directory) and the commands that "
+        "replay it. A report's own `findings.md` holds the full draft bug report of "
+        "each. Regenerated by `scripts/update-matrix` from `reports/ci/<engine>/`; "
+        "`tests/test_findings.py` fails when it is stale against "
+        "`suites/expectations/`.",
+        "",
+    ]
     lines += ["| engine | judged | MUST | SHOULD | INFO |", "|---|---|---|---|---|"]
     for _kind, results in runs:
-        t, fails = results["target"], [r for r in results["requirements"]
-                                       if r["verdict"] == "fail"]
+        t, fails = results["target"], [r for r in results["requirements"] if r["verdict"] == "fail"]
         counts = " | ".join(str(sum(1 for r in fails if r["level"] == lv)) for lv in LEVELS)
-        lines.append(f"| [{t.get('engine_key')}](#{_anchor(str(t.get('engine_key')))}) "
-                     f"| {engine_label(t)}, API {t.get('api_version')} | {counts} |")
+        lines.append(
+            f"| [{t.get('engine_key')}](#{_anchor(str(t.get('engine_key')))}) "
+            f"| {engine_label(t)}, API {t.get('api_version')} | {counts} |"
+        )
     lines.append("")
     for kind, results in runs:
         t = results["target"]
@@ -356,21 +410,33 @@ def ci_findings(runs: Sequence[tuple[str, Mapping[str, Any]]],
         for entry in _ordered([r for r in results["requirements"] if r["verdict"] == "fail"]):
             rid, at = entry["id"], str(entry.get("judged_at") or t.get("api_version"))
             findings = (entry.get("observations") or {}).get("findings") or []
-            what = ("; ".join(tidy(str(f.get("shape", ""))) for f in findings) if findings
-                    else observed(str(entry.get("reason") or "")))
-            lines += [f"### {rid} ({entry['level']}): {entry['title']}", "",
-                      f"- Observed: {what}"]
+            what = (
+                "; ".join(tidy(str(f.get("shape", ""))) for f in findings)
+                if findings
+                else observed(str(entry.get("reason") or ""))
+            )
+            lines += [f"### {rid} ({entry['level']}): {entry['title']}", "", f"- Observed: {what}"]
             lines += [f"- Basis: {basis_line(b, at)}" for b in entry.get("basis") or []]
             passing = passing_engines(rid, directory, key)
             if passing is not None:
-                lines.append("- Engines that pass (per their expectation files): "
-                             f"{', '.join(passing) or 'none'}")
+                lines.append(
+                    "- Engines that pass (per their expectation files): "
+                    f"{', '.join(passing) or 'none'}"
+                )
             also = _reference_also(entry, key)
             if also:
-                lines.append("- Docker, the reference engine, deviates here too: "
-                             + ", ".join(also))
-            lines += ["", "```sh", _run_command(kind, t, rid), *_bundle_lines(entry),
-                      f"engine-conformance reproduce REPORT_DIR {rid}", "```", ""]
+                lines.append(
+                    "- Docker, the reference engine, deviates here too: " + ", ".join(also)
+                )
+            lines += [
+                "",
+                "```sh",
+                _run_command(kind, t, rid),
+                *_bundle_lines(entry),
+                f"engine-conformance reproduce REPORT_DIR {rid}",
+                "```",
+                "",
+            ]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

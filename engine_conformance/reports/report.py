@@ -28,17 +28,19 @@ SCHEMA = paths.SPEC / "results.schema.json"
 """The published JSON Schema of ``results.json``."""
 
 
-def validate(results: dict) -> None:
+def validate(results: dict[str, Any]) -> None:
     """Raise ``jsonschema.ValidationError`` unless ``results`` follows :data:`SCHEMA`."""
     import jsonschema
 
-    jsonschema.validate(results, json.loads(SCHEMA.read_text()),
-                        format_checker=jsonschema.FormatChecker())
+    jsonschema.validate(
+        results, json.loads(SCHEMA.read_text()), format_checker=jsonschema.FormatChecker()
+    )
 
 
 # The engine's own words stay as it said them, paths included: they are evidence.
-_ENGINE_WORDS = frozenset({"target", "evidence", "first_messages", "last_message", "answer",
-                           "body", "headers", "detail"})
+_ENGINE_WORDS = frozenset(
+    {"target", "evidence", "first_messages", "last_message", "answer", "body", "headers", "detail"}
+)
 # Options whose value names a path, and what a report calls it when no better name is known.
 _PATH_OPTIONS = {"--report-dir": "REPORT_DIR", "--tls-dir": "TLS_DIR", "--expectations": ""}
 
@@ -88,15 +90,15 @@ def portable(results: Any, report_dir: Path, cwd: Path | None = None) -> Any:
     run = (results.get("run") or {}) if isinstance(results, dict) else {}
     given = _given(list(run.get("command_line") or []))
     bases = _bases(cwd)
-    names: dict[Path, str] = {report_dir: _name(report_dir, given.get("--report-dir", ""),
-                                                "REPORT_DIR", bases)}
+    names: dict[Path, str] = {
+        report_dir: _name(report_dir, given.get("--report-dir", ""), "REPORT_DIR", bases)
+    }
     other = Path(given.get("--report-dir") or ".")
     if other.is_absolute() and other.resolve() != report_dir:  # one API version's sub-run
         names[other.resolve()] = _name(other.resolve(), "", "REPORT_DIR", bases)
     gate_file = str((results.get("expectations") or {}).get("file") or "")
     if Path(gate_file).is_absolute():
-        names[Path(gate_file)] = _name(Path(gate_file), given.get("--expectations", ""), "",
-                                       bases)
+        names[Path(gate_file)] = _name(Path(gate_file), given.get("--expectations", ""), "", bases)
     if given.get("--tls-dir"):
         tls = Path(given["--tls-dir"]).expanduser()
         tls = tls if tls.is_absolute() else (bases[0][0] if bases else Path.cwd()) / tls
@@ -104,11 +106,12 @@ def portable(results: Any, report_dir: Path, cwd: Path | None = None) -> Any:
     names |= {base: name for base, name in bases if base not in names}
     table = sorted(((str(p), n) for p, n in names.items()), key=lambda x: -len(x[0]))
     # A path starts after a quote, space, "=", "@", ":" or the start; never inside a URL.
-    pattern = re.compile(r"(?<![\w.\-/~])(" + "|".join(re.escape(p) for p, _ in table)
-                         + r")(?=/|$|[^\w.\-])(/?)")
+    pattern = re.compile(
+        r"(?<![\w.\-/~])(" + "|".join(re.escape(p) for p, _ in table) + r")(?=/|$|[^\w.\-])(/?)"
+    )
     lookup = dict(table)
 
-    def rename(match: re.Match) -> str:
+    def rename(match: re.Match[str]) -> str:
         name, slash = lookup[match.group(1)], match.group(2)
         if name:
             return name + slash
@@ -129,7 +132,7 @@ def portable(results: Any, report_dir: Path, cwd: Path | None = None) -> Any:
     return paths.without_engine_dir(walk(results), str(target.get("url") or ""))
 
 
-def write_reports(report_dir: Path, results: dict) -> list[Path]:
+def write_reports(report_dir: Path, results: dict[str, Any]) -> list[Path]:
     """Every report of a run into ``report_dir``; ``summary.md`` also to $GITHUB_STEP_SUMMARY."""
     from engine_conformance.reports import findings
     from engine_conformance.reports.report_html import write_html
@@ -150,12 +153,12 @@ def write_reports(report_dir: Path, results: dict) -> list[Path]:
     return [report_dir / n for n in REPORT_FILES]
 
 
-def write_results(path: Path, results: dict) -> None:
+def write_results(path: Path, results: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def write_junit(path: Path, results: dict) -> None:
+def write_junit(path: Path, results: dict[str, Any]) -> None:
     """One ``testcase`` per requirement; fail/error/skip as JUnit understands them."""
     reqs = results["requirements"]
     counts = results["summary"]
@@ -196,10 +199,13 @@ def write_junit(path: Path, results: dict) -> None:
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
-def _detail(r: dict) -> str:
+def _detail(r: dict[str, Any]) -> str:
     at = f" at API {r['judged_at']}" if r.get("judged_at") else ""
-    lines = [f"{r['level']}{at}, applies to API {r['versions']}: {r['verdict']}",
-             *(f"basis: {line}" for line in cite(r)), r["spec"]]
+    lines = [
+        f"{r['level']}{at}, applies to API {r['versions']}: {r['verdict']}",
+        *(f"basis: {line}" for line in cite(r)),
+        r["spec"],
+    ]
     if reference_note(r):
         lines.append(reference_note(r))
     if r.get("reason"):

@@ -118,13 +118,14 @@ def _evidence(target_url: str, ev: Mapping[str, Any]) -> str:
     stream = [json.dumps(m) for m in ev.get("first_messages") or []]
     if ev.get("last_message") is not None:
         stream += [f"… ({ev.get('message_count')} messages)", json.dumps(ev["last_message"])]
-    parts = [f"<div class=evidence><b class=request>{escape(str(ev.get('request')))}</b>"
-             f" → <b class=status>HTTP {escape(str(ev.get('status')))}</b>"]
+    parts = [
+        f"<div class=evidence><b class=request>{escape(str(ev.get('request')))}</b>"
+        f" → <b class=status>HTTP {escape(str(ev.get('status')))}</b>"
+    ]
     if ev.get("timed_out"):
         parts.append(" (timed out)")
     if ev.get("incomplete"):
-        parts.append(f"<div class=reason>incomplete message: {escape(str(ev['incomplete']))}"
-                     "</div>")
+        parts.append(f"<div class=reason>incomplete message: {escape(str(ev['incomplete']))}</div>")
     if headers:
         parts.append(f"<pre class=headers>{escape(headers)}</pre>")
     if stream:
@@ -133,8 +134,10 @@ def _evidence(target_url: str, ev: Mapping[str, Any]) -> str:
         parts.append(f"<pre class=stream>{escape(str(ev['body']))}</pre>")
     if ev.get("framing_errors"):
         parts.append(f"<pre>{escape(chr(10).join(ev['framing_errors']))}</pre>")
-    parts.append(f"<div>reproduce:</div><pre class=curl>{escape(curl_for_evidence(target_url, ev))}"
-                 "</pre></div>")
+    parts.append(
+        f"<div>reproduce:</div><pre class=curl>{escape(curl_for_evidence(target_url, ev))}"
+        "</pre></div>"
+    )
     return "".join(parts)
 
 
@@ -149,35 +152,45 @@ def _findings(findings: list[Mapping[str, Any]]) -> str:
             f"<b class=status>HTTP {escape(str(f.get('status')))}</b>"
             f"<pre class=stream>{escape(str(f.get('answer') or f.get('detail') or ''))}</pre>"
             f"<div>reproduce:</div><pre class=curl>{escape(str(f.get('reproducer')))}</pre>"
-            "</div>")
-    return (f"<div class=findings><div>property phase: {len(findings)} distinct "
-            f"finding{'s' if len(findings) != 1 else ''}, each shrunk to a minimal request"
-            "</div>" + "".join(items) + "</div>")
+            "</div>"
+        )
+    return (
+        f"<div class=findings><div>property phase: {len(findings)} distinct "
+        f"finding{'s' if len(findings) != 1 else ''}, each shrunk to a minimal request"
+        "</div>" + "".join(items) + "</div>"
+    )
 
 
 def _copy_button(rid: str, section: str) -> str:
     """The button and, beside it, the markdown it copies (a template is never rendered)."""
-    return (f"<button type=button class=copy data-req=\"{escape(rid)}\">copy as bug report"
-            f"</button><template id=\"bug-{escape(rid)}\">{escape(section)}</template>")
+    return (
+        f'<button type=button class=copy data-req="{escape(rid)}">copy as bug report'
+        f'</button><template id="bug-{escape(rid)}">{escape(section)}</template>'
+    )
 
 
 def _requirement(r: Mapping[str, Any], target_url: str, bug_report: str = "") -> str:
-    attrs = (f'data-verdict="{escape(r["verdict"])}" data-suite="{escape(r["suite"])}" '
-             f'data-level="{escape(r["level"])}" id="{escape(r["id"])}"')
+    attrs = (
+        f'data-verdict="{escape(r["verdict"])}" data-suite="{escape(r["suite"])}" '
+        f'data-level="{escape(r["level"])}" id="{escape(r["id"])}"'
+    )
     open_ = " open" if r["verdict"] in ("fail", "error") and r["level"] != "INFO" else ""
     at = f" at API {r['judged_at']}" if r.get("judged_at") else ""
-    body = [f"<div class=meta>{escape(r['level'])}{escape(at)}, "
-            f"suite {escape(r['suite'])}, applies to API {escape(r.get('versions', ''))}, "
-            f"{r.get('duration', 0):.2f} s ({r.get('engine_wait', 0):.2f} s waiting on the engine)"
-            "</div>"]
+    body = [
+        f"<div class=meta>{escape(r['level'])}{escape(at)}, "
+        f"suite {escape(r['suite'])}, applies to API {escape(r.get('versions', ''))}, "
+        f"{r.get('duration', 0):.2f} s ({r.get('engine_wait', 0):.2f} s waiting on the engine)"
+        "</div>"
+    ]
     if bug_report:
         body.append(_copy_button(r["id"], bug_report))
     if r.get("reason"):
         body.append(f"<div class=reason>{escape(r['reason'])}</div>")
     if reference_note(r):
         body.append(f"<div class=reference>{escape(reference_note(r))}</div>")
-    body.append("<ul class=basis>" + "".join(f"<li>{escape(line)}</li>" for line in cite(r))
-                + "</ul>")
+    body.append(
+        "<ul class=basis>" + "".join(f"<li>{escape(line)}</li>" for line in cite(r)) + "</ul>"
+    )
     body.append(f"<div class=spec>{escape(r.get('spec', ''))}</div>")
     findings = (r.get("observations") or {}).get("findings") or []
     if findings:
@@ -185,16 +198,23 @@ def _requirement(r: Mapping[str, Any], target_url: str, bug_report: str = "") ->
     if r["verdict"] in ("fail", "error"):
         body += [_evidence(target_url, ev) for ev in r.get("evidence") or []]
     elif r.get("evidence"):
-        body.append(f"<details><summary>evidence ({len(r['evidence'])} requests)</summary>"
-                    + "".join(_evidence(target_url, ev) for ev in r["evidence"]) + "</details>")
+        body.append(
+            f"<details><summary>evidence ({len(r['evidence'])} requests)</summary>"
+            + "".join(_evidence(target_url, ev) for ev in r["evidence"])
+            + "</details>"
+        )
     if r.get("versions_judged"):
-        cells = "".join(f"<td class={escape(v)}>{escape(ver)}: {escape(v)}</td>"
-                        for ver, v in r["versions_judged"].items())
+        cells = "".join(
+            f"<td class={escape(v)}>{escape(ver)}: {escape(v)}</td>"
+            for ver, v in r["versions_judged"].items()
+        )
         body.append(f"<table class=m><tr>{cells}</tr></table>")
-    return (f"<details class=req {attrs}{open_}><summary><span class='v {escape(r['verdict'])}'>"
-            f"{escape(r['verdict'])}</span><span class=id>{escape(r['id'])}</span>"
-            f"<span class=lvl>{escape(r['level'])}</span><span>{escape(r['title'])}</span>"
-            f"</summary><div class=body>{''.join(body)}</div></details>")
+    return (
+        f"<details class=req {attrs}{open_}><summary><span class='v {escape(r['verdict'])}'>"
+        f"{escape(r['verdict'])}</span><span class=id>{escape(r['id'])}</span>"
+        f"<span class=lvl>{escape(r['level'])}</span><span>{escape(r['title'])}</span>"
+        f"</summary><div class=body>{''.join(body)}</div></details>"
+    )
 
 
 def _version_matrix(results: Mapping[str, Any]) -> str:
@@ -206,11 +226,15 @@ def _version_matrix(results: Mapping[str, Any]) -> str:
     rows = []
     for r in results["requirements"]:
         judged = r.get("versions_judged") or {}
-        cells = "".join(f"<td class={escape(judged.get(v, 'skip'))}>{escape(judged.get(v, '-'))}"
-                        "</td>" for v in versions)
+        cells = "".join(
+            f"<td class={escape(judged.get(v, 'skip'))}>{escape(judged.get(v, '-'))}</td>"
+            for v in versions
+        )
         rows.append(f"<tr><th>{escape(r['id'])}</th>{cells}</tr>")
-    return (f"<h2>Requirement × API version</h2><table class=m id=versions><tr><th></th>{head}"
-            f"</tr>{''.join(rows)}</table>")
+    return (
+        f"<h2>Requirement × API version</h2><table class=m id=versions><tr><th></th>{head}"
+        f"</tr>{''.join(rows)}</table>"
+    )
 
 
 def _pct(score: float | None) -> str:
@@ -225,42 +249,55 @@ def render(results: Mapping[str, Any]) -> str:
         f"<b>{_pct(s['score'][level])}</b>"
         f"<small>{s['by_level'][level]['pass']} of "
         f"{sum(s['by_level'][level][v] for v in ('pass', 'fail', 'error'))} pass</small></div>"
-        for level in LEVELS)
+        for level in LEVELS
+    )
     gate = gate_lines(results)
     gate_html = ""
     if gate:
         bad = gate[0][1]
-        gate_html = (f"<div class='gate{' bad' if bad else ''}' id=gate>"
-                     + "<br>".join(escape(t) for t, _ in gate) + "</div>")
-    reqs = sorted(results["requirements"],
-                  key=lambda r: (ORDER.get(r["verdict"], 9), LEVELS.index(r["level"]), r["id"]))
+        gate_html = (
+            f"<div class='gate{' bad' if bad else ''}' id=gate>"
+            + "<br>".join(escape(t) for t, _ in gate)
+            + "</div>"
+        )
+    reqs = sorted(
+        results["requirements"],
+        key=lambda r: (ORDER.get(r["verdict"], 9), LEVELS.index(r["level"]), r["id"]),
+    )
     suites = list(s.get("by_suite") or {})
     drafts = sections(results)
     blocks = "".join(_requirement(r, target_url, drafts.get(r["id"], "")) for r in reqs)
 
     def select(name: str, values: list[str]) -> str:
         opts = "".join(f"<option value='{escape(v)}'>{escape(v)}</option>" for v in values)
-        return (f"<label>{name} <select id=f-{name}><option value=''>all</option>{opts}"
-                "</select></label>")
+        return (
+            f"<label>{name} <select id=f-{name}><option value=''>all</option>{opts}"
+            "</select></label>"
+        )
 
     run = results["run"]
-    partial = "" if run.get("complete", True) else (
-        "<div class='gate bad'>Partial run: "
-        + ("interrupted" if run.get("interrupted") else "a selection of the catalogue")
-        + "</div>")
+    partial = (
+        ""
+        if run.get("complete", True)
+        else (
+            "<div class='gate bad'>Partial run: "
+            + ("interrupted" if run.get("interrupted") else "a selection of the catalogue")
+            + "</div>"
+        )
+    )
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8>
 <meta name=viewport content="width=device-width,initial-scale=1">
 <title>Conformance: {escape(target_line(results))}</title><style>{_CSS}</style></head>
 <body><header><h1>POST /images/create conformance: {escape(target_line(results))}</h1>
-<div class=meta>{escape(results['tool']['name'])} {escape(results['tool']['version'])} ·
-started {escape(run['started'])} · {run['duration']:.1f} s ·
-{escape(str(results['target'].get('os')))}/{escape(str(results['target'].get('arch')))} ·
-storage {escape(str(results['target'].get('storage_driver')))}</div></header>
+<div class=meta>{escape(results["tool"]["name"])} {escape(results["tool"]["version"])} ·
+started {escape(run["started"])} · {run["duration"]:.1f} s ·
+{escape(str(results["target"].get("os")))}/{escape(str(results["target"].get("arch")))} ·
+storage {escape(str(results["target"].get("storage_driver")))}</div></header>
 <main><div class=scores>{scores}</div>
 <div id=totals>{escape(totals_line(results))}</div>{partial}{gate_html}
-<div class=filters>{select('verdict', ['fail', 'error', 'pass', 'skip'])}
-{select('suite', suites)}{select('level', list(LEVELS))}<span id=shown></span></div>
+<div class=filters>{select("verdict", ["fail", "error", "pass", "skip"])}
+{select("suite", suites)}{select("level", list(LEVELS))}<span id=shown></span></div>
 <div id=requirements>{blocks}</div>
 {_version_matrix(results)}
 </main><script>{_JS}</script></body></html>

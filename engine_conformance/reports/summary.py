@@ -30,23 +30,28 @@ def score_line(results: Mapping[str, Any]) -> str:
     for level in LEVELS:
         c = results["summary"]["by_level"][level]
         judged = c["pass"] + c["fail"] + c["error"]
-        parts.append(f"{level} {_fmt_score(results['summary']['score'][level])}"
-                     f" ({c['pass']}/{judged})")
+        parts.append(
+            f"{level} {_fmt_score(results['summary']['score'][level])} ({c['pass']}/{judged})"
+        )
     return " · ".join(parts)
 
 
 def totals_line(results: Mapping[str, Any]) -> str:
     s = results["summary"]
     n = sum(s[v] for v in VERDICTS)
-    return (f"{n} requirements: {s['pass']} pass, {s['fail']} fail, {s['error']} error, "
-            f"{s['skip']} skip")
+    return (
+        f"{n} requirements: {s['pass']} pass, {s['fail']} fail, {s['error']} error, "
+        f"{s['skip']} skip"
+    )
 
 
 def target_line(results: Mapping[str, Any]) -> str:
     t = results["target"]
     store = f"{t.get('image_store')}, " if t.get("image_store") else ""
-    return (f"{t.get('engine')} {t.get('version')} ({store}API {t.get('api_version')}) "
-            f"at {t.get('url')}")
+    return (
+        f"{t.get('engine')} {t.get('version')} ({store}API {t.get('api_version')}) "
+        f"at {t.get('url')}"
+    )
 
 
 def gate_lines(results: Mapping[str, Any]) -> list[tuple[str, bool]]:
@@ -56,13 +61,22 @@ def gate_lines(results: Mapping[str, Any]) -> list[tuple[str, bool]]:
         return []
     if "passed" not in exp:
         updated = exp.get("updated")
-        return [(f"expectations written to {exp['file']}" if updated
-                 else f"{exp['file']} left as it was (an interrupted run or a failed preflight)",
-                 not updated)]
+        return [
+            (
+                f"expectations written to {exp['file']}"
+                if updated
+                else f"{exp['file']} left as it was (an interrupted run or a failed preflight)",
+                not updated,
+            )
+        ]
     out = []
     verdict = "passed" if exp["passed"] else "FAILED"
-    out.append((f"gate {verdict} against {exp['file']}"
-                + (" (--strict)" if exp.get("strict") else ""), not exp["passed"]))
+    out.append(
+        (
+            f"gate {verdict} against {exp['file']}" + (" (--strict)" if exp.get("strict") else ""),
+            not exp["passed"],
+        )
+    )
     for line in exp.get("regressions", []):
         out.append((f"  regression: {line}", True))
     for line in exp.get("changed", []):
@@ -72,16 +86,16 @@ def gate_lines(results: Mapping[str, Any]) -> list[tuple[str, bool]]:
     return out
 
 
-def terminal_lines(results: Mapping[str, Any],
-                   report_dir: Path | None = None) -> list[tuple[str, bool]]:
+def terminal_lines(
+    results: Mapping[str, Any], report_dir: Path | None = None
+) -> list[tuple[str, bool]]:
     """The verdict table grouped by area (suite) and level, totals, gate and report paths."""
     out: list[tuple[str, bool]] = [(f"target: {target_line(results)}", False)]
     if not results["run"].get("complete", True):
         what = "interrupted" if results["run"].get("interrupted") else "a selection"
         out.append((f"partial run ({what}): not the whole catalogue was judged", False))
     reqs = results["requirements"]
-    out.append((f"{'area':10} {'level':6} {'pass':>5} {'fail':>5} {'error':>5} {'skip':>5}",
-                False))
+    out.append((f"{'area':10} {'level':6} {'pass':>5} {'fail':>5} {'error':>5} {'skip':>5}", False))
     for suite in results["summary"]["by_suite"]:
         first = True
         for level in LEVELS:
@@ -91,8 +105,12 @@ def terminal_lines(results: Mapping[str, Any],
             c = {v: sum(1 for r in rows if r["verdict"] == v) for v in VERDICTS}
             area = suite if first else ""
             first = False
-            out.append((f"{area:10} {level:6} {c['pass']:5} {c['fail']:5} {c['error']:5} "
-                        f"{c['skip']:5}", bool(c["fail"] and level != "INFO") or bool(c["error"])))
+            out.append(
+                (
+                    f"{area:10} {level:6} {c['pass']:5} {c['fail']:5} {c['error']:5} {c['skip']:5}",
+                    bool(c["fail"] and level != "INFO") or bool(c["error"]),
+                )
+            )
     bad = [r for r in reqs if r["verdict"] in ("fail", "error")]
     if bad:
         out.append(("not passing:", False))
@@ -100,9 +118,13 @@ def terminal_lines(results: Mapping[str, Any],
             reason = (r.get("reason") or "").splitlines()[0][:140] if r.get("reason") else ""
             if reference_note(r):
                 reason = f"[{reference_note(r)}] {reason}"
-            out.append((f"  {r['verdict'].upper():5} {r['id']:12} {r['level']:6} {r['title']}"
-                        + (f" -- {reason}" if reason else ""),
-                        r["verdict"] == "error" or r["level"] != "INFO"))
+            out.append(
+                (
+                    f"  {r['verdict'].upper():5} {r['id']:12} {r['level']:6} {r['title']}"
+                    + (f" -- {reason}" if reason else ""),
+                    r["verdict"] == "error" or r["level"] != "INFO",
+                )
+            )
     out += version_lines(results)
     out.append((f"totals: {totals_line(results)}", False))
     out.append((f"score: {score_line(results)}", False))
@@ -121,20 +143,25 @@ def version_lines(results: Mapping[str, Any]) -> list[tuple[str, bool]]:
     versions = results["run"].get("api_versions") or []
     if len(versions) < 2:
         return []
-    out = [(f"API versions judged: {', '.join(versions)} (the table above: {versions[-1]})",
-            False)]
+    out = [(f"API versions judged: {', '.join(versions)} (the table above: {versions[-1]})", False)]
     for r in results["requirements"]:
         judged = r.get("versions_judged") or {}
         if len(set(judged.values())) > 1:
             spans, start = [], versions[0]
             for prev, ver in zip(versions, versions[1:], strict=False):
                 if judged.get(ver) != judged.get(prev):
-                    spans.append(f"{start}-{prev} {judged.get(prev)}" if start != prev
-                                 else f"{prev} {judged.get(prev)}")
+                    spans.append(
+                        f"{start}-{prev} {judged.get(prev)}"
+                        if start != prev
+                        else f"{prev} {judged.get(prev)}"
+                    )
                     start = ver
             last = versions[-1]
-            spans.append(f"{start}-{last} {judged.get(last)}" if start != last
-                         else f"{last} {judged.get(last)}")
+            spans.append(
+                f"{start}-{last} {judged.get(last)}"
+                if start != last
+                else f"{last} {judged.get(last)}"
+            )
             out.append((f"  {r['id']:12} {'; '.join(spans)}", False))
     return out
 
@@ -148,27 +175,38 @@ def markdown(results: Mapping[str, Any], title: str | None = None) -> str:
     s = results["summary"]
     lines = [f"## {title or 'images/create conformance'}: {_cell(target_line(results))}", ""]
     if not results["run"].get("complete", True):
-        lines += ["**Partial run**: "
-                  + ("interrupted." if results["run"].get("interrupted") else "a selection."), ""]
+        lines += [
+            "**Partial run**: "
+            + ("interrupted." if results["run"].get("interrupted") else "a selection."),
+            "",
+        ]
     lines += ["| level | score | pass | fail | error | skip |", "|---|---|---|---|---|---|"]
     for level in LEVELS:
         c = s["by_level"][level]
-        lines.append(f"| {level} | {_fmt_score(s['score'][level])} | {c['pass']} | {c['fail']} "
-                     f"| {c['error']} | {c['skip']} |")
+        lines.append(
+            f"| {level} | {_fmt_score(s['score'][level])} | {c['pass']} | {c['fail']} "
+            f"| {c['error']} | {c['skip']} |"
+        )
     lines += ["", f"**{totals_line(results)}**", ""]
     gate = gate_lines(results)
     if gate:
-        lines += [("❌ " if bad else "✅ ") + _cell(text) if i == 0 else f"- {_cell(text)}"
-                  for i, (text, bad) in enumerate(gate)]
+        lines += [
+            ("❌ " if bad else "✅ ") + _cell(text) if i == 0 else f"- {_cell(text)}"
+            for i, (text, bad) in enumerate(gate)
+        ]
         lines.append("")
     bad = [r for r in results["requirements"] if r["verdict"] in ("fail", "error")]
     if bad:
         lines += ["| verdict | requirement | level | suite | reason |", "|---|---|---|---|---|"]
         for r in sorted(bad, key=lambda r: (r["verdict"], LEVELS.index(r["level"]), r["id"])):
             note = f"_{reference_note(r)}_ — " if reference_note(r) else ""
-            lines.append(f"| {r['verdict']} | {r['id']} {_cell(r['title'])} | {r['level']} "
-                         f"| {r['suite']} | {note}{_cell((r.get('reason') or '')[:200])} |")
+            lines.append(
+                f"| {r['verdict']} | {r['id']} {_cell(r['title'])} | {r['level']} "
+                f"| {r['suite']} | {note}{_cell((r.get('reason') or '')[:200])} |"
+            )
         lines.append("")
-    lines.append(f"_{results['tool']['name']} {results['tool']['version']}, "
-                 f"{results['run']['started']}, {results['run']['duration']:.1f} s_")
+    lines.append(
+        f"_{results['tool']['name']} {results['tool']['version']}, "
+        f"{results['run']['started']}, {results['run']['duration']:.1f} s_"
+    )
     return "\n".join(lines) + "\n"

@@ -149,36 +149,66 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the suites against a target engine")
     add_to_command(run, "run")  # the options a suite run shares with the plugin: one table
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
-    doc = sub.add_parser("doctor", help="only the preflight: is the engine ready to be "
-                         "judged, and if not, the one-time steps for it")
+    doc = sub.add_parser(
+        "doctor",
+        help="only the preflight: is the engine ready to be "
+        "judged, and if not, the one-time steps for it",
+    )
     add_to_command(doc, "doctor")
-    eng = sub.add_parser("engines", help="the engines --managed starts: list them, or fetch "
-                         "the Debian Dockers it unpacks (not installs)")
+    eng = sub.add_parser(
+        "engines",
+        help="the engines --managed starts: list them, or fetch "
+        "the Debian Dockers it unpacks (not installs)",
+    )
     eng_sub = eng.add_subparsers(dest="engines_command", required=True, parser_class=_Parser)
     eng_sub.add_parser("list", help="each managed engine and whether it is here")
-    fetch = eng_sub.add_parser("fetch", help="download and unpack Debian's docker.io and "
-                               "containerd for these engines")
-    fetch.add_argument("names", nargs="+", metavar="NAME", choices=sorted(RELEASES),
-                       help=f"one of {', '.join(sorted(RELEASES))}")
+    fetch = eng_sub.add_parser(
+        "fetch", help="download and unpack Debian's docker.io and containerd for these engines"
+    )
+    fetch.add_argument(
+        "names",
+        nargs="+",
+        metavar="NAME",
+        choices=sorted(RELEASES),
+        help=f"one of {', '.join(sorted(RELEASES))}",
+    )
     req = sub.add_parser("requirements", help="list the requirement catalogue")
     req.add_argument("--format", choices=("text", "json"), default="text")
-    req.add_argument("--where", metavar="ID",
-                     help="one requirement: its level and basis per API version range, "
-                          "its check (file:line) and its deviant rows")
-    rep = sub.add_parser("reproduce", help="replay a report's reproducer bundles of one "
-                         "requirement: does the engine still deviate?")
+    req.add_argument(
+        "--where",
+        metavar="ID",
+        help="one requirement: its level and basis per API version range, "
+        "its check (file:line) and its deviant rows",
+    )
+    rep = sub.add_parser(
+        "reproduce",
+        help="replay a report's reproducer bundles of one "
+        "requirement: does the engine still deviate?",
+    )
     rep.add_argument("report_dir", type=Path, metavar="REPORT_DIR")
     rep.add_argument("requirement", metavar="ID")
-    rep.add_argument("--target", help="the engine to replay against (default: $DOCKER_HOST, "
-                     "else unix:///var/run/docker.sock)")
-    rep.add_argument("--verbose", action="store_true",
-                     help="also each request's answer beside the recorded one")
+    rep.add_argument(
+        "--target",
+        help="the engine to replay against (default: $DOCKER_HOST, "
+        "else unix:///var/run/docker.sock)",
+    )
+    rep.add_argument(
+        "--verbose", action="store_true", help="also each request's answer beside the recorded one"
+    )
     cmp = sub.add_parser("compare", help="a matrix of verdicts across runs (Markdown and HTML)")
     cmp.add_argument("results", nargs="+", type=Path, metavar="RESULTS.json")
-    cmp.add_argument("--out", type=Path, default=Path("."),
-                     help="directory for comparison.md and comparison.html (default: .)")
-    cmp.add_argument("--label", action="append", default=[],
-                     help="a column's name, in the order of the files (default: the engine)")
+    cmp.add_argument(
+        "--out",
+        type=Path,
+        default=Path("."),
+        help="directory for comparison.md and comparison.html (default: .)",
+    )
+    cmp.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        help="a column's name, in the order of the files (default: the engine)",
+    )
     return parser
 
 
@@ -186,13 +216,20 @@ def _reproduce(args: argparse.Namespace) -> int:
     from engine_conformance.run.replay import reproduce
 
     try:
-        outcomes = reproduce(args.report_dir, args.requirement, args.target,
-                             detail=sys.stdout if args.verbose else None)
+        outcomes = reproduce(
+            args.report_dir,
+            args.requirement,
+            args.target,
+            detail=sys.stdout if args.verbose else None,
+        )
     except ValueError as exc:
         raise Refusal(str(exc), EXIT_USAGE) from None
     if not outcomes:
-        raise Refusal(f"{args.requirement} has no reproducer bundle in {args.report_dir} "
-                      "(it did not fail there)", EXIT_USAGE)
+        raise Refusal(
+            f"{args.requirement} has no reproducer bundle in {args.report_dir} "
+            "(it did not fail there)",
+            EXIT_USAGE,
+        )
     if any(o.deviates is None for o in outcomes):
         return EXIT_UNREACHABLE if all(o.deviates is None for o in outcomes) else EXIT_FAIL
     return EXIT_FAIL if any(o.deviates for o in outcomes) else EXIT_OK
@@ -202,8 +239,7 @@ def _engines(args: argparse.Namespace) -> int:
     if args.engines_command == "fetch":
         for name in args.names:
             try:
-                fetch(name, log=lambda line: print(f"engine-conformance: {line}",
-                                                   file=sys.stderr))
+                fetch(name, log=lambda line: print(f"engine-conformance: {line}", file=sys.stderr))
             except FetchError as exc:
                 raise Refusal(f"engines fetch {name}: {exc}", EXIT_NO_ENGINE) from None
         return EXIT_OK
@@ -219,9 +255,13 @@ def _serving(args: argparse.Namespace) -> Serving:
         port = getattr(args, name)
         if not 0 <= port <= 65535:
             raise Refusal(f"--{name.replace('_', '-')} {port} is not a port", EXIT_USAGE)
-    return Serving(args.serve_host, args.registry_port, args.file_server_port,
-                   str(Path(args.tls_dir).resolve()) if args.tls_dir else "",
-                   bool(args.serve_tls or args.tls_dir))
+    return Serving(
+        args.serve_host,
+        args.registry_port,
+        args.file_server_port,
+        str(Path(args.tls_dir).resolve()) if args.tls_dir else "",
+        bool(args.serve_tls or args.tls_dir),
+    )
 
 
 def _new_report_dir(parent: Path) -> Path:
@@ -253,14 +293,19 @@ def _doctor(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="ec-doctor-") as scratch:
         try:
-            report = diagnose(target, serving, timeout=args.request_timeout,
-                              api_version=os.environ.get("DOCKER_API_VERSION"),
-                              report_dir=Path(scratch))
+            report = diagnose(
+                target,
+                serving,
+                timeout=args.request_timeout,
+                api_version=os.environ.get("DOCKER_API_VERSION"),
+                report_dir=Path(scratch),
+            )
         except TargetError as exc:
             raise Refusal(str(exc), EXIT_UNREACHABLE) from None
         except OSError as exc:
-            raise Refusal(f"cannot serve on --serve-host {args.serve_host}: "
-                          f"{exc.strerror or exc}", EXIT_USAGE) from None
+            raise Refusal(
+                f"cannot serve on --serve-host {args.serve_host}: {exc.strerror or exc}", EXIT_USAGE
+            ) from None
     print("\n".join(report.lines()))
     return EXIT_OK if report.ready else EXIT_SUITE_UNREACHABLE
 
@@ -281,8 +326,11 @@ def _requirements(args: argparse.Namespace) -> int:
             found = links.where(req)
         except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
             raise Refusal(str(exc), EXIT_HARNESS) from None
-        print(json.dumps(found, indent=2) if args.format == "json"
-              else "\n".join(links.where_lines(found)))
+        print(
+            json.dumps(found, indent=2)
+            if args.format == "json"
+            else "\n".join(links.where_lines(found))
+        )
         return EXIT_OK
     if args.format == "json":
         print(json.dumps([r.to_dict() for r in catalogue.values()], indent=2))
@@ -310,33 +358,48 @@ def _run(args: argparse.Namespace) -> int:
         raise Refusal(str(exc), EXIT_USAGE) from None
     if args.workers > 1 and args.serve_tls:
         # The run's CA is placed for one lab registry address; each worker serves its own.
-        raise Refusal("--workers and --serve-tls do not go together yet: use one of them",
-                      EXIT_USAGE)
+        raise Refusal(
+            "--workers and --serve-tls do not go together yet: use one of them", EXIT_USAGE
+        )
     for version in [args.api_version] if args.api_version else _listed(args.api_versions):
         problem = api_version_problem(version, None, None)
         if problem:
-            raise Refusal(problem if args.api_version
-                          else problem.replace("--api-version ", "API version "), EXIT_USAGE)
-    if (args.expectations and args.expectations != "auto" and not args.update_expectations
-            and not Path(args.expectations).is_file()):
+            raise Refusal(
+                problem if args.api_version else problem.replace("--api-version ", "API version "),
+                EXIT_USAGE,
+            )
+    if (
+        args.expectations
+        and args.expectations != "auto"
+        and not args.update_expectations
+        and not Path(args.expectations).is_file()
+    ):
         raise Refusal(f"--expectations {args.expectations}: no such file", EXIT_USAGE)
     serving = _serving(args)
     args.serve_tls = serving.tls
     if args.workers > 1 and args.registry_port:
-        raise Refusal("--workers and --registry-port do not go together yet: each worker "
-                      "serves a registry of its own", EXIT_USAGE)
+        raise Refusal(
+            "--workers and --registry-port do not go together yet: each worker "
+            "serves a registry of its own",
+            EXIT_USAGE,
+        )
     managed: ManagedEngine | None = None
     cleanups: list[Callable[[], None]] = []
     # The lab registry's port is fixed up front: a managed Podman must be
     # told before it starts that this address is a plain-HTTP registry.
     try:
-        ports = ([args.registry_port] if args.registry_port
-                 else [free_port(args.serve_host) for _ in range(args.workers)]
-                 if args.registry is None else [0])
+        ports = (
+            [args.registry_port]
+            if args.registry_port
+            else [free_port(args.serve_host) for _ in range(args.workers)]
+            if args.registry is None
+            else [0]
+        )
         registry_port = ports[0]
     except OSError as exc:
-        raise Refusal(f"cannot listen on --serve-host {args.serve_host}: {exc.strerror}",
-                      EXIT_USAGE) from None
+        raise Refusal(
+            f"cannot listen on --serve-host {args.serve_host}: {exc.strerror}", EXIT_USAGE
+        ) from None
     try:
         target, managed = _resolve_target(args, ports)
         # DOCKER_API_VERSION pins the version as --api-version does, checked here like it.
@@ -344,50 +407,78 @@ def _run(args: argparse.Namespace) -> int:
         if pinned and not args.api_versions:
             problem = api_version_problem(pinned, None, None)
             if problem:
-                raise Refusal(problem.replace("--api-version", "DOCKER_API_VERSION")
-                              if not args.api_version else problem, EXIT_USAGE)
+                raise Refusal(
+                    problem.replace("--api-version", "DOCKER_API_VERSION")
+                    if not args.api_version
+                    else problem,
+                    EXIT_USAGE,
+                )
         version_info, engine_info = _reachable(target, None if args.api_versions else pinned)
         info = version_info
         axis = _axis(args.api_versions, info) if args.api_versions else []
         # Under the current directory: an installed package's own folder is no place for output.
         # Absolute: the suites run with the package's directory as theirs, not this one.
-        report_dir = (Path(args.report_dir) if args.report_dir
-                      else _new_report_dir(Path("reports"))).resolve()
+        report_dir = (
+            Path(args.report_dir) if args.report_dir else _new_report_dir(Path("reports"))
+        ).resolve()
         prefix = f"ectest-{secrets.token_hex(4)}"
         if args.serve_tls:
             lab = None if args.registry else host_port(args.serve_host, registry_port)
             try:
-                _, advice = prepare_run(report_dir, args.serve_host, lab, target, managed,
-                                        tls_dir=serving.tls_dir or None)
+                _, advice = prepare_run(
+                    report_dir,
+                    args.serve_host,
+                    lab,
+                    target,
+                    managed,
+                    tls_dir=serving.tls_dir or None,
+                )
             except EntryTaken as exc:
                 # Someone else's certs.d entry for the lab's address: never overwritten.
-                raise Refusal(f"{exc}: remove it, or run again (the port is picked anew)",
-                              EXIT_USAGE) from None
+                raise Refusal(
+                    f"{exc}: remove it, or run again (the port is picked anew)", EXIT_USAGE
+                ) from None
             if advice:
                 print(f"engine-conformance: {advice}", file=sys.stderr)
-
 
         scratch = Path(tempfile.mkdtemp(prefix="ec-run-"))
         cleanups.append(lambda: shutil.rmtree(scratch, ignore_errors=True))
 
         def judge(directory: Path, api_version: str | None, gated: bool) -> int:
             # What the child must not work out again: the target, the version, the engine.
-            settled = {"options": {
-                "target": target.url, "report_dir": str(directory), "api_version": api_version,
-                "run_prefix": prefix, "registry_port": registry_port,
-                "serve_tls": args.serve_tls, "tls_dir": serving.tls_dir or None,
-                "expectations": (str(Path(args.expectations).resolve())
-                                 if args.expectations and args.expectations != "auto"
-                                 else args.expectations) if gated else None,
-                "update_expectations": args.update_expectations and gated,
-                "strict_gate": args.strict_gate and gated,
-                **({"registry_ports": ",".join(map(str, ports))} if args.workers > 1 else {}),
-            }, "engine": {"version": version_info, "info": engine_info}}
-            config = write_run_config(scratch / f"run-{len(list(scratch.iterdir()))}.json",
-                                      vars(args), settled)
-            cmd = child_command(config, keyword=args.keyword, extra=[
-                *(["-n", str(args.workers), "--dist", "loadfile"] if args.workers > 1 else []),
-                *args.pytest_args])
+            settled = {
+                "options": {
+                    "target": target.url,
+                    "report_dir": str(directory),
+                    "api_version": api_version,
+                    "run_prefix": prefix,
+                    "registry_port": registry_port,
+                    "serve_tls": args.serve_tls,
+                    "tls_dir": serving.tls_dir or None,
+                    "expectations": (
+                        str(Path(args.expectations).resolve())
+                        if args.expectations and args.expectations != "auto"
+                        else args.expectations
+                    )
+                    if gated
+                    else None,
+                    "update_expectations": args.update_expectations and gated,
+                    "strict_gate": args.strict_gate and gated,
+                    **({"registry_ports": ",".join(map(str, ports))} if args.workers > 1 else {}),
+                },
+                "engine": {"version": version_info, "info": engine_info},
+            }
+            config = write_run_config(
+                scratch / f"run-{len(list(scratch.iterdir()))}.json", vars(args), settled
+            )
+            cmd = child_command(
+                config,
+                keyword=args.keyword,
+                extra=[
+                    *(["-n", str(args.workers), "--dist", "loadfile"] if args.workers > 1 else []),
+                    *args.pytest_args,
+                ],
+            )
             child = _child(cmd, directory, verbose=args.verbose)
             if child.refusal is not None:
                 raise Refusal(child.refusal, _REFUSAL_CODES.get(child.code, EXIT_HARNESS))
@@ -414,8 +505,11 @@ def _resolve_target(
         if args.target:
             return Target.parse(args.target), None
         if args.managed == "podman":
-            labs = ([args.registry] if args.registry
-                    else [f"{args.serve_host}:{port}" for port in registry_ports])
+            labs = (
+                [args.registry]
+                if args.registry
+                else [f"{args.serve_host}:{port}" for port in registry_ports]
+            )
             # Over TLS it must verify the run's CA: an insecure entry would skip that.
             insecure = [] if args.serve_tls and not args.registry else labs
             return _start(ManagedPodman(insecure_registries=insecure))
@@ -430,9 +524,14 @@ def _resolve_target(
     if not engine.available():
         raise Refusal(
             "no engine to test: give --target URL, set DOCKER_HOST, or install Docker "
-            "(apt-get install docker.io) so that a managed one can be started", EXIT_NO_ENGINE)
-    print("engine-conformance: no engine at DOCKER_HOST or /var/run/docker.sock; "
-          "starting a managed Docker", file=sys.stderr)
+            "(apt-get install docker.io) so that a managed one can be started",
+            EXIT_NO_ENGINE,
+        )
+    print(
+        "engine-conformance: no engine at DOCKER_HOST or /var/run/docker.sock; "
+        "starting a managed Docker",
+        file=sys.stderr,
+    )
     return _start(engine)
 
 
@@ -467,8 +566,9 @@ def _axis(spec: str, info: dict[str, Any]) -> list[str]:
     if spec == "all":
         versions = all_versions(low, high)
         if not versions:
-            raise Refusal(f"the engine serves no API version the suite judges ({low} to {high})",
-                          EXIT_USAGE)
+            raise Refusal(
+                f"the engine serves no API version the suite judges ({low} to {high})", EXIT_USAGE
+            )
         return versions
     versions = sorted(set(_listed(spec)), key=lambda v: tuple(int(p) for p in v.split(".")))
     for version in versions:
@@ -515,8 +615,9 @@ def _reachable(target: Target, api_version: str | None) -> tuple[dict[str, Any],
     except TargetError as exc:
         raise Refusal(str(exc), EXIT_UNREACHABLE) from None
     if api_version:
-        problem = api_version_problem(api_version, info.get("MinAPIVersion"),
-                                      info.get("ApiVersion"))
+        problem = api_version_problem(
+            api_version, info.get("MinAPIVersion"), info.get("ApiVersion")
+        )
         if problem:
             raise Refusal(problem, EXIT_USAGE)
     return info, about
@@ -543,17 +644,31 @@ def _child(cmd: list[str], report_dir: Path, verbose: bool = False) -> _Child:
     report_dir.mkdir(parents=True, exist_ok=True)
     log = open(report_dir / LOG_FILE, "wb")  # noqa: SIM115 - closed below, after the tee
     read_fd, write_fd = os.pipe()
-    env = dict(child_environment(), **{PROGRESS_FD: str(write_fd),
-                              COMMAND_LINE: json.dumps(["engine-conformance", *sys.argv[1:]])})
+    env = dict(
+        child_environment(),
+        **{
+            PROGRESS_FD: str(write_fd),
+            COMMAND_LINE: json.dumps(["engine-conformance", *sys.argv[1:]]),
+        },
+    )
     try:
-        child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 pass_fds=(write_fd,), env=env, start_new_session=True)
+        child = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(write_fd,),
+            env=env,
+            start_new_session=True,
+        )
     finally:
         os.close(write_fd)
     state = _Child()
     progress = _Progress(sys.stdout)
-    threads = [threading.Thread(target=_tee, args=(child.stdout, log, verbose), daemon=True),
-               threading.Thread(target=_events, args=(read_fd, progress, state), daemon=True)]
+    threads = [
+        threading.Thread(target=_tee, args=(child.stdout, log, verbose), daemon=True),
+        threading.Thread(target=_events, args=(read_fd, progress, state), daemon=True),
+    ]
     for t in threads:
         t.start()
     try:
@@ -624,8 +739,10 @@ class _Progress:
             kind = event.get("event")
             if kind == "collected":
                 self.totals = {str(k): int(v) for k, v in event["suites"].items()}
-                self._write(f"judging {event.get('target')}: {sum(self.totals.values())} checks "
-                            f"in {len(self.totals)} suites\n")
+                self._write(
+                    f"judging {event.get('target')}: {sum(self.totals.values())} checks "
+                    f"in {len(self.totals)} suites\n"
+                )
             elif kind == "item":
                 self._item(str(event["suite"]), str(event["verdict"]))
             elif kind == "finishing":
@@ -636,8 +753,10 @@ class _Progress:
     def interrupted(self) -> None:
         with self.lock:
             self._unfinished()
-            self._write("interrupted: stopping the checks and cleaning up "
-                        "(Ctrl-C again abandons the clean-up)\n")
+            self._write(
+                "interrupted: stopping the checks and cleaning up "
+                "(Ctrl-C again abandons the clean-up)\n"
+            )
 
     def _item(self, suite: str, verdict: str) -> None:
         counts = self.done.setdefault(suite, {})
@@ -646,8 +765,11 @@ class _Progress:
         if sum(counts.values()) == self.totals.get(suite, -1):
             self._write(self._line(suite) + "\n")
         if self.live:
-            under_way = [f"{name} {sum(c.values())}/{self.totals.get(name, '?')}"
-                         for name, c in self.done.items() if not self._complete(name)]
+            under_way = [
+                f"{name} {sum(c.values())}/{self.totals.get(name, '?')}"
+                for name, c in self.done.items()
+                if not self._complete(name)
+            ]
             if under_way:
                 self._write("  … " + " · ".join(under_way))
                 self.status = True
@@ -665,8 +787,9 @@ class _Progress:
     def _line(self, suite: str) -> str:
         counts = self.done.get(suite, {})
         n = sum(counts.values())
-        detail = ", ".join(f"{counts[v]} {v}" for v in ("pass", "fail", "error", "skip")
-                           if counts.get(v))
+        detail = ", ".join(
+            f"{counts[v]} {v}" for v in ("pass", "fail", "error", "skip") if counts.get(v)
+        )
         return f"  {suite:10} {n:3}/{self.totals.get(suite, n):<3} {detail}"
 
     def _clear(self) -> None:
@@ -713,20 +836,27 @@ def _verdict_code(pytest_code: int, report_dir: Path) -> int:
     if pytest_code == PYTEST_INTERRUPTED:
         # A Ctrl-C reaches this process too and ends in main(); here, pytest stopped on
         # its own: most often a suite module that did not import.
-        raise Refusal("the suites stopped before judging (a collection error: see "
-                      f"{report_dir / LOG_FILE})", EXIT_HARNESS)
+        raise Refusal(
+            f"the suites stopped before judging (a collection error: see {report_dir / LOG_FILE})",
+            EXIT_HARNESS,
+        )
     if pytest_code == PYTEST_INTERNAL_ERROR:
         raise Refusal(f"pytest failed internally (see {report_dir / LOG_FILE})", EXIT_HARNESS)
     if pytest_code == PYTEST_NO_TESTS:
         raise Refusal("no check matches the -k / --requirement given", EXIT_USAGE)
     results_path = report_dir / "results.json"
     if not results_path.is_file():
-        raise Refusal(f"the suites wrote no results (pytest exit {pytest_code}: see "
-                      f"{report_dir / LOG_FILE})", EXIT_HARNESS)
+        raise Refusal(
+            f"the suites wrote no results (pytest exit {pytest_code}: see {report_dir / LOG_FILE})",
+            EXIT_HARNESS,
+        )
     results = json.loads(results_path.read_text())
     if pytest_code == CHILD_SUITE_UNREACHABLE:
-        failed = [p["reason"] for p in results["run"].get("preflight", {}).values()
-                  if p.get("status") == "failed"]
+        failed = [
+            p["reason"]
+            for p in results["run"].get("preflight", {}).values()
+            if p.get("status") == "failed"
+        ]
         raise Refusal(" | ".join(failed) or "the preflight failed", EXIT_SUITE_UNREACHABLE)
     gate = results.get("expectations") or {}
     if "passed" in gate:

@@ -65,8 +65,9 @@ class Report:
                 continue
             out.append(f"{name}: {probe.reason.split('. Fix:')[0].removeprefix('preflight: ')}")
             steps += [s for s in probe.steps if s not in steps]
-        command = shlex.join(["engine-conformance", "run", "--target", self.target.url,
-                              *self.serving.options()])
+        command = shlex.join(
+            ["engine-conformance", "run", "--target", self.target.url, *self.serving.options()]
+        )
         if self.ready:
             out.append(f"ready: {command}")
             return out
@@ -76,8 +77,13 @@ class Report:
         return out
 
 
-def diagnose(target: Target, serving: Serving, timeout: float = 60.0,
-             api_version: str | None = None, report_dir: Path | None = None) -> Report:
+def diagnose(
+    target: Target,
+    serving: Serving,
+    timeout: float = 60.0,
+    api_version: str | None = None,
+    report_dir: Path | None = None,
+) -> Report:
     """Run the preflight against ``target`` as a run with ``serving`` would.
 
     Raises :class:`~engine_conformance.engine.target.TargetError` when the engine itself
@@ -87,16 +93,18 @@ def diagnose(target: Target, serving: Serving, timeout: float = 60.0,
 
     report = Report(target, serving)
     prefix = f"ectest-{secrets.token_hex(4)}"
-    material = (material_for(report_dir or Path("."), serving.host, serving.tls_dir or None)
-                if serving.tls else None)
+    material = (
+        material_for(report_dir or Path("."), serving.host, serving.tls_dir or None)
+        if serving.tls
+        else None
+    )
     context = material.server_context() if material else None
     ca = material.directory / CA_FILE if material else None
     with Client(target, api_version=api_version, timeouts=Timeouts(read=timeout)) as client:
         client.negotiate()
         info = describe_target(client, client.info())
         report.engine = f"{info['engine']} {info['version']} ({info['image_store']} store)"
-        with serve(prefix, host=serving.host, port=serving.registry_port,
-                   tls=context) as registry:
+        with serve(prefix, host=serving.host, port=serving.registry_port, tls=context) as registry:
             report.probes.append(probe_registry(client, registry, info, ca=ca))
         with FileServer(serving.host, serving.file_server_port, tls=context) as files:
             report.probes.append(probe_file_server(client, files, info, prefix, ca=ca))

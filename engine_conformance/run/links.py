@@ -33,12 +33,30 @@ def checks() -> dict[str, list[dict[str, Any]]]:
     """Per requirement, its checks as collected (file, line, name); nothing is run."""
     with tempfile.TemporaryDirectory(prefix="ec-links-") as tmp:
         out = Path(tmp) / "links.json"
-        cmd = [sys.executable, "-m", "pytest", str(SUITES), "--rootdir", str(ROOT),
-               "-o", "addopts=", "-p", "engine_conformance.run.plugin", "-p", "no:cacheprovider",
-               "--import-mode=importlib", "--collect-only", "-q", "--links-out", str(out),
-               "--report-dir", tmp]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120,
-                              env=child_environment())
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(SUITES),
+            "--rootdir",
+            str(ROOT),
+            "-o",
+            "addopts=",
+            "-p",
+            "engine_conformance.run.plugin",
+            "-p",
+            "no:cacheprovider",
+            "--import-mode=importlib",
+            "--collect-only",
+            "-q",
+            "--links-out",
+            str(out),
+            "--report-dir",
+            tmp,
+        ]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, cwd=ROOT, timeout=120, env=child_environment()
+        )
         if not out.is_file():
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"collecting the checks failed: {tail[0]}")
@@ -58,24 +76,33 @@ def deviant_rows() -> dict[str, list[dict[str, str]]] | None:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         for case in getattr(module, "CASES", []):
-            rows.setdefault(case.requirement, []).append({
-                "where": case.where, "expect": case.expect,
-                "deviations": "+".join(d.name for d in case.deviations) or "none",
-                "reason": case.reason})
+            rows.setdefault(case.requirement, []).append(
+                {
+                    "where": case.where,
+                    "expect": case.expect,
+                    "deviations": "+".join(d.name for d in case.deviations) or "none",
+                    "reason": case.reason,
+                }
+            )
     return rows
 
 
 def where(req: Requirement) -> dict[str, Any]:
     """The requirement with its levels per version range, checks and deviant rows."""
     rows = deviant_rows()
-    return req.to_dict() | {"checks": checks().get(req.id, []),
-                            "deviant_rows": rows.get(req.id, []) if rows is not None else None}
+    return req.to_dict() | {
+        "checks": checks().get(req.id, []),
+        "deviant_rows": rows.get(req.id, []) if rows is not None else None,
+    }
 
 
 def where_lines(found: dict[str, Any]) -> list[str]:
     """``where``'s answer as a person reads it."""
-    out = [f"{found['id']}  {found['title']}", f"applies to API {found['versions']}",
-           "level and basis per API version range:"]
+    out = [
+        f"{found['id']}  {found['title']}",
+        f"applies to API {found['versions']}",
+        "level and basis per API version range:",
+    ]
     for span in found["levels"]:
         basis = span["basis"]
         out.append(f"  {span['versions']:10} {span['level']:6} {_cite(basis[0])}")
@@ -86,9 +113,11 @@ def where_lines(found: dict[str, Any]) -> list[str]:
         out.append("deviant rows: in the repository's tests/deviants (not installed here)")
     else:
         out.append("deviant rows:")
-        out += [f"  {r['where']}  {r['expect']:5} {r['deviations']}"
-                + (f"  (reason: {r['reason']})" if r["reason"] else "")
-                for r in found["deviant_rows"]] or ["  none"]
+        out += [
+            f"  {r['where']}  {r['expect']:5} {r['deviations']}"
+            + (f"  (reason: {r['reason']})" if r["reason"] else "")
+            for r in found["deviant_rows"]
+        ] or ["  none"]
     out.append(found["spec"])
     return out
 

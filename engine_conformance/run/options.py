@@ -79,71 +79,172 @@ def _budget_default() -> str:
 
 
 _TABLE = (
-    Option(("--target",), "the engine: unix:///path, tcp://host:port or https://host:port "
-           "(default: DOCKER_HOST, then /var/run/docker.sock, then, for `run`, a managed Docker)",
-           doctor=True, group="where"),
-    Option(("--managed",), "start this engine in a private directory and judge it",
-           scope="cli", group="where", choices=tuple(sorted(ENGINES))),
-    Option(("--api-version",), "pin the API version (default: DOCKER_API_VERSION, else "
-           "negotiate, at most 1.44)", group="versions"),
-    Option(("--api-versions",), "judge the catalogue at each of these API versions "
-           "(1.24,1.41), or at every version the engine serves from its minimum (and the "
-           "catalogue's) to the suite's maximum: one report, requirement x version",
-           metavar="all|LIST", scope="cli", group="versions"),
+    Option(
+        ("--target",),
+        "the engine: unix:///path, tcp://host:port or https://host:port "
+        "(default: DOCKER_HOST, then /var/run/docker.sock, then, for `run`, a managed Docker)",
+        doctor=True,
+        group="where",
+    ),
+    Option(
+        ("--managed",),
+        "start this engine in a private directory and judge it",
+        scope="cli",
+        group="where",
+        choices=tuple(sorted(ENGINES)),
+    ),
+    Option(
+        ("--api-version",),
+        "pin the API version (default: DOCKER_API_VERSION, else negotiate, at most 1.44)",
+        group="versions",
+    ),
+    Option(
+        ("--api-versions",),
+        "judge the catalogue at each of these API versions "
+        "(1.24,1.41), or at every version the engine serves from its minimum (and the "
+        "catalogue's) to the suite's maximum: one report, requirement x version",
+        metavar="all|LIST",
+        scope="cli",
+        group="versions",
+    ),
     Option(("--report-dir",), "where the reports go (default: reports/<timestamp>/)"),
-    Option(("--requirement",), "judge only this requirement (repeatable)", action="append",
-           metavar="ID"),
-    Option(("--expectations",), "fail when verdicts differ from this expectation file, or "
-           "'auto' (the file for the engine judged)", metavar="FILE|auto"),
-    Option(("--update-expectations",), "write the verdicts to the expectation file (with "
-           "--expectations)", action="store_true"),
-    Option(("--strict-gate", "--strict"), "with --expectations: a requirement that newly "
-           "passes fails the gate too (default: reported as 'fixed: update the expectations')",
-           action="store_true"),
-    Option(("--request-timeout", "--timeout"), "seconds per request (default 60)",
-           default=60.0, type=float, metavar="SECONDS", doctor=True),
-    Option(("--stream-timeout",), "seconds for a whole progress stream (default 300)",
-           default=300.0, type=float, metavar="SECONDS"),
-    Option(("--serve-host",), "address the suite's lab registry and file server listen on; "
-           "the engine must reach it (default 127.0.0.1, for a local engine)",
-           default="127.0.0.1", metavar="ADDRESS", doctor=True),
-    Option(("--registry-port",), "the lab registry's port (default: any free one); fix it "
-           "when the engine was told about this registry once", default=0, type=int,
-           metavar="PORT", doctor=True),
-    Option(("--file-server-port",), "the file server's port, for fromSrc URLs (default: any "
-           "free one)", default=0, type=int, metavar="PORT", doctor=True),
-    Option(("--serve-tls",), "serve the lab registry and file server over HTTPS with a CA "
-           "made for the run (REPORT_DIR/tls/ca.crt, or --tls-dir); a managed engine is given "
-           "it, your own engine must trust it (the run says where)", action="store_true",
-           doctor=True),
-    Option(("--tls-dir",), "with --serve-tls (implied): keep the CA and server key in DIR, "
-           "made on first use and reused, so a CA copied once into the engine's certs.d "
-           "serves every later run", metavar="DIR", doctor=True),
-    Option(("--registry",), "pull from this external registry (plain HTTP, push allowed) "
-           "instead of the lab registry; journal and fault checks then skip",
-           metavar="HOST:PORT"),
-    Option(("--seed",), f"seed of the property phase (SCHEMA), to replay a run (default "
-           f"{DEFAULT_SEED})", default=DEFAULT_SEED, type=int),
-    Option(("--property-budget",), f"bound of the property phase: '60s' or '200' examples "
-           f"(default {DEFAULT_BUDGET}, or {PROPERTY_BUDGET_ENV})", default=_budget_default,
-           metavar="SECONDS|EXAMPLES"),
-    Option(("-n", "--workers"), "judge with N parallel pytest-xdist workers, a suite file per "
-           "worker at a time (default 1: serially)", default=1, type=int, metavar="N",
-           scope="cli"),
-    Option(("-v", "--verbose"), "show pytest's detail (tracebacks) on the terminal too",
-           action="store_true", scope="cli"),
-    Option(("-k",), "only checks whose names match (pytest -k)", scope="cli",
-           dest="keyword"),
+    Option(
+        ("--requirement",),
+        "judge only this requirement (repeatable)",
+        action="append",
+        metavar="ID",
+    ),
+    Option(
+        ("--expectations",),
+        "fail when verdicts differ from this expectation file, or "
+        "'auto' (the file for the engine judged)",
+        metavar="FILE|auto",
+    ),
+    Option(
+        ("--update-expectations",),
+        "write the verdicts to the expectation file (with --expectations)",
+        action="store_true",
+    ),
+    Option(
+        ("--strict-gate", "--strict"),
+        "with --expectations: a requirement that newly "
+        "passes fails the gate too (default: reported as 'fixed: update the expectations')",
+        action="store_true",
+    ),
+    Option(
+        ("--request-timeout", "--timeout"),
+        "seconds per request (default 60)",
+        default=60.0,
+        type=float,
+        metavar="SECONDS",
+        doctor=True,
+    ),
+    Option(
+        ("--stream-timeout",),
+        "seconds for a whole progress stream (default 300)",
+        default=300.0,
+        type=float,
+        metavar="SECONDS",
+    ),
+    Option(
+        ("--serve-host",),
+        "address the suite's lab registry and file server listen on; "
+        "the engine must reach it (default 127.0.0.1, for a local engine)",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        doctor=True,
+    ),
+    Option(
+        ("--registry-port",),
+        "the lab registry's port (default: any free one); fix it "
+        "when the engine was told about this registry once",
+        default=0,
+        type=int,
+        metavar="PORT",
+        doctor=True,
+    ),
+    Option(
+        ("--file-server-port",),
+        "the file server's port, for fromSrc URLs (default: any free one)",
+        default=0,
+        type=int,
+        metavar="PORT",
+        doctor=True,
+    ),
+    Option(
+        ("--serve-tls",),
+        "serve the lab registry and file server over HTTPS with a CA "
+        "made for the run (REPORT_DIR/tls/ca.crt, or --tls-dir); a managed engine is given "
+        "it, your own engine must trust it (the run says where)",
+        action="store_true",
+        doctor=True,
+    ),
+    Option(
+        ("--tls-dir",),
+        "with --serve-tls (implied): keep the CA and server key in DIR, "
+        "made on first use and reused, so a CA copied once into the engine's certs.d "
+        "serves every later run",
+        metavar="DIR",
+        doctor=True,
+    ),
+    Option(
+        ("--registry",),
+        "pull from this external registry (plain HTTP, push allowed) "
+        "instead of the lab registry; journal and fault checks then skip",
+        metavar="HOST:PORT",
+    ),
+    Option(
+        ("--seed",),
+        f"seed of the property phase (SCHEMA), to replay a run (default {DEFAULT_SEED})",
+        default=DEFAULT_SEED,
+        type=int,
+    ),
+    Option(
+        ("--property-budget",),
+        f"bound of the property phase: '60s' or '200' examples "
+        f"(default {DEFAULT_BUDGET}, or {PROPERTY_BUDGET_ENV})",
+        default=_budget_default,
+        metavar="SECONDS|EXAMPLES",
+    ),
+    Option(
+        ("-n", "--workers"),
+        "judge with N parallel pytest-xdist workers, a suite file per "
+        "worker at a time (default 1: serially)",
+        default=1,
+        type=int,
+        metavar="N",
+        scope="cli",
+    ),
+    Option(
+        ("-v", "--verbose"),
+        "show pytest's detail (tracebacks) on the terminal too",
+        action="store_true",
+        scope="cli",
+    ),
+    Option(("-k",), "only checks whose names match (pytest -k)", scope="cli", dest="keyword"),
     Option(("--run-prefix",), "name prefix for everything the run creates", scope="plugin"),
-    Option(("--registry-ports",), "under pytest-xdist: the lab registry's port for each "
-           "worker (gw0, gw1, …), each declared insecure to a managed Podman",
-           metavar="PORT,PORT", scope="plugin"),
-    Option(("--links-out",), "collect only: write each requirement's checks (file:line) to "
-           "FILE as JSON, connecting to nothing (`engine-conformance requirements --where` "
-           "reads it)", metavar="FILE", scope="plugin"),
-    Option(("--run-config",), "the settled configuration `engine-conformance run` hands its "
-           "child run (a JSON file): options, target, API version, the engine's answers",
-           metavar="FILE", scope="plugin"),
+    Option(
+        ("--registry-ports",),
+        "under pytest-xdist: the lab registry's port for each "
+        "worker (gw0, gw1, …), each declared insecure to a managed Podman",
+        metavar="PORT,PORT",
+        scope="plugin",
+    ),
+    Option(
+        ("--links-out",),
+        "collect only: write each requirement's checks (file:line) to "
+        "FILE as JSON, connecting to nothing (`engine-conformance requirements --where` "
+        "reads it)",
+        metavar="FILE",
+        scope="plugin",
+    ),
+    Option(
+        ("--run-config",),
+        "the settled configuration `engine-conformance run` hands its "
+        "child run (a JSON file): options, target, API version, the engine's answers",
+        metavar="FILE",
+        scope="plugin",
+    ),
 )
 
 OPTIONS: dict[str, Option] = {o.dest: o for o in _TABLE}
@@ -170,17 +271,22 @@ def add_to_plugin(group: Any) -> None:
     """Declare the plugin's options on a pytest option group."""
     for option in _TABLE:
         if option.scope != "cli":
-            group.addoption(*option.flags[:option.plugin_flags], **option.kwargs())
+            group.addoption(*option.flags[: option.plugin_flags], **option.kwargs())
 
 
 def write_run_config(path: Path, options: Mapping[str, Any], settled: Mapping[str, Any]) -> Path:
     """The file ``--run-config`` reads: every option both sides know, and what the command
     settled (``target``, ``api_version``, ``engine``: the engine's ``/version`` and
     ``/info``)."""
-    shared = {dest: options[dest] for dest, o in OPTIONS.items()
-              if o.scope == "both" and dest in options}
-    path.write_text(json.dumps({"options": {**shared, **settled.get("options", {})},
-                                "engine": settled.get("engine")}, default=str))
+    shared = {
+        dest: options[dest] for dest, o in OPTIONS.items() if o.scope == "both" and dest in options
+    }
+    path.write_text(
+        json.dumps(
+            {"options": {**shared, **settled.get("options", {})}, "engine": settled.get("engine")},
+            default=str,
+        )
+    )
     return path
 
 

@@ -74,7 +74,7 @@ RUN = pytest.StashKey[Run]()
 ITEM_START = pytest.StashKey[int]()
 ITEM_CLOCK = pytest.StashKey[float]()
 ITEM_DURATION = pytest.StashKey[float]()
-ITEM_OBS = pytest.StashKey[dict]()
+ITEM_OBS = pytest.StashKey[dict[str, Any]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -118,8 +118,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.getoption("report_dir")
         or Path(config.rootpath) / "reports" / time.strftime("%Y%m%d-%H%M%S")
     )
-    config.stash[RUN] = Run(catalogue=catalogue, prefix=prefix, report_dir=report_dir,
-                            progress=progress_channel(), engine=engine)
+    config.stash[RUN] = Run(
+        catalogue=catalogue,
+        prefix=prefix,
+        report_dir=report_dir,
+        progress=progress_channel(),
+        engine=engine,
+    )
 
 
 def _refuse(config: pytest.Config, message: str, code: int) -> None:
@@ -198,8 +203,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             name = run.catalogue[rid].suite
             per_suite[name] = per_suite.get(name, 0) + 1
     t = run.target_info
-    emit(run, event="collected", suites=per_suite,
-          target=f"{t['engine']} {t['version']} (API {t['api_version']}) at {t['url']}")
+    emit(
+        run,
+        event="collected",
+        suites=per_suite,
+        target=f"{t['engine']} {t['version']} (API {t['api_version']}) at {t['url']}",
+    )
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
@@ -236,13 +245,14 @@ def api_version(client: Client) -> str:
 
 
 @pytest.fixture(scope="session")
-def target_info(run_state: Run, client: Client) -> dict:
+def target_info(run_state: Run, client: Client) -> dict[str, Any]:
     return run_state.target_info
 
 
 @pytest.fixture(scope="session")
-def file_server(request: pytest.FixtureRequest, run_state: Run, client: Client,
-                target_info: dict) -> Iterator[FileServer]:
+def file_server(
+    request: pytest.FixtureRequest, run_state: Run, client: Client, target_info: dict[str, Any]
+) -> Iterator[FileServer]:
     """A :class:`FileServer` for ``fromSrc=<URL>`` imports, on ``--serve-host``.
 
     Proven reachable by the engine first; if it is not, this fixture raises
@@ -252,24 +262,39 @@ def file_server(request: pytest.FixtureRequest, run_state: Run, client: Client,
     from engine_conformance.engine.tls import server_context_for
 
     config = request.config
-    tls = server_context_for(config.getoption("serve_tls"), run_state.report_dir,
-                             config.getoption("serve_host"), config.getoption("tls_dir"))
+    tls = server_context_for(
+        config.getoption("serve_tls"),
+        run_state.report_dir,
+        config.getoption("serve_host"),
+        config.getoption("tls_dir"),
+    )
     try:
         # The socket is bound here: a port that is taken is the user's to fix.
-        server = FileServer(config.getoption("serve_host"), config.getoption("file_server_port"),
-                            tls=tls)
+        server = FileServer(
+            config.getoption("serve_host"), config.getoption("file_server_port"), tls=tls
+        )
     except OSError as exc:
         _refuse(config, f"cannot serve the file server: {exc}", CHILD_USAGE)
     with server:
         run_state.files = server  # what a reproducer bundle copies of an import's source
-        _preflight(run_state, lambda: probe_file_server(
-            client, server, target_info, run_state.prefix, run_state.created.add,
-            _ca(config, run_state)))
+        _preflight(
+            run_state,
+            lambda: probe_file_server(
+                client,
+                server,
+                target_info,
+                run_state.prefix,
+                run_state.created.add,
+                _ca(config, run_state),
+            ),
+        )
         yield server
 
 
 @pytest.fixture(scope="session")
-def lab(request: pytest.FixtureRequest, run_state: Run, client: Client, target_info: dict):
+def lab(
+    request: pytest.FixtureRequest, run_state: Run, client: Client, target_info: dict[str, Any]
+):
     """The registry the pull suites use, serving the standard catalogue under the run prefix.
 
     The lab registry listens on ``--serve-host``:``--registry-port``; with
@@ -281,19 +306,31 @@ def lab(request: pytest.FixtureRequest, run_state: Run, client: Client, target_i
     from engine_conformance.engine.tls import server_context_for
 
     config = request.config
-    tls = server_context_for(config.getoption("serve_tls"), run_state.report_dir,
-                             config.getoption("serve_host"), config.getoption("tls_dir"))
+    tls = server_context_for(
+        config.getoption("serve_tls"),
+        run_state.report_dir,
+        config.getoption("serve_host"),
+        config.getoption("tls_dir"),
+    )
     try:
-        with serve(run_state.prefix, host=config.getoption("serve_host"),
-                   port=registry_port(config),
-                   external=config.getoption("registry"), tls=tls) as registry:
+        with serve(
+            run_state.prefix,
+            host=config.getoption("serve_host"),
+            port=registry_port(config),
+            external=config.getoption("registry"),
+            tls=tls,
+        ) as registry:
             if not registry.external:
                 # Each request keeps the lab's content as it was sent (reproducer bundles).
                 from lab_registry import content
 
                 client.context["lab"] = lambda: content.snapshot(registry)
-            _preflight(run_state, lambda: probe_registry(
-                client, registry, target_info, run_state.created.add, _ca(config, run_state)))
+            _preflight(
+                run_state,
+                lambda: probe_registry(
+                    client, registry, target_info, run_state.created.add, _ca(config, run_state)
+                ),
+            )
             try:
                 yield registry
             finally:
@@ -306,8 +343,11 @@ def _ca(config: pytest.Config, run: Run) -> Path | None:
     """The run's CA file when its servers speak HTTPS, for the preflight's advice."""
     from engine_conformance.engine.tls import CA_FILE, run_directory
 
-    return (run_directory(run.report_dir, config.getoption("tls_dir")) / CA_FILE
-            if config.getoption("serve_tls") else None)
+    return (
+        run_directory(run.report_dir, config.getoption("tls_dir")) / CA_FILE
+        if config.getoption("serve_tls")
+        else None
+    )
 
 
 def _preflight(run: Run, probe: Callable[[], Probe]) -> None:
@@ -334,7 +374,7 @@ def lab_control(registry):
 
 
 @pytest.fixture
-def observe(request: pytest.FixtureRequest) -> dict:
+def observe(request: pytest.FixtureRequest) -> dict[str, Any]:
     """A dict whose entries are shown as the check's observations in the report."""
     return request.node.stash.setdefault(ITEM_OBS, {})
 
@@ -385,7 +425,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report = yield
     rid = _requirement_of(item)
     if not rid:
@@ -440,14 +480,28 @@ def _bundle(item: pytest.Item, run: Run, req: Requirement, record: Record) -> st
     for name in ("registry_port", "file_server_port"):
         if config.getoption(name):
             options += [f"--{name.replace('_', '-')}", str(config.getoption(name))]
-    case = Case(req.id, req.title, req.level, req.judged_at or run.client.api_version,
-                [b.to_dict() for b in req.basis], item.nodeid, record.reason,
-                {k: v for k, v in run.target_info.items() if k != "url"}, run.prefix, options,
-                config.getoption("seed", None))
-    exchanges = run.client.exchanges[item.stash.get(ITEM_START, 0):]
+    case = Case(
+        req.id,
+        req.title,
+        req.level,
+        req.judged_at or run.client.api_version,
+        [b.to_dict() for b in req.basis],
+        item.nodeid,
+        record.reason,
+        {k: v for k, v in run.target_info.items() if k != "url"},
+        run.prefix,
+        options,
+        config.getoption("seed", None),
+    )
+    exchanges = run.client.exchanges[item.stash.get(ITEM_START, 0) :]
     try:
-        bundle = write_case(run.report_dir, case, exchanges, files=run.files,
-                            target_url=str(run.target_info.get("url") or ""))
+        bundle = write_case(
+            run.report_dir,
+            case,
+            exchanges,
+            files=run.files,
+            target_url=str(run.target_info.get("url") or ""),
+        )
     except (OSError, ValueError) as exc:
         # A bundle is a courtesy to the maintainer; the verdict stands without it.
         record.observations["reproducer"] = f"not written: {exc}"
@@ -478,8 +532,12 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
     if run is None or run.workers.get("collected"):
         return
     run.workers["collected"] = {"count": len(ids)}
-    emit(run, event="collected", suites=suite_counts(ids),
-          target=f"{node.config.getoption('target')} (pytest-xdist workers)")
+    emit(
+        run,
+        event="collected",
+        suites=suite_counts(ids),
+        target=f"{node.config.getoption('target')} (pytest-xdist workers)",
+    )
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -498,15 +556,15 @@ def _finished(item: pytest.Item, run: Run, rid: str) -> str | None:
         return None
     record.duration = item.stash.get(ITEM_DURATION, record.duration)
     if run.client is not None:
-        record.engine_wait = waited(run.client.exchanges[item.stash.get(ITEM_START, 0):],
-                                     item.stash.get(ITEM_CLOCK, 0.0))
-    emit(run, event="item", suite=run.catalogue[rid].suite, requirement=rid,
-          verdict=record.verdict)
+        record.engine_wait = waited(
+            run.client.exchanges[item.stash.get(ITEM_START, 0) :], item.stash.get(ITEM_CLOCK, 0.0)
+        )
+    emit(run, event="item", suite=run.catalogue[rid].suite, requirement=rid, verdict=record.verdict)
     return record.verdict
 
 
 def _raised(
-    report: pytest.TestReport, call: pytest.CallInfo
+    report: pytest.TestReport, call: pytest.CallInfo[None]
 ) -> tuple[type[BaseException] | None, str]:
     """What a phase raised, as plain data for :func:`verdicts.classify`."""
     if report.skipped:
@@ -533,8 +591,9 @@ def _skip_reason(report: pytest.TestReport) -> str:
 def _reshape(report: pytest.TestReport, req: Requirement, verdict: str, run: Run) -> None:
     """Make pytest's own outcome agree with what the run is judged on (see ``tolerated``)."""
     expected = run.expected.get(req.id) if run.expected is not None else None
-    why = tolerated(verdict, gating=req.gating, expected=expected,
-                    checking=run.expected is not None)
+    why = tolerated(
+        verdict, gating=req.gating, expected=expected, checking=run.expected is not None
+    )
     if why is not None:
         report.outcome = "passed"
         report.user_properties.append((why, verdict))
@@ -553,14 +612,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if run.client is not None:
         emit(run, event="finishing", interrupted=interrupted)
         removed = sweep(run.client, run)
-        preflight = {name: run.preflight[name].as_dict() if name in run.preflight
-                     else {"status": "not needed"} for name in SERVICES}
+        preflight = {
+            name: run.preflight[name].as_dict()
+            if name in run.preflight
+            else {"status": "not needed"}
+            for name in SERVICES
+        }
         if worker_id(config):
-            config.workeroutput[WORKER_OUTPUT] = json.dumps(scrub({
-                "records": {rid: [asdict(r) for r in recs] for rid, recs in run.records.items()},
-                "target": run.target_info, "preflight": preflight, "removed": removed,
-                "complete": run.complete, "expectations": str(run.expectations_path or ""),
-            }, run.secrets), default=str)
+            config.workeroutput[WORKER_OUTPUT] = json.dumps(
+                scrub(
+                    {
+                        "records": {
+                            rid: [asdict(r) for r in recs] for rid, recs in run.records.items()
+                        },
+                        "target": run.target_info,
+                        "preflight": preflight,
+                        "removed": removed,
+                        "complete": run.complete,
+                        "expectations": str(run.expectations_path or ""),
+                    },
+                    run.secrets,
+                ),
+                default=str,
+            )
             run.client.close()
             return
         records, target_info, complete = run.records, run.target_info, run.complete
@@ -568,8 +642,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         records, target_info, preflight, removed, complete = merge_workers(run, config)
     else:
         return
-    results, code = finish(run, config.getoption, records, target_info, preflight, removed,
-                           complete, interrupted)
+    results, code = finish(
+        run, config.getoption, records, target_info, preflight, removed, complete, interrupted
+    )
     if code == CHILD_SUITE_UNREACHABLE or (code is not None and session.exitstatus == 0):
         session.exitstatus = code
     paths = write_reports(run.report_dir, results)

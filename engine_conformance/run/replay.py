@@ -54,7 +54,8 @@ class Outcome:
     @property
     def word(self) -> str:
         return {True: "still deviates", False: "no longer deviates"}.get(
-            self.deviates, "could not judge")  # type: ignore[arg-type]
+            self.deviates, "could not judge"
+        )  # type: ignore[arg-type]
 
     @property
     def line(self) -> str:
@@ -62,8 +63,10 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        return {True: EXIT_STILL, False: EXIT_NO_LONGER}.get(self.deviates,  # type: ignore[arg-type]
-                                                              EXIT_UNJUDGED)
+        return {True: EXIT_STILL, False: EXIT_NO_LONGER}.get(
+            self.deviates,  # type: ignore[arg-type]
+            EXIT_UNJUDGED,
+        )
 
 
 def target_of(given: str | None) -> str:
@@ -72,8 +75,9 @@ def target_of(given: str | None) -> str:
     return f"unix://{text}" if text.startswith("/") else text
 
 
-def replay(bundle: Path, target: str | None = None, out: TextIO | None = None,
-           timeout: float = 120.0) -> Outcome:
+def replay(
+    bundle: Path, target: str | None = None, out: TextIO | None = None, timeout: float = 120.0
+) -> Outcome:
     """Replay ``bundle`` against ``target`` and judge it; progress lines go to ``out``."""
     out = out or sys.stdout
     record = bundles.load(bundle)
@@ -89,8 +93,9 @@ def replay(bundle: Path, target: str | None = None, out: TextIO | None = None,
     return outcome
 
 
-def _replay(bundle: Path, record: dict[str, Any], url: str, out: TextIO,
-            timeout: float) -> tuple[bool | None, str]:
+def _replay(
+    bundle: Path, record: dict[str, Any], url: str, out: TextIO, timeout: float
+) -> tuple[bool | None, str]:
     try:
         parsed = Target.parse(url)
     except (ValueError, UsageError) as exc:
@@ -111,8 +116,9 @@ def _replay(bundle: Path, record: dict[str, Any], url: str, out: TextIO,
 # -- sending ------------------------------------------------------------------------------
 
 
-def _send_again(client: Client, bundle: Path, record: dict[str, Any], out: TextIO
-                ) -> tuple[list[Exchange], dict[str, set[str]], dict[str, set[str]]]:
+def _send_again(
+    client: Client, bundle: Path, record: dict[str, Any], out: TextIO
+) -> tuple[list[Exchange], dict[str, set[str]], dict[str, set[str]]]:
     """Send the bundle's requests again; also what they created and what is left after
     the replay's clean-up (image ID -> new names), as the property phase measures them."""
     from engine_conformance.judge.property_phase import new_names, snapshot
@@ -129,12 +135,17 @@ def _send_again(client: Client, bundle: Path, record: dict[str, Any], out: TextI
                     continue
                 servers.lab(request.get("lab"))
                 params = [(k, servers.rewrite(v)) for k, v in request["params"]]
-                headers = {k: servers.rewrite_header(k, v)
-                           for k, v in request["headers"].items()}
+                headers = {k: servers.rewrite_header(k, v) for k, v in request["headers"].items()}
                 body = (bundle / request["body"]).read_bytes() if request.get("body") else None
-                ex = client.request(request["method"], request["path"].split("?")[0],
-                                    versioned=False, params=params, headers=headers,
-                                    content=body, deadline=60)
+                ex = client.request(
+                    request["method"],
+                    request["path"].split("?")[0],
+                    versioned=False,
+                    params=params,
+                    headers=headers,
+                    content=body,
+                    deadline=60,
+                )
                 sent.append(ex)
                 print(f"  {n}. {ex.request_line}", file=out)
                 print(f"     now:      {summary(ex.evidence())}", file=out)
@@ -203,8 +214,9 @@ class Servers:
         host, _, port = recorded.rpartition(":")
         stack = ExitStack()
         try:
-            registry = stack.enter_context(content.serve(description, self.bundle, host=host,
-                                                         port=int(port)))
+            registry = stack.enter_context(
+                content.serve(description, self.bundle, host=host, port=int(port))
+            )
         except OSError:
             # The recorded address is not this machine's any more (a veth address of the
             # run's namespace): loopback, and the requests rewritten.
@@ -265,15 +277,23 @@ def _judge_case(record: dict[str, Any], url: str, timeout: float) -> tuple[bool 
     if taken:
         # The run was given this port because the engine was told about it (Podman's
         # insecure registries name host:port); another one would not be judged fairly.
-        return None, (f"the recorded port {taken} is in use by another process; the check "
-                      "serves its lab there: free it and replay again")
+        return None, (
+            f"the recorded port {taken} is in use by another process; the check "
+            "serves its lab there: free it and replay again"
+        )
     with tempfile.TemporaryDirectory(prefix="ec-replay-") as tmp:
         if record.get("seed") is not None:
             extra += ["--seed", str(record["seed"])]
         try:
-            result = run_suite(url, Path(tmp), requirements=[rid], cases=[record["case"]],
-                               api_version=record["requirement"].get("judged_at"), extra=extra,
-                               timeout=timeout)
+            result = run_suite(
+                url,
+                Path(tmp),
+                requirements=[rid],
+                cases=[record["case"]],
+                api_version=record["requirement"].get("judged_at"),
+                extra=extra,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             return None, f"the check did not finish in {timeout:.0f} s"
     if result.results is None:
@@ -307,8 +327,9 @@ def _taken_ports(options: list[str]) -> str | None:
     return None
 
 
-def _judge_finding(record: dict[str, Any], ex: Exchange, created: dict[str, set[str]],
-                   left: dict[str, set[str]]) -> tuple[bool | None, str]:
+def _judge_finding(
+    record: dict[str, Any], ex: Exchange, created: dict[str, set[str]], left: dict[str, set[str]]
+) -> tuple[bool | None, str]:
     """The property phase's rules on the replayed answer: the same finding, or not."""
     from engine_conformance.judge.property_phase import Draft, violations
 
@@ -322,8 +343,9 @@ def _judge_finding(record: dict[str, Any], ex: Exchange, created: dict[str, set[
     if same:
         return True, f"{shape}: {same[0].detail[:300]}"
     others = [f"{v.requirement} {v.shape}" for v in found if v.requirement == rid]
-    return False, (f"the answer no longer shows {shape!r}"
-                   + (f" (it shows {others})" if others else ""))
+    return False, (
+        f"the answer no longer shows {shape!r}" + (f" (it shows {others})" if others else "")
+    )
 
 
 def bundles_of(report_dir: Path, requirement: str) -> list[Path]:
@@ -338,13 +360,21 @@ def bundles_of(report_dir: Path, requirement: str) -> list[Path]:
     if entry is None:
         raise ValueError(f"{requirement} was not judged in {path}")
     found = [r["path"] for r in entry.get("reproducers") or []]
-    found += [f["bundle"] for f in (entry.get("observations") or {}).get("findings") or []
-              if f.get("bundle")]
+    found += [
+        f["bundle"]
+        for f in (entry.get("observations") or {}).get("findings") or []
+        if f.get("bundle")
+    ]
     return [Path(report_dir) / p for p in found]
 
 
-def reproduce(report_dir: Path, requirement: str, target: str | None = None,
-              out: TextIO | None = None, detail: TextIO | None = None) -> list[Outcome]:
+def reproduce(
+    report_dir: Path,
+    requirement: str,
+    target: str | None = None,
+    out: TextIO | None = None,
+    detail: TextIO | None = None,
+) -> list[Outcome]:
     """Replay every bundle of ``requirement`` in a report; one line per case to ``out``:
     what was expected and observed then, and whether the engine still deviates."""
     out = out or sys.stdout
@@ -381,8 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     bundle = Path(args[0])
     if not (bundle / "case.json").is_file():
-        print(f"replay: error: {bundle} is not a reproducer bundle (no case.json)",
-              file=sys.stderr)
+        print(f"replay: error: {bundle} is not a reproducer bundle (no case.json)", file=sys.stderr)
         return 2
     return replay(bundle, args[1] if len(args) > 1 else None).exit_code
 

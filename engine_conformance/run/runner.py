@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine_conformance.base.paths import ROOT, SUITES
 
@@ -27,10 +28,11 @@ PROGRESS_FD = "EC_PROGRESS_FD"
 COMMAND_LINE = "EC_COMMAND_LINE"
 """Environment variable: the user's command line (JSON list) that started the suite run."""
 
+
 @dataclass
 class Outcome:
     returncode: int
-    results: dict | None
+    results: dict[str, Any] | None
     output: str
 
     def verdict(self, requirement: str) -> str | None:
@@ -39,7 +41,7 @@ class Outcome:
                 return r["verdict"]
         return None
 
-    def requirement(self, requirement: str) -> dict:
+    def requirement(self, requirement: str) -> dict[str, Any]:
         for r in (self.results or {}).get("requirements", []):
             if r["id"] == requirement:
                 return r
@@ -83,9 +85,25 @@ def pytest_command(
     paths = [str(ROOT / c) for c in cases] or [str(SUITES)]
     # -o addopts=: a checkout's pyproject.toml runs the harness's own tests under
     # pytest-xdist; a suite run is distributed only when asked (-n in ``extra``).
-    cmd = [sys.executable, "-m", "pytest", *paths, "--rootdir", str(ROOT), "-o", "addopts=",
-           "-p", "engine_conformance.run.plugin", "-p", "no:cacheprovider",
-           "--import-mode=importlib", "--target", target, "--report-dir", str(report_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *paths,
+        "--rootdir",
+        str(ROOT),
+        "-o",
+        "addopts=",
+        "-p",
+        "engine_conformance.run.plugin",
+        "-p",
+        "no:cacheprovider",
+        "--import-mode=importlib",
+        "--target",
+        target,
+        "--report-dir",
+        str(report_dir),
+    ]
     for rid in requirements:
         cmd += ["--requirement", rid]
     if api_version:
@@ -103,13 +121,28 @@ def pytest_command(
     return cmd + list(extra)
 
 
-def child_command(run_config: Path, *, keyword: str | None = None,
-                  extra: Sequence[str] = ()) -> list[str]:
+def child_command(
+    run_config: Path, *, keyword: str | None = None, extra: Sequence[str] = ()
+) -> list[str]:
     """The child pytest of ``engine-conformance run``: everything it needs is in
     ``run_config`` (:func:`engine_conformance.run.options.write_run_config`)."""
-    cmd = [sys.executable, "-m", "pytest", str(SUITES), "--rootdir", str(ROOT), "-o", "addopts=",
-           "-p", "engine_conformance.run.plugin", "-p", "no:cacheprovider",
-           "--import-mode=importlib", "--run-config", str(run_config)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(SUITES),
+        "--rootdir",
+        str(ROOT),
+        "-o",
+        "addopts=",
+        "-p",
+        "engine_conformance.run.plugin",
+        "-p",
+        "no:cacheprovider",
+        "--import-mode=importlib",
+        "--run-config",
+        str(run_config),
+    ]
     if keyword:
         cmd += ["-k", keyword]
     if "-n" in extra:
@@ -117,12 +150,20 @@ def child_command(run_config: Path, *, keyword: str | None = None,
     return cmd + list(extra)
 
 
-def run_suite(target: str, report_dir: Path, *, timeout: float = 900, env: dict | None = None,
-              extra: Sequence[str] = (), **options: object) -> Outcome:
+def run_suite(
+    target: str,
+    report_dir: Path,
+    *,
+    timeout: float = 900,
+    env: dict[str, Any] | None = None,
+    extra: Sequence[str] = (),
+    **options: object,
+) -> Outcome:
     """Run the suites against ``target`` quietly; options as in :func:`pytest_command`."""
     cmd = pytest_command(target, report_dir, extra=["-q", *extra], **options)  # type: ignore[arg-type]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=child_environment(env))
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=child_environment(env)
+    )
     results_path = Path(report_dir) / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else None
     return Outcome(proc.returncode, results, proc.stdout + proc.stderr)

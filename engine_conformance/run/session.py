@@ -53,7 +53,7 @@ class Run:
     prefix: str
     report_dir: Path
     client: Client | None = None
-    target_info: dict = field(default_factory=dict)
+    target_info: dict[str, Any] = field(default_factory=dict)
     records: dict[str, list[Record]] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
     created: set[str] = field(default_factory=set)
@@ -64,13 +64,17 @@ class Run:
     complete: bool = True
     mismatches: list[str] = field(default_factory=list)
     gate: expectations.Gate | None = None
-    results: dict | None = None
-    counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+    results: dict[str, Any] | None = None
+    counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     preflight: dict[str, Probe] = field(default_factory=dict)
     progress: Any = None  # the CLI's progress channel (a text file), when it gave one
-    workers: dict[str, dict] = field(default_factory=dict)  # pytest-xdist: what each reported
+    workers: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # pytest-xdist: what each reported
     files: Any = None  # the file server, once started
-    engine: dict | None = None  # /version and /info as the command read them (--run-config)
+    engine: dict[str, Any] | None = (
+        None  # /version and /info as the command read them (--run-config)
+    )
 
     @property
     def unreachable(self) -> list[Probe]:
@@ -98,7 +102,6 @@ def emit(run: Run | None, **event: Any) -> None:
         run.progress = None  # the CLI went away; the run goes on and writes its reports
 
 
-
 def connect(run: Run, option: Option) -> None:
     """Connect to the target, settle the API version (or adopt the command's), identify
     the engine, and load its expectations; raises :class:`Refusal`."""
@@ -106,8 +109,11 @@ def connect(run: Run, option: Option) -> None:
         spec = option("target")
         target = Target.parse(spec) if spec else Target.default()
         if target is None:
-            raise Refusal("no target: give --target or set DOCKER_HOST "
-                          "(or use `engine-conformance run`, which can start one)", CHILD_USAGE)
+            raise Refusal(
+                "no target: give --target or set DOCKER_HOST "
+                "(or use `engine-conformance run`, which can start one)",
+                CHILD_USAGE,
+            )
         client = Client(
             target,
             api_version=option("api_version") or os.environ.get("DOCKER_API_VERSION"),
@@ -125,8 +131,11 @@ def connect(run: Run, option: Option) -> None:
     except TargetError as exc:
         raise Refusal(str(exc), CHILD_TARGET_UNREACHABLE) from None
     if client.pinned:
-        problem = api_version_problem(client.pinned, client.version_info.get("MinAPIVersion"),
-                                      client.version_info.get("ApiVersion"))
+        problem = api_version_problem(
+            client.pinned,
+            client.version_info.get("MinAPIVersion"),
+            client.version_info.get("ApiVersion"),
+        )
         if problem:
             client.close()
             raise Refusal(problem, CHILD_USAGE)
@@ -138,30 +147,52 @@ def connect(run: Run, option: Option) -> None:
     run.target_info = describe_target(client, info)
     expect = option("expectations")
     if expect:
-        path = (expectations.path_for(run.target_info["engine_key"]) if expect == "auto"
-                else Path(expect))
+        path = (
+            expectations.path_for(run.target_info["engine_key"])
+            if expect == "auto"
+            else Path(expect)
+        )
         run.expectations_path = path
         if not option("update_expectations"):
             if not path.is_file():
-                raise Refusal(f"no expectation file {path}"
-                              + (f" for {run.target_info['engine_key']}" if expect == "auto"
-                                 else ""), CHILD_USAGE)
+                raise Refusal(
+                    f"no expectation file {path}"
+                    + (f" for {run.target_info['engine_key']}" if expect == "auto" else ""),
+                    CHILD_USAGE,
+                )
             run.expected = expectations.load(path)
 
 
-def finish(run: Run, option: Option, records: Mapping[str, list[Record]],
-           target_info: dict, preflight: dict, removed: list, complete: bool,
-           interrupted: bool) -> tuple[dict, int | None]:
+def finish(
+    run: Run,
+    option: Option,
+    records: Mapping[str, list[Record]],
+    target_info: dict[str, Any],
+    preflight: dict,
+    removed: list[Any],
+    complete: bool,
+    interrupted: bool,
+) -> tuple[dict[str, Any], int | None]:
     """The run's results (secrets scrubbed; the expectations written or gated) and the
     exit status they call for: ``CHILD_SUITE_UNREACHABLE``, 1 for a failed gate, or None."""
     # An interrupted run judged only part of what it meant to: it is never complete.
     complete = complete and not interrupted
     results = build_results(
-        run.catalogue, dict(records), target_info,
-        {"prefix": run.prefix, "complete": complete, "interrupted": interrupted,
-         **({"command_line": json.loads(os.environ[COMMAND_LINE])}
-            if os.environ.get(COMMAND_LINE) else {}),
-         "cleanup_removed": removed, "preflight": preflight},
+        run.catalogue,
+        dict(records),
+        target_info,
+        {
+            "prefix": run.prefix,
+            "complete": complete,
+            "interrupted": interrupted,
+            **(
+                {"command_line": json.loads(os.environ[COMMAND_LINE])}
+                if os.environ.get(COMMAND_LINE)
+                else {}
+            ),
+            "cleanup_removed": removed,
+            "preflight": preflight,
+        },
         run.started,
         reference=expectations.reference_deviations(),
     )
@@ -174,15 +205,17 @@ def finish(run: Run, option: Option, records: Mapping[str, list[Record]],
         # not the engine: they must not become its expectations.
         updated = not interrupted and not unreachable
         if updated:
-            expectations.write(run.expectations_path, target_info, verdicts, reasons,
-                               prefix=run.prefix)
+            expectations.write(
+                run.expectations_path, target_info, verdicts, reasons, prefix=run.prefix
+            )
         results["expectations"] = {"file": str(run.expectations_path), "updated": updated}
     elif run.expected is not None:
-        run.gate = expectations.gate(verdicts, run.expected, complete,
-                                     strict=option("strict_gate"))
+        run.gate = expectations.gate(verdicts, run.expected, complete, strict=option("strict_gate"))
         run.mismatches = run.gate.mismatches
-        results["expectations"] = {"file": str(run.expectations_path),
-                                   "mismatches": run.mismatches} | run.gate.as_dict()
+        results["expectations"] = {
+            "file": str(run.expectations_path),
+            "mismatches": run.mismatches,
+        } | run.gate.as_dict()
         if not run.gate.passed:
             code = 1
     if unreachable and not interrupted:
@@ -191,15 +224,16 @@ def finish(run: Run, option: Option, records: Mapping[str, list[Record]],
     return run.results, code
 
 
-def waited(exchanges: list, since: float) -> float:
+def waited(exchanges: list[Any], since: float) -> float:
     """Seconds since ``since`` in which some request of ``exchanges`` awaited the engine.
 
     Exchanges a check cites from earlier (a module fixture's) are clipped to its own
     window, and requests in flight together count once.
     """
     now = time.monotonic()
-    spans = sorted((max(ex.started, since), min(ex.finished or now, now))
-                   for ex in exchanges if ex.started)
+    spans = sorted(
+        (max(ex.started, since), min(ex.finished or now, now)) for ex in exchanges if ex.started
+    )
     total, end = 0.0, since
     for start, finish in spans:
         start = max(start, end)
@@ -207,5 +241,3 @@ def waited(exchanges: list, since: float) -> float:
             total += finish - start
             end = finish
     return total
-
-

@@ -62,7 +62,7 @@ def exclusive(item: pytest.Item) -> bool:
     return _reads_engine_wide(function.__code__, getattr(function, "__globals__", {}), set())
 
 
-def _reads_engine_wide(code: Any, module: dict, seen: set) -> bool:
+def _reads_engine_wide(code: Any, module: dict[str, Any], seen: set[str]) -> bool:
     if code in seen:
         return False
     seen.add(code)
@@ -73,9 +73,12 @@ def _reads_engine_wide(code: Any, module: dict, seen: set) -> bool:
             return True
     for name in code.co_names:
         helper = module.get(name)
-        if (callable(helper) and hasattr(helper, "__code__")
-                and getattr(helper, "__module__", None) == module.get("__name__")
-                and _reads_engine_wide(helper.__code__, module, seen)):
+        if (
+            callable(helper)
+            and hasattr(helper, "__code__")
+            and getattr(helper, "__module__", None) == module.get("__name__")
+            and _reads_engine_wide(helper.__code__, module, seen)
+        ):
             return True
     return False
 
@@ -103,7 +106,9 @@ def suite_counts(ids: list[str]) -> dict[str, int]:
     return per_suite
 
 
-def merge_workers(run: Run, config: pytest.Config) -> tuple[dict, dict, dict, list, bool]:
+def merge_workers(
+    run: Run, config: pytest.Config
+) -> tuple[dict[str, Any], dict, dict, list[Any], bool]:
     """What the pytest-xdist workers judged, as one run (the controller connects to nothing)."""
     outputs = [v for k, v in sorted(run.workers.items()) if k != "collected"]
     records: dict[str, list[Record]] = {}
@@ -113,9 +118,11 @@ def merge_workers(run: Run, config: pytest.Config) -> tuple[dict, dict, dict, li
     preflight = {}
     for name in SERVICES:
         seen = [o["preflight"][name] for o in outputs]
-        preflight[name] = (next((p for p in seen if p.get("status") == "failed"), None)
-                           or next((p for p in seen if p.get("status") == "ok"), None)
-                           or {"status": "not needed"})
+        preflight[name] = (
+            next((p for p in seen if p.get("status") == "failed"), None)
+            or next((p for p in seen if p.get("status") == "ok"), None)
+            or {"status": "not needed"}
+        )
     expect = next((o["expectations"] for o in outputs if o["expectations"]), "")
     if expect:
         run.expectations_path = Path(expect)
@@ -129,5 +136,12 @@ def merge_workers(run: Run, config: pytest.Config) -> tuple[dict, dict, dict, li
     return records, outputs[0]["target"], preflight, removed, complete
 
 
-__all__ = ["WORKER_OUTPUT", "exclusive", "merge_workers", "registry_port", "suite_counts",
-           "turn", "worker_id"]
+__all__ = [
+    "WORKER_OUTPUT",
+    "exclusive",
+    "merge_workers",
+    "registry_port",
+    "suite_counts",
+    "turn",
+    "worker_id",
+]

@@ -27,13 +27,21 @@ def judge(request, docker, tmp_path) -> Callable[[Case], Outcome]:
             # Docker's own verdict: its full run (tests/conftest.py counts these rows in).
             return request.getfixturevalue("docker_suite").outcome
         if not case.deviations:
-            return run_suite(docker.target, tmp_path, requirements=[case.requirement],
-                             api_version=case.api_version)
+            return run_suite(
+                docker.target,
+                tmp_path,
+                requirements=[case.requirement],
+                api_version=case.api_version,
+            )
         # Rows share deviation objects, so count this row's hits only.
         before = [d.hits for d in case.deviations]
         with StreamingProxy(docker.target, case.deviations) as proxy:
-            out = run_suite(proxy.target, tmp_path, requirements=[case.requirement],
-                            api_version=case.api_version)
+            out = run_suite(
+                proxy.target,
+                tmp_path,
+                requirements=[case.requirement],
+                api_version=case.api_version,
+            )
         assert any(d.hits > b for d, b in zip(case.deviations, before, strict=True)), (
             f"no deviation of {case} ever applied: the proxy matched nothing"
         )

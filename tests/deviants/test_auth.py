@@ -69,33 +69,42 @@ def with_auth(req: Request, value: str | None) -> Request:
 # -- deviations -----------------------------------------------------------------------------
 
 # Never passes the credentials on.
-STRIPS_AUTH = Deviation("strips-x-registry-auth",
-                        match=lambda req: is_pull(req) and auth_header(req) is not None,
-                        request=lambda req: with_auth(req, None))
+STRIPS_AUTH = Deviation(
+    "strips-x-registry-auth",
+    match=lambda req: is_pull(req) and auth_header(req) is not None,
+    request=lambda req: with_auth(req, None),
+)
 
 
 def _standard_alphabet(req: Request) -> Request:
     obj = decoded_auth(req)
-    return req if obj is None else with_auth(
-        req, base64.b64encode(json.dumps(obj).encode()).decode())
+    return (
+        req if obj is None else with_auth(req, base64.b64encode(json.dumps(obj).encode()).decode())
+    )
 
 
 # Decodes with the standard base64 alphabet (modelled by re-encoding the header so):
 # the "-" and "_" of base64url are not understood and the credentials are lost.
-STANDARD_ALPHABET = Deviation("standard-base64-alphabet",
-                              match=lambda req: is_pull(req) and decoded_auth(req) is not None,
-                              request=_standard_alphabet)
+STANDARD_ALPHABET = Deviation(
+    "standard-base64-alphabet",
+    match=lambda req: is_pull(req) and decoded_auth(req) is not None,
+    request=_standard_alphabet,
+)
 # Reports a refused pull as a success.
 REFUSAL_AS_SUCCESS = Deviation(
-    "refusal-as-success", match=is_pull,
+    "refusal-as-success",
+    match=is_pull,
     response=lambda req, resp: success_stream(req) if refused(resp) else resp,
 )
 # A conforming engine for AUTH-003: a refused pull answers the documented 404.
 REFUSAL_AS_404 = Deviation(
-    "refusal-as-404", match=is_pull,
-    response=lambda req, resp: Response.json(
-        404, {"message": "repository does not exist or no read access"})
-    if refused(resp) else resp,
+    "refusal-as-404",
+    match=is_pull,
+    response=lambda req, resp: (
+        Response.json(404, {"message": "repository does not exist or no read access"})
+        if refused(resp)
+        else resp
+    ),
 )
 # Refuses a header it cannot decode (Podman 4.3 answers 400).
 STRICT_HEADER = Deviation(
@@ -105,7 +114,8 @@ STRICT_HEADER = Deviation(
 )
 # A conforming engine for AUTH-005: the header is padded before Docker reads it.
 REPADS = Deviation(
-    "repads-header", match=lambda req: is_pull(req) and auth_header(req) is not None,
+    "repads-header",
+    match=lambda req: is_pull(req) and auth_header(req) is not None,
     request=lambda req: with_auth(req, auth_header(req) + "=" * (-len(auth_header(req)) % 4)),
 )
 # Requires padding (as Docker 29 does) and says so.
@@ -132,9 +142,11 @@ def _echo_credentials(req: Request, resp: Response) -> Response:
 
 # Leaks what it was given into its answers: reports must still hold no secret.
 LEAKS_CREDENTIALS = Deviation(
-    "echoes-credentials", match=lambda req: is_pull(req) and auth_header(req) is not None,
+    "echoes-credentials",
+    match=lambda req: is_pull(req) and auth_header(req) is not None,
     response=_echo_credentials,
 )
+
 
 def _mangle_identity_token(req: Request) -> Request:
     obj = dict(decoded_auth(req) or {})
@@ -160,8 +172,11 @@ def _another_repository(req: Request) -> Request:
 # reading another repository of the same registry on the way).
 WIDER_SCOPE = StreamDeviation(
     "asks-another-repository-scope",
-    match=lambda req: is_pull(req) and auth_header(req) is not None
-    and "/single" in (req.param("fromImage") or ""),
+    match=lambda req: (
+        is_pull(req)
+        and auth_header(req) is not None
+        and "/single" in (req.param("fromImage") or "")
+    ),
     prelude=_another_repository,
 )
 
@@ -174,8 +189,11 @@ def _host(reference: str) -> str:
 # image store does).
 SCOPED_CREDENTIALS = Deviation(
     "credentials-only-for-their-registry",
-    match=lambda req: is_pull(req) and "serveraddress" in (decoded_auth(req) or {})
-    and decoded_auth(req)["serveraddress"] != _host(req.param("fromImage") or ""),
+    match=lambda req: (
+        is_pull(req)
+        and "serveraddress" in (decoded_auth(req) or {})
+        and decoded_auth(req)["serveraddress"] != _host(req.param("fromImage") or "")
+    ),
     request=lambda req: with_auth(req, None),
 )
 # Reads base64url, unpadded base64url and standard base64 alike (re-encoded for Docker).
@@ -183,7 +201,8 @@ LENIENT_DECODER = Deviation(
     "decodes-any-base64",
     match=lambda req: is_pull(req) and decoded_auth(req) is not None,
     request=lambda req: with_auth(
-        req, base64.urlsafe_b64encode(json.dumps(decoded_auth(req)).encode()).decode()),
+        req, base64.urlsafe_b64encode(json.dumps(decoded_auth(req)).encode()).decode()
+    ),
 )
 
 
@@ -207,9 +226,13 @@ def _append_password(req: Request, resp: Response) -> Response:
 def _import_under_pulled_name(req: Request) -> Request:
     """An import that makes an image under the name being pulled."""
     name = f"{req.param('fromImage')}:{req.param('tag')}"
-    return Request(method="POST", path=req.path, query=(("fromSrc", "-"), ("repo", name)),
-                   headers={"content-type": "application/x-tar"},
-                   body=archives.rootfs({"etc/ectest-left-behind": f"{name}\n".encode()}))
+    return Request(
+        method="POST",
+        path=req.path,
+        query=(("fromSrc", "-"), ("repo", name)),
+        headers={"content-type": "application/x-tar"},
+        body=archives.rootfs({"etc/ectest-left-behind": f"{name}\n".encode()}),
+    )
 
 
 # Leaves an image under the name of a pull of the protected repository (an import the proxy
@@ -236,8 +259,9 @@ CASES = [
     Case("AUTH-001", "fail", (STRIPS_AUTH,), reason=NO_CREDENTIALS),
     Case("AUTH-001", "fail", (STANDARD_ALPHABET,), reason=NO_CREDENTIALS),
     Case("AUTH-002", "pass"),
-    Case("AUTH-002", "fail", (REFUSAL_AS_SUCCESS,),
-         reason="a client cannot tell the request failed"),
+    Case(
+        "AUTH-002", "fail", (REFUSAL_AS_SUCCESS,), reason="a client cannot tell the request failed"
+    ),
     # Reports the refusal: what it leaves is AUTH-015's.
     Case("AUTH-002", "pass", (REFUSED_PULL_LEAVES_IMAGE,)),
     # Docker 20.10 answers 500: reported, not hidden
@@ -255,8 +279,12 @@ CASES = [
     Case("AUTH-007", "fail", (STRIPS_AUTH,), reason=NO_TOKEN_CREDENTIALS),
     Case("AUTH-007", "fail", (STANDARD_ALPHABET,), reason=NO_TOKEN_CREDENTIALS),
     Case("AUTH-008", "pass"),
-    Case("AUTH-008", "fail", (MANGLES_IDENTITY_TOKEN,),
-         reason="no refresh-token grant with the identity token given"),
+    Case(
+        "AUTH-008",
+        "fail",
+        (MANGLES_IDENTITY_TOKEN,),
+        reason="no refresh-token grant with the identity token given",
+    ),
     Case("AUTH-009", "pass"),
     Case("AUTH-009", "fail", (STRIPS_AUTH,), reason="not sent as the Bearer token"),
     Case("AUTH-010", "pass"),
@@ -270,11 +298,16 @@ CASES = [
     Case("AUTH-013", "fail", reason=NO_TOKEN_CREDENTIALS),
     Case("AUTH-013", "pass", (LENIENT_DECODER,)),
     Case("AUTH-014", "pass"),
-    Case("AUTH-014", "fail", (PASSWORD_IN_ERRORS,),
-         reason="shows what X-Registry-Auth carried: ['the password in"),
+    Case(
+        "AUTH-014",
+        "fail",
+        (PASSWORD_IN_ERRORS,),
+        reason="shows what X-Registry-Auth carried: ['the password in",
+    ),
     Case("AUTH-015", "pass"),
-    Case("AUTH-015", "fail", (REFUSED_PULL_LEAVES_IMAGE,),
-         reason="the engine left an image behind"),
+    Case(
+        "AUTH-015", "fail", (REFUSED_PULL_LEAVES_IMAGE,), reason="the engine left an image behind"
+    ),
 ]
 
 
@@ -293,8 +326,12 @@ def secret_leaks(text: str) -> list[str]:
     """Where a lab secret shows in ``text``: as is, JSON-escaped, or inside base64."""
     found = []
     for secret in SECRETS:
-        forms = {secret, json.dumps(secret)[1:-1], secret.replace(">", "\\u003e"),
-                 json.dumps(json.dumps(secret)[1:-1])[1:-1]}
+        forms = {
+            secret,
+            json.dumps(secret)[1:-1],
+            secret.replace(">", "\\u003e"),
+            json.dumps(json.dumps(secret)[1:-1])[1:-1],
+        }
         found += [f"{secret[:4]}… as {form[:12]!r}" for form in forms if form in text]
     for run in _B64_RUN.findall(text):
         for decode in (base64.urlsafe_b64decode, base64.b64decode):
@@ -302,14 +339,16 @@ def secret_leaks(text: str) -> list[str]:
                 decoded = decode(run + "=" * (-len(run) % 4))
             except (ValueError, binascii.Error):
                 continue
-            found += [f"{s[:4]}… inside base64 {run[:12]}…" for s in SECRETS
-                      if s.encode() in decoded]
+            found += [
+                f"{s[:4]}… inside base64 {run[:12]}…" for s in SECRETS if s.encode() in decoded
+            ]
     return found
 
 
 def report_texts(report_dir: Path) -> dict[str, str]:
-    return {p.name: p.read_text(errors="replace") for p in sorted(report_dir.iterdir())
-            if p.is_file()}
+    return {
+        p.name: p.read_text(errors="replace") for p in sorted(report_dir.iterdir()) if p.is_file()
+    }
 
 
 def test_secret_scan_finds_what_it_looks_for():
@@ -330,9 +369,11 @@ def test_full_run_reports_hold_no_password(docker_suite):
 
 def test_echoed_credentials_are_redacted(docker, tmp_path):
     with DeviantProxy(docker.target, [LEAKS_CREDENTIALS]) as proxy:
-        out = run_suite(proxy.target, tmp_path,
-                        requirements=["AUTH-001", "AUTH-002", "AUTH-003", "AUTH-005",
-                                      "AUTH-006"])
+        out = run_suite(
+            proxy.target,
+            tmp_path,
+            requirements=["AUTH-001", "AUTH-002", "AUTH-003", "AUTH-005", "AUTH-006"],
+        )
     assert LEAKS_CREDENTIALS.hits, "the proxy never saw an X-Registry-Auth header"
     assert out.results is not None, out.output[-3000:]
     texts = report_texts(tmp_path)

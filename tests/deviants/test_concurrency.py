@@ -61,11 +61,13 @@ _BUSY = {"message": "another pull is in progress, try again later"}
 
 # Refuses a pull of an image another request is pulling.
 REFUSES_SECOND_PULL = Deviation(
-    "refuses-a-second-pull", match=EverySecond(), answer=lambda req: Response.json(500, _BUSY))
+    "refuses-a-second-pull", match=EverySecond(), answer=lambda req: Response.json(500, _BUSY)
+)
 _SERIAL = OneAtATime()
 # Serves one pull at a time: the second finds the image there and fetches nothing.
-SERIAL_PULLS = Deviation("one-pull-at-a-time", match=_CONCURRENT, request=_SERIAL.request,
-                         response=_SERIAL.response)
+SERIAL_PULLS = Deviation(
+    "one-pull-at-a-time", match=_CONCURRENT, request=_SERIAL.request, response=_SERIAL.response
+)
 # Refuses an import while a pull is under way.
 REFUSES_IMPORT = Deviation(
     "refuses-import-during-pull",
@@ -83,9 +85,13 @@ def _as_success(req: Request, resp: Response) -> Response:
 def _import_under_pulled_name(req: Request) -> Request:
     """An import that makes an image under the name being pulled."""
     name = f"{req.param('fromImage')}:{req.param('tag')}"
-    return Request(method="POST", path=req.path, query=(("fromSrc", "-"), ("repo", name)),
-                   headers={"content-type": "application/x-tar"},
-                   body=archives.rootfs({"etc/ectest-left-behind": f"{name}\n".encode()}))
+    return Request(
+        method="POST",
+        path=req.path,
+        query=(("fromSrc", "-"), ("repo", name)),
+        headers={"content-type": "application/x-tar"},
+        body=archives.rootfs({"etc/ectest-left-behind": f"{name}\n".encode()}),
+    )
 
 
 def _import_another_image(req: Request) -> Request:
@@ -94,14 +100,17 @@ def _import_another_image(req: Request) -> Request:
 
 
 # Adds a second image to the engine's list beside the one each pull makes.
-ADDS_AN_IMAGE = StreamDeviation("pull-adds-a-second-image", match=_CONCURRENT,
-                                prelude=_import_another_image)
+ADDS_AN_IMAGE = StreamDeviation(
+    "pull-adds-a-second-image", match=_CONCURRENT, prelude=_import_another_image
+)
 # Answers the later of two refused pulls as a success.
-HIDES_SECOND_REFUSAL = Deviation("hides-the-second-refusal", match=EverySecond(_REFUSED),
-                                 response=_as_success)
+HIDES_SECOND_REFUSAL = Deviation(
+    "hides-the-second-refusal", match=EverySecond(_REFUSED), response=_as_success
+)
 # Leaves an image under the name of a refused pull.
-LEAVES_IMAGE = StreamDeviation("refused-pull-leaves-an-image", match=_REFUSED,
-                               prelude=_import_under_pulled_name, limit=1)
+LEAVES_IMAGE = StreamDeviation(
+    "refused-pull-leaves-an-image", match=_REFUSED, prelude=_import_under_pulled_name, limit=1
+)
 
 CASES = [
     Case("CONCURRENCY-001", "pass"),
@@ -114,8 +123,12 @@ CASES = [
     Case("CONCURRENCY-003", "pass"),
     Case("CONCURRENCY-003", "fail", (REFUSES_IMPORT,), reason="answered HTTP 500"),
     Case("CONCURRENCY-004", "pass"),
-    Case("CONCURRENCY-004", "fail", (HIDES_SECOND_REFUSAL,),
-         reason="a client cannot tell the request failed"),
+    Case(
+        "CONCURRENCY-004",
+        "fail",
+        (HIDES_SECOND_REFUSAL,),
+        reason="a client cannot tell the request failed",
+    ),
     Case("CONCURRENCY-005", "pass"),
     Case("CONCURRENCY-005", "fail", (LEAVES_IMAGE,), reason="left an image under the name"),
     Case("CONCURRENCY-006", "pass"),

@@ -35,8 +35,11 @@ STRICT_PARAMS = Deviation(
 # A conforming engine for ERRORS-005, where Docker itself answers 500.
 NEITHER_IS_400 = Deviation(
     "neither-is-400",
-    match=lambda req: req.endpoint == "/images/create"
-    and req.param("fromImage") is None and req.param("fromSrc") is None,
+    match=lambda req: (
+        req.endpoint == "/images/create"
+        and req.param("fromImage") is None
+        and req.param("fromSrc") is None
+    ),
     answer=lambda req: Response.json(400, {"message": "fromImage or fromSrc is required"}),
 )
 NEITHER_IS_TEXT_400 = Deviation(

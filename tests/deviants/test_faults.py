@@ -34,11 +34,13 @@ def _as_success(req: Request, resp: Response) -> Response:
     if resp.status < 400:
         return resp
     ref = f"{req.param('fromImage')}:{req.param('tag')}"
-    return Response.stream([
-        {"status": f"Pulling from {req.param('fromImage')}", "id": req.param("tag")},
-        {"status": "Digest: sha256:" + "0" * 64},
-        {"status": f"Status: Downloaded newer image for {ref}"},
-    ])
+    return Response.stream(
+        [
+            {"status": f"Pulling from {req.param('fromImage')}", "id": req.param("tag")},
+            {"status": "Digest: sha256:" + "0" * 64},
+            {"status": f"Status: Downloaded newer image for {ref}"},
+        ]
+    )
 
 
 def status_as_success(label: str) -> Deviation:
@@ -60,7 +62,9 @@ def _import_under_pulled_name(req: Request) -> Request:
     """An import that makes an image under the name being pulled."""
     name = f"{req.param('fromImage')}:{req.param('tag')}"
     return Request(
-        method="POST", path=req.path, query=(("fromSrc", "-"), ("repo", name)),
+        method="POST",
+        path=req.path,
+        query=(("fromSrc", "-"), ("repo", name)),
         headers={"content-type": "application/x-tar"},
         body=archives.rootfs({"etc/ectest-left-behind": f"{name}\n".encode()}),
     )
@@ -85,8 +89,9 @@ DEAF_TO_HANG_UP = StreamDeviation("deaf-to-hang-up", match=faults("cancel"), kee
 PASSES_HANG_UP = StreamDeviation("passes-hang-up-on", match=faults("cancel"))
 # An engine that reports nothing while it pulls (no line but an error): the client hangs
 # up on its silence, and the registry tells whether the transfer was under way.
-SILENT = StreamDeviation("silent-pull", match=faults("cancel"),
-                         drop_line=lambda line: b'"error' not in line)
+SILENT = StreamDeviation(
+    "silent-pull", match=faults("cancel"), drop_line=lambda line: b'"error' not in line
+)
 
 CANNOT_TELL = "a client cannot tell the request failed"
 LEFT_IMAGE = "the engine left an image behind"

@@ -43,20 +43,26 @@ def is_archive(body: bytes) -> bool:
 
 def drop_changes(prefixes: tuple[str, ...]):
     """A request rewrite that leaves out the changes starting with ``prefixes``."""
+
     def rewrite(req: Request) -> Request:
         kept = [c for c in req.params("changes") if not c.upper().startswith(prefixes)]
         return req.with_params(changes=kept)
+
     return rewrite
 
 
 def has_change(prefix: str):
-    return lambda req: is_create(req) and any(
-        c.upper().startswith(prefix) for c in req.params("changes"))
+    return lambda req: (
+        is_create(req) and any(c.upper().startswith(prefix) for c in req.params("changes"))
+    )
 
 
-def recording(name: str, imports: Callable[[Request], bool],
-              edit: Callable[[dict, Request], None],
-              forward: Callable[[Request], Request] = lambda req: req) -> Deviation:
+def recording(
+    name: str,
+    imports: Callable[[Request], bool],
+    edit: Callable[[dict, Request], None],
+    forward: Callable[[Request], Request] = lambda req: req,
+) -> Deviation:
     """An engine that records the images of the imports ``imports`` matches differently:
     ``edit(inspected, import_request)`` changes the inspect answer for each one's repo.
     ``forward`` rewrites what those imports send to the real engine."""
@@ -74,16 +80,22 @@ def recording(name: str, imports: Callable[[Request], bool],
             return resp
         return rewrite_json(resp, lambda obj: edit(obj, sent[name]))
 
-    return Deviation(name, match=lambda req: imports(req) or inspected_name(req) in sent,
-                     request=on_request, response=on_response)
+    return Deviation(
+        name,
+        match=lambda req: imports(req) or inspected_name(req) in sent,
+        request=on_request,
+        response=on_response,
+    )
 
 
 def checks_import(label: str, url: bool = False) -> Callable[[Request], bool]:
     """Matches the imports of the checks whose images are named ``<prefix>/<label>-N``
     (never the preflight's canary), from the body or, with ``url``, from a URL."""
+
     def match(req: Request) -> bool:
         kind = is_url_import(req) if url else is_body_import(req)
         return kind and f"/{label}" in (req.param("repo") or "")
+
     return match
 
 
@@ -93,6 +105,7 @@ def with_last_message(obj: dict):
         if resp.status != 200 or not lines:
             return resp
         return Response.stream(lines[:-1] + [obj], resp.status)
+
     return rewrite
 
 
@@ -103,52 +116,70 @@ OTHER_TAR = archives.rootfs({"etc/substituted-by-the-proxy": b"not what the suit
 
 # Claims a successful import without importing anything.
 CLAIMS_SUCCESS = Deviation(
-    "claims-success", match=is_body_import,
+    "claims-success",
+    match=is_body_import,
     answer=lambda req: Response.stream([{"status": "sha256:" + "0" * 64}]),
 )
 # Imports, but names another ID in the last message.
-WRONG_ID = Deviation("wrong-last-id", match=is_create,
-                     response=with_last_message({"status": "sha256:" + "1" * 64}))
+WRONG_ID = Deviation(
+    "wrong-last-id", match=is_create, response=with_last_message({"status": "sha256:" + "1" * 64})
+)
 # Imports, but ends the stream with a plain status instead of the ID.
-NO_ID = Deviation("no-id-in-last-message", match=is_create,
-                  response=with_last_message({"status": "Import complete"}))
+NO_ID = Deviation(
+    "no-id-in-last-message",
+    match=is_create,
+    response=with_last_message({"status": "Import complete"}),
+)
 
 # -- IMPORT-003..006: names and message ---------------------------------------------------
 
-IGNORES_REPO = Deviation("ignores-repo", match=is_create,
-                         request=lambda req: req.with_params(repo=None))
-IGNORES_TAG = Deviation("ignores-tag", match=lambda req: is_create(req) and bool(req.param("tag")),
-                        request=lambda req: req.with_params(tag=None))
-IGNORES_MESSAGE = Deviation("ignores-message",
-                            match=lambda req: is_create(req) and bool(req.param("message")),
-                            request=lambda req: req.with_params(message=None))
+IGNORES_REPO = Deviation(
+    "ignores-repo", match=is_create, request=lambda req: req.with_params(repo=None)
+)
+IGNORES_TAG = Deviation(
+    "ignores-tag",
+    match=lambda req: is_create(req) and bool(req.param("tag")),
+    request=lambda req: req.with_params(tag=None),
+)
+IGNORES_MESSAGE = Deviation(
+    "ignores-message",
+    match=lambda req: is_create(req) and bool(req.param("message")),
+    request=lambda req: req.with_params(message=None),
+)
 # Records no comment at all for an import.
 BLANK_COMMENT = Deviation(
     "blank-history-comment",
     match=lambda req: req.method == "GET" and req.endpoint.endswith("/history"),
-    response=lambda req, resp: resp.replace(body=json.dumps(
-        [e | {"Comment": ""} for e in json.loads(resp.body)]).encode())
-    if resp.status == 200 else resp,
+    response=lambda req, resp: (
+        resp.replace(body=json.dumps([e | {"Comment": ""} for e in json.loads(resp.body)]).encode())
+        if resp.status == 200
+        else resp
+    ),
 )
 
 # -- IMPORT-008..014: changes -----------------------------------------------------------------
 
-IGNORES_ONBUILD = Deviation("ignores-onbuild", match=has_change("ONBUILD"),
-                            request=drop_changes(("ONBUILD",)))
+IGNORES_ONBUILD = Deviation(
+    "ignores-onbuild", match=has_change("ONBUILD"), request=drop_changes(("ONBUILD",))
+)
 # Reads one value of a repeated key, as a form reader's Get() would.
 FIRST_CHANGE_ONLY = Deviation(
-    "first-change-only", match=lambda req: is_create(req) and len(req.params("changes")) > 1,
+    "first-change-only",
+    match=lambda req: is_create(req) and len(req.params("changes")) > 1,
     request=lambda req: req.with_params(changes=req.params("changes")[:1]),
 )
 # URI-decodes the values a second time.
 DECODES_TWICE = Deviation(
-    "decodes-twice", match=lambda req: is_create(req) and bool(req.params("changes")),
+    "decodes-twice",
+    match=lambda req: is_create(req) and bool(req.params("changes")),
     request=lambda req: req.with_params(changes=[unquote_plus(c) for c in req.params("changes")]),
 )
-IGNORES_HEALTHCHECK = Deviation("ignores-healthcheck", match=has_change("HEALTHCHECK"),
-                                request=drop_changes(("HEALTHCHECK",)))
-IGNORES_LABEL = Deviation("ignores-label", match=has_change("LABEL"),
-                          request=drop_changes(("LABEL",)))
+IGNORES_HEALTHCHECK = Deviation(
+    "ignores-healthcheck", match=has_change("HEALTHCHECK"), request=drop_changes(("HEALTHCHECK",))
+)
+IGNORES_LABEL = Deviation(
+    "ignores-label", match=has_change("LABEL"), request=drop_changes(("LABEL",))
+)
 
 # A conforming engine for IMPORT-013, where Docker 20.10 refuses STOPSIGNAL: the
 # proxy keeps the change from Docker and shows it in the inspected configuration.
@@ -168,14 +199,16 @@ def _stopsignal_response(req: Request, resp: Response) -> Response:
     name = inspected_name(req)
     if name not in _STOPSIGNALS:
         return resp
-    return rewrite_json(resp, lambda obj: obj["Config"].__setitem__("StopSignal",
-                                                                    _STOPSIGNALS[name]))
+    return rewrite_json(
+        resp, lambda obj: obj["Config"].__setitem__("StopSignal", _STOPSIGNALS[name])
+    )
 
 
 STOPSIGNAL_FIXED = Deviation(
     "stopsignal-fixed",
     match=lambda req: has_change("STOPSIGNAL")(req) or bool(inspected_name(req)),
-    request=_stopsignal_request, response=_stopsignal_response,
+    request=_stopsignal_request,
+    response=_stopsignal_response,
 )
 
 DISALLOWED = ("RUN", "FROM", "COPY", "ADD")
@@ -187,7 +220,8 @@ ACCEPTS_ANY_CHANGE = Deviation(
 )
 # Refuses a bad instruction as a server error.
 BAD_CHANGE_IS_500 = Deviation(
-    "bad-change-is-500", match=ACCEPTS_ANY_CHANGE.match,
+    "bad-change-is-500",
+    match=ACCEPTS_ANY_CHANGE.match,
     answer=lambda req: Response.json(500, {"message": "invalid change"}),
 )
 
@@ -201,7 +235,8 @@ ALTERS_COMPRESSED = Deviation(
     request=lambda req: req.replace(body=OTHER_TAR),
 )
 NO_XZ = Deviation(
-    "no-xz", match=lambda req: is_body_import(req) and req.body.startswith(b"\xfd7zXZ\x00"),
+    "no-xz",
+    match=lambda req: is_body_import(req) and req.body.startswith(b"\xfd7zXZ\x00"),
     answer=lambda req: Response.json(500, {"message": "unsupported compression"}),
 )
 
@@ -217,16 +252,19 @@ HOST_PLATFORM_ONLY = Deviation(
 def _as_version(version: str):
     def rewrite(req: Request) -> Request:
         return req.replace(path=f"/v{version}{req.endpoint}") if req.version else req
+
     return rewrite
 
 
 # The suite speaks 1.42 to Docker 20.10 (API 1.41), which ignores the architecture.
-SPEAKS_142_AS_141 = Deviation("api-1.42-served-as-1.41", match=lambda req: req.version == "1.42",
-                              request=_as_version("1.41"))
+SPEAKS_142_AS_141 = Deviation(
+    "api-1.42-served-as-1.41", match=lambda req: req.version == "1.42", request=_as_version("1.41")
+)
 
 # Both rows' engine says it serves 1.42, or the suite would refuse to pin 1.42 at all.
 CLAIMS_142 = Deviation(
-    "claims-api-1.42", match=lambda req: req.endpoint == "/version",
+    "claims-api-1.42",
+    match=lambda req: req.endpoint == "/version",
     response=lambda req, resp: rewrite_json(resp, lambda obj: obj.update(ApiVersion="1.42")),
 )
 
@@ -256,14 +294,20 @@ def _platform_response(req: Request, resp: Response) -> Response:
     return rewrite_json(resp, lambda obj: _apply_platform(obj, _PLATFORMS[name]))
 
 
-PLATFORM_AT_142 = Deviation("api-1.42-with-platform", match=SPEAKS_142_AS_141.match,
-                            request=_platform_request, response=_platform_response)
+PLATFORM_AT_142 = Deviation(
+    "api-1.42-with-platform",
+    match=SPEAKS_142_AS_141.match,
+    request=_platform_request,
+    response=_platform_response,
+)
 
 # Ignores a platform it cannot parse and imports anyway.
 IGNORES_BAD_PLATFORM = Deviation(
-    "ignores-bad-platform", match=lambda req: is_create(req) and bool(req.param("platform")),
+    "ignores-bad-platform",
+    match=lambda req: is_create(req) and bool(req.param("platform")),
     request=lambda req: req.with_params(platform=None),
 )
+
 
 # The imports of IMPORT-020/021 only: the preflight's canary import must go through.
 def checks_url_import(req: Request) -> bool:
@@ -279,30 +323,38 @@ GARBAGE_OK = Deviation(
 )
 # Reports the error, but has imported something under the name anyway.
 GARBAGE_LEAVES_IMAGE = Deviation(
-    "non-archive-leaves-image", match=GARBAGE_OK.match,
+    "non-archive-leaves-image",
+    match=GARBAGE_OK.match,
     request=lambda req: req.replace(body=OTHER_TAR),
     response=lambda req, resp: resp.replace(body=resp.body + ERROR_LINE),
 )
 # Fetches another URL than the one given.
 OTHER_URL = Deviation(
-    "fetches-another-url", match=checks_url_import,
+    "fetches-another-url",
+    match=checks_url_import,
     request=lambda req: req.with_params(fromSrc=(req.param("fromSrc") or "") + ".other"),
 )
 # Never fetches the URL: imports something else under the name.
 IGNORES_URL = Deviation(
-    "ignores-url", match=checks_url_import,
+    "ignores-url",
+    match=checks_url_import,
     request=lambda req: req.with_params(fromSrc="-").replace(body=OTHER_TAR),
 )
 # Hides a failed download behind a 200 stream with no error.
 HIDES_404 = Deviation(
-    "hides-url-404", match=checks_url_import,
-    response=lambda req, resp: Response.stream(
-        [{"status": f"Downloading from {req.param('fromSrc')}"}]) if resp.status >= 400 else resp,
+    "hides-url-404",
+    match=checks_url_import,
+    response=lambda req, resp: (
+        Response.stream([{"status": f"Downloading from {req.param('fromSrc')}"}])
+        if resp.status >= 400
+        else resp
+    ),
 )
 # Tries the URL (the file server answers 404) and reports the failed download, but
 # leaves an image under the name.
 URL_404_LEAVES_IMAGE = StreamDeviation(
-    "url-404-leaves-image", match=checks_url_import,
+    "url-404-leaves-image",
+    match=checks_url_import,
     prelude=lambda req: req.with_params(repo=None),
     request=lambda req: req.with_params(fromSrc="-").replace(body=OTHER_TAR),
     response=lambda req, resp: Response.json(404, {"message": "failed to GET: 404 Not Found"}),
@@ -314,8 +366,9 @@ URL_404_LEAVES_IMAGE = StreamDeviation(
 REFUSES_PADDING = Deviation(
     "refuses-zero-padding",
     match=lambda req: is_body_import(req) and req.body.endswith(bytes(1 << 20)),
-    answer=lambda req: Response.stream([{"errorDetail": {"message": "invalid tar header"},
-                                         "error": "invalid tar header"}]),
+    answer=lambda req: Response.stream(
+        [{"errorDetail": {"message": "invalid tar header"}, "error": "invalid tar header"}]
+    ),
 )
 
 # -- IMPORT-023..026: platform values --------------------------------------------------------
@@ -329,31 +382,40 @@ def _swap_architecture(obj: dict, req: Request) -> None:
 NO_PLATFORM_NOT_HOST = recording(
     "no-platform-not-the-hosts",
     lambda req: checks_import("imp-noplat")(req) and not req.param("platform"),
-    _swap_architecture)
+    _swap_architecture,
+)
 # Records the platform's OS as written, capitals and all.
 KEEPS_OS_CASE = recording(
     "keeps-os-case",
-    lambda req: checks_import("imp-platcase")(req)
-    and (req.param("platform") or "").split("/")[0].isupper(),
-    lambda obj, req: obj.update(Os=(req.param("platform") or "").split("/")[0]))
+    lambda req: (
+        checks_import("imp-platcase")(req) and (req.param("platform") or "").split("/")[0].isupper()
+    ),
+    lambda obj, req: obj.update(Os=(req.param("platform") or "").split("/")[0]),
+)
 
 
 def _unsupported_os(req: Request) -> bool:
-    return checks_import("imp-platos")(req) and (req.param("platform") or "").startswith(
-        "ectestos")
+    return checks_import("imp-platos")(req) and (req.param("platform") or "").startswith("ectestos")
 
 
 # Ignores a platform whose OS it cannot run, and imports for the host's.
-UNSUPPORTED_OS_AS_HOST = Deviation("unsupported-os-imported-as-host", match=_unsupported_os,
-                                   request=lambda req: req.with_params(platform=None))
+UNSUPPORTED_OS_AS_HOST = Deviation(
+    "unsupported-os-imported-as-host",
+    match=_unsupported_os,
+    request=lambda req: req.with_params(platform=None),
+)
 UNSUPPORTED_OS_IS_500 = Deviation(
-    "unsupported-os-is-500", match=_unsupported_os,
-    answer=lambda req: Response.json(500, {"message": "operating system is not supported"}))
+    "unsupported-os-is-500",
+    match=_unsupported_os,
+    answer=lambda req: Response.json(500, {"message": "operating system is not supported"}),
+)
 # Imports it with that OS, as Docker's containerd image store does: conforms too.
 UNSUPPORTED_OS_RECORDED = recording(
-    "unsupported-os-recorded", _unsupported_os,
+    "unsupported-os-recorded",
+    _unsupported_os,
     lambda obj, req: _apply_platform(obj, req.param("platform") or ""),
-    forward=lambda req: req.with_params(platform=None))
+    forward=lambda req: req.with_params(platform=None),
+)
 
 # -- IMPORT-027/028: fromSrc without a scheme, without a host ----------------------------------
 
@@ -365,13 +427,18 @@ def _schemeless(req: Request) -> bool:
 
 # Fetches a fromSrc without a scheme over https (the file server speaks http).
 SCHEMELESS_AS_HTTPS = Deviation(
-    "schemeless-fetched-over-https", match=_schemeless,
-    request=lambda req: req.with_params(fromSrc="https://" + (req.param("fromSrc") or "")))
+    "schemeless-fetched-over-https",
+    match=_schemeless,
+    request=lambda req: req.with_params(fromSrc="https://" + (req.param("fromSrc") or "")),
+)
 # Reads it as a path on the engine's own file system.
 SCHEMELESS_AS_PATH = Deviation(
-    "schemeless-read-as-a-path", match=_schemeless,
-    answer=lambda req: Response.json(500, {"message": f"open {req.param('fromSrc')}: no such "
-                                                     "file or directory"}))
+    "schemeless-read-as-a-path",
+    match=_schemeless,
+    answer=lambda req: Response.json(
+        500, {"message": f"open {req.param('fromSrc')}: no such file or directory"}
+    ),
+)
 
 
 def _hostless(req: Request) -> bool:
@@ -379,13 +446,17 @@ def _hostless(req: Request) -> bool:
 
 
 HOSTLESS_CLAIMS_SUCCESS = Deviation(
-    "hostless-url-claims-success", match=_hostless,
-    answer=lambda req: Response.stream([{"status": "sha256:" + "3" * 64}]))
+    "hostless-url-claims-success",
+    match=_hostless,
+    answer=lambda req: Response.stream([{"status": "sha256:" + "3" * 64}]),
+)
 # Reports the failure, but has imported something under the name anyway.
 HOSTLESS_LEAVES_IMAGE = Deviation(
-    "hostless-url-leaves-image", match=_hostless,
+    "hostless-url-leaves-image",
+    match=_hostless,
     request=lambda req: req.with_params(fromSrc="-").replace(body=OTHER_TAR),
-    response=lambda req, resp: Response.json(500, {"message": "no Host in request URL"}))
+    response=lambda req, resp: Response.json(500, {"message": "no Host in request URL"}),
+)
 
 # -- IMPORT-029: a changes value with a comma -----------------------------------------------------
 
@@ -393,18 +464,27 @@ HOSTLESS_LEAVES_IMAGE = Deviation(
 SPLITS_AT_COMMAS = Deviation(
     "splits-changes-at-commas",
     match=lambda req: is_create(req) and any("," in c for c in req.params("changes")),
-    request=lambda req: req.with_params(changes=[c.split(",")[0]
-                                                 for c in req.params("changes")]))
+    request=lambda req: req.with_params(changes=[c.split(",")[0] for c in req.params("changes")]),
+)
 
 # -- IMPORT-030/031: what a URL import applies ------------------------------------------------
 
 # Each forgets one parameter on a URL import only (a body import is applied in full).
-URL_DROPS_CHANGES = Deviation("url-import-drops-changes", match=checks_import("imp-", url=True),
-                              request=lambda req: req.with_params(changes=None))
-URL_DROPS_MESSAGE = Deviation("url-import-drops-message", match=checks_import("imp-", url=True),
-                              request=lambda req: req.with_params(message=None))
-URL_DROPS_TAG = Deviation("url-import-drops-tag", match=checks_import("imp-", url=True),
-                          request=lambda req: req.with_params(tag=None))
+URL_DROPS_CHANGES = Deviation(
+    "url-import-drops-changes",
+    match=checks_import("imp-", url=True),
+    request=lambda req: req.with_params(changes=None),
+)
+URL_DROPS_MESSAGE = Deviation(
+    "url-import-drops-message",
+    match=checks_import("imp-", url=True),
+    request=lambda req: req.with_params(message=None),
+)
+URL_DROPS_TAG = Deviation(
+    "url-import-drops-tag",
+    match=checks_import("imp-", url=True),
+    request=lambda req: req.with_params(tag=None),
+)
 
 CASES = [
     Case("IMPORT-001", "pass"),
@@ -445,8 +525,13 @@ CASES = [
     Case("IMPORT-016", "pass"),
     Case("IMPORT-016", "fail", (HOST_PLATFORM_ONLY,), reason="answered HTTP 400"),
     Case("IMPORT-017", "skip"),  # Docker 20.10 speaks 1.41: the requirement does not apply
-    Case("IMPORT-017", "fail", (SPEAKS_142_AS_141, CLAIMS_142), api_version="1.42",
-         reason="the image has Os/Architecture/Variant"),
+    Case(
+        "IMPORT-017",
+        "fail",
+        (SPEAKS_142_AS_141, CLAIMS_142),
+        api_version="1.42",
+        reason="the image has Os/Architecture/Variant",
+    ),
     Case("IMPORT-017", "pass", (PLATFORM_AT_142, CLAIMS_142), api_version="1.42"),
     Case("IMPORT-018", "pass"),
     Case("IMPORT-018", "fail", (IGNORES_BAD_PLATFORM,), reason="expected HTTP 400"),
@@ -471,28 +556,44 @@ CASES = [
     Case("IMPORT-024", "pass"),
     Case("IMPORT-024", "fail", (KEEPS_OS_CASE,), reason="the image's Os is 'LINUX'"),
     Case("IMPORT-025", "skip"),  # Docker 20.10 speaks 1.41 and applies only the OS
-    Case("IMPORT-025", "fail", (SPEAKS_142_AS_141, CLAIMS_142), api_version="1.42",
-         reason="the image has Os/Architecture"),
+    Case(
+        "IMPORT-025",
+        "fail",
+        (SPEAKS_142_AS_141, CLAIMS_142),
+        api_version="1.42",
+        reason="the image has Os/Architecture",
+    ),
     Case("IMPORT-025", "pass", (PLATFORM_AT_142, CLAIMS_142), api_version="1.42"),
     Case("IMPORT-026", "pass"),  # Docker 20.10 refuses it with 400
     Case("IMPORT-026", "pass", (UNSUPPORTED_OS_RECORDED,)),
-    Case("IMPORT-026", "fail", (UNSUPPORTED_OS_AS_HOST,),
-         reason="neither refused (400) nor recorded as given"),
+    Case(
+        "IMPORT-026",
+        "fail",
+        (UNSUPPORTED_OS_AS_HOST,),
+        reason="neither refused (400) nor recorded as given",
+    ),
     Case("IMPORT-026", "fail", (UNSUPPORTED_OS_IS_500,), reason="expected HTTP 400"),
     Case("IMPORT-027", "pass"),
     Case("IMPORT-027", "fail", (SCHEMELESS_AS_HTTPS,), reason="the engine did not fetch it"),
     Case("IMPORT-027", "fail", (SCHEMELESS_AS_PATH,), reason="the engine did not fetch it"),
     Case("IMPORT-028", "pass"),
-    Case("IMPORT-028", "fail", (HOSTLESS_CLAIMS_SUCCESS,),
-         reason="a client cannot tell the request failed"),
+    Case(
+        "IMPORT-028",
+        "fail",
+        (HOSTLESS_CLAIMS_SUCCESS,),
+        reason="a client cannot tell the request failed",
+    ),
     Case("IMPORT-028", "fail", (HOSTLESS_LEAVES_IMAGE,), reason="left an image behind"),
     Case("IMPORT-029", "pass"),
     Case("IMPORT-029", "fail", (SPLITS_AT_COMMAS,), reason="Config.Entrypoint is"),
     Case("IMPORT-030", "pass"),
-    Case("IMPORT-030", "fail", (URL_DROPS_CHANGES,),
-         reason="imported from a URL: changes='CMD"),
-    Case("IMPORT-030", "fail", (URL_DROPS_MESSAGE,),
-         reason="imported from a URL: the history comment is"),
+    Case("IMPORT-030", "fail", (URL_DROPS_CHANGES,), reason="imported from a URL: changes='CMD"),
+    Case(
+        "IMPORT-030",
+        "fail",
+        (URL_DROPS_MESSAGE,),
+        reason="imported from a URL: the history comment is",
+    ),
     Case("IMPORT-031", "pass"),
     Case("IMPORT-031", "fail", (URL_DROPS_TAG,), reason="imported from a URL: repo="),
 ]

@@ -30,10 +30,12 @@ FAILING = ("progress-corrupt-layer", "progress-layer-unknown", "progress-unsuppo
 
 def on_stream(edit):
     """A response rewrite applying ``edit(lines) -> lines`` to a 200 stream's JSON lines."""
+
     def rewrite(req: Request, resp: Response) -> Response:
         if resp.status != 200:
             return resp
         return resp.replace(body=b"".join(_line(o) for o in edit(resp.lines())))
+
     return rewrite
 
 
@@ -48,13 +50,16 @@ def _progress(obj: dict) -> bool:
 
 def after_last_progress(extra):
     """Insert ``extra(first, last)`` after the last line with progressDetail current and total."""
+
     def edit(lines: list[dict]) -> list:
-        marks = [i for i, o in enumerate(lines) if o.get("status") == "Downloading"
-                 and _progress(o)]
+        marks = [
+            i for i, o in enumerate(lines) if o.get("status") == "Downloading" and _progress(o)
+        ]
         if len(marks) < 2:
             return lines
         first, last = lines[marks[0]], lines[marks[-1]]
-        return lines[:marks[-1] + 1] + [extra(first, last)] + lines[marks[-1] + 1:]
+        return lines[: marks[-1] + 1] + [extra(first, last)] + lines[marks[-1] + 1 :]
+
     return edit
 
 
@@ -71,8 +76,9 @@ def _backwards(first: dict, last: dict) -> dict:
 TEXT_PLAIN = Deviation(
     "pull-stream-as-text-plain",
     match=pulling("progress-large"),
-    response=lambda req, resp: resp.replace(headers={"Content-Type": "text/plain"})
-    if resp.status == 200 else resp,
+    response=lambda req, resp: (
+        resp.replace(headers={"Content-Type": "text/plain"}) if resp.status == 200 else resp
+    ),
 )
 # PROGRESS-002: a progress line that is not JSON.
 TEXT_LINE = Deviation(
@@ -84,8 +90,11 @@ TEXT_LINE = Deviation(
 STRING_CURRENT = Deviation(
     "string-current",
     match=pulling("progress-large"),
-    response=on_stream(after_last_progress(
-        lambda first, last: last | {"progressDetail": {"current": "12", "total": 24}})),
+    response=on_stream(
+        after_last_progress(
+            lambda first, last: last | {"progressDetail": {"current": "12", "total": 24}}
+        )
+    ),
 )
 # PROGRESS-004: more done than the total.
 OVER_TOTAL = Deviation(
@@ -103,21 +112,32 @@ BACKWARDS = Deviation(
 ERROR_ON_SUCCESS = Deviation(
     "error-on-success",
     match=pulling("progress-large"),
-    response=on_stream(lambda lines: lines + [
-        {"errorDetail": {"message": "ectest: injected error"}, "error": "ectest: injected error"}]),
+    response=on_stream(
+        lambda lines: (
+            lines
+            + [
+                {
+                    "errorDetail": {"message": "ectest: injected error"},
+                    "error": "ectest: injected error",
+                }
+            ]
+        )
+    ),
 )
 # PROGRESS-007: failed pulls that look like success; errors only in the deprecated field.
 DROP_ERRORS = Deviation(
     "drop-error-lines",
     match=pulling(*FAILING),
-    response=on_stream(lambda lines: [o for o in lines
-                                      if "errorDetail" not in o and "error" not in o]),
+    response=on_stream(
+        lambda lines: [o for o in lines if "errorDetail" not in o and "error" not in o]
+    ),
 )
 ERROR_FIELD_ONLY = Deviation(
     "error-without-errordetail",
     match=pulling(*FAILING),
-    response=on_stream(lambda lines: [{k: v for k, v in o.items() if k != "errorDetail"}
-                                      for o in lines]),
+    response=on_stream(
+        lambda lines: [{k: v for k, v in o.items() if k != "errorDetail"} for o in lines]
+    ),
 )
 # PROGRESS-008: a success status after the error.
 LINE_AFTER_ERROR = Deviation(
@@ -129,7 +149,9 @@ LINE_AFTER_ERROR = Deviation(
 # PROGRESS-009: the stream held back and sent whole when the pull has ended (any answer
 # rewrite reads the engine's whole answer first).
 BUFFERS_STREAM = Deviation(
-    "buffers-whole-stream", match=pulling("progress-large"), response=lambda req, resp: resp,
+    "buffers-whole-stream",
+    match=pulling("progress-large"),
+    response=lambda req, resp: resp,
 )
 
 # PROGRESS-010: every 200 answer ends without HTTP's last chunk, or short of its
@@ -138,10 +160,13 @@ UNTERMINATED = StreamDeviation("unterminated-chunked", unterminated="chunked")
 SHORT_LENGTH = StreamDeviation("short-content-length", unterminated="content-length")
 # PROGRESS-007 judges a cut stream on what arrived: cut after its error line, it is judged
 # (pass); cut with its error line gone, it cannot be (error, naming the cut).
-CUT_FAILING = StreamDeviation("failing-pulls-unterminated", match=pulling(*FAILING),
-                              unterminated="chunked")
+CUT_FAILING = StreamDeviation(
+    "failing-pulls-unterminated", match=pulling(*FAILING), unterminated="chunked"
+)
 CUT_ERROR_LINES = StreamDeviation(
-    "failing-pulls-cut-without-error-lines", match=pulling(*FAILING), unterminated="chunked",
+    "failing-pulls-cut-without-error-lines",
+    match=pulling(*FAILING),
+    unterminated="chunked",
     drop_line=lambda line: b'"errorDetail"' in line or b'"error"' in line,
 )
 
@@ -167,8 +192,7 @@ CASES = [
     Case("PROGRESS-009", "fail", (BUFFERS_STREAM,), reason="the stream is held back"),
     Case("PROGRESS-010", "pass"),
     Case("PROGRESS-010", "fail", (UNTERMINATED,), reason="before the chunked body's last chunk"),
-    Case("PROGRESS-010", "fail", (SHORT_LENGTH,),
-         reason="body bytes its Content-Length declared"),
+    Case("PROGRESS-010", "fail", (SHORT_LENGTH,), reason="body bytes its Content-Length declared"),
     Case("PROGRESS-007", "pass", (CUT_FAILING,)),
     Case("PROGRESS-007", "error", (CUT_ERROR_LINES,), reason="in an incomplete message"),
 ]
@@ -184,8 +208,9 @@ def verdicts(outcome: Outcome) -> dict[str, str]:
     return {r["id"]: r["verdict"] for r in outcome.results["requirements"]}
 
 
-def test_a_cut_stream_is_reported_once_and_judged_everywhere_else(docker, docker_suite,
-                                                                    tmp_path, monkeypatch):
+def test_a_cut_stream_is_reported_once_and_judged_everywhere_else(
+    docker, docker_suite, tmp_path, monkeypatch
+):
     """Behind a proxy that ends every 200 answer of /images/create without its last chunk,
     the whole suite gives Docker's own verdicts, but for PROGRESS-010 (fail) and the one
     check that judges what a stream's end lacks (error): no other check turns into
@@ -198,16 +223,20 @@ def test_a_cut_stream_is_reported_once_and_judged_everywhere_else(docker, docker
         out = run_suite(proxy.target, tmp_path)
     assert cut.hits > 50, f"the proxy cut {cut.hits} answers"
     own, behind = verdicts(docker_suite.outcome), verdicts(out)
-    differ = {rid: f"{own.get(rid)} -> {verdict}" for rid, verdict in behind.items()
-              if verdict != own.get(rid)}
+    differ = {
+        rid: f"{own.get(rid)} -> {verdict}"
+        for rid, verdict in behind.items()
+        if verdict != own.get(rid)
+    }
     # PULL-019 judges that a pull ends without the warning it owed: the end of a cut
     # stream is exactly what may be missing, so it cannot be judged (error, naming the
     # cut). Every other check has its evidence in the lines that arrived.
     ends = {"PULL-019"}
     assert differ == {"PROGRESS-010": "pass -> fail"} | {
-        rid: f"{own.get(rid)} -> error" for rid in ends}, {
-        rid: out.requirement(rid)["reason"][:300] for rid in differ}
+        rid: f"{own.get(rid)} -> error" for rid in ends
+    }, {rid: out.requirement(rid)["reason"][:300] for rid in differ}
     errors = [rid for rid, verdict in behind.items() if verdict == "error"]
-    assert not [rid for rid in errors
-                if "incomplete" in out.requirement(rid)["reason"] and rid not in ends]
+    assert not [
+        rid for rid in errors if "incomplete" in out.requirement(rid)["reason"] and rid not in ends
+    ]
     assert all("incomplete message" in out.requirement(rid)["reason"] for rid in ends)

@@ -59,16 +59,21 @@ CREATED_201 = Deviation(
 REFUSALS_REDIRECT = Deviation(
     "refusals-303",
     match=is_create,
-    response=lambda req, resp: Response(
-        303, {"Location": "/images/json", "Content-Type": "application/json"}, resp.body)
-    if resp.status >= 400 else resp,
+    response=lambda req, resp: (
+        Response(303, {"Location": "/images/json", "Content-Type": "application/json"}, resp.body)
+        if resp.status >= 400
+        else resp
+    ),
 )
 
 # SCHEMA-002: errors as JSON without `message` (TEXT_ERRORS: errors in plain text).
 ERRORS_WITHOUT_MESSAGE = Deviation(
     "errors-without-message",
-    response=lambda req, resp: Response.json(resp.status, {"error": "something went wrong"})
-    if resp.status >= 400 else resp,
+    response=lambda req, resp: (
+        Response.json(resp.status, {"error": "something went wrong"})
+        if resp.status >= 400
+        else resp
+    ),
 )
 
 # SCHEMA-003: a progress line of the wrong type, a line that is not JSON, a 200
@@ -76,9 +81,12 @@ ERRORS_WITHOUT_MESSAGE = Deviation(
 STRING_PROGRESS = Deviation(
     "string-progress-current",
     match=is_body_import,
-    response=_on_200(lambda resp: resp.replace(
-        body=b'{"status":"Extracting","progressDetail":{"current":"12","total":24}}\r\n'
-        + resp.body)),
+    response=_on_200(
+        lambda resp: resp.replace(
+            body=b'{"status":"Extracting","progressDetail":{"current":"12","total":24}}\r\n'
+            + resp.body
+        )
+    ),
 )
 NON_JSON_LINE = Deviation(
     "non-json-line",
@@ -88,15 +96,22 @@ NON_JSON_LINE = Deviation(
 NO_CONTENT_TYPE = Deviation(
     "200-without-content-type",
     match=is_body_import,
-    response=_on_200(lambda resp: Response(
-        resp.status, {k: v for k, v in resp.headers.items() if k.lower() != "content-type"},
-        resp.body)),
+    response=_on_200(
+        lambda resp: Response(
+            resp.status,
+            {k: v for k, v in resp.headers.items() if k.lower() != "content-type"},
+            resp.body,
+        )
+    ),
 )
 LINES_RUN_TOGETHER = Deviation(
     "lines-run-together",
     match=is_body_import,
-    response=_on_200(lambda resp: resp.replace(
-        body=b'{"status":"Loading layer"}' + resp.body.replace(b"\r\n", b"", 1))),
+    response=_on_200(
+        lambda resp: resp.replace(
+            body=b'{"status":"Loading layer"}' + resp.body.replace(b"\r\n", b"", 1)
+        )
+    ),
 )
 
 # SCHEMA-004: 500 where Docker refuses an import's parameters with 400.
@@ -111,8 +126,11 @@ CLIENT_ERRORS_ARE_500 = Deviation(
 LAST_LINE_DROPPED = Deviation(
     "last-line-dropped",
     match=is_body_import,
-    response=_on_200(lambda resp: resp.replace(
-        body=b"".join(line + b"\r\n" for line in resp.body.splitlines()[:-1]))),
+    response=_on_200(
+        lambda resp: resp.replace(
+            body=b"".join(line + b"\r\n" for line in resp.body.splitlines()[:-1])
+        )
+    ),
 )
 
 
@@ -123,8 +141,11 @@ def _auth(req) -> str:
 ERROR_NOT_LAST = Deviation(
     "error-line-not-last",
     match=is_body_import,
-    response=_on_200(lambda resp: resp.replace(
-        body=b'{"errorDetail":{"message":"boom"},"error":"boom"}\r\n' + resp.body)),
+    response=_on_200(
+        lambda resp: resp.replace(
+            body=b'{"errorDetail":{"message":"boom"},"error":"boom"}\r\n' + resp.body
+        )
+    ),
 )
 
 
@@ -139,9 +160,11 @@ def _decoded(value: str) -> str:
 AUTH_ECHOED = Deviation(
     "auth-echoed",
     match=lambda req: is_create(req) and bool(_auth(req)),
-    response=lambda req, resp: Response.json(resp.status, {
-        "message": f"cannot use credentials {_decoded(_auth(req))}"})
-    if resp.status >= 400 else resp,
+    response=lambda req, resp: (
+        Response.json(resp.status, {"message": f"cannot use credentials {_decoded(_auth(req))}"})
+        if resp.status >= 400
+        else resp
+    ),
 )
 
 # SCHEMA-007: an import that ignores repo and tag (the image stays unnamed).
@@ -198,12 +221,15 @@ def _reproduce(docker, tmp_path, deviation: Deviation, requirement: str, shape: 
         page = (tmp_path / "report.html").read_text()
         assert html.escape(finding["reproducer"]) in page and "property phase:" in page
         hits = deviation.hits
-        shown = subprocess.run(finding["reproducer"], shell=True, capture_output=True,
-                               timeout=120)
+        shown = subprocess.run(finding["reproducer"], shell=True, capture_output=True, timeout=120)
         assert deviation.hits > hits, "the reproducer did not reach the proxy"
     # The reproducer ran outside any suite run, so what it made is this test's to remove.
-    run = SimpleNamespace(prefix=out.results["run"]["prefix"], counter=itertools.count(),
-                          created=set(), preexisting=frozenset())
+    run = SimpleNamespace(
+        prefix=out.results["run"]["prefix"],
+        counter=itertools.count(),
+        created=set(),
+        preexisting=frozenset(),
+    )
     with Client(Target.parse(docker.target)) as client:
         client.negotiate()
         sweep(client, run)
@@ -224,8 +250,7 @@ def test_the_phase_reports_a_client_error_turned_500_with_a_reproducer(docker, t
 
 
 def test_the_phase_reports_broken_stream_framing_with_a_reproducer(docker, tmp_path):
-    output = _reproduce(docker, tmp_path, LINES_RUN_TOGETHER, "SCHEMA-003",
-                        "not one JSON object")
+    output = _reproduce(docker, tmp_path, LINES_RUN_TOGETHER, "SCHEMA-003", "not one JSON object")
     head, _ = _head_and_body(output)
     assert " 200" in head.splitlines()[0], head
     body = output.encode().split(b"\r\n\r\n", 1)[1]

@@ -25,7 +25,8 @@ from engine_conformance.run.runner import run_suite
 # parse): judged without the registry.
 NEEDS_NO_REGISTRY = {"PULL-013", "PULL-014", "PULL-017"}
 DEPENDENT = sorted(
-    rid for rid in Catalogue.load()
+    rid
+    for rid in Catalogue.load()
     if rid.split("-")[0] in ("PULL", "AUTH", "FAULTS") and rid not in NEEDS_NO_REGISTRY
 ) + ["IMPORT-020", "IMPORT-021"]
 
@@ -39,9 +40,11 @@ def _claims_success(req: Request) -> Response:
 
 
 # Answers for the engine, which never contacts the registry or the file server.
-NEVER_CONTACTS = Deviation("never-contacts-them",
-                           match=lambda req: is_pull(req) or is_url_import(req),
-                           answer=_claims_success)
+NEVER_CONTACTS = Deviation(
+    "never-contacts-them",
+    match=lambda req: is_pull(req) or is_url_import(req),
+    answer=_claims_success,
+)
 
 
 def cannot_reach() -> Deviation:
@@ -57,10 +60,14 @@ def cannot_reach() -> Deviation:
             return req.with_params(fromSrc=moved(req.param("fromSrc") or ""))
         return req.with_params(fromImage=moved(req.param("fromImage") or ""))
 
-    return Deviation("cannot-reach-them",
-                     match=lambda req: (is_pull(req) and bool(
-                         _HOST_PORT.match(req.param("fromImage") or ""))) or is_url_import(req),
-                     request=request)
+    return Deviation(
+        "cannot-reach-them",
+        match=lambda req: (
+            (is_pull(req) and bool(_HOST_PORT.match(req.param("fromImage") or "")))
+            or is_url_import(req)
+        ),
+        request=request,
+    )
 
 
 @pytest.mark.parametrize("deviation", [NEVER_CONTACTS, cannot_reach()], ids=lambda d: d.name)
@@ -69,8 +76,11 @@ def test_unreached_services_give_error_never_fail_or_pass(docker, tmp_path, devi
         outcome = run_suite(proxy.target, tmp_path, requirements=DEPENDENT, timeout=1800)
     assert deviation.hits, f"{deviation.name} never applied: the proxy matched nothing"
     judged = {rid: outcome.requirement(rid) for rid in DEPENDENT}
-    wrong = [f"{rid} {r['verdict']}: {r['reason'][:200]}" for rid, r in judged.items()
-             if r["verdict"] in ("fail", "pass")]
+    wrong = [
+        f"{rid} {r['verdict']}: {r['reason'][:200]}"
+        for rid, r in judged.items()
+        if r["verdict"] in ("fail", "pass")
+    ]
     assert not wrong, (
         f"{len(wrong)} of {len(DEPENDENT)} requirements that need the registry or the file "
         f"server were judged although the engine ({deviation.name}) never reached them:\n"

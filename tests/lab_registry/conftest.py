@@ -29,8 +29,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def serving_cli(args: list[str], preexec_fn: Callable[[], object] | None = None
-                ) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def serving_cli(
+    args: list[str], preexec_fn: Callable[[], object] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``python -m lab_registry serve ARGS`` started, and the URL its first line names.
 
     The test stops it (a signal, then ``communicate``); whatever is left is killed.

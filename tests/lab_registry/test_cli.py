@@ -28,8 +28,9 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_serve_until_ctrl_c() -> None:
     # As from `nohup bash .ci/run &`: the child starts with SIGINT ignored.
     ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
-    with serving_cli(["--listen", "127.0.0.1:0", "--prefix", "ectest-cli"],
-                     preexec_fn=ignore_sigint) as (process, url):
+    with serving_cli(
+        ["--listen", "127.0.0.1:0", "--prefix", "ectest-cli"], preexec_fn=ignore_sigint
+    ) as (process, url):
         assert process.stdout is not None
         listing = []
         for _ in range(20):  # the catalogue, sorted: single:v1 is among its last lines

@@ -482,9 +482,7 @@ class TestSigner:
         header = jwt.get_unverified_header(signer.sign({"a": 1}))
         assert header["kid"] == signer.key_id
         der = base64.b64decode(header["x5c"][0])
-        assert der == signer.certificate.public_bytes(
-            serialization.Encoding.DER
-        )
+        assert der == signer.certificate.public_bytes(serialization.Encoding.DER)
 
     def test_each_instance_has_its_own_key(self) -> None:
         assert TokenSigner().key_id != TokenSigner().key_id
