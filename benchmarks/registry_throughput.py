@@ -31,10 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from engine_conformance.engine.engines import ManagedDocker  # noqa: E402
-from engine_conformance.engine.target import Client, Target, Timeouts  # noqa: E402
-from lab_registry import Catalogue, LabRegistry  # noqa: E402
-from lab_registry.distribution import DistributionRegistry  # noqa: E402
+from engine_conformance.engine.engines import ManagedDocker
+from engine_conformance.engine.target import Client, Target, Timeouts
+from lab_registry import Catalogue, LabRegistry
+from lab_registry.distribution import DistributionRegistry
 
 TIMEOUTS = Timeouts(read=600.0, stream=1200.0)
 

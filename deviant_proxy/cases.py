@@ -16,7 +16,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine_conformance.run.runner import ROOT, Outcome
+from engine_conformance.base.paths import ROOT
+from engine_conformance.run.runner import Outcome
 
 from .proxy import Deviation
 

@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from engine_conformance.engine.target import version_tuple
+from engine_conformance.base.versions import version_tuple
 
 from .predicates import inspected_name, is_pull, rewrite_json
 from .proxy import Deviation, Request, Response

@@ -66,7 +66,7 @@ class Request:
                 query.append((key, value))
         return replace(self, query=tuple(query))
 
-    def replace(self, **kw: object) -> Request:
+    def replace(self, **kw: Any) -> Request:
         return replace(self, **kw)
 
 
@@ -102,14 +102,14 @@ class Response:
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
 
-    def replace(self, **kw: object) -> Response:
+    def replace(self, **kw: Any) -> Response:
         if "headers" in kw:
             merged = {
                 k: v
                 for k, v in self.headers.items()
                 if k.lower() not in {h.lower() for h in kw["headers"]}
-            }  # type: ignore[union-attr]
-            kw["headers"] = merged | dict(kw["headers"])  # type: ignore[arg-type]
+            }
+            kw["headers"] = merged | dict(kw["headers"])
         return replace(self, **kw)
 
 
@@ -166,15 +166,16 @@ class DeviantProxy:
             if unix
             else ThreadingHTTPServer((host, 0), self._handler())
         )
-        self._httpd.daemon_threads = True  # type: ignore[attr-defined]
+        self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
     def target(self) -> str:
         if self.unix:
             return f"unix://{self.unix}"
-        host, port = self._httpd.server_address[:2]  # type: ignore[attr-defined]
-        return f"tcp://{host}:{port}"
+        address = self._httpd.server_address
+        assert isinstance(address, tuple)  # a TCP server's (host, port)
+        return f"tcp://{address[0]}:{address[1]}"
 
     def start(self) -> DeviantProxy:
         self._thread.start()
@@ -237,7 +238,7 @@ class DeviantProxy:
                     return
                 proxy._forward_streaming(req, self)
 
-            do_GET = do_POST = do_DELETE = do_HEAD = do_PUT = _handle  # noqa: N815
+            do_GET = do_POST = do_DELETE = do_HEAD = do_PUT = _handle
 
             def _read_body(self) -> bytes:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

@@ -64,6 +64,7 @@ class StreamingProxy(DeviantProxy):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         self._picked = threading.local()  # the deviation of the request a thread is handling
+        # Not typed below: DeviantProxy's arguments, passed through as given.
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def _deviation_for(self, req: Request) -> Deviation | None:
@@ -147,6 +148,7 @@ class StreamingProxy(DeviantProxy):
         body, after which the connection is closed (the message is incomplete)."""
         resp = self._http.send(self._outgoing(req))
         if resp.status_code != 200:
+            # Not typed below: the handler class is made in DeviantProxy._handler; _send is its own.
             handler._send(Response(resp.status_code, dict(resp.headers), resp.content))  # type: ignore[attr-defined]
             return
         try:

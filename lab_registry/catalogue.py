@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lab_registry.blobs import Blob, is_digest
 from lab_registry.images import (
@@ -144,7 +144,7 @@ class Catalogue:
         self._repos: dict[str, _Repository] = {}
         self._lock = threading.RLock()
         self._workdir: Path | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[..., Catalogue] | None = None
         # What changed since the baseline (``standard`` or empty): (repository, tag) ->
         # the artifact served now, or None for a baseline tag no longer served.
         self._standard = False
@@ -435,7 +435,11 @@ def standard(prefix: str) -> Catalogue:
     for tag in ("v1", "v2", "latest"):
         cat.add(cat.name("single"), tag, _small_image("single", tag, "linux/amd64", "docker"))
     cat.add(cat.name("oci"), "latest", _small_image("oci", "latest", "linux/amd64", "oci"))
-    for short, fmt in (("multi", "docker"), ("multi-oci", "oci")):
+    formats: tuple[tuple[str, Literal["docker", "oci"]], ...] = (
+        ("multi", "docker"),
+        ("multi-oci", "oci"),
+    )
+    for short, fmt in formats:
         children = [_small_image(short, "latest", p, fmt) for p in MULTI_PLATFORMS]
         cat.add(cat.name(short), "latest", build_index(children, fmt))
     cat.add(

@@ -175,8 +175,10 @@ class GoProtocolErrors(BaseHTTPRequestHandler):
             failures.append(f"{self.client_address[0]}: {what}")
 
     def parse_request(self) -> bool:
-        problem = request_line_problem(self.raw_requestline)
+        # Set by BaseHTTPRequestHandler.handle_one_request; typeshed leaves it out.
+        problem = request_line_problem(self.raw_requestline)  # type: ignore[attr-defined]
         if problem is not None:
+            # Not typed below: BaseHTTPRequestHandler's own reset of a bad request line.
             self.command = None  # type: ignore[assignment]
             self.requestline = ""
             self._refuse(*problem)

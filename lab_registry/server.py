@@ -28,6 +28,7 @@ so Python never touches the bytes of a big layer.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -48,7 +49,14 @@ from lab_registry.faults import ErrorStatus, Fault, FaultRule, FaultTable, Selec
 from lab_registry.gohttp import GoProtocolErrors, HandshakeFailures
 from lab_registry.images import Index, canonical_json
 from lab_registry.journal import Journal, JournalEntry
-from lab_registry.token import TOKEN_PATH, TokenAuth, TokenError, TokenRule, error_document
+from lab_registry.token import (
+    TOKEN_PATH,
+    TokenAuth,
+    TokenError,
+    TokenRequest,
+    TokenRule,
+    error_document,
+)
 from lab_registry.token import redacted_query as _redacted_query
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
@@ -166,6 +174,7 @@ class _Handler(GoProtocolErrors):
     sys_version = ""
     disable_nagle_algorithm = True
     server: _Server
+    _headers_buffer: list[bytes]  # BaseHTTPRequestHandler's own, which typeshed leaves out
 
     # --- connection life cycle --------------------------------------------------------
 
@@ -207,7 +216,7 @@ class _Handler(GoProtocolErrors):
         self._cut = False
         self._committed: JournalEntry | None = None
         self._head = b""
-        self._token_request = None
+        self._token_request: TokenRequest | None = None
         try:
             body = self._discard_request_body(keep=kind == "token")
             self._selected = lab.faults.select(self.command, split.path, repository, kind)
@@ -648,7 +657,7 @@ class _Handler(GoProtocolErrors):
                 chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
             first = False
             if self._sent + len(chunk) == length:  # the final piece waits for the journal
-                self._send_final(lambda c=chunk: self._write(c), len(chunk))
+                self._send_final(functools.partial(self._write, chunk), len(chunk))
             else:
                 self._write(chunk)
             if rate:
@@ -756,9 +765,13 @@ class LabRegistry:
         if self._server is not None:
             return self
         host, port = self._requested
-        server_class = _Server
+        server_class: type[_Server] = _Server
         if ":" in host:
-            server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
+
+            class _Server6(_Server):
+                address_family = socket.AF_INET6
+
+            server_class = _Server6
         self._server = server_class((host, port), self)
         self._thread = threading.Thread(
             target=self._server.serve_forever,

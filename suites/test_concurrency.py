@@ -46,7 +46,7 @@ def together(*calls: Callable[[], Exchange]) -> list[Exchange]:
         start.wait()
         try:
             results[i] = calls[i]()
-        except BaseException as exc:  # re-raised in the caller's thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             results[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engine_conformance.engine.target import Exchange, TargetError, oci_platform_json, version_tuple
+from engine_conformance.base.versions import version_tuple
+from engine_conformance.engine.target import Exchange, TargetError, oci_platform_json
 from engine_conformance.judge.checks import (
     assert_refused,
     assert_stream_success,

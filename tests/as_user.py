@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from engine_conformance.run.runner import ROOT
+from engine_conformance.base.paths import ROOT
 
 
 @dataclass

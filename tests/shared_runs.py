@@ -64,7 +64,7 @@ class Controller:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="ec-tests-"))
         os.environ[SHARED] = str(self.dir)  # inherited by the workers, started after this
-        self._lock = open(self.dir / _LOCK, "w")  # noqa: SIM115 - held until the runs are written
+        self._lock = open(self.dir / _LOCK, "w")
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         self._thread: threading.Thread | None = None
         self.stops: list[Callable[[], None]] = []

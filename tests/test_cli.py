@@ -16,8 +16,8 @@ from engine_conformance.base.exits import (
     CHILD_TARGET_UNREACHABLE,
     CHILD_USAGE,
 )
+from engine_conformance.base.paths import ROOT
 from engine_conformance.run.cli import Refusal, _verdict_code
-from engine_conformance.run.runner import ROOT
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

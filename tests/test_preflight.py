@@ -20,9 +20,10 @@ import pytest
 from deviant_proxy.proxy import Deviation, Request
 from deviant_proxy.streaming import StreamingProxy
 from engine_conformance.base.exits import CHILD_SUITE_UNREACHABLE
+from engine_conformance.base.paths import ROOT
 from engine_conformance.catalogue import expectations
 from engine_conformance.engine.engines import EngineUnavailable, ManagedPodman, free_port
-from engine_conformance.run.runner import ROOT, run_suite
+from engine_conformance.run.runner import run_suite
 
 # schema: the property phase steers its pulls and URL imports to the lab.
 LAB_SUITES = {"pull", "auth", "faults", "progress", "concurrency", "schema"}

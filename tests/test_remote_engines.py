@@ -40,6 +40,7 @@ from pathlib import Path
 
 import pytest
 
+from engine_conformance.base.paths import ROOT
 from engine_conformance.catalogue import expectations
 from engine_conformance.engine import netns
 from engine_conformance.engine.engines import (
@@ -49,7 +50,6 @@ from engine_conformance.engine.engines import (
     free_port,
 )
 from engine_conformance.engine.netns import Namespace, NamespacedDocker
-from engine_conformance.run.runner import ROOT
 from tests.as_user import CLI, cli
 
 EXPECTATIONS = ROOT / "suites" / "expectations" / "docker-20.10.yaml"

@@ -61,7 +61,7 @@ def socket_server(tmp_path):
     seen: list[tuple[str, dict, bytes]] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
+        def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             seen.append((self.path, dict(self.headers), body))
             self.send_response(500)

@@ -22,7 +22,7 @@ def no_local_constants() -> Iterator[None]:
     try:
         from hypothesis.internal.conjecture import providers
 
-        empty = providers.Constants()
+        empty = providers.Constants()  # type: ignore[attr-defined]  # private: guarded below
         cache = providers.CONSTANTS_CACHE
         patch = mock.patch.object(providers, "_get_local_constants", lambda: empty)
     except (ImportError, AttributeError, TypeError):  # pragma: no cover - private API moved

@@ -49,9 +49,8 @@ class Documents:
     def __init__(self, folder: Path | str | None = None) -> None:
         self.folder = Path(
             folder
-            or os.environ.get(
-                "EC_ENGINE_API_DOCS", ROOT.parent / "shared" / "reference" / "engine-api"
-            )
+            or os.environ.get("EC_ENGINE_API_DOCS")
+            or ROOT.parent / "shared" / "reference" / "engine-api"
         )
 
     @property

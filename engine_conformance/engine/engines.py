@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -54,7 +55,7 @@ class ManagedEngine:
 
     def __init__(self) -> None:
         self.dir: Path | None = None
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.socket = ""
 
     @classmethod
@@ -110,7 +111,7 @@ class ManagedEngine:
     def prepare(self) -> None:
         """Write whatever the engine needs before it starts."""
 
-    def start(self) -> ManagedEngine:
+    def start(self) -> Self:
         if not self.available():
             raise EngineUnavailable(self.missing)
         # Unix socket paths are limited to 108 bytes, so stay short and in /tmp.
@@ -272,6 +273,8 @@ class ManagedDocker(ManagedEngine):
     def dockerd(self) -> str:
         return str(self.root / "usr/sbin/dockerd") if self.root else "dockerd"
 
+    # Not typed below: a property in the base class; a method here, for an engine that must be
+    # probed.
     def available(self) -> bool:  # type: ignore[override]
         if self.root is not None:
             return os.access(self.dockerd, os.X_OK)
@@ -373,6 +376,7 @@ class ManagedDocker(ManagedEngine):
             "--bridge=none",
         ]  # fmt: skip
         if self.tls:
+            assert self.tcp_port is not None  # chosen in prepare()
             certs = self.dir / "server-certs"
             cmd += [
                 "--host", f"tcp://{host_port(self.tcp_host, self.tcp_port)}",
@@ -443,6 +447,7 @@ def unpacked_docker(name: str, containerd_store: bool = False) -> Callable[..., 
     store (overlay2) or, with ``containerd_store``, the containerd image store."""
 
     def make(**kwargs: object) -> ManagedDocker:
+        # Not typed below: kwargs pass through to ManagedDocker as given by the caller.
         engine = ManagedDocker(root=unpacked_dir(name), containerd_store=containerd_store, **kwargs)  # type: ignore[arg-type]
         engine.unpacked = name  # what `engines fetch` calls it
         return engine

@@ -35,7 +35,7 @@ class FileServer:
         class Handler(GoProtocolErrors):
             protocol_version = "HTTP/1.1"
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 data = server.files.get(self.path)
                 status = 200 if data is not None else 404
                 with server._lock:
@@ -52,6 +52,8 @@ class FileServer:
 
         self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._httpd.daemon_threads = True
+        # Not typed below: read by the handler through self.server: ThreadingHTTPServer has no such
+        # slot.
         self._httpd.tls_context = tls  # type: ignore[attr-defined]
         self._httpd.tls_failures = self.tls_failures  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -59,7 +61,7 @@ class FileServer:
     @property
     def base_url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"{'https' if self.tls else 'http'}://{host}:{port}"
+        return f"{'https' if self.tls else 'http'}://{host!s}:{port}"
 
     def add(self, name: str, data: bytes) -> str:
         """Serve ``data``; returns its URL (under an unguessable path)."""

@@ -14,7 +14,7 @@ LIBPOD_INFO = "/v4.0.0/libpod/info"
 """Podman's own ``/info`` (Podman 4 and 5 serve it): the one that says rootless."""
 
 
-def describe_target(client: Client, info: dict[str, Any]) -> dict:
+def describe_target(client: Client, info: dict[str, Any]) -> dict[str, Any]:
     """Engine identity for reports and for picking an expectation file."""
     v = client.version_info
     components = [c.get("Name", "") for c in v.get("Components") or []]
@@ -44,7 +44,7 @@ def describe_target(client: Client, info: dict[str, Any]) -> dict:
     }
 
 
-def is_rootless(info: dict[str, Any], podman_host: dict) -> bool:
+def is_rootless(info: dict[str, Any], podman_host: dict[str, Any]) -> bool:
     """Whether the engine runs as an unprivileged user, from its own answers.
 
     Docker says so in ``/info``: SecurityOptions holds ``name=rootless``. Podman's

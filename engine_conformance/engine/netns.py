@@ -298,6 +298,7 @@ class NamespacedDocker(_Namespaced, ManagedDocker):
         if tls:
             kwargs.setdefault("tcp_host", namespace.address)
             kwargs.setdefault("tcp_port", TLS_PORT)
+        # Not typed below: kwargs pass through to ManagedDocker as given by the caller.
         ManagedDocker.__init__(self, tls, **kwargs)  # type: ignore[arg-type]
         self.namespace = namespace
         self.hosts = dict(hosts or {})

@@ -41,8 +41,10 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from engine_conformance.engine.engines import EngineUnavailable, ManagedDocker, ManagedPodman
 
@@ -289,10 +291,11 @@ class _Rootless:
     """
 
     dir: Path | None
-    process: subprocess.Popen | None
+    process: subprocess.Popen[bytes] | None
     socket: str
     name: str
     user: SuiteUser | None = None
+    command: Callable[[], list[str]]  # the engine class's own (see the docstring)
 
     def problems(self) -> list[str]:
         """What this machine lacks for the engine (``[]``: nothing)."""
@@ -352,9 +355,11 @@ class _Rootless:
             "TMPDIR": str(self.dir / "tmp"),
             "LANG": "C.UTF-8",
         }
+        # Not typed below: ManagedEngine's, which this mixin is always mixed into (see the class
+        # docstring).
         return self._trusting_environment(env)  # type: ignore[attr-defined]
 
-    def start(self) -> _Rootless:
+    def start(self) -> Self:
         problems = self.problems()
         if problems:
             raise EngineUnavailable("; ".join(problems))
@@ -364,6 +369,7 @@ class _Rootless:
         self.socket = str(self.dir / f"{self.name}.sock")
         try:
             self._layout()
+            # Not typed below: ManagedEngine's, which this mixin is always mixed into.
             self.prepare()  # type: ignore[attr-defined]
             self._launch()
         except BaseException:
@@ -382,7 +388,7 @@ class _Rootless:
                     "--init-groups",
                     "--",
                     *self.command(),
-                ],  # type: ignore[attr-defined]
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -390,6 +396,7 @@ class _Rootless:
                 cwd=self.home,
                 start_new_session=True,
             )
+        # Not typed below: ManagedEngine's, which this mixin is always mixed into.
         self._wait_ready()  # type: ignore[attr-defined]
 
     def restart(self) -> None:
@@ -409,6 +416,7 @@ class _Rootless:
         if self.process is None:
             return
         family = descendants(self.process.pid)  # before it goes: then they are orphans
+        # Not typed below: the next class in the MRO is a ManagedEngine; mypy cannot see a mixin's.
         super()._terminate()  # type: ignore[misc]
         # What it started and left behind, by id: processes that wait for nothing but a
         # signal (Podman's pause process) are told at once, its children given a moment.
@@ -421,6 +429,7 @@ class _Rootless:
 
     def stop(self) -> None:
         self._terminate()
+        # Not typed below: the next class in the MRO is a ManagedEngine; mypy cannot see a mixin's.
         super().stop()  # type: ignore[misc]
 
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -361,10 +361,10 @@ class Client:
             with self._http.stream(
                 method,
                 full_path,
-                params=pairs,
+                params=httpx.QueryParams(cast(Any, pairs)),  # httpx types its list invariantly
                 headers=headers,
                 content=content,
-                **({"timeout": timeout} if timeout else {}),
+                timeout=timeout or httpx.USE_CLIENT_DEFAULT,
             ) as response:
                 exchange.status = response.status_code
                 exchange.reason = response.reason_phrase

@@ -110,6 +110,7 @@ class ServeTLS:
 
     def _issue(self, ca: object, hosts: tuple[str, ...]) -> None:
         names = list(dict.fromkeys([*hosts, "127.0.0.1", "localhost"]))
+        # Not typed below: trustme's CA: its issue_cert is untyped in the installed version.
         leaf = ca.issue_cert(*names)  # type: ignore[attr-defined]
         leaf.cert_chain_pems[0].write_to_path(str(self.cert_path))
         _private(self.key_path, leaf.private_key_pem.bytes())

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from engine_conformance.base import archives
@@ -43,8 +43,8 @@ from engine_conformance.judge.diagnosis import (
 
 if TYPE_CHECKING:
     from engine_conformance.engine.fileserver import FileServer
-    from engine_conformance.engine.registries import ExternalRegistry, LabRegistry
-    from lab_registry import Image
+    from engine_conformance.engine.registries import ExternalRegistry
+    from lab_registry import Image, LabRegistry
 
 CANARY_TAG = "canary"
 
@@ -105,7 +105,8 @@ def probe_registry(
         catalogue.add(repository, CANARY_TAG, image)
     ref = registry.reference(repository, CANARY_TAG)
     track(ref)
-    mark = 0 if registry.external else registry.journal.mark()
+    lab = None if registry.external else cast("LabRegistry", registry)  # the lab's journal
+    mark = 0 if lab is None else lab.journal.mark()
     handshakes = len(getattr(registry, "tls_failures", ()))
     ex, answer = _send(client, {"fromImage": ref.rsplit(":", 1)[0], "tag": CANARY_TAG})
     try:
@@ -118,15 +119,16 @@ def probe_registry(
     else:
         # Any image request proves the engine reaches the registry and speaks its protocol;
         # which image it asked for, and what it made of it, is for the checks to judge.
-        entries = registry.journal.since(mark)
+        assert lab is not None
+        entries = lab.journal.since(mark)
         reached = any(e.kind in ("manifest", "blob") for e in entries)
-        if not reached and registry.tls is not None:
+        if not reached and lab.tls is not None:
             # A refused certificate is noted only after the engine hung up.
-            registry.tls_failures.wait(handshakes + 1, timeout=2.0)
+            lab.tls_failures.wait(handshakes + 1, timeout=2.0)
         seen = [f"{e.method} {e.path} {e.status}" for e in entries]
         seen += [
             f"a failed TLS handshake ({failure})"
-            for failure in dict.fromkeys(registry.tls_failures[handshakes:])
+            for failure in dict.fromkeys(lab.tls_failures[handshakes:])
         ]
         catalogue.remove(repository)
     _remove(client, ref, (held or {}).get("Id"))

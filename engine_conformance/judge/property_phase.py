@@ -189,7 +189,8 @@ def operation() -> Any:
     # An explicit default config: a schemathesis.toml above the working directory
     # must not change what is generated.
     schema = schemathesis.openapi.from_path(spec.SPEC_PATH, config=schemathesis.Config())
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # The fragment's one operation is valid (tests/test_spec.py): every result is Ok.
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     labels = [(op.method.upper(), op.path) for op in operations]
     assert labels == [("POST", spec.ENDPOINT_PATH)], f"expected only POST /images/create: {labels}"
     return operations[0]
@@ -475,8 +476,8 @@ def violations(
             details += [f"line at byte {m.offset}: {p}" for m, p in bad[:2]]
         if shapes:
             found.append(Violation("SCHEMA-003", ", ".join(shapes), "; ".join(details)))
-        elif not ex.timed_out and (problem := stream_end_problem(ex, draft.kind)):
-            found.append(Violation("SCHEMA-005", f"{draft.kind}: stream {problem[0]}", problem[1]))
+        elif not ex.timed_out and (ended := stream_end_problem(ex, draft.kind)):
+            found.append(Violation("SCHEMA-005", f"{draft.kind}: stream {ended[0]}", ended[1]))
     if draft.client_fault and status >= 500:
         found.append(
             Violation(
@@ -845,6 +846,7 @@ class PropertyPhase:
 
         # Where Hypothesis looks the replayed choices up (its own default is a digest of
         # the function, which is the same for every finding).
+        # Not typed below: Hypothesis reads this attribute to key its example database.
         probe._hypothesis_internal_database_key = _REPLAY_KEY  # type: ignore[attr-defined]
         with no_local_constants():
             try:

@@ -42,7 +42,7 @@ PHASES = ("setup", "call", "teardown")
 REASON_LIMIT = 2000
 
 
-class Precondition(Exception):  # noqa: N818 - reads as "precondition (did not hold)"
+class Precondition(Exception):
     """A check's precondition did not hold: the verdict is ``error``, with this reason."""
 
 

@@ -16,8 +16,8 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from engine_conformance.base.versions import SPEC_VERSION, version_tuple
 from engine_conformance.catalogue.requirements import Catalogue
-from engine_conformance.engine.target import SPEC_VERSION, version_tuple
 from engine_conformance.judge.verdicts import scores
 
 

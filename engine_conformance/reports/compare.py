@@ -76,7 +76,9 @@ class Matrix:
     def verdicts(self, rid: str) -> list[str | None]:
         return [c.verdicts.get(rid) for c in self.columns]
 
-    def cell(self, column: Column, row: Mapping[str, str], marks: Mapping[str, Any] = MARK) -> str:
+    def cell(
+        self, column: Column, row: Mapping[str, str], marks: Mapping[str | None, str] = MARK
+    ) -> str:
         """A verdict, with the column's level where the level differs across columns."""
         verdict = column.verdicts.get(row["id"])
         if verdict and " / " in row["level"]:

@@ -25,9 +25,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine_conformance.base.versions import SPEC_VERSION, version_tuple
 from engine_conformance.catalogue import expectations
 from engine_conformance.catalogue.requirements import LEVELS, Basis
-from engine_conformance.engine.target import SPEC_VERSION, version_tuple
 from engine_conformance.judge.reproducer import curl_for_evidence
 
 FILE = "findings.md"

@@ -65,6 +65,7 @@ from engine_conformance.base.exits import (
     Refusal,
     UsageError,
 )
+from engine_conformance.base.paths import ROOT
 from engine_conformance.base.versions import api_version_problem
 from engine_conformance.catalogue.requirements import Catalogue, CatalogueError
 from engine_conformance.engine.certsd import EntryTaken
@@ -88,7 +89,6 @@ from engine_conformance.run.options import add_to_command, write_run_config
 from engine_conformance.run.runner import (
     COMMAND_LINE,
     PROGRESS_FD,
-    ROOT,
     child_command,
     child_environment,
 )
@@ -135,6 +135,7 @@ def _terminate(signum: int, frame: object) -> None:
 class _Parser(argparse.ArgumentParser):
     """argparse, but a bad option is one line, not a usage block."""
 
+    # Not typed below: argparse types error() as NoReturn; this one exits too, by sys.exit.
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
@@ -642,7 +643,7 @@ def _child(cmd: list[str], report_dir: Path, verbose: bool = False) -> _Child:
     (a second Ctrl-C abandons it): a second signal would interrupt the clean-up itself.
     """
     report_dir.mkdir(parents=True, exist_ok=True)
-    log = open(report_dir / LOG_FILE, "wb")  # noqa: SIM115 - closed below, after the tee
+    log = open(report_dir / LOG_FILE, "wb")
     read_fd, write_fd = os.pipe()
     env = dict(
         child_environment(),

@@ -28,10 +28,10 @@ import secrets as _secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -212,8 +212,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
-    if items and items[0].config.stash.get(RUN, None):
-        items[0].config.stash[RUN].complete = False
+    run = items[0].config.stash.get(RUN, None) if items else None
+    if run is not None:
+        run.complete = False
 
 
 def _connect(config: pytest.Config, run: Run) -> None:
@@ -294,7 +295,7 @@ def file_server(
 @pytest.fixture(scope="session")
 def lab(
     request: pytest.FixtureRequest, run_state: Run, client: Client, target_info: dict[str, Any]
-):
+) -> Iterator[Any]:
     """The registry the pull suites use, serving the standard catalogue under the run prefix.
 
     The lab registry listens on ``--serve-host``:``--registry-port``; with
@@ -324,7 +325,7 @@ def lab(
                 # Each request keeps the lab's content as it was sent (reproducer bundles).
                 from lab_registry import content
 
-                client.context["lab"] = lambda: content.snapshot(registry)
+                client.context["lab"] = lambda: content.snapshot(cast(Any, registry))
             _preflight(
                 run_state,
                 lambda: probe_registry(
@@ -358,7 +359,7 @@ def _preflight(run: Run, probe: Callable[[], Probe]) -> None:
 
 
 @pytest.fixture
-def registry(lab):
+def registry(lab: Any) -> Iterator[Any]:
     """The run's registry with no faults or auth rules and an empty journal, for one check."""
     lab.reset()
     yield lab
@@ -366,7 +367,7 @@ def registry(lab):
 
 
 @pytest.fixture
-def lab_control(registry):
+def lab_control(registry: Any) -> Any:
     """The in-process lab registry, for checks that read its journal or inject faults."""
     if registry.external:
         pytest.skip("an external registry is in use: its journal and faults are not ours")
@@ -380,7 +381,7 @@ def observe(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 
 @pytest.fixture
-def secret(run_state: Run):
+def secret(run_state: Run) -> Callable[[str], str]:
     """Register a string that must never appear in output or reports."""
 
     def register(value: str) -> str:
@@ -391,7 +392,7 @@ def secret(run_state: Run):
 
 
 @pytest.fixture
-def images(client: Client, run_state: Run):
+def images(client: Client, run_state: Run) -> Iterator[Images]:
     """Creates names under the run prefix and removes those images after the check."""
     tracker = Images(client, run_state)
     yield tracker
@@ -402,7 +403,9 @@ def images(client: Client, run_state: Run):
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
     """Under pytest-xdist: exclusive checks alone, the others side by side."""
     run = item.config.stash.get(RUN, None)
     if run is None or not worker_id(item.config) or not _requirement_of(item):
@@ -425,7 +428,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     rid = _requirement_of(item)
     if not rid:
@@ -452,7 +457,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     if run.client is not None:
         start = item.stash.get(ITEM_START, 0)
         record.evidence = [ex.evidence() for ex in run.client.exchanges[start:]][-6:]
-    record.observations = dict(item.stash.get(ITEM_OBS, {}))
+    observed: dict[str, Any] = item.stash.get(ITEM_OBS, {})
+    record.observations = dict(observed)
     records = run.records.setdefault(rid, [])
     previous = next((i for i, r in enumerate(records) if r.nodeid == item.nodeid), None)
     if previous is None:
@@ -619,7 +625,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             for name in SERVICES
         }
         if worker_id(config):
-            config.workeroutput[WORKER_OUTPUT] = json.dumps(
+            # pytest-xdist gives a worker's config workeroutput; typeshed knows nothing of it.
+            config.workeroutput[WORKER_OUTPUT] = json.dumps(  # type: ignore[attr-defined]
                 scrub(
                     {
                         "records": {

@@ -34,9 +34,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
-from engine_conformance.engine.target import Client, Exchange, Target, TargetError, UsageError
+from engine_conformance.base.exits import UsageError
+from engine_conformance.engine.target import Client, Exchange, Target, TargetError
 from engine_conformance.judge import bundles
 from engine_conformance.judge.cleanup import created_refs, record_preexisting, remove_created, sweep
 
@@ -53,9 +54,9 @@ class Outcome:
 
     @property
     def word(self) -> str:
-        return {True: "still deviates", False: "no longer deviates"}.get(
-            self.deviates, "could not judge"
-        )  # type: ignore[arg-type]
+        if self.deviates is None:
+            return "could not judge"
+        return "still deviates" if self.deviates else "no longer deviates"
 
     @property
     def line(self) -> str:
@@ -63,10 +64,9 @@ class Outcome:
 
     @property
     def exit_code(self) -> int:
-        return {True: EXIT_STILL, False: EXIT_NO_LONGER}.get(
-            self.deviates,  # type: ignore[arg-type]
-            EXIT_UNJUDGED,
-        )
+        if self.deviates is None:
+            return EXIT_UNJUDGED
+        return EXIT_STILL if self.deviates else EXIT_NO_LONGER
 
 
 def target_of(given: str | None) -> str:
@@ -380,7 +380,7 @@ def reproduce(
     out = out or sys.stdout
     outcomes = []
     for bundle in bundles_of(report_dir, requirement):
-        outcome = replay(bundle, target, out=detail or _Discard())
+        outcome = replay(bundle, target, out=detail or cast(TextIO, _Discard()))
         record = bundles.load(bundle)
         print(f"{outcome.requirement} {outcome.case}: {outcome.word}", file=out)
         print(f"  then: {record.get('reason', '')[:300]}", file=out)

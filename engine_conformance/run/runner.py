@@ -160,6 +160,7 @@ def run_suite(
     **options: object,
 ) -> Outcome:
     """Run the suites against ``target`` quietly; options as in :func:`pytest_command`."""
+    # Not typed below: options are pytest_command's keywords, checked by it.
     cmd = pytest_command(target, report_dir, extra=["-q", *extra], **options)  # type: ignore[arg-type]
     proc = subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=child_environment(env)

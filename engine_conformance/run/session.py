@@ -168,7 +168,7 @@ def finish(
     option: Option,
     records: Mapping[str, list[Record]],
     target_info: dict[str, Any],
-    preflight: dict,
+    preflight: dict[str, Any],
     removed: list[Any],
     complete: bool,
     interrupted: bool,

@@ -108,7 +108,7 @@ def suite_counts(ids: list[str]) -> dict[str, int]:
 
 def merge_workers(
     run: Run, config: pytest.Config
-) -> tuple[dict[str, Any], dict, dict, list[Any], bool]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[Any], bool]:
     """What the pytest-xdist workers judged, as one run (the controller connects to nothing)."""
     outputs = [v for k, v in sorted(run.workers.items()) if k != "collected"]
     records: dict[str, list[Record]] = {}

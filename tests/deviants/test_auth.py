@@ -24,7 +24,8 @@ from deviant_proxy.cases import Case, check
 from deviant_proxy.predicates import is_pull, refused, split_name, success_stream
 from deviant_proxy.streaming import StreamDeviation
 from engine_conformance.base import archives
-from engine_conformance.run.runner import ROOT, run_suite
+from engine_conformance.base.paths import ROOT
+from engine_conformance.run.runner import run_suite
 
 _SUITE = ROOT / "suites" / "test_auth.py"
 
