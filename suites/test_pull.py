@@ -261,23 +261,24 @@ def assert_only_that_manifest(client, registry, mark: int | None, digest: str, w
 
 @pytest.mark.requirement("PULL-004")
 def test_digest_inside_from_image(client, images, registry, observe):
-    digest = registry.catalogue.manifest_digest("single", "v2")
-    facts = registry.catalogue.facts("single", "v2")
-    ref = registry.reference("single", digest=digest)
-    tags = [
-        registry.reference("single", t)
-        for t in registry.catalogue.tags(registry.catalogue.name("single")) or []
-    ]
-    mark = journal_mark(registry)
-    ex = pull(client, images, {"fromImage": ref}, [ref, facts.image_id, *tags])
-    assert_stream_success(ex)
-    image = assert_by_digest(client, registry, ref, digest, facts, "fromImage=<repo>@<digest>")
-    observe["RepoTags"] = image.get("RepoTags")
-    assert_only_that_manifest(client, registry, mark, digest, "fromImage=<repo>@<digest>")
+    judge_pull_by_digest(
+        client, images, registry, observe, lambda ref, digest: {"fromImage": ref},
+        "fromImage=<repo>@<digest>",
+    )  # fmt: skip
 
 
 @pytest.mark.requirement("PULL-005")
 def test_digest_as_tag(client, images, registry, observe):
+    judge_pull_by_digest(
+        client, images, registry, observe,
+        lambda ref, digest: {"fromImage": repo_name(registry, "single"), "tag": digest},
+        "fromImage=<repo>&tag=<digest>",
+    )  # fmt: skip
+
+
+def judge_pull_by_digest(client, images, registry, observe, params, what: str) -> None:
+    """Pull single:v2 by its manifest digest, the request spelled by ``params(ref, digest)``:
+    that image, under that digest, and only that manifest fetched (PULL-004, PULL-005)."""
     digest = registry.catalogue.manifest_digest("single", "v2")
     facts = registry.catalogue.facts("single", "v2")
     ref = registry.reference("single", digest=digest)
@@ -286,16 +287,11 @@ def test_digest_as_tag(client, images, registry, observe):
         for t in registry.catalogue.tags(registry.catalogue.name("single")) or []
     ]
     mark = journal_mark(registry)
-    ex = pull(
-        client,
-        images,
-        {"fromImage": repo_name(registry, "single"), "tag": digest},
-        [ref, facts.image_id, *tags],
-    )
+    ex = pull(client, images, params(ref, digest), [ref, facts.image_id, *tags])
     assert_stream_success(ex)
-    image = assert_by_digest(client, registry, ref, digest, facts, "fromImage=<repo>&tag=<digest>")
+    image = assert_by_digest(client, registry, ref, digest, facts, what)
     observe["RepoTags"] = image.get("RepoTags")
-    assert_only_that_manifest(client, registry, mark, digest, "fromImage=<repo>&tag=<digest>")
+    assert_only_that_manifest(client, registry, mark, digest, what)
 
 
 @pytest.mark.requirement("PULL-006")
