@@ -289,10 +289,6 @@ class Catalogue:
         with self._lock:
             return sorted(self._repos)
 
-    def has_repository(self, repository: str) -> bool:
-        with self._lock:
-            return repository in self._repos
-
     def tags(self, repository: str) -> list[str] | None:
         """Sorted tags, or None for an unknown repository."""
         with self._lock:

@@ -502,9 +502,6 @@ class TokenAuth:
         """A grant as the endpoint gives it for these credentials (TokenError if refused)."""
         return self._grant(self._authenticate_password(username, password), scopes, offline)
 
-    def grant_anonymous(self, scopes: Iterable[str] = ()) -> TokenGrant:
-        return self._grant(None, scopes, offline=False)
-
     def _check_service(self, service: str | None) -> None:
         # oauth.md: "Refresh tokens will only be good for getting tokens for this service."
         if service is not None and service != self.service:

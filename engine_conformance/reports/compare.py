@@ -21,6 +21,7 @@ from typing import Any
 
 from engine_conformance.catalogue.requirements import LEVELS, reference_note
 from engine_conformance.judge.verdicts import scores
+from engine_conformance.reports.summary import percent
 
 MARK = {"pass": "pass", "fail": "**FAIL**", "error": "*error*", "skip": "skip", None: "–"}
 PLAIN = {"pass": "pass", "fail": "fail", "error": "error", "skip": "skip", None: "–"}
@@ -100,7 +101,9 @@ class Matrix:
         ]
         for level in LEVELS:
             lines.append(
-                f"| {level} | " + " | ".join(_pct(c.scores.get(level)) for c in self.columns) + " |"
+                f"| {level} | "
+                + " | ".join(percent(c.scores.get(level)) for c in self.columns)
+                + " |"
             )
         differing = sum(1 for r in self.rows if self.differs(r["id"]))
         lines += [
@@ -127,7 +130,7 @@ class Matrix:
         )
         score_rows = "".join(
             f"<tr><th>{level}</th>"
-            + "".join(f"<td>{_pct(c.scores.get(level))}</td>" for c in self.columns)
+            + "".join(f"<td>{percent(c.scores.get(level))}</td>" for c in self.columns)
             + "</tr>"
             for level in LEVELS
         )
@@ -199,10 +202,6 @@ def compare_dirs(
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as summary:
             summary.write(matrix.markdown(title) + "\n")
     return written
-
-
-def _pct(score: float | None) -> str:
-    return "n/a" if score is None else f"{score * 100:.1f}%"
 
 
 def main(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 from engine_conformance.catalogue.requirements import LEVELS, cite, reference_note
 from engine_conformance.judge.reproducer import curl_for_evidence
 from engine_conformance.reports.findings import sections
-from engine_conformance.reports.summary import gate_lines, target_line, totals_line
+from engine_conformance.reports.summary import gate_lines, percent, target_line, totals_line
 
 ORDER = {"fail": 0, "error": 1, "pass": 2, "skip": 3}
 
@@ -237,16 +237,12 @@ def _version_matrix(results: Mapping[str, Any]) -> str:
     )
 
 
-def _pct(score: float | None) -> str:
-    return "n/a" if score is None else f"{score * 100:.1f}%"
-
-
 def render(results: Mapping[str, Any]) -> str:
     s = results["summary"]
     target_url = results["target"].get("url", "")
     scores = "".join(
         f"<div class=score data-level={level}><small>{level}</small>"
-        f"<b>{_pct(s['score'][level])}</b>"
+        f"<b>{percent(s['score'][level])}</b>"
         f"<small>{s['by_level'][level]['pass']} of "
         f"{sum(s['by_level'][level][v] for v in ('pass', 'fail', 'error'))} pass</small></div>"
         for level in LEVELS

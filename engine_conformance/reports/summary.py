@@ -20,7 +20,8 @@ REPORT_FILES = ("report.html", "findings.md", "summary.md", "results.json", "jun
 LOG_FILE = "pytest.log"  # the pytest detail (tracebacks) of a CLI run
 
 
-def _fmt_score(score: float | None) -> str:
+def percent(score: float | None) -> str:
+    """A score as every report shows it: ``97.6%``, or ``n/a`` when nothing was judged."""
     return "n/a" if score is None else f"{score * 100:.1f}%"
 
 
@@ -31,7 +32,7 @@ def score_line(results: Mapping[str, Any]) -> str:
         c = results["summary"]["by_level"][level]
         judged = c["pass"] + c["fail"] + c["error"]
         parts.append(
-            f"{level} {_fmt_score(results['summary']['score'][level])} ({c['pass']}/{judged})"
+            f"{level} {percent(results['summary']['score'][level])} ({c['pass']}/{judged})"
         )
     return " · ".join(parts)
 
@@ -184,7 +185,7 @@ def markdown(results: Mapping[str, Any], title: str | None = None) -> str:
     for level in LEVELS:
         c = s["by_level"][level]
         lines.append(
-            f"| {level} | {_fmt_score(s['score'][level])} | {c['pass']} | {c['fail']} "
+            f"| {level} | {percent(s['score'][level])} | {c['pass']} | {c['fail']} "
             f"| {c['error']} | {c['skip']} |"
         )
     lines += ["", f"**{totals_line(results)}**", ""]
