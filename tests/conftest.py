@@ -90,6 +90,10 @@ expectation files record the same version (``api_version``); ``full_run`` checks
 
 SUITES = tuple(ENGINE_OF)
 
+FULL_RUN_BUDGET = "200"
+"""The full runs' property phase, in examples: the same draw every run on any machine (a
+time budget draws fewer on a busy one), and every engine's findings within its first 150."""
+
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # A test taking ``suite`` (a fixture name) runs once per engine CI judges.
@@ -289,7 +293,7 @@ def full_run(engine: Engine, lab_port: int, api_version: str | None = None) -> S
         report_dir,
         api_version=api_version,
         expectations="auto" if known else None,
-        extra=["--registry-port", str(lab_port)],
+        extra=["--registry-port", str(lab_port), "--property-budget", FULL_RUN_BUDGET],
     )
     assert outcome.results is not None, outcome.output[-4000:]
     t = outcome.results["target"]
