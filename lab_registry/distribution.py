@@ -38,7 +38,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now."""
     with socket.socket() as s:
         s.bind((host, 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def available() -> bool:

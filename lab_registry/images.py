@@ -109,7 +109,8 @@ class Image:
 
     @property
     def config_json(self) -> dict[str, Any]:
-        return json.loads(self.config.read())
+        parsed: dict[str, Any] = json.loads(self.config.read())
+        return parsed
 
     @property
     def blobs(self) -> tuple[Blob, ...]:

@@ -62,7 +62,7 @@ def put_manifest(client: httpx.Client, repository: str, reference: str, manifest
         (201,),
         f"put manifest {repository}:{reference}",
     )
-    digest = response.headers.get("Docker-Content-Digest", manifest.digest)
+    digest: str = response.headers.get("Docker-Content-Digest", manifest.digest)
     if digest != manifest.digest:
         raise PushError(
             f"registry stored {repository}:{reference} as {digest}, not {manifest.digest}"

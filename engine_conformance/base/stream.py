@@ -44,10 +44,12 @@ class Message:
     def error(self) -> str | None:
         """The error text of an error message (``errorDetail.message`` first), else None."""
         detail = self.obj.get("errorDetail")
-        if isinstance(detail, dict) and isinstance(detail.get("message"), str):
-            return detail["message"]
-        if isinstance(self.obj.get("error"), str):
-            return self.obj["error"]
+        message = detail.get("message") if isinstance(detail, dict) else None
+        if isinstance(message, str):
+            return message
+        error = self.obj.get("error")
+        if isinstance(error, str):
+            return error
         if detail is not None:
             return repr(detail)
         return None

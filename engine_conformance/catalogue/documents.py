@@ -70,7 +70,8 @@ class Documents:
         up to the next endpoint's."""
         if version == "1.24":
             return (self.folder / "v1.24-create-an-image.md").read_text().split("\n#### ")[0]
-        return yaml.safe_load((self.folder / f"v{version}.yaml").read_text())
+        parsed: dict[str, Any] = yaml.safe_load((self.folder / f"v{version}.yaml").read_text())
+        return parsed
 
     @functools.cache  # noqa: B019
     def changelog(self) -> dict[str, str]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from jsonschema import Draft202012Validator
@@ -102,7 +102,8 @@ def operation(path: str = ENDPOINT_PATH, method: str = ENDPOINT_METHOD) -> dict[
 
     Raises ``KeyError`` if the fragment has no such operation.
     """
-    return load()["paths"][path][method.lower()]
+    found: dict[str, Any] = load()["paths"][path][method.lower()]
+    return found
 
 
 def parameters() -> list[dict[str, Any]]:
@@ -201,7 +202,8 @@ def departures() -> list[tuple[str, dict[str, Any]]]:
 
 def response(status: int | str) -> dict[str, Any] | None:
     """The Response Object of POST /images/create for ``status``, or ``None``."""
-    return operation()["responses"].get(str(status))
+    found: dict[str, Any] | None = operation()["responses"].get(str(status))
+    return found
 
 
 def response_source(status: int | str) -> Source:
@@ -217,7 +219,7 @@ def response_source(status: int | str) -> Source:
     source = found.get("x-source")
     if source not in ("documented", "reference"):
         raise ValueError(f"response {status} has no valid x-source: {source!r}")
-    return source
+    return cast(Source, source)  # checked just above
 
 
 def _pointer_get(document: Any, pointer: str) -> Any:
@@ -265,12 +267,14 @@ def stream_item_schema() -> dict[str, Any]:
     ok = response(200)
     if ok is None or "x-stream-item" not in ok:
         raise KeyError("the 200 response has no x-stream-item")
-    return resolve(ok["x-stream-item"])
+    schema: dict[str, Any] = resolve(ok["x-stream-item"])
+    return schema
 
 
 def error_schema() -> dict[str, Any]:
     """The ``ErrorResponse`` schema (``{"message": string}``, required), refs resolved."""
-    return resolve({"$ref": "#/components/schemas/ErrorResponse"})
+    schema: dict[str, Any] = resolve({"$ref": "#/components/schemas/ErrorResponse"})
+    return schema
 
 
 @lru_cache(maxsize=1)

@@ -357,7 +357,8 @@ class _Rootless:
         }
         # Not typed below: ManagedEngine's, which this mixin is always mixed into (see the class
         # docstring).
-        return self._trusting_environment(env)  # type: ignore[attr-defined]
+        trusted: dict[str, str] = self._trusting_environment(env)  # type: ignore[attr-defined]
+        return trusted
 
     def start(self) -> Self:
         problems = self.problems()

@@ -470,19 +470,22 @@ class Client:
                 + (f" ({urlencode(params)})" if params else "")
                 + f": HTTP {ex.status}: {ex.body[:200]!r}"
             )
-        return ex.json()
+        inspected: dict[str, Any] = ex.json()
+        return inspected
 
     def history(self, name: str) -> list[dict[str, Any]]:
         ex = self._observe("GET", f"/images/{name}/history")
         if ex.status != 200:
             raise TargetError(f"history {name}: HTTP {ex.status}")
-        return ex.json()
+        layers: list[dict[str, Any]] = ex.json()
+        return layers
 
     def list_images(self) -> list[dict[str, Any]]:
         ex = self._observe("GET", "/images/json", params={"all": "1"})
         if ex.status != 200:
             raise TargetError(f"list images: HTTP {ex.status}")
-        return ex.json()
+        images: list[dict[str, Any]] = ex.json()
+        return images
 
     def delete_image(self, name: str, force: bool = True) -> int:
         """``DELETE /images/{name}``; returns the status (404 is fine: already gone)."""

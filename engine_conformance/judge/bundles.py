@@ -186,7 +186,8 @@ def write_finding(
 
 def load(bundle: Path) -> dict[str, Any]:
     """``case.json`` of a bundle."""
-    return json.loads((Path(bundle) / "case.json").read_text())
+    case: dict[str, Any] = json.loads((Path(bundle) / "case.json").read_text())
+    return case
 
 
 # -- writing ------------------------------------------------------------------------------

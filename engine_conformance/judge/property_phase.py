@@ -200,7 +200,8 @@ def operation() -> Any:
 def _case_strategy(mode: str) -> st.SearchStrategy:
     from schemathesis import GenerationMode
 
-    return operation().as_strategy(generation_mode=GenerationMode(mode))
+    strategy: st.SearchStrategy = operation().as_strategy(generation_mode=GenerationMode(mode))
+    return strategy
 
 
 def _auth(draw: Callable[..., Any], generated: object) -> tuple[str | None, str | None]:
@@ -250,7 +251,8 @@ def drafts(draw: Callable[..., Any]) -> Draft:
         if choice == "generated":
             return _text(generated[name]) if name in generated else None
         fault = fault or choice == "malformed"
-        return draw(st.sampled_from(steered if choice == "steered" else malformed))
+        drawn: str = draw(st.sampled_from(steered if choice == "steered" else malformed))
+        return drawn
 
     if kind == "pull":
         source = draw(st.sampled_from(("lab", "malformed", "generated")))
@@ -622,11 +624,11 @@ class PropertyPhase:
         self.seed = seed
         self.budget = budget or Budget.parse(DEFAULT_BUDGET)
         self._bodies = {name: make() for name, make in BODIES.items()}
-        self._urls = {
+        self._urls: dict[str, str] = {
             name: files.add(f"{run.prefix}-property-{name}", data)
             for name, data in self._bodies.items()
         }
-        self._missing = files.missing(f"{run.prefix}-property-missing")
+        self._missing: str = files.missing(f"{run.prefix}-property-missing")
         self._answers: dict[str, list[Violation]] = {}
         self._findings: dict[tuple[str, str], Finding] = {}
         self.sent: list[tuple[Draft, Exchange]] = []
@@ -640,7 +642,8 @@ class PropertyPhase:
         def value(m: re.Match[str]) -> str:
             name = m.group(1)
             if name == "lab":
-                return self.lab.reference("x").split("/", 1)[0]
+                reference: str = self.lab.reference("x")
+                return reference.split("/", 1)[0]
             if name == "prefix":
                 return self.names.prefix
             if name == "missing":
@@ -648,7 +651,8 @@ class PropertyPhase:
             if name.startswith("file:"):
                 return self._urls[name[5:]]
             _, repo, tag = name.split(":")
-            return self.lab.catalogue.manifest_digest(repo, tag)
+            digest: str = self.lab.catalogue.manifest_digest(repo, tag)
+            return digest
 
         return _PLACEHOLDER.sub(value, text)
 

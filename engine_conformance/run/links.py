@@ -60,7 +60,8 @@ def checks() -> dict[str, list[dict[str, Any]]]:
         if not out.is_file():
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"collecting the checks failed: {tail[0]}")
-        return json.loads(out.read_text())
+        links: dict[str, list[dict[str, Any]]] = json.loads(out.read_text())
+        return links
 
 
 def deviant_rows() -> dict[str, list[dict[str, str]]] | None:

@@ -35,12 +35,14 @@ def registry_port(config: pytest.Config) -> int:
     """The lab registry's port: under pytest-xdist, each worker's own from --registry-ports."""
     worker = worker_id(config)
     if worker is None:
-        return config.getoption("registry_port")
+        port: int = config.getoption("registry_port")
+        return port
     index = int(worker.removeprefix("gw"))
     ports = [int(p) for p in (config.getoption("registry_ports") or "").split(",") if p]
     if index < len(ports):
         return ports[index]
-    return config.getoption("registry_port") if index == 0 else 0
+    first: int = config.getoption("registry_port") if index == 0 else 0
+    return first
 
 
 ENGINE_WIDE = frozenset({"image_ids", "list_images"})
