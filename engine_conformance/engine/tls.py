@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import trustme
+
     from engine_conformance.engine.engines import ManagedEngine
     from engine_conformance.engine.target import Target
 
@@ -108,10 +110,9 @@ class ServeTLS:
             str(a) for a in alt.get_values_for_type(x509.IPAddress)
         }
 
-    def _issue(self, ca: object, hosts: tuple[str, ...]) -> None:
+    def _issue(self, ca: trustme.CA, hosts: tuple[str, ...]) -> None:
         names = list(dict.fromkeys([*hosts, "127.0.0.1", "localhost"]))
-        # Not typed below: trustme's CA: its issue_cert is untyped in the installed version.
-        leaf = ca.issue_cert(*names)  # type: ignore[attr-defined]
+        leaf = ca.issue_cert(*names)
         leaf.cert_chain_pems[0].write_to_path(str(self.cert_path))
         _private(self.key_path, leaf.private_key_pem.bytes())
 
