@@ -588,7 +588,8 @@ def _across_versions(judge: Any, report_dir: Path, versions: list[str]) -> int:
     from engine_conformance.reports.axis import merge_versions
     from engine_conformance.reports.report import write_reports
 
-    codes, runs = {}, {}
+    codes: dict[str, int] = {}
+    runs: dict[str, Any] = {}
     for version in versions:
         sub = report_dir / f"api-{version}"
         sub.mkdir(parents=True, exist_ok=True)

@@ -377,7 +377,8 @@ def lab_control(registry: Any) -> Any:
 @pytest.fixture
 def observe(request: pytest.FixtureRequest) -> dict[str, Any]:
     """A dict whose entries are shown as the check's observations in the report."""
-    return request.node.stash.setdefault(ITEM_OBS, {})
+    observed: dict[str, Any] = request.node.stash.setdefault(ITEM_OBS, {})
+    return observed
 
 
 @pytest.fixture

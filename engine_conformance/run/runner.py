@@ -38,13 +38,15 @@ class Outcome:
     def verdict(self, requirement: str) -> str | None:
         for r in (self.results or {}).get("requirements", []):
             if r["id"] == requirement:
-                return r["verdict"]
+                verdict: str = r["verdict"]
+                return verdict
         return None
 
     def requirement(self, requirement: str) -> dict[str, Any]:
         for r in (self.results or {}).get("requirements", []):
             if r["id"] == requirement:
-                return r
+                found: dict[str, Any] = r
+                return found
         raise KeyError(f"{requirement} not in results; output:\n{self.output[-3000:]}")
 
 
