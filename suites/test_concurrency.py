@@ -24,12 +24,12 @@ from engine_conformance.judge.checks import (
     assert_visible_failure,
     failed,
     image_ids,
-    image_mismatch,
     imported_id,
     registry_requests,
     where,
 )
 from engine_conformance.judge.verdicts import precondition
+from engine_conformance.judge.vocabulary import Subject, assert_pulled, pull
 from lab_registry import ErrorStatus, JournalEntry, Throttle, build_image
 
 LAYER_SIZE = 1 << 20
@@ -64,42 +64,27 @@ def overlapped(a: Exchange, b: Exchange) -> bool:
     return (a.started < (b.finished or 0)) and (b.started < (a.finished or 0))
 
 
-@dataclass
-class Subject:
-    repository: str
-    ref: str
-    facts: object
-    layer: str
-
-
 @pytest.fixture
 def subject(lab_control, images) -> Iterator[Subject]:
     """A fresh image whose layer the lab registry serves at LAYER_RATE."""
     catalogue = lab_control.catalogue
     name = catalogue.name("concurrent")
     image = catalogue.add_large(name, "v1", LAYER_SIZE, seed=8001)
-    layer = f"/v2/{name}/blobs/{image.layers[0].digest}"
     ref = lab_control.reference(name, "v1")
     images.track(ref)
+    subject = Subject(name, ref, image, catalogue.facts(name, "v1"))
     try:
-        with lab_control.fault(Throttle(LAYER_RATE), prefix=layer):
-            yield Subject(name, ref, catalogue.facts(name, "v1"), layer)
+        with lab_control.fault(Throttle(LAYER_RATE), prefix=subject.layer_path):
+            yield subject
     finally:
         catalogue.remove(name)
 
 
-def pull(client: Client, subject: Subject) -> Callable[[], Exchange]:
-    return lambda: client.create_image(
-        {"fromImage": subject.ref.rsplit(":", 1)[0], "tag": "v1"}, deadline=DEADLINE
-    )
-
-
-def assert_pulled(client: Client, subject: Subject, ex: Exchange, what: str) -> None:
-    assert_stream_success(ex)
-    image = client.inspect_image(subject.ref)
-    assert image is not None, f"{what}: answered {where(ex)}, but {subject.ref} does not exist"
-    mismatch = image_mismatch(image, subject.facts)
-    assert mismatch is None, f"{what}: {subject.ref} is not the registry's image: {mismatch}"
+def pulling(client: Client, subject: Subject) -> Callable[[], Exchange]:
+    """The pull of ``subject``, to send with another request (:func:`together`)."""
+    # No images: listing them around each pull would put requests of the suite's own
+    # between the two it sends at once; the fixtures track what the pulls may leave.
+    return lambda: pull(client, None, subject, deadline=DEADLINE)
 
 
 def blob_fetches(lab, mark: int, subject: Subject) -> dict[str, int]:
@@ -122,7 +107,7 @@ def two_pulls(client, lab_control, subject, observe):
     """Two pulls of ``subject`` at once: (first, second, new image IDs, journal mark)."""
     before = image_ids(client)
     mark = lab_control.journal.mark()
-    first, second = together(pull(client, subject), pull(client, subject))
+    first, second = together(pulling(client, subject), pulling(client, subject))
     new = sorted(image_ids(client) - before)
     registry_requests(lab_control.journal, mark, subject.repository, "two concurrent pulls")
     observe["answers"] = [where(first), where(second)]
@@ -190,7 +175,7 @@ def test_pull_beside_an_import(client, lab_control, subject, images, observe):
     archive = archives.rootfs({"etc/ectest-concurrent": f"{repo}\n".encode()})
     mark = lab_control.journal.mark()
     pulled, imported = together(
-        pull(client, subject),
+        pulling(client, subject),
         lambda: client.create_image(
             {"fromSrc": "-", "repo": repo}, body=archive, deadline=DEADLINE
         ),
@@ -235,7 +220,7 @@ class Refused:
             return False
         if self.case == "manifest":
             return entry.kind == "manifest"
-        return entry.path == self.subject.layer
+        return entry.path == self.subject.layer_path
 
 
 @pytest.fixture(params=sorted(REFUSALS))
@@ -253,18 +238,22 @@ def refused(request, lab_control, images, client) -> Iterator[Refused]:
             cmd=["/bin/sh"],
         ),
     )
-    layer = f"/v2/{name}/blobs/{image.layers[0].digest}"
     ref = lab_control.reference(name, "v1")
     images.track(ref)
+    subject = Subject(name, ref, image, catalogue.facts(name, "v1"))
     fault = REFUSALS[case]
-    scope = {"repository": name, "kinds": ["manifest"]} if case == "manifest" else {"prefix": layer}
+    scope = (
+        {"repository": name, "kinds": ["manifest"]}
+        if case == "manifest"
+        else {"prefix": subject.layer_path}
+    )
     try:
         precondition(
             client.inspect_image(ref) is None,
             f"{ref} existed before the check, which judges that none is left",
         )
         with lab_control.fault(fault, **scope):
-            yield Refused(Subject(name, ref, catalogue.facts(name, "v1"), layer), case, fault)
+            yield Refused(subject, case, fault)
     finally:
         catalogue.remove(name)
 
@@ -277,7 +266,7 @@ def two_failed_pulls(
     subject = refused.subject
     before = image_ids(client)
     mark = lab_control.journal.mark()
-    first, second = together(pull(client, subject), pull(client, subject))
+    first, second = together(pulling(client, subject), pulling(client, subject))
     new = sorted(image_ids(client) - before)
     for image_id in new:
         images.track(image_id)

@@ -45,6 +45,12 @@ from engine_conformance.judge.checks import (
     where,
 )
 from engine_conformance.judge.verdicts import precondition
+from engine_conformance.judge.vocabulary import (
+    Subject,
+    assert_failed_leaving_nothing,
+    leftovers,
+    pull,
+)
 from lab_registry import (
     Blob,
     CorruptBlob,
@@ -68,31 +74,6 @@ SILENCE = 8.0  # seconds without a stream line after which the client hangs up a
 
 
 # -- the image each scenario pulls ---------------------------------------------------
-
-
-@dataclass
-class Subject:
-    """An image of the scenario's own in the lab registry, and what its pull must not leave."""
-
-    repository: str  # full repository name in the registry
-    ref: str  # ADDRESS/<repository>:TAG
-    image: Image
-    ids: list[str] = field(default_factory=list)  # image IDs a pull might leave, new to the engine
-
-    @property
-    def params(self) -> dict[str, str]:
-        return {"fromImage": self.ref.rsplit(":", 1)[0], "tag": TAG}
-
-    def blob_path(self, blob: Blob) -> str:
-        return f"/v2/{self.repository}/blobs/{blob.digest}"
-
-    @property
-    def layer_path(self) -> str:
-        return self.blob_path(self.image.layers[0])
-
-    @property
-    def config_path(self) -> str:
-        return self.blob_path(self.image.config)
 
 
 def small_image(label: str, filler: str = "a") -> Image:
@@ -146,16 +127,6 @@ def subjects(lab_control, client: Client, images) -> Iterator[Callable[..., Subj
     yield make
     for repository in served:
         lab_control.catalogue.remove(repository)
-
-
-def pull(client: Client, subject: Subject) -> Exchange:
-    return client.create_image(subject.params, deadline=PULL_DEADLINE)
-
-
-def leftovers(client: Client, subject: Subject) -> list[str]:
-    """The image under the name, and any of the subject's image IDs, that exist now."""
-    found = [subject.ref] if client.inspect_image(subject.ref) is not None else []
-    return found + [i for i in subject.ids if client.inspect_image(i) is not None]
 
 
 # -- scenarios: each is run once per module, whichever check reads it first ------------
@@ -222,7 +193,7 @@ def run_scenario(label: str, setup: Setup) -> Outcome:
             error_location(ex) or f"nowhere a client can see (HTTP {ex.status})"
         )
         outcome.observed["error"] = _error_text(ex)
-    pulled.left = leftovers(setup.client, pulled.subject)
+    pulled.left = leftovers(setup.client, [pulled.subject.ref], pulled.subject.ids)
     outcome.observed["left_behind"] = pulled.left
     outcome.pulled = pulled
     return outcome
@@ -283,7 +254,7 @@ def _manifest_answered(fault: ErrorStatus) -> Callable[[Setup, dict], Pulled]:
         subject = setup.subjects(f"status-{fault.status}")
         lab.fault(fault, repository=subject.repository, kinds=["manifest"])
         mark = lab.journal.mark()
-        ex = pull(setup.client, subject)
+        ex = pull(setup.client, None, subject, deadline=PULL_DEADLINE)
         observed["registry_answers"] = sorted(
             {e.status for e in lab.journal.since(mark) if e.kind == "manifest"}
         )
@@ -323,7 +294,7 @@ def _credentials_required(setup: Setup, observed: dict) -> Pulled:
         "ectest-user", setup.secret("ectest-faults-secret"), repository=subject.repository
     )
     mark = lab.journal.mark()
-    ex = pull(setup.client, subject)
+    ex = pull(setup.client, None, subject, deadline=PULL_DEADLINE)
     observed["registry_saw"] = [
         f"{e.method} {e.path} -> {e.status} (Authorization: "
         + (f"{e.auth_scheme}, user {e.auth_username!r})" if e.auth_scheme else "none)")
@@ -359,7 +330,7 @@ def _layer_cut_short(setup: Setup, observed: dict) -> Pulled:
     # faults, so an engine that retries at once cannot be served the layer in between.
     cut_rule = lab.fault(CutShort(CUT_AFTER), prefix=path, times=1)
     lab.fault(ErrorStatus(404), prefix=path, after=cut_rule)
-    ex = pull(setup.client, subject)
+    ex = pull(setup.client, None, subject, deadline=PULL_DEADLINE)
     cut = registry_requests(
         journal,
         mark,
@@ -427,7 +398,7 @@ def _not_matching_its_digest(case: str) -> Callable[[Setup, dict], Pulled]:
             )
         bad = subject.config_path if what == "config" else subject.layer_path
         mark = lab.journal.mark()
-        ex = pull(setup.client, subject)
+        ex = pull(setup.client, None, subject, deadline=PULL_DEADLINE)
         registry_requests(
             lab.journal,
             mark,
@@ -450,16 +421,7 @@ for _case in DIGEST_CASES:
 def test_blob_not_matching_its_digest(failed_pull, case):
     # SHOULD on the image spec and the reference engine, which covers both halves.
     pulled = failed_pull(f"digest-{case}", case)
-    problems = []
-    for judge in (
-        lambda: assert_visible_failure(pulled.exchange, pulled.what),
-        lambda: assert_nothing_left(pulled.what, pulled.left),
-    ):
-        try:
-            judge()
-        except AssertionError as exc:
-            problems.append(str(exc))
-    assert not problems, "; ".join(problems)
+    assert_failed_leaving_nothing(pulled.exchange, pulled.what, pulled.left)
 
 
 # -- manifests ------------------------------------------------------------------------
@@ -472,7 +434,7 @@ def _unsupported_manifest(setup: Setup, observed: dict) -> Pulled:
     fault = UnsupportedManifest()
     lab.fault(fault, repository=subject.repository)
     mark = lab.journal.mark()
-    ex = pull(setup.client, subject)
+    ex = pull(setup.client, None, subject, deadline=PULL_DEADLINE)
     registry_requests(
         lab.journal,
         mark,

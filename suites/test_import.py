@@ -23,6 +23,7 @@ from engine_conformance.catalogue import spec
 from engine_conformance.engine.fileserver import FileServer
 from engine_conformance.engine.target import Exchange
 from engine_conformance.judge.checks import (
+    assert_nothing_left,
     assert_refused,
     assert_stream_success,
     assert_visible_failure,
@@ -35,6 +36,7 @@ from engine_conformance.judge.checks import (
     where,
 )
 from engine_conformance.judge.verdicts import precondition
+from engine_conformance.judge.vocabulary import assert_failed_leaving_nothing, leftovers
 
 ID_STATUS = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -81,29 +83,21 @@ def url_note(via: FileServer | None) -> str:
     return "" if via is None else "imported from a URL: "
 
 
-def leftovers(client, images, before: set[str], names: list[str]) -> str | None:
-    """What an import that should have created nothing left behind (None: nothing).
-
-    Looks both under ``names`` and for image IDs that were not there ``before``;
-    whatever it finds is tracked for removal.
-    """
-    new = image_ids(client) - before
-    for image_id in new:
-        images.track(image_id)
-    named = [n for n in names if client.inspect_image(n) is not None]
-    if not named and not new:
-        return None
-    return f"names {named or 'none'}, new image IDs {sorted(new) or 'none'}"
-
-
-def assert_nothing_created(client, images, before: set[str], names: list[str], why: str) -> None:
-    left = leftovers(client, images, before, names)
-    assert left is None, f"{why}, yet the engine left an image behind: {left}"
-
-
 def assert_refused_400(client, images, ex, before: set[str], name: str, what: str) -> None:
     """A 400 ErrorResponse that created nothing; every problem is reported at once."""
-    assert_refused(ex, 400, what, leftovers(client, images, before, [name]), "reference behaviour")
+    left = leftovers(client, [name], before=before, images=images)
+    assert_refused(ex, 400, what, ", ".join(left), "reference behaviour")
+
+
+def judge_refused_import(client, images, observe, label: str, param: str, value: str) -> None:
+    """A body import with ``param=value``, which the engine must refuse (IMPORT-014, -018)."""
+    name = images.name(label)
+    before = image_ids(client)
+    ex = do_import(
+        client, images, {"fromSrc": "-", "repo": name, param: value}, unique_rootfs(name)
+    )
+    observe[value] = ex.status
+    assert_refused_400(client, images, ex, before, name, f"{param}={value!r}")
 
 
 def inspect_imported(client, name: str) -> dict:
@@ -333,18 +327,38 @@ def import_with_changes(
     return (inspect_imported(client, name).get("Config") or {}), ex
 
 
+def judge_change(
+    client,
+    images,
+    observe,
+    label: str,
+    change_key_expected: tuple,
+    via: FileServer | None = None,
+    how: str = "",
+) -> None:
+    """One ``changes`` instruction shows in the imported image's Config under ``key``.
+
+    ``how`` says what the value tests (it is recorded with the request line that
+    carried it).
+    """
+    change, key, expected = change_key_expected
+    config, ex = import_with_changes(client, images, label, [change], via, observe)
+    if how:
+        observe["request"] = ex.request_line
+    observe[key] = config.get(key)
+    assert config_has(config, key, expected), (
+        f"{url_note(via)}changes={change!r}{f' ({how})' if how else ''}: Config.{key} is "
+        f"{config.get(key)!r}, expected {'to contain ' if key in MEMBER_KEYS else ''}"
+        f"{expected!r}"
+    )
+
+
 def judge_documented_change(
     client, images, observe, instruction: str, via: FileServer | None = None
 ) -> None:
     """One documented ``changes`` instruction shows in the imported image's Config."""
-    change, key, expected = DOCUMENTED_CHANGES[instruction]
-    config, _ = import_with_changes(
-        client, images, f"imp-{instruction.lower()}", [change], via, observe
-    )
-    observe[key] = config.get(key)
-    assert config_has(config, key, expected), (
-        f"{url_note(via)}changes={change!r}: Config.{key} is {config.get(key)!r}, expected "
-        f"{'to contain ' if key in MEMBER_KEYS else ''}{expected!r}"
+    judge_change(
+        client, images, observe, f"imp-{instruction.lower()}", DOCUMENTED_CHANGES[instruction], via
     )
 
 
@@ -384,13 +398,8 @@ ENCODED_CHANGES = {  # comma-free, as DOCUMENTED_CHANGES
 @pytest.mark.requirement("IMPORT-010")
 @pytest.mark.parametrize("case", sorted(ENCODED_CHANGES))
 def test_encoded_change_arrives_intact(client, images, observe, case):
-    change, key, expected = ENCODED_CHANGES[case]
-    config, ex = import_with_changes(client, images, "imp-enc", [change])
-    observe["request"] = ex.request_line
-    observe[key] = config.get(key)
-    assert config_has(config, key, expected), (
-        f"changes={change!r} (URI-encoded on the wire): Config.{key} is {config.get(key)!r}, "
-        f"expected {'to contain ' if key in MEMBER_KEYS else ''}{expected!r}"
+    judge_change(
+        client, images, observe, "imp-enc", ENCODED_CHANGES[case], how="URI-encoded on the wire"
     )
 
 
@@ -429,13 +438,7 @@ def test_stopsignal_change(client, images, observe):
 @pytest.mark.requirement("IMPORT-014")
 @pytest.mark.parametrize("change", ["RUN true", "FROM scratch", "COPY a /a", "ADD a /a"])
 def test_disallowed_change_is_refused(client, images, observe, change):
-    name = images.name("imp-badchange")
-    before = image_ids(client)
-    ex = do_import(
-        client, images, {"fromSrc": "-", "repo": name, "changes": change}, unique_rootfs(name)
-    )
-    observe[change] = ex.status
-    assert_refused_400(client, images, ex, before, name, f"changes={change!r}")
+    judge_refused_import(client, images, observe, "imp-badchange", "changes", change)
 
 
 # A Dockerfile instruction whose exec form holds a comma: one value, so one instruction.
@@ -444,13 +447,8 @@ COMMA_CHANGE = ('ENTRYPOINT ["/bin/sh", "-c"]', "Entrypoint", ["/bin/sh", "-c"])
 
 @pytest.mark.requirement("IMPORT-029")
 def test_change_with_a_comma_applies_whole(client, images, observe):
-    change, key, expected = COMMA_CHANGE
-    config, ex = import_with_changes(client, images, "imp-comma", [change])
-    observe["request"] = ex.request_line
-    observe[key] = config.get(key)
-    assert config.get(key) == expected, (
-        f"changes={change!r} (one value that holds a comma): Config.{key} is "
-        f"{config.get(key)!r}, not {expected!r}"
+    judge_change(
+        client, images, observe, "imp-comma", COMMA_CHANGE, how="one value that holds a comma"
     )
 
 
@@ -526,7 +524,9 @@ def test_failed_import_leaves_nothing(client, images, request, observe, case):
         f"{'IMPORT-019' if file_server is None else 'IMPORT-021'} judges that): "
         "what it left is not a failed import's",
     )
-    assert_nothing_created(client, images, before, [name], f"the import failed ({why})")
+    assert_nothing_left(
+        f"the import failed ({why})", leftovers(client, [name], before=before, images=images)
+    )
 
 
 ZERO_PADDING = 8 << 20
@@ -603,13 +603,7 @@ def test_platform_sets_architecture(client, images, target_info, observe, form):
 @pytest.mark.requirement("IMPORT-018")
 @pytest.mark.parametrize("platform", ["not/a/platform/at/all", "lin ux!"])
 def test_invalid_platform_is_refused(client, images, observe, platform):
-    name = images.name("imp-badplat")
-    before = image_ids(client)
-    ex = do_import(
-        client, images, {"fromSrc": "-", "repo": name, "platform": platform}, unique_rootfs(name)
-    )
-    observe[platform] = ex.status
-    assert_refused_400(client, images, ex, before, name, f"platform={platform!r}")
+    judge_refused_import(client, images, observe, "imp-badplat", "platform", platform)
 
 
 def import_with_platform(client, images, label: str, platform: str | None) -> Exchange:
@@ -761,9 +755,10 @@ def test_url_without_host_fails(client, images, observe):
     ex = do_import(client, images, {"fromSrc": src, "repo": name})
     observe["status"] = ex.status
     observe["stream_error"] = ex.stream_error
-    assert_visible_failure(ex, f"fromSrc={src} names no host to fetch from")
-    assert_nothing_created(
-        client, images, before, [name], "the import from a URL with no host failed"
+    assert_failed_leaving_nothing(
+        ex,
+        f"fromSrc={src} names no host to fetch from",
+        leftovers(client, [name], before=before, images=images),
     )
 
 

@@ -27,6 +27,7 @@ from engine_conformance.judge.checks import (
     where,
 )
 from engine_conformance.judge.verdicts import precondition
+from engine_conformance.judge.vocabulary import assert_failed_leaving_nothing, leftovers, pull
 from lab_registry import Image, build_image
 from lab_registry.catalogue import MULTI_PLATFORMS, ImageFacts
 
@@ -39,24 +40,6 @@ PLATFORM_SINCE = "1.32"
 
 def statuses(ex) -> list[str]:
     return [m.obj["status"] for m in ex.messages if isinstance(m.obj.get("status"), str)]
-
-
-def pull(client, images, params: dict, track: tuple[str, ...] | list[str] = (), **kw):
-    """Send a pull; track ``track`` and every image that appeared during it."""
-    for ref in track:
-        images.track(ref)
-    before = image_ids(client)
-    ex = client.create_image(params, **kw)
-    for image_id in image_ids(client) - before:
-        images.track(image_id)
-    return ex
-
-
-def new_images(client, images, before: set[str]) -> list[str]:
-    new = sorted(image_ids(client) - before)
-    for image_id in new:
-        images.track(image_id)
-    return new
 
 
 def expect_image(client, ref: str, facts, what: str) -> dict:
@@ -198,7 +181,7 @@ def send_failure(client, images, registry, case: str, api_version: str):
         require_platform_api(api_version)
     before = image_ids(client)
     ex = client.create_image(params)
-    return ex, new_images(client, images, before)
+    return ex, ", ".join(leftovers(client, before=before, images=images))
 
 
 # -- naming what to pull --------------------------------------------------------------------
@@ -789,14 +772,11 @@ def test_missing_platform_fails_visibly(client, images, registry, api_version, o
     ex = client.create_image(
         {"fromImage": repo_name(registry, short), "tag": "latest", "platform": MISSING_PLATFORM}
     )
-    left = new_images(client, images, before)
+    left = leftovers(client, [ref], before=before, images=images)
     observe[short] = where(ex)
     manifests_fetched(registry, mark, short, f"a platform missing from {short}'s index")
-    assert_visible_failure(ex, f"platform={MISSING_PLATFORM} is not in {short}'s index")
-    named = client.inspect_image(ref)
-    assert not left and named is None, (
-        f"the failed pull of platform={MISSING_PLATFORM} left an image behind: "
-        f"new IDs {left or 'none'}, {ref} {'exists' if named else 'absent'}"
+    assert_failed_leaving_nothing(
+        ex, f"platform={MISSING_PLATFORM} is not in {short}'s index", left
     )
 
 
@@ -809,7 +789,7 @@ def test_unparsable_platform_is_400(client, images, registry, observe, platform)
     ex = client.create_image(
         {"fromImage": repo_name(registry, "multi"), "tag": "latest", "platform": platform}
     )
-    left = new_images(client, images, before)
+    left = ", ".join(leftovers(client, before=before, images=images))
     observe[platform] = where(ex)
     assert_refused(
         ex, 400, f"platform={platform!r}", left, "reference engine: 400 before the stream"
