@@ -13,7 +13,7 @@ tracker (the ``images`` fixture), where those only read an exchange.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,11 +138,12 @@ def assert_failed_leaving_nothing(ex: Exchange, what: str, left: Iterable[str]) 
     are reported at once. Whether a failed request may leave something is not the
     document's to say: call it only where the requirement's basis says so.
     """
-    problems = []
-    for judge in (
+    problems: list[str] = []
+    judges: tuple[Callable[[], None], ...] = (
         lambda: assert_visible_failure(ex, what),
         lambda: assert_nothing_left(what, left),
-    ):
+    )
+    for judge in judges:
         try:
             judge()
         except AssertionError as exc:
