@@ -269,6 +269,10 @@ class Client:
         self.api_version = api_version or SPEC_VERSION
         self.timeouts = timeouts
         self.exchanges: list[Exchange] = []
+        #: Image IDs (without ``sha256:``) that another connection of the run may create
+        #: at any moment (a lane's, :mod:`engine_conformance.run.lane`): left out of
+        #: :meth:`list_images`, so a check's before/after view shows only its own.
+        self.unseen: set[str] = set()
         #: name -> a callable whose value each exchange keeps in ``context`` as it is sent
         #: (the lab registry's content, for reproducers). Cheap: called for every request.
         self.context: dict[str, Callable[[], Any]] = {}
@@ -485,6 +489,11 @@ class Client:
         if ex.status != 200:
             raise TargetError(f"list images: HTTP {ex.status}")
         images: list[dict[str, Any]] = ex.json()
+        if self.unseen:
+            unseen = self.unseen
+            images = [
+                i for i in images if str(i.get("Id", "")).removeprefix("sha256:") not in unseen
+            ]
         return images
 
     def delete_image(self, name: str, force: bool = True) -> int:

@@ -209,3 +209,25 @@ def sweep(client: Client, run: RunNames) -> list[str]:
     except TargetError:
         pass
     return removed
+
+
+def left_behind(client: Client, run: RunNames) -> list[dict[str, Any]]:
+    """The backstop after the sweep: every image on the target now that was not when the
+    run began (its ID and names). Each check judged what it left by its own evidence; an
+    image here escaped all of them (or another client made it meanwhile)."""
+    try:
+        images = client.list_images()
+    except TargetError:
+        return []
+    return [
+        {
+            "id": str(image.get("Id", "")),
+            "names": [
+                n
+                for n in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+                if not n.startswith("<none>")
+            ],
+        }
+        for image in images
+        if image.get("Id") and not _preexisted(image, run.preexisting)
+    ]

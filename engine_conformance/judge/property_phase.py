@@ -691,6 +691,11 @@ class PropertyPhase:
             tracker.track(image)
         created = new_names(before, snapshot(self.client))
         tracker.cleanup()
+        if not created:
+            # Nothing new once the answer was read: nothing to remove, nothing left behind
+            # (two more looks at the whole list would show the same, slower).
+            self.sent.append((draft, ex))
+            return self._record(draft, ex, violations(ex, draft, created, {}, self.names.prefix))
         # What the tracker did not know of, removed as well: "left behind" is what the
         # engine keeps although the run deleted it, never what the harness overlooked.
         preexisting, kept = self.names.preexisting, {}
@@ -716,7 +721,10 @@ class PropertyPhase:
             if i not in kept or names - kept[i]
         }
         self.sent.append((draft, ex))
-        found = violations(ex, draft, created, left, self.names.prefix)
+        return self._record(draft, ex, violations(ex, draft, created, left, self.names.prefix))
+
+    def _record(self, draft: Draft, ex: Exchange, found: list[Violation]) -> list[Violation]:
+        """Keep each finding with its smallest request so far; ``found`` back."""
         for v in found:
             key = (v.requirement, v.shape)
             known = self._findings.get(key)

@@ -40,7 +40,7 @@ from engine_conformance.base.redact import scrub
 from engine_conformance.catalogue.requirements import Catalogue, CatalogueError, Requirement
 from engine_conformance.engine.fileserver import FileServer
 from engine_conformance.engine.target import Client
-from engine_conformance.judge.cleanup import Images, sweep
+from engine_conformance.judge.cleanup import Images, left_behind, sweep
 from engine_conformance.judge.preflight import Probe, probe_file_server, probe_registry
 from engine_conformance.judge.verdicts import (
     Precondition,
@@ -50,6 +50,7 @@ from engine_conformance.judge.verdicts import (
     tolerated,
 )
 from engine_conformance.reports.report import write_reports
+from engine_conformance.run.lane import Lane, LaneContext
 from engine_conformance.run.options import add_to_plugin
 from engine_conformance.run.options import apply as apply_run_config
 from engine_conformance.run.session import (
@@ -91,6 +92,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers", "exclusive: under pytest-xdist, no other check may run at the same time"
+    )
+    config.addinivalue_line(
+        "markers",
+        "ahead(key, scenario): the check reads scenario(lane context), which only waits on "
+        "the engine: the run starts it in its lane with the first check (run/lane.py)",
     )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
@@ -187,6 +193,8 @@ def pytest_collection_modifyitems(
         return
     if not suite_items:
         return
+    # Checks that read a scenario run ahead go last: by then it has had the whole run.
+    items.sort(key=lambda i: i.get_closest_marker("ahead") is not None)
     run.complete = {_requirement_of(i) for i in suite_items} >= set(run.catalogue)
     _connect(config, run)
 
@@ -358,6 +366,46 @@ def _preflight(run: Run, probe: Callable[[], Probe]) -> None:
         raise Precondition(result.reason)
 
 
+def _open_lane(session: pytest.Session, run: Run) -> Lane | bool:
+    """The run's lane, its scenarios started (False: no check reads one, or no lab of ours)."""
+    config = session.config
+    ahead: dict[str, Callable[[LaneContext], Any]] = {}
+    assert run.client is not None
+    for item in session.items:
+        rid = _requirement_of(item)
+        marker = item.get_closest_marker("ahead")
+        if marker and rid and run.catalogue[rid].applies_to(run.client.api_version):
+            key, scenario = marker.args
+            ahead.setdefault(key, scenario)
+    if not ahead or config.getoption("registry"):
+        return False
+    from engine_conformance.engine.tls import server_context_for
+
+    lane = Lane(
+        run,
+        run.client,
+        run.target_info,
+        host=config.getoption("serve_host"),
+        tls=server_context_for(
+            config.getoption("serve_tls"),
+            run.report_dir,
+            config.getoption("serve_host"),
+            config.getoption("tls_dir"),
+        ),
+        ca=_ca(config, run),
+        secrets=run.secrets,
+    )
+    for key, scenario in ahead.items():
+        lane.start(key, scenario)
+    return lane
+
+
+@pytest.fixture(scope="session")
+def lane(run_state: Run) -> Lane | None:
+    """The run's lane (:mod:`.lane`), or None: a check then runs its scenario itself."""
+    return run_state.lane if isinstance(run_state.lane, Lane) else None
+
+
 @pytest.fixture
 def registry(lab: Any) -> Iterator[Any]:
     """The run's registry with no faults or auth rules and an empty journal, for one check."""
@@ -420,6 +468,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if not rid:
         return
     run = _run(item.config)
+    if run.lane is None and run.client is not None and not worker_id(item.config):
+        run.lane = _open_lane(item.session, run)
     if run.client is not None:
         item.stash[ITEM_START] = len(run.client.exchanges)
         item.stash[ITEM_CLOCK] = time.monotonic()
@@ -618,7 +668,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     if run.client is not None:
         emit(run, event="finishing", interrupted=interrupted)
+        if isinstance(run.lane, Lane):
+            run.lane.close(wait=not interrupted)
         removed = sweep(run.client, run)
+        run.left_behind = left_behind(run.client, run)
         preflight = {
             name: run.preflight[name].as_dict()
             if name in run.preflight

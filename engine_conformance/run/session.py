@@ -75,6 +75,9 @@ class Run:
     engine: dict[str, Any] | None = (
         None  # /version and /info as the command read them (--run-config)
     )
+    lane: Any = None  # the run's lane (run/lane.py) once the first check starts; False: none
+    clock: float = field(default_factory=time.monotonic)  # when the run began, for waited()
+    left_behind: list[dict[str, Any]] = field(default_factory=list)  # the end-of-run backstop
 
     @property
     def unreachable(self) -> list[Probe]:
@@ -192,10 +195,17 @@ def finish(
             ),
             "cleanup_removed": removed,
             "preflight": preflight,
+            **({"lane": run.lane.describe()} if run.lane else {}),
+            "left_behind": run.left_behind,
         },
         run.started,
         reference=expectations.reference_deviations(),
     )
+    if run.client is not None:
+        # The run's own figure: every request in flight, a check's or the lane's, counted
+        # once (checks overlap the lane, so the per-requirement figures do not add up).
+        sent = [*run.client.exchanges, *(run.lane.exchanges() if run.lane else [])]
+        results["summary"]["engine_wait"] = round(waited(sent, run.clock), 3)
     code: int | None = None
     unreachable = [p for p in preflight.values() if p.get("status") == "failed"]
     verdicts = {r["id"]: r["verdict"] for r in results["requirements"]}

@@ -1,0 +1,217 @@
+"""A lane: scenarios that only wait on the engine, run ahead of the checks that read them.
+
+    >>> lane = Lane(run, client, target_info, host="127.0.0.1")      # doctest: +SKIP
+    >>> lane.start("faults-cut", scenario)   # scenario(context) runs in the lane's thread
+    >>> outcome = lane.result("faults-cut")  # in the check: its value, or None (run it here)
+    >>> lane.close()
+
+Some checks spend nearly all their time waiting: after a layer transfer is cut,
+Docker retries on its own back-off and FAULTS-007 waits 15 s on an idle engine.
+A run starts such a scenario when its first check starts; the scenario goes on
+beside the other checks, and the check that reads it waits only for what is left.
+
+Nothing in the lane can change another check's verdict, nor another check its:
+
+- it has a connection of its own (its exchanges are no check's evidence until the
+  reading check cites them) and a lab registry of its own (its own journal, faults
+  and auth rules: the run registry's per-check reset never reaches it);
+- what it may create on the engine is known before it sends anything: the images
+  its registry serves, whose IDs it claims (:meth:`LaneContext.claim`). The run's
+  connection leaves claimed IDs out of every whole-list view
+  (``Client.unseen``), so a check that diffs the engine's image list still sees
+  only what it made itself; a lane scenario judges what it left by its names and
+  those IDs, as it does in its check.
+
+The lane is used only once the engine is proven to pull from the lane's registry
+(the preflight's canary probe). If it is not (a remote engine told to trust one
+port only, say), each scenario runs in its own check as without a lane: the
+verdicts are the same either way, only slower.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine_conformance.engine.target import Client, Exchange
+from engine_conformance.judge.cleanup import Images, RunNames
+
+CLOSE_WAIT = 120.0  # seconds a scenario may still take when the run ends (its pulls time out first)
+
+
+@dataclass
+class LaneContext:
+    """What a scenario in the lane works with, as a check's fixtures give it in the run.
+
+    ``lab`` is the lane's own lab registry (``lab.catalogue.name`` names under the
+    run prefix), ``images`` removes what the scenario tracks once it is over,
+    ``claim`` hides image IDs from the run's whole-list views, ``secret`` keeps a
+    value out of every output.
+    """
+
+    client: Client
+    lab: Any
+    images: Images
+    claim: Callable[..., None]
+    secret: Callable[[str], str]
+
+
+class Lane:
+    """Scenarios run ahead in threads of their own, with their own connection and registry.
+
+    ``run`` is the run's state (its prefix, names and secrets), ``client`` the run's
+    connection (whose whole-list views leave the lane's images out), ``host``/``tls``
+    how the run serves its lab registry, ``ca`` its CA for the preflight's advice.
+    """
+
+    def __init__(
+        self,
+        run: RunNames,
+        client: Client,
+        target_info: dict[str, Any],
+        *,
+        host: str = "127.0.0.1",
+        tls: Any = None,
+        ca: Path | None = None,
+        secrets: set[str] | None = None,
+    ) -> None:
+        self.run, self.client, self.target_info = run, client, target_info
+        self.host, self.tls, self.ca = host, tls, ca
+        self.secrets = secrets if secrets is not None else set()
+        self.started = time.monotonic()
+        self.lab: Any = None  # the lane's lab registry, once the engine is proven to reach it
+        self.probe: Any = None  # the preflight of the lane's registry
+        self.problem: str | None = None  # why the lane is not used
+        self.address = ""  # its registry's
+        self.timings: dict[str, float] = {}  # scenario -> seconds it took in the lane
+        self._stack = ExitStack()
+        self._ready: Future[bool] = Future()  # whether the lane is up
+        self._futures: dict[str, Future[Any]] = {}
+        self._clients: list[Client] = []
+        self._lock = threading.Lock()
+        self._spawn(self._open, self._ready)
+
+    # -- the lane's connection and registry ------------------------------------------
+
+    def _open(self) -> bool:
+        try:
+            return self._connect()
+        except Exception as exc:  # noqa: BLE001 - the lane is an optimisation: say why, go on
+            self.problem = f"the lane could not start: {exc}"
+            return False
+
+    def _connect(self) -> bool:
+        from engine_conformance.judge.preflight import canary_image, probe_registry
+        from lab_registry import Catalogue, LabRegistry
+
+        catalogue = Catalogue(f"{self.run.prefix}/lane")
+        self._stack.callback(catalogue.close)
+        lab = self._stack.enter_context(LabRegistry(catalogue, host=self.host, tls=self.tls))
+        self.address = lab.address
+        canary = canary_image(catalogue.prefix, self.target_info)
+        self.claim(canary.config_digest, canary.digest)
+        self.probe = probe_registry(
+            self._connection(lab), lab, self.target_info, self.run.created.add, self.ca
+        )
+        if not self.probe.ok:
+            self.problem = self.probe.reason
+            return False
+        self.lab = lab
+        return True
+
+    def _connection(self, lab: Any) -> Client:
+        """A connection of the lane's own: each scenario's requests and clean-up are its own."""
+        from lab_registry import content
+
+        own = Client(self.client.target, self.client.pinned, self.client.timeouts)
+        own.adopt(self.client.version_info)
+        own.context["lab"] = lambda: content.snapshot(lab)
+        with self._lock:
+            self._stack.callback(own.close)
+            self._clients.append(own)
+        return own
+
+    def _context(self) -> LaneContext:
+        own = self._connection(self.lab)
+        return LaneContext(own, self.lab, Images(own, self.run), self.claim, self._secret)
+
+    def claim(self, *image_ids: str) -> None:
+        """Image IDs a lane scenario may create: the run's whole-list views leave them out."""
+        self.client.unseen.update(i.removeprefix("sha256:") for i in image_ids if i)
+
+    def _secret(self, value: str) -> str:
+        self.secrets.add(value)
+        return value
+
+    # -- scenarios -------------------------------------------------------------------
+
+    def start(self, key: str, scenario: Callable[[LaneContext], Any]) -> None:
+        """Run ``scenario(context)`` in a thread of its own once the lane is ready (once a key)."""
+        with self._lock:
+            if key in self._futures:
+                return
+            future: Future[Any] = Future()
+            self._futures[key] = future
+
+        def work() -> Any:
+            if not self._ready.result():
+                return None
+            context = self._context()
+            began = time.monotonic()
+            try:
+                return scenario(context)
+            finally:
+                context.images.cleanup()
+                self.timings[key] = round(time.monotonic() - began, 2)
+
+        self._spawn(work, future)
+
+    def result(self, key: str) -> Any:
+        """What ``key``'s scenario gave (waiting for it), or None: not run ahead, run it here."""
+        future = self._futures.get(key)
+        return None if future is None else future.result()
+
+    def exchanges(self) -> list[Exchange]:
+        """Every request the lane sent to the engine's endpoint (for the run's time figures)."""
+        with self._lock:
+            return [ex for own in self._clients for ex in own.exchanges]
+
+    def describe(self) -> dict[str, Any]:
+        """The lane in ``results.json`` (``run.lane``)."""
+        return {
+            "used": self.lab is not None,
+            **({"registry": self.address} if self.lab is not None else {}),
+            **({"not_used_because": self.problem} if self.problem else {}),
+            "scenarios": dict(self.timings),
+        }
+
+    def close(self, wait: bool = True) -> None:
+        """Wait for the scenarios still running (each bounded by its own deadlines; not
+        when the run was interrupted), then stop the lane's registry and connections; the
+        run's views see every image again."""
+        deadline = time.monotonic() + (CLOSE_WAIT if wait else 0.0)
+        for future in [self._ready, *self._futures.values()]:
+            try:
+                future.exception(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                pass
+        self._stack.close()
+        self.client.unseen.clear()
+
+    @staticmethod
+    def _spawn(work: Callable[[], Any], future: Future[Any]) -> None:
+        # Daemon threads: a run interrupted with Ctrl-C ends without waiting for them
+        # (the end-of-run sweep removes what they made under the run prefix).
+        def body() -> None:
+            try:
+                future.set_result(work())
+            except BaseException as exc:  # noqa: BLE001 - raised in the check that reads it
+                future.set_exception(exc)
+
+        threading.Thread(target=body, name="ec-lane", daemon=True).start()
