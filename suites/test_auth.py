@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 
+from engine_conformance.engine.target import Exchange
 from engine_conformance.judge.checks import (
     assert_nothing_left,
     assert_refused,
@@ -28,8 +31,11 @@ from engine_conformance.judge.checks import (
 )
 from engine_conformance.judge.verdicts import precondition
 from engine_conformance.judge.vocabulary import Subject, assert_pulled, leftovers, pull
-from lab_registry import ErrorStatus
+from lab_registry import ErrorStatus, build_image
 from lab_registry.auth import basic_header
+
+if TYPE_CHECKING:
+    from engine_conformance.run.lane import LaneContext
 
 USER = "ecuser"
 # Runs of six "?" and six ">" give "_" and "-" in base64url wherever they fall, so an
@@ -297,8 +303,7 @@ def require_tokens(registry, repository: str | None = PROTECTED, **kwargs):
     return registry.require_token_auth(repository=name, **kwargs)
 
 
-@pytest.fixture
-def token_protected(lab_control, secret):
+def protect_with_tokens(registry, secret):
     """``single`` requires a Bearer token; the identity token IDENTITY_TOKEN stands for USER."""
     for value in (
         PASSWORD,
@@ -308,8 +313,14 @@ def token_protected(lab_control, secret):
         basic_header(USER, PASSWORD).split(" ", 1)[1],
     ):
         secret(value)
-    require_tokens(lab_control, refresh_tokens=[IDENTITY_TOKEN])
-    return lab_control
+    require_tokens(registry, refresh_tokens=[IDENTITY_TOKEN])
+    return registry
+
+
+@pytest.fixture
+def token_protected(lab_control, secret):
+    """The run's registry, :func:`protect_with_tokens`."""
+    return protect_with_tokens(lab_control, secret)
 
 
 def token_flow(r) -> str:
@@ -630,24 +641,77 @@ LEAK_CASES = [
 ]
 
 
-@pytest.mark.requirement("AUTH-014")
-@pytest.mark.parametrize("case", LEAK_CASES)
-def test_credentials_never_leak(client, images, token_protected, secret, observe, case):
-    registry = token_protected
+@dataclass
+class Leak:
+    """One leak case's pull: its exchange, whether the registry saw any request, and
+    which of the secrets it carried the answer shows."""
+
+    exchange: Exchange
+    reached: bool
+    shown: list[str]
+
+
+def leak(client, registry, secret, case: str, images=None, track=None) -> Leak:
+    """Send ``case``'s pull to ``registry`` (protected by :func:`protect_with_tokens`).
+
+    With ``images`` (a check's fixture) what the pull made is found as a check's pulls
+    find it; with ``track`` only (the lane) nothing is listed: its name is tracked.
+    """
     registry.tokens.clear()
     obj, repository, carried = _leak_setup(registry, secret, case)
     header = header_for(secret, obj)
     mark = registry.journal.mark()
-    ex = pull(client, images, Subject.served(registry, repository), headers=header)
+    subject = Subject.served(registry, repository)
+    if track is not None:
+        track(subject.ref)
+    ex = pull(client, images, subject, headers=header)
+    secrets = dict(carried)
+    secrets["the X-Registry-Auth value"] = header["X-Registry-Auth"].rstrip("=")
+    return Leak(ex, bool(registry.journal.since(mark)), exposures(ex, secrets))
+
+
+def _leaks_in_lane(lane: LaneContext) -> dict[str, Leak]:
+    """Every leak case, against the lane's registry serving a ``single`` of its own."""
+    lab = lane.lab
+    image = lab.catalogue.add(
+        lab.catalogue.name(PROTECTED),
+        "v1",
+        build_image(
+            {"lab/auth-leaks.txt": "engine-conformance auth leaks\n"},
+            env={"LAB_AUTH": "leaks"},
+            cmd=["/bin/sh"],
+        ),
+    )
+    lane.claim(image.config_digest, image.digest)
+    leaks = {}
+    for case in LEAK_CASES:
+        lab.reset()  # as the registry fixture does before each check
+        protect_with_tokens(lab, lane.secret)
+        lane.images.track(image.config_digest)  # an untagged image a pull may leave
+        leaks[case] = leak(lane.client, lab, lane.secret, case, track=lane.images.track)
+        lane.images.cleanup()  # as after each check: every case pulls onto a clean engine
+    return leaks
+
+
+@pytest.mark.ahead("auth-leaks", _leaks_in_lane)
+@pytest.mark.requirement("AUTH-014")
+@pytest.mark.parametrize("case", LEAK_CASES)
+def test_credentials_never_leak(request, client, secret, observe, lane, case):
+    ahead = lane.result("auth-leaks") if lane is not None else None
+    if ahead is not None:
+        found = ahead[case]
+        client.cite([found.exchange])
+        observe["ran"] = f"ahead, in the run's lane ({lane.timings.get('auth-leaks')} s)"
+    else:
+        registry = request.getfixturevalue("token_protected")
+        found = leak(client, registry, secret, case, images=request.getfixturevalue("images"))
+    ex = found.exchange
     observe[case] = where(ex)
     precondition(
-        registry.journal.since(mark),
+        found.reached,
         f"{case}: the lab registry saw no request: the "
         "engine never used the credentials, so what it echoes could not be judged",
     )
-    secrets = dict(carried)
-    secrets["the X-Registry-Auth value"] = header["X-Registry-Auth"].rstrip("=")
-    shown = exposures(ex, secrets)
-    assert not shown, (
-        f"{case}: the answer ({where(ex)}) shows what X-Registry-Auth carried: {shown}"
+    assert not found.shown, (
+        f"{case}: the answer ({where(ex)}) shows what X-Registry-Auth carried: {found.shown}"
     )

@@ -1,7 +1,7 @@
 """A lane: scenarios that only wait on the engine, run ahead of the checks that read them.
 
     >>> lane = Lane(run, client, target_info, host="127.0.0.1")      # doctest: +SKIP
-    >>> lane.start("faults-cut", scenario)   # scenario(context) runs in the lane's thread
+    >>> lane.start("faults-cut", scenario)   # scenario(context) runs in a thread of its own
     >>> outcome = lane.result("faults-cut")  # in the check: its value, or None (run it here)
     >>> lane.close()
 
@@ -12,9 +12,10 @@ beside the other checks, and the check that reads it waits only for what is left
 
 Nothing in the lane can change another check's verdict, nor another check its:
 
-- it has a connection of its own (its exchanges are no check's evidence until the
-  reading check cites them) and a lab registry of its own (its own journal, faults
-  and auth rules: the run registry's per-check reset never reaches it);
+- each scenario has a connection of its own (its exchanges are no check's evidence
+  until the reading check cites them, and its clean-up reads only its own) and a lab
+  registry of its own (its own journal, faults and auth rules, which it may reset as
+  a check's fixture does: the run registry's per-check reset never reaches it);
 - what it may create on the engine is known before it sends anything: the images
   its registry serves, whose IDs it claims (:meth:`LaneContext.claim`). The run's
   connection leaves claimed IDs out of every whole-list view
@@ -22,10 +23,10 @@ Nothing in the lane can change another check's verdict, nor another check its:
   only what it made itself; a lane scenario judges what it left by its names and
   those IDs, as it does in its check.
 
-The lane is used only once the engine is proven to pull from the lane's registry
-(the preflight's canary probe). If it is not (a remote engine told to trust one
-port only, say), each scenario runs in its own check as without a lane: the
-verdicts are the same either way, only slower.
+A scenario's registry is used only once the engine is proven to pull from it (the
+preflight's canary probe, whose image is claimed too). If it is not (a remote engine
+told to trust one port only, say), the scenario runs in its own check as without a
+lane: the verdicts are the same either way, only slower.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ from typing import Any
 from engine_conformance.engine.target import Client, Exchange
 from engine_conformance.judge.cleanup import Images, RunNames
 
+WIDTH = 2
+"""Scenarios in the lane at once. Docker fetches at most three layers at a time
+(``max-concurrent-downloads``) and each lane scenario pulls one layer at a time: with
+two in the lane, a check's own pull never waits for a download slot."""
 CLOSE_WAIT = 120.0  # seconds a scenario may still take when the run ends (its pulls time out first)
 
 
@@ -63,7 +68,7 @@ class LaneContext:
 
 
 class Lane:
-    """Scenarios run ahead in threads of their own, with their own connection and registry.
+    """Scenarios run ahead in threads of their own, each with its own connection and registry.
 
     ``run`` is the run's state (its prefix, names and secrets), ``client`` the run's
     connection (whose whole-list views leave the lane's images out), ``host``/``tls``
@@ -84,62 +89,42 @@ class Lane:
         self.run, self.client, self.target_info = run, client, target_info
         self.host, self.tls, self.ca = host, tls, ca
         self.secrets = secrets if secrets is not None else set()
-        self.started = time.monotonic()
-        self.lab: Any = None  # the lane's lab registry, once the engine is proven to reach it
-        self.probe: Any = None  # the preflight of the lane's registry
-        self.problem: str | None = None  # why the lane is not used
-        self.address = ""  # its registry's
         self.timings: dict[str, float] = {}  # scenario -> seconds it took in the lane
+        self.registries: dict[str, str] = {}  # scenario -> its registry's HOST:PORT
+        self.problems: dict[str, str] = {}  # scenario -> why it ran in its check instead
         self._stack = ExitStack()
-        self._ready: Future[bool] = Future()  # whether the lane is up
         self._futures: dict[str, Future[Any]] = {}
         self._clients: list[Client] = []
         self._lock = threading.Lock()
-        self._spawn(self._open, self._ready)
+        self._width = threading.BoundedSemaphore(WIDTH)
 
-    # -- the lane's connection and registry ------------------------------------------
+    # -- a scenario's connection and registry -----------------------------------------
 
-    def _open(self) -> bool:
-        try:
-            return self._connect()
-        except Exception as exc:  # noqa: BLE001 - the lane is an optimisation: say why, go on
-            self.problem = f"the lane could not start: {exc}"
-            return False
-
-    def _connect(self) -> bool:
+    def _context(self, key: str) -> LaneContext | None:
+        """``key``'s registry, proven reachable, and connection; None if the engine does not
+        pull from it (why: :attr:`problems`)."""
         from engine_conformance.judge.preflight import canary_image, probe_registry
-        from lab_registry import Catalogue, LabRegistry
+        from lab_registry import Catalogue, LabRegistry, content
 
-        catalogue = Catalogue(f"{self.run.prefix}/lane")
-        self._stack.callback(catalogue.close)
-        lab = self._stack.enter_context(LabRegistry(catalogue, host=self.host, tls=self.tls))
-        self.address = lab.address
-        canary = canary_image(catalogue.prefix, self.target_info)
-        self.claim(canary.config_digest, canary.digest)
-        self.probe = probe_registry(
-            self._connection(lab), lab, self.target_info, self.run.created.add, self.ca
-        )
-        if not self.probe.ok:
-            self.problem = self.probe.reason
-            return False
-        self.lab = lab
-        return True
-
-    def _connection(self, lab: Any) -> Client:
-        """A connection of the lane's own: each scenario's requests and clean-up are its own."""
-        from lab_registry import content
-
+        catalogue = Catalogue(f"{self.run.prefix}/lane-{next(self.run.counter)}")
+        lab = LabRegistry(catalogue, host=self.host, tls=self.tls)
         own = Client(self.client.target, self.client.pinned, self.client.timeouts)
-        own.adopt(self.client.version_info)
-        own.context["lab"] = lambda: content.snapshot(lab)
         with self._lock:
+            self._stack.callback(catalogue.close)
+            self._stack.callback(lab.stop)
             self._stack.callback(own.close)
             self._clients.append(own)
-        return own
-
-    def _context(self) -> LaneContext:
-        own = self._connection(self.lab)
-        return LaneContext(own, self.lab, Images(own, self.run), self.claim, self._secret)
+        lab.start()
+        own.adopt(self.client.version_info)
+        own.context["lab"] = lambda: content.snapshot(lab)
+        self.registries[key] = lab.address
+        canary = canary_image(catalogue.prefix, self.target_info)
+        self.claim(canary.config_digest, canary.digest)
+        probe = probe_registry(own, lab, self.target_info, self.run.created.add, self.ca)
+        if not probe.ok:
+            self.problems[key] = probe.reason
+            return None
+        return LaneContext(own, lab, Images(own, self.run), self.claim, self._secret)
 
     def claim(self, *image_ids: str) -> None:
         """Image IDs a lane scenario may create: the run's whole-list views leave them out."""
@@ -152,7 +137,7 @@ class Lane:
     # -- scenarios -------------------------------------------------------------------
 
     def start(self, key: str, scenario: Callable[[LaneContext], Any]) -> None:
-        """Run ``scenario(context)`` in a thread of its own once the lane is ready (once a key)."""
+        """Run ``scenario(context)`` in a thread of its own, once a key."""
         with self._lock:
             if key in self._futures:
                 return
@@ -160,15 +145,20 @@ class Lane:
             self._futures[key] = future
 
         def work() -> Any:
-            if not self._ready.result():
-                return None
-            context = self._context()
-            began = time.monotonic()
-            try:
-                return scenario(context)
-            finally:
-                context.images.cleanup()
-                self.timings[key] = round(time.monotonic() - began, 2)
+            with self._width:
+                try:
+                    context = self._context(key)
+                except Exception as exc:  # noqa: BLE001 - the lane only saves time: say why
+                    self.problems[key] = f"the lane could not serve it: {exc}"
+                    return None
+                if context is None:
+                    return None
+                began = time.monotonic()
+                try:
+                    return scenario(context)
+                finally:
+                    context.images.cleanup()
+                    self.timings[key] = round(time.monotonic() - began, 2)
 
         self._spawn(work, future)
 
@@ -185,18 +175,18 @@ class Lane:
     def describe(self) -> dict[str, Any]:
         """The lane in ``results.json`` (``run.lane``)."""
         return {
-            "used": self.lab is not None,
-            **({"registry": self.address} if self.lab is not None else {}),
-            **({"not_used_because": self.problem} if self.problem else {}),
+            "used": bool(self.timings),
+            "registries": dict(self.registries),
+            **({"not_used_because": dict(self.problems)} if self.problems else {}),
             "scenarios": dict(self.timings),
         }
 
     def close(self, wait: bool = True) -> None:
         """Wait for the scenarios still running (each bounded by its own deadlines; not
-        when the run was interrupted), then stop the lane's registry and connections; the
-        run's views see every image again."""
+        when the run was interrupted), then stop the lane's registries and connections;
+        the run's views see every image again."""
         deadline = time.monotonic() + (CLOSE_WAIT if wait else 0.0)
-        for future in [self._ready, *self._futures.values()]:
+        for future in list(self._futures.values()):
             try:
                 future.exception(timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:
