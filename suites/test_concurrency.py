@@ -7,13 +7,23 @@ image's layer is throttled so each pull lasts long enough for the other to start
 while it is under way; that they overlapped is checked on the client's clock
 (a precondition: otherwise nothing concurrent was judged). Two pulls the registry refuses
 are refused after REFUSAL_DELAY, for the same reason.
+
+Several checks judge one scenario (CONCURRENCY-001, 002 and 006 the two pulls of one
+image; CONCURRENCY-004 and 005 the two refused pulls of each case). A scenario runs
+once per module, for whichever of its checks comes first (:func:`pulled_together`),
+and records right after its pulls all its checks judge (the image under the name, the
+new image IDs, the registry's blob fetches): its image is removed with that check. A
+later check reads the record and cites the pulls as its evidence, so no verdict
+depends on the order the checks run in, and no scenario runs twice in a run.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -29,7 +39,7 @@ from engine_conformance.judge.checks import (
     where,
 )
 from engine_conformance.judge.verdicts import precondition
-from engine_conformance.judge.vocabulary import Subject, assert_pulled, pull
+from engine_conformance.judge.vocabulary import Subject, assert_pulled, assert_pulled_as, pull
 from lab_registry import ErrorStatus, JournalEntry, Throttle, build_image
 
 LAYER_SIZE = 1 << 20
@@ -64,26 +74,33 @@ def overlapped(a: Exchange, b: Exchange) -> bool:
     return (a.started < (b.finished or 0)) and (b.started < (a.finished or 0))
 
 
-@pytest.fixture
-def subject(lab_control, images) -> Iterator[Subject]:
-    """A fresh image whose layer the lab registry serves at LAYER_RATE."""
-    catalogue = lab_control.catalogue
+@contextmanager
+def throttled(lab, images) -> Iterator[Subject]:
+    """A fresh image whose layer the lab registry serves at LAYER_RATE, for the block."""
+    catalogue = lab.catalogue
     name = catalogue.name("concurrent")
     image = catalogue.add_large(name, "v1", LAYER_SIZE, seed=8001)
-    ref = lab_control.reference(name, "v1")
+    ref = lab.reference(name, "v1")
     images.track(ref)
     subject = Subject(name, ref, image, catalogue.facts(name, "v1"))
     try:
-        with lab_control.fault(Throttle(LAYER_RATE), prefix=subject.layer_path):
+        with lab.fault(Throttle(LAYER_RATE), prefix=subject.layer_path):
             yield subject
     finally:
         catalogue.remove(name)
 
 
+@pytest.fixture
+def subject(lab_control, images) -> Iterator[Subject]:
+    """A fresh image whose layer the lab registry serves at LAYER_RATE."""
+    with throttled(lab_control, images) as served:
+        yield served
+
+
 def pulling(client: Client, subject: Subject) -> Callable[[], Exchange]:
     """The pull of ``subject``, to send with another request (:func:`together`)."""
     # No images: listing them around each pull would put requests of the suite's own
-    # between the two it sends at once; the fixtures track what the pulls may leave.
+    # between the two it sends at once; the fixtures and scenarios track what the pulls may leave.
     return lambda: pull(client, None, subject, deadline=DEADLINE)
 
 
@@ -102,41 +119,147 @@ def blob_fetches(lab, mark: int, subject: Subject) -> dict[str, int]:
     return counts
 
 
+# -- scenarios: each is run once per module, whichever check reads it first ------------
+
+
+@dataclass
+class Setup:
+    """What a scenario works with: the fixtures of the check that runs it (its ``images``
+    removes what the scenario pulled, after that check)."""
+
+    client: Client
+    lab: Any
+    images: Any
+
+
+@dataclass
+class Pulls:
+    """Two pulls of ``subject`` sent at once, and what their checks judge, recorded right
+    after them: ``image`` is ``subject.ref`` inspected (None: it did not exist), ``new``
+    the image IDs new on the engine, ``fetches`` how many complete GETs of each blob the
+    registry served them (:func:`blob_fetches`)."""
+
+    subject: Subject
+    first: Exchange
+    second: Exchange
+    image: dict[str, Any] | None
+    new: list[str]
+    fetches: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """A scenario's pulls, or what stopped it (a precondition that did not hold, the
+    target failing: raised in every check that reads it), and what was observed."""
+
+    observed: dict[str, Any]
+    pulls: Pulls | None = None
+    stopped: Exception | None = None
+
+
+SCENARIOS: dict[str, Callable[[Setup, dict], Pulls]] = {}
+
+
+def scenario(label: str) -> Callable:
+    def register(run: Callable[[Setup, dict], Pulls]) -> Callable[[Setup, dict], Pulls]:
+        SCENARIOS[label] = run
+        return run
+
+    return register
+
+
+def run_scenario(label: str, setup: Setup) -> Outcome:
+    outcome = Outcome({})
+    try:
+        outcome.pulls = SCENARIOS[label](setup, outcome.observed)
+    except Exception as exc:  # noqa: BLE001 - kept, and raised by each check that reads it
+        outcome.stopped = exc
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> dict[str, Outcome]:
+    """Each scenario's outcome for the module, shared by the checks that read it."""
+    return {}
+
+
 @pytest.fixture
-def two_pulls(client, lab_control, subject, observe):
-    """Two pulls of ``subject`` at once: (first, second, new image IDs, journal mark)."""
+def pulled_together(outcomes, client, lab_control, images, observe) -> Callable[..., Pulls]:
+    """``pulled_together(label)``: that scenario's pulls, run now if no check has run it yet.
+
+    Its observations become this check's (``case`` prefixes their keys, for a check with
+    several scenarios); run by an earlier check, its exchanges are cited as this one's
+    evidence. A scenario's preconditions are every reading check's preconditions.
+    """
+
+    def get(label: str, case: str = "") -> Pulls:
+        outcome = outcomes.get(label)
+        if outcome is None:
+            outcome = outcomes[label] = run_scenario(label, Setup(client, lab_control, images))
+        elif outcome.pulls is not None:
+            client.cite([outcome.pulls.first, outcome.pulls.second])
+        key = f"{case}: " if case else ""
+        observe.update({f"{key}{k}": v for k, v in outcome.observed.items()})
+        if outcome.stopped is not None:
+            raise outcome.stopped
+        assert outcome.pulls is not None
+        return outcome.pulls
+
+    return get
+
+
+def pulled_at_once(setup: Setup, subject: Subject) -> tuple[Pulls, int]:
+    """Two pulls of ``subject`` at once, recorded; the journal's mark before them.
+
+    What they made is tracked for removal: the checks that read them later only read.
+    """
+    client, lab = setup.client, setup.lab
     before = image_ids(client)
-    mark = lab_control.journal.mark()
+    mark = lab.journal.mark()
     first, second = together(pulling(client, subject), pulling(client, subject))
     new = sorted(image_ids(client) - before)
-    registry_requests(lab_control.journal, mark, subject.repository, "two concurrent pulls")
-    observe["answers"] = [where(first), where(second)]
-    observe["seconds"] = [round((e.finished or 0) - e.started, 2) for e in (first, second)]
+    for image_id in new:
+        setup.images.track(image_id)
+    image = client.inspect_image(subject.ref)
+    return Pulls(subject, first, second, image, new, blob_fetches(lab, mark, subject)), mark
+
+
+# -- two pulls of one image -----------------------------------------------------------
+
+
+@scenario("one-image")
+def _two_pulls(setup: Setup, observed: dict) -> Pulls:
+    """Two pulls of one image at once (CONCURRENCY-001, 002 and 006)."""
+    with throttled(setup.lab, setup.images) as subject:
+        pulls, mark = pulled_at_once(setup, subject)
+        registry_requests(setup.lab.journal, mark, subject.repository, "two concurrent pulls")
+    first, second = pulls.first, pulls.second
+    observed["answers"] = [where(first), where(second)]
+    observed["seconds"] = [round((e.finished or 0) - e.started, 2) for e in (first, second)]
     precondition(
         overlapped(first, second),
         "the two pulls did not overlap in time (each "
-        f"lasted {observe['seconds']} s): nothing concurrent could be judged",
+        f"lasted {observed['seconds']} s): nothing concurrent could be judged",
     )
-    return first, second, new, mark
+    return pulls
 
 
 @pytest.mark.exclusive
 @pytest.mark.requirement("CONCURRENCY-001")
-def test_concurrent_pulls_of_one_image(client, subject, two_pulls, observe):
-    first, second, new, _ = two_pulls
-    observe["new_images"] = new
-    for label, ex in (("the first pull", first), ("the second pull", second)):
-        assert_pulled(client, subject, ex, f"{label} of two at once")
+def test_concurrent_pulls_of_one_image(pulled_together, observe):
+    pulls = pulled_together("one-image")
+    observe["new_images"] = pulls.new
+    for label, ex in (("the first pull", pulls.first), ("the second pull", pulls.second)):
+        assert_pulled_as(pulls.subject, ex, pulls.image, f"{label} of two at once")
 
 
 @pytest.mark.exclusive
 @pytest.mark.requirement("CONCURRENCY-006")
-def test_concurrent_pulls_leave_one_image(client, subject, two_pulls, images, observe):
-    first, second, new, _ = two_pulls
-    for image_id in new:
-        images.track(image_id)
+def test_concurrent_pulls_leave_one_image(pulled_together, observe):
+    pulls = pulled_together("one-image")
+    first, second, new, subject = pulls.first, pulls.second, pulls.new, pulls.subject
     observe["new_images"] = new
-    named = client.inspect_image(subject.ref) is not None
+    named = pulls.image is not None
     precondition(
         not failed(first) and not failed(second) and named,
         f"the two pulls did not both succeed ({where(first)}; {where(second)}; "
@@ -150,8 +273,9 @@ def test_concurrent_pulls_leave_one_image(client, subject, two_pulls, images, ob
 
 @pytest.mark.exclusive
 @pytest.mark.requirement("CONCURRENCY-002")
-def test_concurrent_pulls_fetch_each_blob_once(client, lab_control, subject, two_pulls, observe):
-    first, second, _, mark = two_pulls
+def test_concurrent_pulls_fetch_each_blob_once(pulled_together, observe):
+    pulls = pulled_together("one-image")
+    first, second = pulls.first, pulls.second
     precondition(
         not any(
             where(e).startswith("HTTP 4") or where(e).startswith("HTTP 5") for e in (first, second)
@@ -161,10 +285,13 @@ def test_concurrent_pulls_fetch_each_blob_once(client, lab_control, subject, two
         "a pull failed, so how often it fetched each blob says nothing "
         f"({where(first)}; {where(second)}): CONCURRENCY-001 judges that",
     )
-    counts = blob_fetches(lab_control, mark, subject)
+    counts = pulls.fetches
     observe["fetches"] = {d[:19]: n for d, n in counts.items()}
     twice = {d[:19]: n for d, n in counts.items() if n > 1}
     assert not twice, f"two concurrent pulls of one image fetched blobs more than once: {twice}"
+
+
+# -- a pull beside an import ----------------------------------------------------------
 
 
 @pytest.mark.exclusive
@@ -223,11 +350,10 @@ class Refused:
         return entry.path == self.subject.layer_path
 
 
-@pytest.fixture(params=sorted(REFUSALS))
-def refused(request, lab_control, images, client) -> Iterator[Refused]:
+@contextmanager
+def refusing(lab, images, client: Client, case: str) -> Iterator[Refused]:
     """An image of its own the lab registry refuses, after REFUSAL_DELAY, in one way."""
-    case = request.param
-    catalogue = lab_control.catalogue
+    catalogue = lab.catalogue
     name = catalogue.name(f"concurrent-refused-{case}")
     image = catalogue.add(
         name,
@@ -238,7 +364,7 @@ def refused(request, lab_control, images, client) -> Iterator[Refused]:
             cmd=["/bin/sh"],
         ),
     )
-    ref = lab_control.reference(name, "v1")
+    ref = lab.reference(name, "v1")
     images.track(ref)
     subject = Subject(name, ref, image, catalogue.facts(name, "v1"))
     fault = REFUSALS[case]
@@ -252,53 +378,55 @@ def refused(request, lab_control, images, client) -> Iterator[Refused]:
             client.inspect_image(ref) is None,
             f"{ref} existed before the check, which judges that none is left",
         )
-        with lab_control.fault(fault, **scope):
+        with lab.fault(fault, **scope):
             yield Refused(subject, case, fault)
     finally:
         catalogue.remove(name)
 
 
-@pytest.fixture
-def two_failed_pulls(
-    client, lab_control, refused, images, observe
-) -> tuple[Exchange, Exchange, list[str]]:
-    """Two pulls at once of what the registry refuses: (first, second, new image IDs)."""
-    subject = refused.subject
-    before = image_ids(client)
-    mark = lab_control.journal.mark()
-    first, second = together(pulling(client, subject), pulling(client, subject))
-    new = sorted(image_ids(client) - before)
-    for image_id in new:
-        images.track(image_id)
-    registry_requests(
-        lab_control.journal,
-        mark,
-        subject.repository,
-        f"two concurrent pulls refused at the {refused.case}",
-        kinds=("manifest", "blob"),
-        wanted=refused.met,
-    )
-    observe[f"{refused.case}: answers"] = [where(first), where(second)]
-    seconds = [round((e.finished or 0) - e.started, 2) for e in (first, second)]
-    observe[f"{refused.case}: seconds"] = seconds
-    precondition(
-        overlapped(first, second),
-        "the two refused pulls did not overlap in time "
-        f"(each lasted {seconds} s): nothing concurrent could be judged",
-    )
-    return first, second, new
+def _refused_pulls(case: str) -> Callable[[Setup, dict], Pulls]:
+    def run(setup: Setup, observed: dict) -> Pulls:
+        """Two pulls at once of what the registry refuses (CONCURRENCY-004 and 005)."""
+        with refusing(setup.lab, setup.images, setup.client, case) as refused:
+            subject = refused.subject
+            pulls, mark = pulled_at_once(setup, subject)
+            registry_requests(
+                setup.lab.journal,
+                mark,
+                subject.repository,
+                f"two concurrent pulls refused at the {case}",
+                kinds=("manifest", "blob"),
+                wanted=refused.met,
+            )
+        first, second = pulls.first, pulls.second
+        observed["answers"] = [where(first), where(second)]
+        seconds = [round((e.finished or 0) - e.started, 2) for e in (first, second)]
+        observed["seconds"] = seconds
+        precondition(
+            overlapped(first, second),
+            "the two refused pulls did not overlap in time "
+            f"(each lasted {seconds} s): nothing concurrent could be judged",
+        )
+        return pulls
+
+    return run
+
+
+for _case in REFUSALS:
+    scenario(f"refused-{_case}")(_refused_pulls(_case))
 
 
 @pytest.mark.exclusive
 @pytest.mark.requirement("CONCURRENCY-004")
-def test_concurrent_failing_pulls_both_fail(refused, two_failed_pulls):
-    first, second, _ = two_failed_pulls
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_concurrent_failing_pulls_both_fail(pulled_together, case):
+    pulls = pulled_together(f"refused-{case}", case)
     what = (
-        f"the registry refused {refused.subject.ref} (HTTP {refused.fault.status} on its "
-        f"{refused.case}) to two pulls at once"
+        f"the registry refused {pulls.subject.ref} (HTTP {REFUSALS[case].status} on its "
+        f"{case}) to two pulls at once"
     )
     problems = []
-    for label, ex in (("the first pull", first), ("the second pull", second)):
+    for label, ex in (("the first pull", pulls.first), ("the second pull", pulls.second)):
         try:
             assert_visible_failure(ex, f"{what}; {label}")
         except AssertionError as exc:
@@ -308,12 +436,14 @@ def test_concurrent_failing_pulls_both_fail(refused, two_failed_pulls):
 
 @pytest.mark.exclusive
 @pytest.mark.requirement("CONCURRENCY-005")
-def test_concurrent_failing_pulls_leave_nothing(client, refused, two_failed_pulls, observe):
-    _, _, new = two_failed_pulls
-    named = client.inspect_image(refused.subject.ref) is not None
-    observe[f"{refused.case}: new_images"] = new
+@pytest.mark.parametrize("case", sorted(REFUSALS))
+def test_concurrent_failing_pulls_leave_nothing(pulled_together, observe, case):
+    pulls = pulled_together(f"refused-{case}", case)
+    new = pulls.new
+    named = pulls.image is not None
+    observe[f"{case}: new_images"] = new
     left = (["an image under the name"] if named else []) + ([f"new images {new}"] if new else [])
     assert not left, (
-        f"two concurrent pulls of {refused.subject.ref}, refused at the "
-        f"{refused.case}, left {' and '.join(left)} behind"
+        f"two concurrent pulls of {pulls.subject.ref}, refused at the "
+        f"{case}, left {' and '.join(left)} behind"
     )

@@ -1,5 +1,6 @@
 """The suites' shared words for a pull: the image a check pulls (:class:`Subject`), the
-pull itself (:func:`pull`), what a pull that worked must give (:func:`assert_pulled`),
+pull itself (:func:`pull`), what a pull that worked must give (:func:`assert_pulled`,
+:func:`assert_pulled_as` on an inspect recorded earlier),
 and what a request that failed must not leave (:func:`leftovers`,
 :func:`assert_failed_leaving_nothing`).
 
@@ -101,8 +102,18 @@ def pull(
 
 def assert_pulled(client: Client, subject: Subject, ex: Exchange, what: str) -> None:
     """``ex`` reports success and ``subject.ref`` is the registry's image (``subject.facts``)."""
+    assert_stream_success(ex)  # first: a pull that failed is judged on its answer, not inspected
+    assert_pulled_as(subject, ex, client.inspect_image(subject.ref), what)
+
+
+def assert_pulled_as(
+    subject: Subject, ex: Exchange, image: dict[str, Any] | None, what: str
+) -> None:
+    """:func:`assert_pulled` on ``image``, ``subject.ref`` inspected once ``ex`` had ended
+    (None: it did not exist): for a check that reads a pull an earlier check sent and
+    recorded, after that check removed the image.
+    """
     assert_stream_success(ex)
-    image = client.inspect_image(subject.ref)
     assert image is not None, f"{what}: answered {where(ex)}, but {subject.ref} does not exist"
     mismatch = image_mismatch(image, subject.facts)
     assert mismatch is None, f"{what}: {subject.ref} is not the registry's image: {mismatch}"
