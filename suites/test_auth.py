@@ -693,7 +693,7 @@ def _leaks_in_lane(lane: LaneContext) -> dict[str, Leak]:
     return leaks
 
 
-@pytest.mark.ahead("auth-leaks", _leaks_in_lane)
+@pytest.mark.ahead("auth-leaks", _leaks_in_lane, wait=4)
 @pytest.mark.requirement("AUTH-014")
 @pytest.mark.parametrize("case", LEAK_CASES)
 def test_credentials_never_leak(request, client, secret, observe, lane, case):

@@ -215,8 +215,9 @@ def run_scenario(label: str, setup: Setup) -> Outcome:
     return outcome
 
 
-def ahead(label: str) -> pytest.MarkDecorator:
-    """Marks a check reading scenario ``label``, which the run may start in its lane."""
+def ahead(label: str, wait: float) -> pytest.MarkDecorator:
+    """Marks a check reading scenario ``label``, which the run may start in its lane
+    (``wait``: about how long it waits on Docker; the longest start first)."""
 
     def in_lane(lane: LaneContext) -> Outcome:
         served: list[str] = []
@@ -227,11 +228,11 @@ def ahead(label: str) -> pytest.MarkDecorator:
             for repository in served:
                 lane.lab.catalogue.remove(repository)
 
-    return pytest.mark.ahead(f"faults-{label}", in_lane)
+    return pytest.mark.ahead(f"faults-{label}", in_lane, wait=wait)
 
 
 # The cut layer waits some 15 s on Docker's retries: the engine is idle meanwhile.
-CUT = ahead("cut")
+CUT = ahead("cut", wait=15)
 
 
 @pytest.fixture(scope="module")

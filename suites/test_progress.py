@@ -144,7 +144,9 @@ def large_pull(
 
 # The large pull waits some 4 s on its throttled layer: the run starts it in its lane.
 pytestmark = pytest.mark.ahead(
-    "progress-large", lambda lane: large_pull(lane.client, lane.lab, lane.images, lane.claim)
+    "progress-large",
+    lambda lane: large_pull(lane.client, lane.lab, lane.images, lane.claim),
+    wait=LARGE_SIZE / LARGE_RATE,
 )
 
 

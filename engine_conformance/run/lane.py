@@ -31,6 +31,7 @@ lane: the verdicts are the same either way, only slower.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -96,7 +97,10 @@ class Lane:
         self._futures: dict[str, Future[Any]] = {}
         self._clients: list[Client] = []
         self._lock = threading.Lock()
-        self._width = threading.BoundedSemaphore(WIDTH)
+        self._queue: queue.Queue[tuple[str, Callable[[LaneContext], Any], Future[Any]]] = (
+            queue.Queue()
+        )
+        self._workers: list[threading.Thread] = []
 
     # -- a scenario's connection and registry -----------------------------------------
 
@@ -137,30 +141,39 @@ class Lane:
     # -- scenarios -------------------------------------------------------------------
 
     def start(self, key: str, scenario: Callable[[LaneContext], Any]) -> None:
-        """Run ``scenario(context)`` in a thread of its own, once a key."""
+        """Queue ``scenario(context)``, once a key; :data:`WIDTH` threads run the queue in
+        the order given (the longest first keeps the lane short)."""
         with self._lock:
             if key in self._futures:
                 return
             future: Future[Any] = Future()
             self._futures[key] = future
+            self._queue.put((key, scenario, future))
+            while len(self._workers) < WIDTH:
+                self._workers.append(self._spawn(self._work))
 
-        def work() -> Any:
-            with self._width:
-                try:
-                    context = self._context(key)
-                except Exception as exc:  # noqa: BLE001 - the lane only saves time: say why
-                    self.problems[key] = f"the lane could not serve it: {exc}"
-                    return None
-                if context is None:
-                    return None
-                began = time.monotonic()
-                try:
-                    return scenario(context)
-                finally:
-                    context.images.cleanup()
-                    self.timings[key] = round(time.monotonic() - began, 2)
+    def _work(self) -> None:
+        while True:
+            key, scenario, future = self._queue.get()
+            try:
+                future.set_result(self._run(key, scenario))
+            except BaseException as exc:  # noqa: BLE001 - raised in the check that reads it
+                future.set_exception(exc)
 
-        self._spawn(work, future)
+    def _run(self, key: str, scenario: Callable[[LaneContext], Any]) -> Any:
+        try:
+            context = self._context(key)
+        except Exception as exc:  # noqa: BLE001 - the lane only saves time: say why, go on
+            self.problems[key] = f"the lane could not serve it: {exc}"
+            return None
+        if context is None:
+            return None
+        began = time.monotonic()
+        try:
+            return scenario(context)
+        finally:
+            context.images.cleanup()
+            self.timings[key] = round(time.monotonic() - began, 2)
 
     def result(self, key: str) -> Any:
         """What ``key``'s scenario gave (waiting for it), or None: not run ahead, run it here."""
@@ -195,13 +208,9 @@ class Lane:
         self.client.unseen.clear()
 
     @staticmethod
-    def _spawn(work: Callable[[], Any], future: Future[Any]) -> None:
+    def _spawn(work: Callable[[], None]) -> threading.Thread:
         # Daemon threads: a run interrupted with Ctrl-C ends without waiting for them
         # (the end-of-run sweep removes what they made under the run prefix).
-        def body() -> None:
-            try:
-                future.set_result(work())
-            except BaseException as exc:  # noqa: BLE001 - raised in the check that reads it
-                future.set_exception(exc)
-
-        threading.Thread(target=body, name="ec-lane", daemon=True).start()
+        thread = threading.Thread(target=work, name="ec-lane", daemon=True)
+        thread.start()
+        return thread

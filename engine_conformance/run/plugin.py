@@ -95,8 +95,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "ahead(key, scenario): the check reads scenario(lane context), which only waits on "
-        "the engine: the run starts it in its lane with the first check (run/lane.py)",
+        "ahead(key, scenario, wait=SECONDS): the check reads scenario(lane context), which "
+        "only waits on the engine (about SECONDS on Docker): the run starts it in its lane "
+        "with the first check (run/lane.py)",
     )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
@@ -369,14 +370,14 @@ def _preflight(run: Run, probe: Callable[[], Probe]) -> None:
 def _open_lane(session: pytest.Session, run: Run) -> Lane | bool:
     """The run's lane, its scenarios started (False: no check reads one, or no lab of ours)."""
     config = session.config
-    ahead: dict[str, Callable[[LaneContext], Any]] = {}
+    ahead: dict[str, tuple[float, Callable[[LaneContext], Any]]] = {}
     assert run.client is not None
     for item in session.items:
         rid = _requirement_of(item)
         marker = item.get_closest_marker("ahead")
         if marker and rid and run.catalogue[rid].applies_to(run.client.api_version):
             key, scenario = marker.args
-            ahead.setdefault(key, scenario)
+            ahead.setdefault(key, (float(marker.kwargs.get("wait", 0)), scenario))
     if not ahead or config.getoption("registry"):
         return False
     from engine_conformance.engine.tls import server_context_for
@@ -395,7 +396,8 @@ def _open_lane(session: pytest.Session, run: Run) -> Lane | bool:
         ca=_ca(config, run),
         secrets=run.secrets,
     )
-    for key, scenario in ahead.items():
+    # The longest wait first: the lane then ends about when its longest scenario does.
+    for key, (_, scenario) in sorted(ahead.items(), key=lambda kv: -kv[1][0]):
         lane.start(key, scenario)
     return lane
 
