@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine_conformance.catalogue import expectations
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,12 +73,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"serial wall: {s_wall:.1f} s (run {results['run']['duration']:.1f} s in pytest)")
     print(f"-n {args.workers} wall: {p_wall:.1f} s (speed-up {s_wall / p_wall:.2f}x)")
     print(f"waiting on the engine (serial): {waited:.1f} s")
-    # The floor of a run: the longest wait one check imposes (the engine's own back-off).
-    longest = max(results["requirements"], key=lambda r: r.get("engine_wait") or 0.0)
-    print(
-        f"longest single wait: {longest['id']} {longest['engine_wait']:.1f} s "
-        f"(serial wall is {s_wall / max(longest['engine_wait'], 0.001):.1f}x it)"
-    )
+    # The floor of a run: the longest wait one check imposes (the engine's own back-off),
+    # whether the check waited itself or its scenario waited in the run's lane.
+    waits = {r["id"]: r.get("engine_wait") or 0.0 for r in results["requirements"]}
+    lane = results["run"].get("lane") or {}
+    waits |= {f"lane {k}": v for k, v in (lane.get("scenarios") or {}).items()}
+    name, longest = max(waits.items(), key=lambda kv: kv[1])
+    ratio = s_wall / max(longest, 0.001)
+    print(f"longest single wait: {name} {longest:.1f} s (serial wall is {ratio:.1f}x it)")
+    if lane:
+        print(
+            "lane: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in (lane.get("scenarios") or {}).items())
+            + (f"; not used: {lane['not_used_because']}" if lane.get("not_used_because") else "")
+        )
     reqs = sorted(results["requirements"], key=lambda r: r["duration"], reverse=True)
     print("slowest requirements (serial): duration, of which waiting on the engine")
     for r in reqs[: args.slowest]:
@@ -92,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             else "DIFFER: " + ", ".join(f"{rid} {a.get(rid)}/{b.get(rid)}" for rid in diff)
         )
     )
+    expected_file = expectations.path_for(t["engine_key"])
+    if expected_file.is_file():
+        mismatches = expectations.compare(a, expectations.load(expected_file), True)
+        print(
+            f"verdicts serial vs {expected_file.relative_to(ROOT)}: "
+            + ("identical" if not mismatches else "DIFFER: " + "; ".join(mismatches))
+        )
     print(f"overhead share: {(s_wall - waited) / s_wall:.2f}")
     return 0
 
