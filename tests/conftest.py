@@ -48,6 +48,7 @@ from engine_conformance.engine.engines import docker28 as managed_docker28
 from engine_conformance.engine.engines import docker28_containerd as managed_docker28_containerd
 from engine_conformance.engine.identity import describe_target
 from engine_conformance.engine.target import Client, Target
+from engine_conformance.run.lane import WIDTH as LANE_WIDTH
 from engine_conformance.run.runner import ROOT, Outcome, run_suite
 from tests import shared_runs as shared
 
@@ -132,14 +133,26 @@ class Unavailable(Exception):
         pytest.fail(str(self))
 
 
+LANE_PORTS: dict[int, list[int]] = {}
+
+
+def lane_ports(lab_port: int) -> list[int]:
+    """The ports of the run lane's registries beside the lab registry on ``lab_port``:
+    fixed, like it, before Podman starts (the same ones for every call in this process)."""
+    return LANE_PORTS.setdefault(lab_port, [free_port() for _ in range(LANE_WIDTH)])
+
+
 def start_engine(kind: str, lab_port: int = 0) -> tuple[Engine, ManagedEngine | None]:
     """The engine ``kind``: the one its variable names, else a managed one started now
-    (Podman told that the lab registry on ``lab_port`` speaks plain HTTP)."""
+    (Podman told that the lab registry on ``lab_port``, and the lane's beside it, speak
+    plain HTTP)."""
     env, factory = FACTORIES[kind]
     if os.environ.get(env):
         return Engine(kind, os.environ[env]), None
     managed = (
-        factory(insecure_registries=[f"127.0.0.1:{lab_port}"]) if kind == "podman" else factory()
+        factory(insecure_registries=[f"127.0.0.1:{p}" for p in (lab_port, *lane_ports(lab_port))])
+        if kind == "podman"
+        else factory()
     )
     if not managed.available():
         raise Unavailable(f"{kind}: {managed.missing} (bash scripts/setup installs it)", skip=True)
@@ -293,7 +306,14 @@ def full_run(engine: Engine, lab_port: int, api_version: str | None = None) -> S
         report_dir,
         api_version=api_version,
         expectations="auto" if known else None,
-        extra=["--registry-port", str(lab_port), "--property-budget", FULL_RUN_BUDGET],
+        extra=[
+            "--registry-port",
+            str(lab_port),
+            "--lane-ports",
+            ",".join(map(str, lane_ports(lab_port))),
+            "--property-budget",
+            FULL_RUN_BUDGET,
+        ],
     )
     assert outcome.results is not None, outcome.output[-4000:]
     t = outcome.results["target"]

@@ -85,6 +85,7 @@ from engine_conformance.judge.property_phase import (
 )
 from engine_conformance.reports.summary import LOG_FILE, terminal_lines
 from engine_conformance.run.doctor import Serving
+from engine_conformance.run.lane import WIDTH as LANE_WIDTH
 from engine_conformance.run.options import add_to_command, write_run_config
 from engine_conformance.run.runner import (
     COMMAND_LINE,
@@ -397,12 +398,18 @@ def _run(args: argparse.Namespace) -> int:
             else [0]
         )
         registry_port = ports[0]
+        # ... and so are the lane's (run/lane.py), which Podman must be told of alike.
+        lane_ports = (
+            [free_port(args.serve_host) for _ in range(LANE_WIDTH)]
+            if args.managed == "podman" and args.registry is None and not args.serve_tls
+            else []
+        )
     except OSError as exc:
         raise Refusal(
             f"cannot listen on --serve-host {args.serve_host}: {exc.strerror}", EXIT_USAGE
         ) from None
     try:
-        target, managed = _resolve_target(args, ports)
+        target, managed = _resolve_target(args, ports + lane_ports)
         # DOCKER_API_VERSION pins the version as --api-version does, checked here like it.
         pinned = args.api_version or os.environ.get("DOCKER_API_VERSION") or None
         if pinned and not args.api_versions:
@@ -466,6 +473,7 @@ def _run(args: argparse.Namespace) -> int:
                     "update_expectations": args.update_expectations and gated,
                     "strict_gate": args.strict_gate and gated,
                     **({"registry_ports": ",".join(map(str, ports))} if args.workers > 1 else {}),
+                    **({"lane_ports": ",".join(map(str, lane_ports))} if lane_ports else {}),
                 },
                 "engine": {"version": version_info, "info": engine_info},
             }

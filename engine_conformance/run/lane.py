@@ -86,6 +86,7 @@ class Lane:
         tls: Any = None,
         ca: Path | None = None,
         secrets: set[str] | None = None,
+        ports: list[int] | tuple[int, ...] = (),
     ) -> None:
         self.run, self.client, self.target_info = run, client, target_info
         self.host, self.tls, self.ca = host, tls, ca
@@ -101,24 +102,26 @@ class Lane:
             queue.Queue()
         )
         self._workers: list[threading.Thread] = []
+        # Fixed ports (a managed Podman is told each is a plain-HTTP registry), taken by
+        # a scenario for its registry and given back when it ends; else free ones.
+        self._ports: queue.Queue[int] = queue.Queue()
+        for port in ports:
+            self._ports.put(port)
+        self._fixed = bool(ports)
 
     # -- a scenario's connection and registry -----------------------------------------
 
-    def _context(self, key: str) -> LaneContext | None:
-        """``key``'s registry, proven reachable, and connection; None if the engine does not
-        pull from it (why: :attr:`problems`)."""
+    def _context(self, key: str, lab: Any) -> LaneContext | None:
+        """A connection to ``key``'s registry ``lab``, once the engine is proven to pull from
+        it; None if it does not (why: :attr:`problems`)."""
         from engine_conformance.judge.preflight import canary_image, probe_registry
-        from lab_registry import Catalogue, LabRegistry, content
+        from lab_registry import content
 
-        catalogue = Catalogue(f"{self.run.prefix}/lane-{next(self.run.counter)}")
-        lab = LabRegistry(catalogue, host=self.host, tls=self.tls)
+        catalogue = lab.catalogue
         own = Client(self.client.target, self.client.pinned, self.client.timeouts)
         with self._lock:
-            self._stack.callback(catalogue.close)
-            self._stack.callback(lab.stop)
             self._stack.callback(own.close)
             self._clients.append(own)
-        lab.start()
         own.adopt(self.client.version_info)
         own.context["lab"] = lambda: content.snapshot(lab)
         self.registries[key] = lab.address
@@ -161,19 +164,31 @@ class Lane:
                 future.set_exception(exc)
 
     def _run(self, key: str, scenario: Callable[[LaneContext], Any]) -> Any:
+        from lab_registry import Catalogue, LabRegistry
+
+        port = self._ports.get() if self._fixed else 0
+        catalogue = Catalogue(f"{self.run.prefix}/lane-{next(self.run.counter)}")
+        lab = LabRegistry(catalogue, host=self.host, port=port, tls=self.tls)
         try:
-            context = self._context(key)
-        except Exception as exc:  # noqa: BLE001 - the lane only saves time: say why, go on
-            self.problems[key] = f"the lane could not serve it: {exc}"
-            return None
-        if context is None:
-            return None
-        began = time.monotonic()
-        try:
-            return scenario(context)
+            try:
+                lab.start()
+            except OSError as exc:  # the lane only saves time: say why, run it in its check
+                self.problems[key] = f"the lane could not serve it: {exc}"
+                return None
+            context = self._context(key, lab)
+            if context is None:
+                return None
+            began = time.monotonic()
+            try:
+                return scenario(context)
+            finally:
+                context.images.cleanup()
+                self.timings[key] = round(time.monotonic() - began, 2)
         finally:
-            context.images.cleanup()
-            self.timings[key] = round(time.monotonic() - began, 2)
+            lab.stop()  # a late retry of the engine's finds nothing to fetch
+            catalogue.close()
+            if self._fixed:
+                self._ports.put(port)
 
     def result(self, key: str) -> Any:
         """What ``key``'s scenario gave (waiting for it), or None: not run ahead, run it here."""

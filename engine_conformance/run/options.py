@@ -4,7 +4,7 @@ both read this table, and the command hands the child run what it settled as a f
     >>> OPTIONS["request_timeout"].flags
     ('--request-timeout', '--timeout')
     >>> sorted(o.dest for o in OPTIONS.values() if o.scope == "plugin")
-    ['links_out', 'registry_ports', 'run_config', 'run_prefix']
+    ['lane_ports', 'links_out', 'registry_ports', 'run_config', 'run_prefix']
 
 An option's ``scope``: ``both`` (the command and the plugin), ``cli`` (only the command:
 it starts engines, runs workers, judges several API versions) or ``plugin`` (only the
@@ -227,6 +227,13 @@ _TABLE = (
         ("--registry-ports",),
         "under pytest-xdist: the lab registry's port for each "
         "worker (gw0, gw1, …), each declared insecure to a managed Podman",
+        metavar="PORT,PORT",
+        scope="plugin",
+    ),
+    Option(
+        ("--lane-ports",),
+        "the lab registries of the run's lane (scenarios run ahead) on these ports, each "
+        "declared insecure to a managed Podman (default: free ones)",
         metavar="PORT,PORT",
         scope="plugin",
     ),

@@ -395,6 +395,7 @@ def _open_lane(session: pytest.Session, run: Run) -> Lane | bool:
         ),
         ca=_ca(config, run),
         secrets=run.secrets,
+        ports=[int(p) for p in (config.getoption("lane_ports") or "").split(",") if p],
     )
     # The longest wait first: the lane then ends about when its longest scenario does.
     for key, (_, scenario) in sorted(ahead.items(), key=lambda kv: -kv[1][0]):
