@@ -30,6 +30,10 @@ from engine_conformance.judge.property_phase import (
     operation,
 )
 
+# Drawing requests takes the suite's own time more than the engine's: run it first,
+# beside the lane's waits (engine_conformance/run/lane.py).
+pytestmark = pytest.mark.busy
+
 
 @pytest.fixture(scope="module")
 def phase(

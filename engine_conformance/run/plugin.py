@@ -95,6 +95,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        "busy: the check works mostly on the suite's side (generating requests): the run "
+        "puts it first, beside the lane's waits",
+    )
+    config.addinivalue_line(
+        "markers",
         "ahead(key, scenario, wait=SECONDS): the check reads scenario(lane context), which "
         "only waits on the engine (about SECONDS on Docker): the run starts it in its lane "
         "with the first check (run/lane.py)",
@@ -194,8 +199,15 @@ def pytest_collection_modifyitems(
         return
     if not suite_items:
         return
-    # Checks that read a scenario run ahead go last: by then it has had the whole run.
-    items.sort(key=lambda i: i.get_closest_marker("ahead") is not None)
+    # Checks that mostly work on the suite's side go first, while the lane's scenarios
+    # wait on the engine; checks that read a scenario run ahead go last: by then it has
+    # had the whole run.
+    items.sort(
+        key=lambda i: (
+            i.get_closest_marker("ahead") is not None,
+            i.get_closest_marker("busy") is None,
+        )
+    )
     run.complete = {_requirement_of(i) for i in suite_items} >= set(run.catalogue)
     _connect(config, run)
 
