@@ -38,6 +38,7 @@ from engine_conformance.judge.checks import (
     registry_requests,
     where,
 )
+from engine_conformance.judge.scenarios import Outcome, Scenarios
 from engine_conformance.judge.verdicts import precondition
 from engine_conformance.judge.vocabulary import Subject, assert_pulled, assert_pulled_as, pull
 from lab_registry import ErrorStatus, JournalEntry, Throttle, build_image
@@ -153,34 +154,8 @@ class Pulls:
     fetches: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass
-class Outcome:
-    """A scenario's pulls, or what stopped it (a precondition that did not hold, the
-    target failing: raised in every check that reads it), and what was observed."""
-
-    observed: dict[str, Any]
-    pulls: Pulls | None = None
-    stopped: Exception | None = None
-
-
-SCENARIOS: dict[str, Callable[[Setup, dict], Pulls]] = {}
-
-
-def scenario(label: str) -> Callable:
-    def register(run: Callable[[Setup, dict], Pulls]) -> Callable[[Setup, dict], Pulls]:
-        SCENARIOS[label] = run
-        return run
-
-    return register
-
-
-def run_scenario(label: str, setup: Setup) -> Outcome:
-    outcome = Outcome({})
-    try:
-        outcome.pulls = SCENARIOS[label](setup, outcome.observed)
-    except Exception as exc:  # noqa: BLE001 - kept, and raised by each check that reads it
-        outcome.stopped = exc
-    return outcome
+SCENARIOS = Scenarios("concurrency", evidence=lambda pulls: [pulls.first, pulls.second])
+scenario = SCENARIOS.scenario
 
 
 @pytest.fixture(scope="module")
@@ -191,34 +166,13 @@ def outcomes() -> dict[str, Outcome]:
 
 @pytest.fixture
 def pulled_together(outcomes, client, lab_control, images, observe, lane) -> Callable[..., Pulls]:
-    """``pulled_together(label)``: that scenario's pulls, run now if no check has run it yet.
-
-    Its observations become this check's (``case`` prefixes their keys, for a check with
-    several scenarios); run by an earlier check, its exchanges are cited as this one's
-    evidence. A scenario's preconditions are every reading check's preconditions.
-    """
+    """``pulled_together(label)``: that scenario's pulls (:meth:`Scenarios.read`)."""
 
     def get(label: str, case: str = "") -> Pulls:
-        outcome = outcomes.get(label)
-        if outcome is None and lane is not None:  # run ahead in the lane, or None
-            outcome = lane.result(f"concurrency-{label}")
-            if outcome is not None:
-                outcomes[label] = outcome
-                observe[f"{case}: ran" if case else "ran"] = (
-                    f"ahead, in the run's lane ({lane.timings.get(f'concurrency-{label}')} s)"
-                )
-                if outcome.pulls is not None:
-                    client.cite([outcome.pulls.first, outcome.pulls.second])
-        if outcome is None:
-            outcome = outcomes[label] = run_scenario(label, Setup(client, lab_control, images))
-        elif outcome.pulls is not None:
-            client.cite([outcome.pulls.first, outcome.pulls.second])
-        key = f"{case}: " if case else ""
-        observe.update({f"{key}{k}": v for k, v in outcome.observed.items()})
-        if outcome.stopped is not None:
-            raise outcome.stopped
-        assert outcome.pulls is not None
-        return outcome.pulls
+        pulls: Pulls = SCENARIOS.read(
+            label, outcomes, lane, lambda: Setup(client, lab_control, images), client, observe, case
+        )
+        return pulls
 
     return get
 
@@ -444,9 +398,9 @@ def ahead(label: str) -> pytest.MarkDecorator:
     (``wait``: about how long it waits on Docker; the longest start first)."""
 
     def in_lane(lane: LaneContext) -> Outcome:
-        return run_scenario(label, Setup(lane.client, lane.lab, lane.images, lane.claim))
+        return SCENARIOS.run(label, Setup(lane.client, lane.lab, lane.images, lane.claim))
 
-    return pytest.mark.ahead(f"concurrency-{label}", in_lane, wait=2.5)
+    return pytest.mark.ahead(SCENARIOS.key(label), in_lane, wait=2.5)
 
 
 def refused_cases() -> list[Any]:

@@ -44,6 +44,7 @@ from engine_conformance.judge.checks import (
     registry_requests,
     where,
 )
+from engine_conformance.judge.scenarios import Outcome, Scenarios
 from engine_conformance.judge.verdicts import precondition
 from engine_conformance.judge.vocabulary import (
     Subject,
@@ -175,44 +176,18 @@ class Pulled:
     left: list[str] = field(default_factory=list)
 
 
-@dataclass
-class Outcome:
-    """A scenario's pull, or what stopped it (a precondition that did not hold, the
-    target failing: raised in every check that reads it), and what was observed."""
-
-    observed: dict[str, Any]
-    pulled: Pulled | None = None
-    stopped: Exception | None = None
-
-
-SCENARIOS: dict[str, Callable[[Setup, dict], Pulled]] = {}
-
-
-def scenario(label: str) -> Callable:
-    def register(run: Callable[[Setup, dict], Pulled]) -> Callable[[Setup, dict], Pulled]:
-        SCENARIOS[label] = run
-        return run
-
-    return register
-
-
-def run_scenario(label: str, setup: Setup) -> Outcome:
-    outcome = Outcome({})
-    try:
-        pulled = SCENARIOS[label](setup, outcome.observed)
-    except Exception as exc:  # noqa: BLE001 - kept, and raised by each check that reads it
-        outcome.stopped = exc
-        return outcome
+def _finish(setup: Setup, pulled: Pulled, observed: dict) -> None:
+    """Where the answer reported the failure, and what the pull left right after it."""
     ex = pulled.exchange
     if not pulled.hung_up:  # an answer hung up on has no end to report an error in
-        outcome.observed["error_at"] = (
-            error_location(ex) or f"nowhere a client can see (HTTP {ex.status})"
-        )
-        outcome.observed["error"] = _error_text(ex)
+        observed["error_at"] = error_location(ex) or f"nowhere a client can see (HTTP {ex.status})"
+        observed["error"] = _error_text(ex)
     pulled.left = leftovers(setup.client, [pulled.subject.ref], pulled.subject.ids)
-    outcome.observed["left_behind"] = pulled.left
-    outcome.pulled = pulled
-    return outcome
+    observed["left_behind"] = pulled.left
+
+
+SCENARIOS = Scenarios("faults", evidence=lambda pulled: [pulled.exchange], finish=_finish)
+scenario = SCENARIOS.scenario
 
 
 def ahead(label: str, wait: float) -> pytest.MarkDecorator:
@@ -223,12 +198,12 @@ def ahead(label: str, wait: float) -> pytest.MarkDecorator:
         served: list[str] = []
         make = serving(lane.lab, lane.client, lane.images, served, lane.claim)
         try:
-            return run_scenario(label, Setup(lane.client, lane.lab, make, lane.secret))
+            return SCENARIOS.run(label, Setup(lane.client, lane.lab, make, lane.secret))
         finally:
             for repository in served:
                 lane.lab.catalogue.remove(repository)
 
-    return pytest.mark.ahead(f"faults-{label}", in_lane, wait=wait)
+    return pytest.mark.ahead(SCENARIOS.key(label), in_lane, wait=wait)
 
 
 # The cut layer waits some 15 s on Docker's retries: the engine is idle meanwhile.
@@ -245,35 +220,19 @@ def outcomes() -> dict[str, Outcome]:
 def failed_pull(
     outcomes, client, lab_control, subjects, secret, observe, lane
 ) -> Callable[..., Pulled]:
-    """``failed_pull(label)``: that scenario's pull, run now if no check has run it yet.
-
-    Its observations become this check's (``case`` prefixes their keys, for a check with
-    several scenarios); run by an earlier check, its exchange is cited as this one's
-    evidence. A scenario's preconditions are every reading check's preconditions.
-    """
+    """``failed_pull(label)``: that scenario's pull (:meth:`Scenarios.read`)."""
 
     def get(label: str, case: str = "") -> Pulled:
-        outcome = outcomes.get(label)
-        if outcome is None and lane is not None:  # run ahead in the lane, or None
-            outcome = lane.result(f"faults-{label}")
-            if outcome is not None:
-                outcomes[label] = outcome
-                observe[f"{case}: ran" if case else "ran"] = (
-                    f"ahead, in the run's lane ({lane.timings.get(f'faults-{label}')} s)"
-                )
-                if outcome.pulled is not None:
-                    client.cite([outcome.pulled.exchange])
-        if outcome is None:
-            setup = Setup(client, lab_control, subjects, secret)
-            outcome = outcomes[label] = run_scenario(label, setup)
-        elif outcome.pulled is not None:
-            client.cite([outcome.pulled.exchange])
-        key = f"{case}: " if case else ""
-        observe.update({f"{key}{k}": v for k, v in outcome.observed.items()})
-        if outcome.stopped is not None:
-            raise outcome.stopped
-        assert outcome.pulled is not None
-        return outcome.pulled
+        pulled: Pulled = SCENARIOS.read(
+            label,
+            outcomes,
+            lane,
+            lambda: Setup(client, lab_control, subjects, secret),
+            client,
+            observe,
+            case,
+        )
+        return pulled
 
     return get
 

@@ -115,6 +115,14 @@ def test_requirements_where_an_unknown_id_is_exit_2():
     assert "NOPE-999" in one_line(proc)
 
 
+def test_run_with_an_unknown_requirement_says_so_in_one_line(docker, tmp_path):
+    proc = cli(
+        "run", "--target", docker.target, "--requirement", "NOPE-999", "--report-dir", str(tmp_path)
+    )
+    assert proc.returncode == 2
+    assert one_line(proc) == "engine-conformance: unknown requirement NOPE-999"
+
+
 def test_run_writes_reports_and_exit_code_follows_verdicts(docker, tmp_path):
     ok = cli(
         "run",

@@ -842,6 +842,12 @@ def _verdict_code(pytest_code: int, report_dir: Path) -> int:
     if pytest_code == CHILD_TARGET_UNREACHABLE:
         return EXIT_UNREACHABLE
     if pytest_code in (CHILD_USAGE, PYTEST_USAGE_ERROR):
+        # pytest's own refusal (an unknown --requirement, a bad -k) is in its log only.
+        log = report_dir / LOG_FILE
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        said = [ln for ln in text.splitlines() if ln.startswith("ERROR: ")]
+        if said:
+            raise Refusal(said[-1].removeprefix("ERROR: "), EXIT_USAGE)
         return EXIT_USAGE
     if pytest_code == PYTEST_INTERRUPTED:
         # A Ctrl-C reaches this process too and ends in main(); here, pytest stopped on
