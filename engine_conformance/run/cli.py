@@ -483,6 +483,7 @@ def _run(args: argparse.Namespace) -> int:
             cmd = child_command(
                 config,
                 keyword=args.keyword,
+                requirements=args.requirement or [],
                 extra=[
                     *(["-n", str(args.workers), "--dist", "loadfile"] if args.workers > 1 else []),
                     *args.pytest_args,

@@ -50,6 +50,25 @@ class Outcome:
         raise KeyError(f"{requirement} not in results; output:\n{self.output[-3000:]}")
 
 
+def suite_files(requirements: Sequence[str]) -> list[Path]:
+    """The suite modules that hold the checks of ``requirements`` (``suites/test_<suite>.py``),
+    or the whole suites folder when one is unknown (the plugin then says so).
+
+    Collecting only those spares a narrow run importing every suite (the property
+    phase's Hypothesis and schemathesis among them): about half its start-up.
+    """
+    from engine_conformance.catalogue.requirements import Catalogue, CatalogueError
+
+    try:
+        catalogue = Catalogue.load()
+    except CatalogueError:
+        return [SUITES]
+    if not requirements or any(rid not in catalogue for rid in requirements):
+        return [SUITES]
+    files = sorted({SUITES / f"test_{catalogue[rid].suite}.py" for rid in requirements})
+    return files if all(f.is_file() for f in files) else [SUITES]
+
+
 def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a child pytest: ``base`` (default: this process's) without autoload.
 
@@ -84,7 +103,7 @@ def pytest_command(
     ``suites/test_auth.py::test_refused_pull[no-header]``) narrow it to those checks."""
     # The plugin and options are given here too, not only by the checkout's conftest.py
     # and pyproject.toml: an installed wheel has neither.
-    paths = [str(ROOT / c) for c in cases] or [str(SUITES)]
+    paths = [str(ROOT / c) for c in cases] or [str(f) for f in suite_files(requirements)]
     # -o addopts=: a checkout's pyproject.toml runs the harness's own tests under
     # pytest-xdist; a suite run is distributed only when asked (-n in ``extra``).
     cmd = [
@@ -124,15 +143,20 @@ def pytest_command(
 
 
 def child_command(
-    run_config: Path, *, keyword: str | None = None, extra: Sequence[str] = ()
+    run_config: Path,
+    *,
+    keyword: str | None = None,
+    extra: Sequence[str] = (),
+    requirements: Sequence[str] = (),
 ) -> list[str]:
     """The child pytest of ``engine-conformance run``: everything it needs is in
-    ``run_config`` (:func:`engine_conformance.run.options.write_run_config`)."""
+    ``run_config`` (:func:`engine_conformance.run.options.write_run_config`);
+    ``requirements`` only narrows what it collects (:func:`suite_files`)."""
     cmd = [
         sys.executable,
         "-m",
         "pytest",
-        str(SUITES),
+        *(str(f) for f in suite_files(requirements)),
         "--rootdir",
         str(ROOT),
         "-o",
