@@ -178,27 +178,29 @@ def test_docker_reclaims_the_entry_a_killed_run_left(tmp_path: Path) -> None:
             standard(prefix) as catalogue,
             LabRegistry(catalogue, host=host, tls=registry_tls.server_context()) as lab,
         ):
-            stale = DOCKER_CERTS_DIR / lab.address
-            stale.mkdir(parents=True)
-            written.append(stale)
-            shutil.copyfile(crashed_tls.ca_path, stale / "ca.crt")
-            (stale / certsd.MARKER).write_text(
-                certsd.Owner(
-                    _exited_pid(),
-                    me.start_time,
-                    me.boot_id,
-                    me.pid_ns,
-                    "/tmp/ec-docker-killed",
-                    lab.address,
-                ).to_json()
-            )
-            users = DOCKER_CERTS_DIR / foreign
-            users.mkdir()
-            written.append(users)
-            (users / "ca.crt").write_bytes(b"the user's")
-
+            # The engine first: every run's claim reclaims every stale entry of the
+            # shared certs.d (other tests' runs too), so the entry is planted only
+            # just before this run's claim, not while an engine takes seconds to start.
             managed = _start("docker")
             try:
+                stale = DOCKER_CERTS_DIR / lab.address
+                stale.mkdir(parents=True)
+                written.append(stale)
+                shutil.copyfile(crashed_tls.ca_path, stale / "ca.crt")
+                (stale / certsd.MARKER).write_text(
+                    certsd.Owner(
+                        _exited_pid(),
+                        me.start_time,
+                        me.boot_id,
+                        me.pid_ns,
+                        "/tmp/ec-docker-killed",
+                        lab.address,
+                    ).to_json()
+                )
+                users = DOCKER_CERTS_DIR / foreign
+                users.mkdir()
+                written.append(users)
+                (users / "ca.crt").write_bytes(b"the user's")
                 managed.trust_registry_ca(lab.address, registry_tls.ca_path)
                 assert lab.address in managed.reclaimed_certs
                 assert (stale / "ca.crt").read_bytes() == registry_tls.ca_path.read_bytes()
