@@ -136,6 +136,12 @@ class FaultRule:
     after: FaultRule | None = None
     hits: int = 0
     _table: FaultTable | None = field(default=None, repr=False)
+    _used: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def wait_used(self, timeout: float) -> bool:
+        """Block until a request has used this rule (the registry has begun answering it,
+        throttled or cut as the rule says); False if none did within ``timeout`` seconds."""
+        return self._used.wait(timeout)
 
     def matches(self, method: str, path: str, repository: str | None, kind: str) -> bool:
         if method not in self.methods or kind not in self.kinds:
@@ -277,6 +283,7 @@ class FaultTable:
             for slot, rule in used.items():
                 setattr(chosen, slot, rule.fault)
                 rule.hits += 1
+                rule._used.set()
             # Spent rules retire so that rules() shows only what is still in force.
             self._rules = [r for r in self._rules if not r.spent]
         return chosen

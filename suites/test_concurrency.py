@@ -5,8 +5,10 @@ An engine serves many clients at once (a CI runner's parallel jobs pull the same
 base image). The pulls are sent from two threads released together, and the
 image's layer is throttled so each pull lasts long enough for the other to start
 while it is under way; that they overlapped is checked on the client's clock
-(a precondition: otherwise nothing concurrent was judged). Two pulls the registry refuses
-are refused after REFUSAL_DELAY, for the same reason.
+(a precondition: otherwise nothing concurrent was judged). The import beside a pull
+is sent once the registry has begun serving the pull's throttled layer, so the two
+overlap however busy the machine is. Two pulls the registry refuses are refused after
+REFUSAL_DELAY, for the same reason.
 
 Several checks judge one scenario (CONCURRENCY-001, 002 and 006 the two pulls of one
 image; CONCURRENCY-004 and 005 the two refused pulls of each case). A scenario runs
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -41,7 +44,7 @@ from engine_conformance.judge.checks import (
 from engine_conformance.judge.scenarios import Outcome, Scenarios
 from engine_conformance.judge.verdicts import precondition
 from engine_conformance.judge.vocabulary import Subject, assert_pulled, assert_pulled_as, pull
-from lab_registry import ErrorStatus, JournalEntry, Throttle, build_image
+from lab_registry import ErrorStatus, FaultRule, JournalEntry, Throttle, build_image
 
 if TYPE_CHECKING:
     from engine_conformance.run.lane import LaneContext
@@ -79,8 +82,9 @@ def overlapped(a: Exchange, b: Exchange) -> bool:
 
 
 @contextmanager
-def throttled(lab, images) -> Iterator[Subject]:
-    """A fresh image whose layer the lab registry serves at LAYER_RATE, for the block."""
+def throttled(lab, images) -> Iterator[tuple[Subject, FaultRule]]:
+    """A fresh image whose layer the lab registry serves at LAYER_RATE, for the block, and
+    the throttle's rule (``rule.wait_used``: the registry has begun serving the layer)."""
     catalogue = lab.catalogue
     name = catalogue.name("concurrent")
     image = catalogue.add_large(name, "v1", LAYER_SIZE, seed=8001)
@@ -88,15 +92,15 @@ def throttled(lab, images) -> Iterator[Subject]:
     images.track(ref)
     subject = Subject(name, ref, image, catalogue.facts(name, "v1"))
     try:
-        with lab.fault(Throttle(LAYER_RATE), prefix=subject.layer_path):
-            yield subject
+        with lab.fault(Throttle(LAYER_RATE), prefix=subject.layer_path) as rule:
+            yield subject, rule
     finally:
         catalogue.remove(name)
 
 
 @pytest.fixture
-def subject(lab_control, images) -> Iterator[Subject]:
-    """A fresh image whose layer the lab registry serves at LAYER_RATE."""
+def subject(lab_control, images) -> Iterator[tuple[Subject, FaultRule]]:
+    """A fresh image whose layer the lab registry serves at LAYER_RATE, and its throttle."""
     with throttled(lab_control, images) as served:
         yield served
 
@@ -207,7 +211,7 @@ def pulled_at_once(setup: Setup, subject: Subject) -> tuple[Pulls, int]:
 @scenario("one-image")
 def _two_pulls(setup: Setup, observed: dict) -> Pulls:
     """Two pulls of one image at once (CONCURRENCY-001, 002 and 006)."""
-    with throttled(setup.lab, setup.images) as subject:
+    with throttled(setup.lab, setup.images) as (subject, _):
         pulls, mark = pulled_at_once(setup, subject)
         registry_requests(setup.lab.journal, mark, subject.repository, "two concurrent pulls")
     first, second = pulls.first, pulls.second
@@ -274,20 +278,30 @@ def test_concurrent_pulls_fetch_each_blob_once(pulled_together, observe):
 @pytest.mark.exclusive
 @pytest.mark.requirement("CONCURRENCY-003")
 def test_pull_beside_an_import(client, lab_control, subject, images, observe):
+    subject, layer = subject
     repo = images.name("concurrent-import")
     images.track(repo)
     archive = archives.rootfs({"etc/ectest-concurrent": f"{repo}\n".encode()})
     mark = lab_control.journal.mark()
-    pulled, imported = together(
-        pulling(client, subject),
-        lambda: client.create_image(
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pull = pool.submit(pulling(client, subject))
+        # The import goes once the registry has begun serving the pull's layer, which then
+        # takes a second at LAYER_RATE: the two overlap by construction, whatever the load
+        # (sent at once, a short import could end before a busy thread even sent the pull).
+        begun = layer.wait_used(DEADLINE)
+        imported = client.create_image(
             {"fromSrc": "-", "repo": repo}, body=archive, deadline=DEADLINE
-        ),
-    )
+        )
+        pulled = pull.result()
     if found := imported_id(imported):
         images.track(found)
     registry_requests(lab_control.journal, mark, subject.repository, "a pull beside an import")
     observe["answers"] = {"pull": where(pulled), "import": where(imported)}
+    precondition(
+        begun,
+        f"the registry was never asked for {subject.ref}'s layer while the pull ran "
+        f"({where(pulled)}): no import could be sent beside its transfer",
+    )
     # The import ends long before the throttled pull: the pull was under way throughout.
     precondition(
         overlapped(pulled, imported),
