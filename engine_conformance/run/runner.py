@@ -57,13 +57,15 @@ def suite_files(requirements: Sequence[str]) -> list[Path]:
     Collecting only those spares a narrow run importing every suite (the property
     phase's Hypothesis and schemathesis among them): about half its start-up.
     """
+    if not requirements:  # a whole run: no catalogue to read on the way to it
+        return [SUITES]
     from engine_conformance.catalogue.requirements import Catalogue, CatalogueError
 
     try:
         catalogue = Catalogue.load()
     except CatalogueError:
         return [SUITES]
-    if not requirements or any(rid not in catalogue for rid in requirements):
+    if any(rid not in catalogue for rid in requirements):
         return [SUITES]
     files = sorted({SUITES / f"test_{catalogue[rid].suite}.py" for rid in requirements})
     return files if all(f.is_file() for f in files) else [SUITES]
