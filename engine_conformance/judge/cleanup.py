@@ -178,10 +178,20 @@ def remove_created(
         pass
 
 
+def image_names(image: dict[str, Any]) -> list[str]:
+    """The names an image list entry gives ``image``: its tags and digest references,
+    without the ``<none>`` placeholders some engines list.
+
+    >>> image_names({"RepoTags": ["a:1", "<none>:<none>"], "RepoDigests": ["a@sha256:1"]})
+    ['a:1', 'a@sha256:1']
+    """
+    names = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+    return [n for n in names if not n.startswith("<none>")]
+
+
 def _only_ours(image: dict[str, Any], prefix: str) -> bool:
     """No name outside the run (tag or digest reference) points to ``image``."""
-    names = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
-    return all(f"{prefix}/" in n for n in names if not n.startswith("<none>"))
+    return all(f"{prefix}/" in n for n in image_names(image))
 
 
 def sweep(client: Client, run: RunNames) -> list[str]:
@@ -220,14 +230,7 @@ def left_behind(client: Client, run: RunNames) -> list[dict[str, Any]]:
     except TargetError:
         return []
     return [
-        {
-            "id": str(image.get("Id", "")),
-            "names": [
-                n
-                for n in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
-                if not n.startswith("<none>")
-            ],
-        }
+        {"id": str(image.get("Id", "")), "names": image_names(image)}
         for image in images
         if image.get("Id") and not _preexisted(image, run.preexisting)
     ]

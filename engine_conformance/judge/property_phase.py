@@ -65,7 +65,13 @@ from engine_conformance.catalogue import spec
 from engine_conformance.engine.target import Client, Exchange, TargetError
 from engine_conformance.judge import bundles
 from engine_conformance.judge.checks import error_answer_problems, exposures, imported_id
-from engine_conformance.judge.cleanup import Images, RunNames, may_remove_run_names, remove_created
+from engine_conformance.judge.cleanup import (
+    Images,
+    RunNames,
+    image_names,
+    may_remove_run_names,
+    remove_created,
+)
 from engine_conformance.judge.reproducer import curl
 
 __all__ = [
@@ -422,8 +428,7 @@ def snapshot(client: Client) -> dict[str, set[str]]:
     """Image ID -> its names (tags and digest references), for every image on the engine."""
     shot: dict[str, set[str]] = {}
     for image in client.list_images():
-        names = (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
-        shot[image["Id"]] = {n for n in names if not n.startswith("<none>")}
+        shot[image["Id"]] = set(image_names(image))
     return shot
 
 
