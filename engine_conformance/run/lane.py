@@ -7,7 +7,7 @@
 
 Some checks spend nearly all their time waiting: after a layer transfer is cut,
 Docker retries on its own back-off and FAULTS-007 waits 15 s on an idle engine.
-A run starts such a scenario when its first check starts; the scenario goes on
+A run starts such a scenario once its checks are collected; the scenario goes on
 beside the other checks, and the check that reads it waits only for what is left.
 
 Nothing in the lane can change another check's verdict, nor another check its:

@@ -102,7 +102,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "ahead(key, scenario, wait=SECONDS): the check reads scenario(lane context), which "
         "only waits on the engine (about SECONDS on Docker): the run starts it in its lane "
-        "with the first check (run/lane.py)",
+        "once the checks are collected (run/lane.py)",
     )
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
@@ -230,6 +230,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         suites=per_suite,
         target=f"{t['engine']} {t['version']} (API {t['api_version']}) at {t['url']}",
     )
+    # The lane's scenarios start now, with what is left to run; a pytest-xdist worker
+    # has none (another worker's whole-list view would see its images).
+    if not worker_id(session.config) and not session.config.option.collectonly:
+        run.lane = _open_lane(session, run)
 
 
 def pytest_deselected(items: list[pytest.Item]) -> None:
@@ -379,8 +383,8 @@ def _preflight(run: Run, probe: Callable[[], Probe]) -> None:
         raise Precondition(result.reason)
 
 
-def _open_lane(session: pytest.Session, run: Run) -> Lane | bool:
-    """The run's lane, its scenarios started (False: no check reads one, or no lab of ours)."""
+def _open_lane(session: pytest.Session, run: Run) -> Lane | None:
+    """The run's lane, its scenarios started (None: no check reads one, or no lab of ours)."""
     config = session.config
     ahead: dict[str, tuple[float, Callable[[LaneContext], Any]]] = {}
     assert run.client is not None
@@ -391,7 +395,7 @@ def _open_lane(session: pytest.Session, run: Run) -> Lane | bool:
             key, scenario = marker.args
             ahead.setdefault(key, (float(marker.kwargs.get("wait", 0)), scenario))
     if not ahead or config.getoption("registry"):
-        return False
+        return None
     from engine_conformance.engine.tls import server_context_for
 
     lane = Lane(
@@ -418,7 +422,7 @@ def _open_lane(session: pytest.Session, run: Run) -> Lane | bool:
 @pytest.fixture(scope="session")
 def lane(run_state: Run) -> Lane | None:
     """The run's lane (:mod:`.lane`), or None: a check then runs its scenario itself."""
-    return run_state.lane if isinstance(run_state.lane, Lane) else None
+    return run_state.lane
 
 
 @pytest.fixture
@@ -483,8 +487,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if not rid:
         return
     run = _run(item.config)
-    if run.lane is None and run.client is not None and not worker_id(item.config):
-        run.lane = _open_lane(item.session, run)
     if run.client is not None:
         item.stash[ITEM_START] = len(run.client.exchanges)
         item.stash[ITEM_CLOCK] = time.monotonic()
@@ -683,7 +685,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
     if run.client is not None:
         emit(run, event="finishing", interrupted=interrupted)
-        if isinstance(run.lane, Lane):
+        if run.lane is not None:
             run.lane.close(wait=not interrupted)
         removed = sweep(run.client, run)
         run.left_behind = left_behind(run.client, run)

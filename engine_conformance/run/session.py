@@ -37,6 +37,7 @@ from engine_conformance.engine.target import Client, Target, TargetError, Timeou
 from engine_conformance.judge.cleanup import record_preexisting
 from engine_conformance.judge.preflight import Probe
 from engine_conformance.judge.verdicts import Record, build_results
+from engine_conformance.run.lane import Lane
 from engine_conformance.run.runner import COMMAND_LINE, PROGRESS_FD
 
 SERVICES = ("registry", "file_server")  # what a preflight proves the engine reaches
@@ -75,7 +76,7 @@ class Run:
     engine: dict[str, Any] | None = (
         None  # /version and /info as the command read them (--run-config)
     )
-    lane: Any = None  # the run's lane (run/lane.py) once the first check starts; False: none
+    lane: Lane | None = None  # the run's lane (run/lane.py), started once collected
     clock: float = field(default_factory=time.monotonic)  # when the run began, for waited()
     left_behind: list[dict[str, Any]] = field(default_factory=list)  # the end-of-run backstop
 
@@ -195,7 +196,7 @@ def finish(
             ),
             "cleanup_removed": removed,
             "preflight": preflight,
-            **({"lane": run.lane.describe()} if run.lane else {}),
+            **({"lane": run.lane.describe()} if run.lane is not None else {}),
             "left_behind": run.left_behind,
         },
         run.started,
@@ -204,7 +205,7 @@ def finish(
     if run.client is not None:
         # The run's own figure: every request in flight, a check's or the lane's, counted
         # once (checks overlap the lane, so the per-requirement figures do not add up).
-        sent = [*run.client.exchanges, *(run.lane.exchanges() if run.lane else [])]
+        sent = [*run.client.exchanges, *(run.lane.exchanges() if run.lane is not None else [])]
         results["summary"]["engine_wait"] = round(waited(sent, run.clock), 3)
     code: int | None = None
     unreachable = [p for p in preflight.values() if p.get("status") == "failed"]
