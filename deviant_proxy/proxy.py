@@ -167,7 +167,10 @@ class DeviantProxy:
             else ThreadingHTTPServer((host, 0), self._handler())
         )
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # stop() waits for the serving loop's next poll: 0.5 s by default, at every stop.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def target(self) -> str:

@@ -19,8 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from engine_conformance.base import yamls
 from engine_conformance.base.paths import ROOT
 
 VERSIONS = tuple(f"1.{m}" for m in range(24, 56))
@@ -70,7 +69,7 @@ class Documents:
         up to the next endpoint's."""
         if version == "1.24":
             return (self.folder / "v1.24-create-an-image.md").read_text().split("\n#### ")[0]
-        parsed: dict[str, Any] = yaml.safe_load((self.folder / f"v{version}.yaml").read_text())
+        parsed: dict[str, Any] = yamls.load((self.folder / f"v{version}.yaml").read_text())
         return parsed
 
     @functools.cache  # noqa: B019

@@ -24,13 +24,12 @@ The release gate (:func:`gate`) checked against such a file:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from engine_conformance.base import paths
+from engine_conformance.base import paths, yamls
 
 EXPECTATIONS_DIR = paths.SUITES / "expectations"
 
@@ -58,7 +57,16 @@ def reference_deviations(directory: Path = EXPECTATIONS_DIR) -> dict[str, list[s
 
 
 def load(path: Path) -> dict[str, str]:
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    """The verdicts an expectation file records (``{"PULL-001": "pass", ...}``)."""
+    stat = Path(path).stat()
+    return dict(_verdicts(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _verdicts(path: str, mtime_ns: int, size: int) -> dict[str, str]:
+    # Keyed on the file's state: a report reads every engine's file once per failing
+    # requirement, and a rewritten file is read afresh.
+    data = yamls.load(Path(path).read_text()) or {}
     return {str(k): str(v) for k, v in (data.get("verdicts") or {}).items()}
 
 

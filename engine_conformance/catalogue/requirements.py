@@ -57,9 +57,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from engine_conformance.base import paths
+from engine_conformance.base import paths, yamls
 from engine_conformance.base.versions import SPEC_VERSION, version_tuple
 
 CATALOGUE_DIR = paths.SUITES / "requirements"
@@ -247,7 +245,7 @@ class Catalogue(dict[str, Requirement]):
     def load(cls, directory: Path = CATALOGUE_DIR) -> Catalogue:
         cat = cls()
         for path in sorted(directory.glob("*.yaml")):
-            entries = yaml.safe_load(path.read_text()) or []
+            entries = yamls.load(path.read_text()) or []
             if not isinstance(entries, list):
                 raise CatalogueError(f"{path.name}: expected a list of requirements")
             for entry in entries:

@@ -36,7 +36,7 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 
-from engine_conformance.base import paths
+from engine_conformance.base import paths, yamls
 
 __all__ = [
     "SPEC_PATH",
@@ -81,7 +81,7 @@ def load() -> dict[str, Any]:
     '1.44'
     """
     with SPEC_PATH.open(encoding="utf-8") as fh:
-        document = yaml.safe_load(fh)
+        document = yamls.load(fh)
     if not isinstance(document, dict):
         raise ValueError(f"{SPEC_PATH} is not a mapping")
     return document

@@ -56,7 +56,10 @@ class FileServer:
         # slot.
         self._httpd.tls_context = tls  # type: ignore[attr-defined]
         self._httpd.tls_failures = self.tls_failures  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # stop() waits for the serving loop's next poll: 0.5 s by default, at every stop.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def base_url(self) -> str:

@@ -335,6 +335,7 @@ class Client:
         version: str | None = None,
         deadline: float | None = None,
         until: Callable[[Message], bool] | None = None,
+        log: bool = True,
     ) -> Exchange:
         """Send one request and read the whole answer (parsing it as a stream).
 
@@ -345,7 +346,8 @@ class Client:
         With ``until``, reading stops at the first stream message of a 200
         answer for which it holds, and the connection is closed: a hang-up the
         engine sees (``exchange.stopped``). Running out of time is then an
-        outcome (``exchange.timed_out``), not an error.
+        outcome (``exchange.timed_out``), not an error. ``log=False`` keeps the
+        exchange out of ``exchanges`` (the check's evidence).
         """
         full_path = self.path(path, versioned, version)
         pairs = _pairs(params)
@@ -354,7 +356,8 @@ class Client:
             exchange.request_body_size = len(content)
             exchange.request_body = content if len(content) <= BODY_KEPT else None
         exchange.context = {name: provide() for name, provide in self.context.items()}
-        self.exchanges.append(exchange)
+        if log:
+            self.exchanges.append(exchange)
         limit = self.timeouts.stream if deadline is None else deadline
         exchange.started = time.monotonic()
         parser = StreamParser()
@@ -510,9 +513,7 @@ class Client:
     def _observe(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> Exchange:
         # Observation calls are not evidence of the endpoint under test, so
         # they are kept out of the exchange log.
-        ex = self.request(method, path, params=params, deadline=self.timeouts.read)
-        self.exchanges.remove(ex)
-        return ex
+        return self.request(method, path, params=params, deadline=self.timeouts.read, log=False)
 
 
 def oci_platform_json(platform: str | Mapping[str, str]) -> str:

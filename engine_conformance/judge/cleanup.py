@@ -111,7 +111,11 @@ class Images:
             if ref not in self.refs:
                 self.track(ref)
         for ref in reversed(self.refs):
-            remove_created(self.client, ref, self.run.prefix, self.run.preexisting)
+            # What is known gone, the end-of-run sweep need not ask of again.
+            if remove_created(self.client, ref, self.run.prefix, self.run.preexisting):
+                self.run.created.discard(ref)
+            else:
+                self.run.created.add(ref)
         self._start = len(self.client.exchanges)
 
 
@@ -149,8 +153,9 @@ def _has_tag(repo: str) -> bool:
 
 def remove_created(
     client: Client, ref: str, prefix: str, preexisting: frozenset[str] = frozenset()
-) -> None:
+) -> bool:
     """Delete every image ``ref`` names; with its tags when it is one of ours.
+    True when ``ref`` is then known to name nothing on the target.
 
     ``preexisting``: the image IDs on the target when the run started, which are
     never deleted (see the module docstring).
@@ -161,8 +166,8 @@ def remove_created(
             # Content is deterministic, so an ID the check caused may also be
             # an image someone else named, or had before the run without a name.
             if image is not None and may_delete_by_id(image, prefix, preexisting):
-                client.delete_image(ref, force=True)
-            return
+                return client.delete_image(ref, force=True) in (200, 404)
+            return image is None
         while image is not None:
             # A name may point to an image that also carries other names of
             # ours; delete by ID only if every name it has is ours.
@@ -172,10 +177,11 @@ def remove_created(
             else:
                 if may_remove_run_names(image, prefix, preexisting):
                     client.delete_image(ref, force=False)
-                break
+                return False
             image = client.inspect_image(ref)
+        return True
     except TargetError:
-        pass
+        return False
 
 
 def image_names(image: dict[str, Any]) -> list[str]:

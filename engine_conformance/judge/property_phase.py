@@ -64,6 +64,7 @@ from engine_conformance.base.determinism import no_local_constants
 from engine_conformance.catalogue import spec
 from engine_conformance.engine.target import Client, Exchange, TargetError
 from engine_conformance.judge import bundles
+from engine_conformance.judge.budget import DEFAULT_BUDGET, DEFAULT_SEED, MAX_EXAMPLES, Budget
 from engine_conformance.judge.checks import error_answer_problems, exposures, imported_id
 from engine_conformance.judge.cleanup import (
     Images,
@@ -88,9 +89,6 @@ __all__ = [
     "finding_lines",
 ]
 
-DEFAULT_SEED = 20_240_601
-DEFAULT_BUDGET = "60s"
-MAX_EXAMPLES = 400  # with a time budget: an upper bound the clock normally comes first
 SHRINK_SHARE = 0.25  # of a time budget, kept for shrinking what generation found
 SHRINK_STOP = 0.95  # of a time budget: no request is started after it
 
@@ -338,34 +336,6 @@ def drafts_digest(seed_value: int = DEFAULT_SEED, examples: int = 40) -> str:
     """A fingerprint of the first ``examples`` requests drawn with ``seed_value``."""
     text = "\n".join(_draw_keys(seed_value, examples))
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-# -- the budget -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Budget:
-    """``--property-budget``: ``60s`` (seconds) or ``200`` (examples)."""
-
-    seconds: float | None
-    examples: int
-
-    @classmethod
-    def parse(cls, text: str) -> Budget:
-        text = text.strip().lower()
-        try:
-            if text.endswith("s"):
-                seconds = float(text[:-1])
-                if seconds > 0:
-                    return cls(seconds, MAX_EXAMPLES)
-            elif int(text) > 0:
-                return cls(None, int(text))
-        except ValueError:
-            pass
-        raise ValueError(f"--property-budget {text!r}: seconds as '60s' or examples as '200'")
-
-    def __str__(self) -> str:
-        return f"{self.seconds:g}s" if self.seconds is not None else f"{self.examples} examples"
 
 
 # -- judging one answer ----------------------------------------------------------------

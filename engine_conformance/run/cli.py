@@ -44,7 +44,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from engine_conformance.base.exits import (
     CHILD_SUITE_UNREACHABLE,
@@ -79,13 +79,8 @@ from engine_conformance.engine.engines import (
 from engine_conformance.engine.fetch import RELEASES, FetchError, fetch
 from engine_conformance.engine.target import Client, Target, TargetError, Timeouts
 from engine_conformance.engine.tls import host_port, prepare_run
-from engine_conformance.judge.property_phase import (
-    Budget,
-    finding_lines,
-)
+from engine_conformance.judge.budget import Budget
 from engine_conformance.reports.summary import LOG_FILE, terminal_lines
-from engine_conformance.run.doctor import Serving
-from engine_conformance.run.lane import WIDTH as LANE_WIDTH
 from engine_conformance.run.options import add_to_command, write_run_config
 from engine_conformance.run.runner import (
     COMMAND_LINE,
@@ -93,6 +88,12 @@ from engine_conformance.run.runner import (
     child_command,
     child_environment,
 )
+
+if TYPE_CHECKING:
+    from engine_conformance.run.doctor import Serving
+
+# The property phase (hypothesis, schemathesis), the doctor and the lane are imported
+# where they are used: a run's CLI waits on its imports before its child starts.
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,6 +254,8 @@ def _engines(args: argparse.Namespace) -> int:
 
 
 def _serving(args: argparse.Namespace) -> Serving:
+    from engine_conformance.run.doctor import Serving
+
     for name in ("registry_port", "file_server_port"):
         port = getattr(args, name)
         if not 0 <= port <= 65535:
@@ -399,6 +402,8 @@ def _run(args: argparse.Namespace) -> int:
         )
         registry_port = ports[0]
         # ... and so are the lane's (run/lane.py), which Podman must be told of alike.
+        from engine_conformance.run.lane import WIDTH as LANE_WIDTH
+
         lane_ports = (
             [free_port(args.serve_host) for _ in range(LANE_WIDTH)]
             if args.managed == "podman" and args.registry is None and not args.serve_tls
@@ -829,6 +834,8 @@ def _show(report_dir: Path) -> None:
 
 def _show_findings(report_dir: Path, seed: int) -> None:
     """The property phase's findings with their reproducers, and the seed that replays them."""
+    from engine_conformance.judge.property_phase import finding_lines
+
     path = report_dir / "results.json"
     lines = list(finding_lines(json.loads(path.read_text()))) if path.is_file() else []
     if lines:

@@ -36,7 +36,7 @@ def checks() -> dict[str, list[dict[str, Any]]]:
         cmd = [
             sys.executable,
             "-m",
-            "pytest",
+            "engine_conformance.run.child",
             str(SUITES),
             "--rootdir",
             str(ROOT),

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from engine_conformance.engine.engines import ENGINES
-from engine_conformance.judge.property_phase import DEFAULT_BUDGET, DEFAULT_SEED
+from engine_conformance.judge.budget import DEFAULT_BUDGET, DEFAULT_SEED
 
 PROPERTY_BUDGET_ENV = "ENGINE_CONFORMANCE_PROPERTY_BUDGET"
 

@@ -71,6 +71,13 @@ def suite_files(requirements: Sequence[str]) -> list[Path]:
     return files if all(f.is_file() for f in files) else [SUITES]
 
 
+# A failing check's traceback in pytest.log as Python prints it. pytest's own styles
+# parse the test module's source for every entry of every failure: some 0.3 s of a run
+# that judges eight deviations, spent after the engine has answered. The verdict's
+# reason is the assertion's message either way; ``-- --tb=long`` still gives pytest's.
+TRACEBACKS = ("--tb=native",)
+
+
 def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a child pytest: ``base`` (default: this process's) without autoload.
 
@@ -111,7 +118,7 @@ def pytest_command(
     cmd = [
         sys.executable,
         "-m",
-        "pytest",
+        "engine_conformance.run.child",
         *paths,
         "--rootdir",
         str(ROOT),
@@ -122,6 +129,7 @@ def pytest_command(
         "-p",
         "no:cacheprovider",
         "--import-mode=importlib",
+        *TRACEBACKS,
         "--target",
         target,
         "--report-dir",
@@ -157,7 +165,7 @@ def child_command(
     cmd = [
         sys.executable,
         "-m",
-        "pytest",
+        "engine_conformance.run.child",
         *(str(f) for f in suite_files(requirements)),
         "--rootdir",
         str(ROOT),
@@ -168,6 +176,7 @@ def child_command(
         "-p",
         "no:cacheprovider",
         "--import-mode=importlib",
+        *TRACEBACKS,
         "--run-config",
         str(run_config),
     ]
