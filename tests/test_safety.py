@@ -7,6 +7,7 @@ deviating engine made without the names it was given.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -14,17 +15,21 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 from deviant_proxy import DeviantProxy, Deviation
 from deviant_proxy.predicates import is_body_import
+from engine_conformance.base import archives
 from engine_conformance.base.stream import Message
 from engine_conformance.engine.target import Client, Exchange, Target
 from engine_conformance.judge.cleanup import (
+    Images,
     created_refs,
     may_delete_by_id,
     may_remove_run_names,
     record_preexisting,
     remove_created,
+    sweep,
 )
 from engine_conformance.run.runner import ROOT, run_suite
 from lab_registry import LabRegistry, standard
@@ -255,3 +260,32 @@ def test_a_dangling_image_with_the_runs_content_survives_the_run(docker, tmp_pat
         )
         client.close()
     assert left == (set(), set()), "the test left images or containers behind"
+
+
+def test_the_sweep_asks_only_of_what_no_clean_up_saw_gone(docker):
+    # A check's clean-up that sees a name gone takes it off the run's list, so the sweep at
+    # the end does not ask of it again; a name made again under the prefix after that (an
+    # engine finishing late) is still removed, by the sweep's look at the whole list.
+    run = SimpleNamespace(
+        prefix=f"ectest-{secrets.token_hex(4)}",
+        counter=itertools.count(),
+        created=set(),
+        preexisting=frozenset(),
+    )
+    archive = archives.rootfs({"sweep.txt": secrets.token_bytes(16)})
+    with Client(Target.parse(docker.target)) as client:
+        client.negotiate()
+        run.preexisting = record_preexisting(client)
+        images = Images(client, run)
+        name = images.name("sweep")
+        made = client.create_image({"fromSrc": "-", "repo": name}, body=archive)
+        assert made.status == 200 and client.inspect_image(name) is not None, made.body[-300:]
+        assert name in run.created
+        images.cleanup()
+        assert client.inspect_image(name) is None
+        assert run.created == set(), "seen gone, yet left for the sweep"
+        again = client.create_image({"fromSrc": "-", "repo": name}, body=archive)
+        assert again.status == 200, again.body[-300:]
+        removed = sweep(client, run)
+        assert client.inspect_image(name) is None, "the sweep left a name under the prefix"
+        assert removed, "the sweep says it removed nothing"
