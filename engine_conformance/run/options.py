@@ -209,7 +209,8 @@ _TABLE = (
     Option(
         ("-n", "--workers"),
         "judge with N parallel pytest-xdist workers, a suite file per "
-        "worker at a time (default 1: serially)",
+        "worker at a time (default 1: serially, the fastest on one engine: only a "
+        "serial run overlaps the engine's long waits in its lane)",
         default=1,
         type=int,
         metavar="N",
