@@ -26,6 +26,7 @@ from engine_conformance.judge.checks import (
     require_end,
     where,
 )
+from engine_conformance.judge.cleanup import remove_created
 from engine_conformance.judge.verdicts import precondition
 from engine_conformance.judge.vocabulary import assert_failed_leaving_nothing, leftovers, pull
 from lab_registry import Image, build_image
@@ -715,6 +716,18 @@ def pull_platform(
     of which image it took: the journal first, then the engine's views."""
     facts = registry.catalogue.facts(short, "latest", platform=platform)
     ref = registry.reference(short, "latest")
+    # An image already under ref with the index's digest (an earlier check's, or a pull
+    # the engine finished after its check had cleaned up) makes the engine answer "up to
+    # date" from a HEAD alone: nothing fetched, nothing for the journal to show. The run's
+    # own name, so the pull starts from a ref that names nothing.
+    earlier = client.inspect_image(ref)
+    if earlier is not None:
+        remove_created(client, ref, images.run.prefix, images.run.preexisting)
+        precondition(
+            client.inspect_image(ref) is None,
+            f"{ref} names an image before the pull ({earlier.get('Id')}) that the run "
+            "may not remove: the pull would not fetch what it judges",
+        )
     mark = journal_mark(registry)
     ex = pull(
         client,
@@ -723,6 +736,8 @@ def pull_platform(
         [ref],
     )
     pulled = PlatformPull(short, platform, ref, facts, ex)
+    if earlier is not None:
+        pulled.neutral.append(f"{ref} named an image before the pull; it was removed first")
     if pulled.succeeded:
         journal_evidence(registry, mark, pulled)
         view_evidence(client, api_version, pulled)
