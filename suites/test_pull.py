@@ -722,9 +722,8 @@ def pull_platform(
     # own name, so the pull starts from a ref that names nothing.
     earlier = client.inspect_image(ref)
     if earlier is not None:
-        remove_created(client, ref, images.run.prefix, images.run.preexisting)
         precondition(
-            client.inspect_image(ref) is None,
+            remove_created(client, ref, images.run.prefix, images.run.preexisting),
             f"{ref} names an image before the pull ({earlier.get('Id')}) that the run "
             "may not remove: the pull would not fetch what it judges",
         )

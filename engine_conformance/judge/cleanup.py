@@ -208,10 +208,8 @@ def sweep(client: Client, run: RunNames) -> list[str]:
         remove_created(client, ref, run.prefix, preexisting)
     try:
         for image in client.list_images():
-            tags = [t for t in image.get("RepoTags") or [] if not t.startswith("<none>")]
-            digests = [d for d in image.get("RepoDigests") or [] if not d.startswith("<none>")]
-            ours = [t for t in tags if f"{run.prefix}/" in t]
-            if (ours or any(f"{run.prefix}/" in d for d in digests)) and may_delete_by_id(
+            ours = [t for t in image.get("RepoTags") or [] if f"{run.prefix}/" in t]
+            if any(f"{run.prefix}/" in n for n in image_names(image)) and may_delete_by_id(
                 image, run.prefix, preexisting
             ):
                 # Every name it has is the run's (a pull by digest leaves only a

@@ -24,7 +24,7 @@ from typing import Any
 
 from engine_conformance.base.paths import ROOT, SUITES
 from engine_conformance.catalogue.requirements import Requirement, cite
-from engine_conformance.run.runner import child_environment
+from engine_conformance.run.runner import child_environment, child_pytest
 
 DEVIANTS = ROOT / "tests" / "deviants"
 
@@ -34,19 +34,7 @@ def checks() -> dict[str, list[dict[str, Any]]]:
     with tempfile.TemporaryDirectory(prefix="ec-links-") as tmp:
         out = Path(tmp) / "links.json"
         cmd = [
-            sys.executable,
-            "-m",
-            "engine_conformance.run.child",
-            str(SUITES),
-            "--rootdir",
-            str(ROOT),
-            "-o",
-            "addopts=",
-            "-p",
-            "engine_conformance.run.plugin",
-            "-p",
-            "no:cacheprovider",
-            "--import-mode=importlib",
+            *child_pytest([str(SUITES)]),
             "--collect-only",
             "-q",
             "--links-out",

@@ -15,7 +15,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +95,33 @@ def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def child_pytest(paths: Iterable[str]) -> list[str]:
+    """The start of every child pytest's command line (:mod:`.child`), collecting ``paths``
+    with the suite plugin; the caller adds the target, the run's options, ``extra``.
+
+    The plugin and options are given here, not only by the checkout's conftest.py and
+    pyproject.toml: an installed wheel has neither. ``-o addopts=``: a checkout's
+    pyproject.toml runs the harness's own tests under pytest-xdist; a suite run is
+    distributed only when asked (``-n``).
+    """
+    return [
+        sys.executable,
+        "-m",
+        "engine_conformance.run.child",
+        *paths,
+        "--rootdir",
+        str(ROOT),
+        "-o",
+        "addopts=",
+        "-p",
+        "engine_conformance.run.plugin",
+        "-p",
+        "no:cacheprovider",
+        "--import-mode=importlib",
+        *TRACEBACKS,
+    ]
+
+
 def pytest_command(
     target: str,
     report_dir: Path,
@@ -110,26 +137,9 @@ def pytest_command(
 ) -> list[str]:
     """The child pytest's command line; ``cases`` (node IDs such as
     ``suites/test_auth.py::test_refused_pull[no-header]``) narrow it to those checks."""
-    # The plugin and options are given here too, not only by the checkout's conftest.py
-    # and pyproject.toml: an installed wheel has neither.
     paths = [str(ROOT / c) for c in cases] or [str(f) for f in suite_files(requirements)]
-    # -o addopts=: a checkout's pyproject.toml runs the harness's own tests under
-    # pytest-xdist; a suite run is distributed only when asked (-n in ``extra``).
     cmd = [
-        sys.executable,
-        "-m",
-        "engine_conformance.run.child",
-        *paths,
-        "--rootdir",
-        str(ROOT),
-        "-o",
-        "addopts=",
-        "-p",
-        "engine_conformance.run.plugin",
-        "-p",
-        "no:cacheprovider",
-        "--import-mode=importlib",
-        *TRACEBACKS,
+        *child_pytest(paths),
         "--target",
         target,
         "--report-dir",
@@ -163,20 +173,7 @@ def child_command(
     ``run_config`` (:func:`engine_conformance.run.options.write_run_config`);
     ``requirements`` only narrows what it collects (:func:`suite_files`)."""
     cmd = [
-        sys.executable,
-        "-m",
-        "engine_conformance.run.child",
-        *(str(f) for f in suite_files(requirements)),
-        "--rootdir",
-        str(ROOT),
-        "-o",
-        "addopts=",
-        "-p",
-        "engine_conformance.run.plugin",
-        "-p",
-        "no:cacheprovider",
-        "--import-mode=importlib",
-        *TRACEBACKS,
+        *child_pytest(str(f) for f in suite_files(requirements)),
         "--run-config",
         str(run_config),
     ]
